@@ -1,0 +1,217 @@
+"""The lab's base image: Debian 12 built with debootstrap, turned into a raw ext4 disk.
+
+The result is cached in <cache>/images/<key>/ where key is a hash of the recipe
+(suite, package list, disk size, files/lab contents, the host mirror URLs and the
+source of the rootfs configuration step), so it is rebuilt when the recipe changes
+and reused otherwise. A cached image holds:
+  disk.raw     ext4 filesystem image (root=/dev/vda), the read-only base of every VM
+  vmlinuz      kernel from the rootfs's /boot
+  initrd.img   initrd from the rootfs's /boot
+  recipe.json  what the key was computed from (mirror URLs hashed, not written)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from . import LabError, cache_dir, host_apt_mirrors, run
+
+SUITE = "bookworm"
+RECIPE_VERSION = 1
+DISK_SIZE = "3G"
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "udev", "openssh-server", "iproute2", "python3",
+    "kmod", "linux-image-amd64", "ca-certificates", "iputils-ping", "procps",
+)
+# Guest-side files shipped from the repo: source name -> path in the image, mode.
+GUEST_FILES = {
+    "lvsha-lab-init": ("/usr/local/sbin/lvsha-lab-init", 0o755),
+    "lvsha-lab-init.service": ("/etc/systemd/system/lvsha-lab-init.service", 0o644),
+    "10-lvsha-mgmt.network": ("/etc/systemd/network/10-lvsha-mgmt.network", 0o644),
+    "sshd-lvsha.conf": ("/etc/ssh/sshd_config.d/lvsha.conf", 0o644),
+    "apt-proxy.conf": ("/etc/apt/apt.conf.d/01lvsha-proxy", 0o644),
+}
+# Units that would only slow boots down or grab the apt lock under the deploy's feet.
+MASKED_UNITS = (
+    "systemd-networkd-wait-online.service", "apt-daily.timer", "apt-daily-upgrade.timer",
+    "apt-daily.service", "apt-daily-upgrade.service", "e2scrub_all.timer", "fstrim.timer",
+    "man-db.timer",
+)
+# Build tool timeouts (seconds): bounded, generous for a cold proxy cache.
+DEBOOTSTRAP_TIMEOUT = 1200
+
+
+def guest_files_dir() -> Path:
+    """files/lab in the repo (two levels above this package)."""
+    return Path(__file__).resolve().parents[2] / "files" / "lab"
+
+
+def recipe() -> dict:
+    """Everything the image depends on, as a JSON-able dict (mirrors as a hash only)."""
+    files = {}
+    for name in sorted(GUEST_FILES):
+        files[name] = hashlib.sha256((guest_files_dir() / name).read_bytes()).hexdigest()
+    mirrors = json.dumps(host_apt_mirrors(), sort_keys=True).encode()
+    return {
+        "version": RECIPE_VERSION,
+        "suite": SUITE,
+        "packages": list(PACKAGES),
+        "disk_size": DISK_SIZE,
+        "guest_files": {k: [files[k], GUEST_FILES[k][0], GUEST_FILES[k][1]] for k in files},
+        "masked": list(MASKED_UNITS),
+        "mirrors_sha256": hashlib.sha256(mirrors).hexdigest(),
+        "configure_sha256": hashlib.sha256(inspect.getsource(_configure_rootfs).encode()).hexdigest(),
+    }
+
+
+def recipe_key() -> str:
+    """Short hash of recipe(): the cache key of the image."""
+    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_image() -> dict | None:
+    """Paths of the cached image for the current recipe, or None if not built."""
+    d = cache_dir() / "images" / recipe_key()
+    if (d / "complete").exists():
+        return {"dir": str(d), "disk": str(d / "disk.raw"), "format": "raw",
+                "kernel": str(d / "vmlinuz"), "initrd": str(d / "initrd.img")}
+    return None
+
+
+def ensure_image(proxy_port: int, progress=print) -> dict:
+    """Return the cached image for the current recipe, building it first if needed.
+
+    Building goes through the lab's apt proxy on 127.0.0.1:proxy_port (so packages
+    are cached). Concurrent callers serialise on a lock file; a failed or
+    interrupted build leaves nothing but an unfinished temp dir, which is removed.
+    """
+    img = cached_image()
+    if img:
+        return img
+    images = cache_dir() / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    with open(images / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        img = cached_image()
+        if img:
+            return img
+        key = recipe_key()
+        tmp = images / f"{key}.tmp-{os.getpid()}"
+        try:
+            _build(tmp, proxy_port, progress)
+            (tmp / "recipe.json").write_text(json.dumps(recipe(), indent=1, sort_keys=True))
+            (tmp / "complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+            os.rename(tmp, images / key)
+        finally:
+            safe_rmtree(tmp)
+        _prune_old_images(images, keep=key)
+    return cached_image()
+
+
+def _build(out: Path, proxy_port: int, progress) -> None:
+    """debootstrap into out/rootfs, configure it, extract kernel/initrd, make disk.raw."""
+    t0 = time.monotonic()
+    rootfs = out / "rootfs"
+    rootfs.mkdir(parents=True)
+    mirrors = host_apt_mirrors()
+    env = dict(os.environ, http_proxy=f"http://127.0.0.1:{proxy_port}", DEBIAN_FRONTEND="noninteractive")
+    env.pop("https_proxy", None)
+    progress(f"image: debootstrap {SUITE} ({len(PACKAGES)} packages) via apt proxy")
+    run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+         rootfs, mirrors["debian"]], timeout=DEBOOTSTRAP_TIMEOUT, env=env)
+    _unmount_below(out)  # debootstrap should have, but be sure before anything else
+    progress(f"image: debootstrap done in {time.monotonic() - t0:.0f}s; configuring")
+    _configure_rootfs(rootfs, mirrors)
+    boot = rootfs / "boot"
+    kernels = sorted(boot.glob("vmlinuz-*"))
+    initrds = sorted(boot.glob("initrd.img-*"))
+    if not kernels or not initrds:
+        raise LabError(f"no kernel/initrd in {boot}")
+    shutil.copy2(kernels[-1], out / "vmlinuz")
+    shutil.copy2(initrds[-1], out / "initrd.img")
+    run(["mkfs.ext4", "-q", "-F", "-L", "lvsha-root", "-d", rootfs, out / "disk.raw", DISK_SIZE],
+        timeout=300)
+    safe_rmtree(rootfs)
+    progress(f"image: built in {time.monotonic() - t0:.0f}s")
+
+
+def _configure_rootfs(rootfs: Path, mirrors: dict) -> None:
+    """Turn a fresh debootstrap tree into the lab guest image (see module docs)."""
+    src = guest_files_dir()
+    for name, (dest, mode) in GUEST_FILES.items():
+        target = rootfs / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / name, target)
+        os.chmod(target, mode)
+    # apt: same mirror(s) as the host; guest reaches them through the proxy.
+    lines = [f"deb {mirrors['debian']} {SUITE} main", f"deb {mirrors['debian']} {SUITE}-updates main"]
+    if "security" in mirrors:
+        lines.append(f"deb {mirrors['security']} {SUITE}-security main")
+    (rootfs / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
+    # Host name comes from the kernel cmdline (systemd.hostname=), per VM.
+    for f in ("etc/hostname",):
+        (rootfs / f).unlink(missing_ok=True)
+    (rootfs / "etc/hosts").write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
+    # Host keys are made per VM at first boot (lvsha-lab-init).
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    # Each VM must get its own machine-id at first boot.
+    (rootfs / "etc/machine-id").write_text("")
+    (rootfs / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    (rootfs / "etc/fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 1\n")
+    chroot = ["chroot", rootfs, "systemctl"]
+    run(chroot + ["enable", "systemd-networkd.service", "ssh.service", "lvsha-lab-init.service"])
+    run(chroot + ["mask", *MASKED_UNITS])
+    # No package leftovers in the image.
+    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+    (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+        deb.unlink()
+
+
+def _mounts_below(path: Path) -> list[str]:
+    """Mount points at or below path, deepest first."""
+    prefix = str(path.resolve())
+    found = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            mp = line.split()[1].encode().decode("unicode_escape")
+            if mp == prefix or mp.startswith(prefix + "/"):
+                found.append(mp)
+    return sorted(found, key=len, reverse=True)
+
+
+def _unmount_below(path: Path) -> None:
+    """Unmount anything debootstrap left mounted in its target (e.g. after Ctrl-C)."""
+    for mp in _mounts_below(path):
+        run(["umount", "-l", mp], check=False, timeout=30)
+
+
+def safe_rmtree(path: Path) -> None:
+    """rm -rf path, after making sure nothing is mounted below it (never recurse into /proc)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    _unmount_below(path)
+    if _mounts_below(path):
+        raise LabError(f"refusing to remove {path}: still has mounts below it")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _prune_old_images(images: Path, keep: str) -> None:
+    """Drop cached images of older recipes (and stale temp dirs of dead builds)."""
+    for d in images.iterdir():
+        if not d.is_dir() or d.name == keep:
+            continue
+        if ".tmp-" in d.name:
+            pid = d.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
+                continue  # another build still running
+        safe_rmtree(d)

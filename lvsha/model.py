@@ -1,0 +1,297 @@
+"""The cluster model: the single source of truth for an LVS-NAT balancer pair.
+
+Everything deployed (floating IPs, heartbeat and ldirectord configuration,
+firewall rules, web-host addresses and routes) is derived from one `Cluster`
+instance. Fields hold what the operator typed (strings); `lvsha.validate`
+checks them all and only a cluster that validates is ever rendered or
+deployed, so the derived views below may assume well-formed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+
+from netaddr import IPAddress, IPNetwork, IPSet
+
+HEARTBEAT_UDP_PORT = 694
+
+# Sources that can never legitimately arrive on the external interface.
+# The cluster's own external network is carved out of these at render time,
+# because the recipe's "public" addresses are themselves private examples.
+BOGON_SOURCES = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/5",
+)
+
+
+@dataclass(frozen=True)
+class Balancer:
+    """One director. `name` must equal `uname -n` on the machine."""
+
+    name: str
+    external_ip: str
+    internal_ip: str
+    external_interface: str = "eth0"
+    internal_interface: str = "eth1"
+    # An out-of-band management NIC on which SSH is accepted (the lab has one).
+    management_interface: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How ldirectord decides that a real server is alive."""
+
+    service: str = "http"
+    checktype: str = "negotiate"
+    # The port the check talks to; required when the virtual service is port 0.
+    checkport: int | None = 80
+    request: str = "/"
+    # Text the response must contain; empty means "the site's name".
+    receive: str = ""
+    negotiatetimeout: int = 10
+    checktimeout: int = 10
+
+
+@dataclass(frozen=True)
+class Site:
+    """A balanced web site: a VIP on the external network."""
+
+    name: str
+    vip: str
+    # Ports opened to the VIP in the firewall.
+    ports: tuple[int, ...] = (80, 443)
+    # The IPVS virtual service port; 0 balances every port (needs persistence).
+    virtual_port: int = 0
+    scheduler: str = "wlc"
+    persistent: int | None = 3600
+    quiescent: bool = False
+    health: HealthCheck = field(default_factory=HealthCheck)
+
+    @property
+    def receive(self) -> str:
+        return self.health.receive or self.name
+
+
+@dataclass(frozen=True)
+class WebHost:
+    """A real server on the internal network, one internal IP per site."""
+
+    name: str
+    # Internal addresses in the order of `Cluster.sites`.
+    internal_ips: tuple[str, ...]
+    mail_ip: str
+    interface: str = "eth0"
+    public_ip: str | None = None
+
+
+@dataclass(frozen=True)
+class HeartbeatAuth:
+    method: str = "sha1"
+    # Never printed: repr() and to_json() hide it.
+    secret: str | None = field(default=None, repr=False)
+    # `crc` authenticates nothing; it is refused unless this says otherwise.
+    allow_insecure: bool = False
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    keepalive: int = 2
+    deadtime: int = 10
+    warntime: int = 5
+    initdead: int = 30
+    auto_failback: bool = True
+    # Which networks carry heartbeats: "internal" and/or "external".
+    links: tuple[str, ...] = ("internal", "external")
+    # "ucast" (to the peer's address) or "bcast".
+    media: str = "ucast"
+    auth: HeartbeatAuth = field(default_factory=HeartbeatAuth)
+    logfacility: str = "local0"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A management service on each balancer's own external address."""
+
+    name: str
+    protocol: str
+    port: int
+    sources: tuple[str, ...] = ("0.0.0.0/0",)
+
+
+@dataclass(frozen=True)
+class Firewall:
+    services: tuple[Service, ...] = (Service("ssh", "tcp", 22),)
+    # "mail-ip": a web host's other outbound traffic also leaves from its
+    # (floating) mail IP; "masquerade": from the active balancer's own address.
+    outbound_nat: str = "mail-ip"
+    allow_ping: bool = True
+
+
+@dataclass(frozen=True)
+class Ldirectord:
+    checkinterval: int = 5
+    # Let ldirectord expire persistence templates of removed real servers.
+    expire_quiescent_template: bool = True
+
+
+@dataclass(frozen=True)
+class FloatingIP:
+    address: IPAddress
+    prefixlen: int
+    interface: str
+    purpose: str
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class VirtualServer:
+    site: Site
+    vip: IPAddress
+    port: int
+    reals: tuple[tuple[WebHost, IPAddress], ...]
+
+
+@dataclass(frozen=True)
+class MailRoute:
+    host: WebHost
+    mail_ip: IPAddress
+    internal_ips: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A pair of LVS-NAT directors in failover, their sites and web hosts."""
+
+    name: str
+    external_network: str
+    internal_network: str
+    internal_gateway: str
+    balancers: tuple[Balancer, ...]
+    sites: tuple[Site, ...]
+    web_hosts: tuple[WebHost, ...]
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    firewall: Firewall = field(default_factory=Firewall)
+    ldirectord: Ldirectord = field(default_factory=Ldirectord)
+    # The upstream router of the external network, if the balancers need one.
+    external_gateway: str | None = None
+
+    def to_json(self) -> dict:
+        """What `pyinfra debug-inventory` shows: the model, secret hidden."""
+        data = asdict(self)
+        if data["heartbeat"]["auth"]["secret"]:
+            data["heartbeat"]["auth"]["secret"] = "<hidden>"
+        return data
+
+    # ---- parsed networks -------------------------------------------------
+    @cached_property
+    def external_net(self) -> IPNetwork:
+        return IPNetwork(self.external_network)
+
+    @cached_property
+    def internal_net(self) -> IPNetwork:
+        return IPNetwork(self.internal_network)
+
+    @property
+    def gateway(self) -> IPAddress:
+        return IPAddress(self.internal_gateway)
+
+    # ---- lookups ---------------------------------------------------------
+    @property
+    def master(self) -> Balancer:
+        """The preferred owner of the resources (haresources' node)."""
+        return self.balancers[0]
+
+    def peer(self, balancer: Balancer) -> Balancer:
+        (other,) = [b for b in self.balancers if b.name != balancer.name]
+        return other
+
+    def balancer(self, name: str) -> Balancer:
+        return {b.name: b for b in self.balancers}[name]
+
+    def web_host(self, name: str) -> WebHost:
+        return {h.name: h for h in self.web_hosts}[name]
+
+    # ---- derived lists ---------------------------------------------------
+    def virtual_servers(self) -> list[VirtualServer]:
+        """One IPVS virtual service per site; each web host serves every site."""
+        return [
+            VirtualServer(
+                site=site,
+                vip=IPAddress(site.vip),
+                port=site.virtual_port,
+                reals=tuple((h, IPAddress(h.internal_ips[i])) for h in self.web_hosts),
+            )
+            for i, site in enumerate(self.sites)
+        ]
+
+    def site_addresses(self, host: WebHost) -> list[tuple[Site, IPAddress]]:
+        return [(site, IPAddress(ip)) for site, ip in zip(self.sites, host.internal_ips)]
+
+    def mail_routes(self) -> list[MailRoute]:
+        return [
+            MailRoute(h, IPAddress(h.mail_ip), tuple(IPAddress(ip) for ip in h.internal_ips))
+            for h in self.web_hosts
+        ]
+
+    def floating_ips(self) -> list[FloatingIP]:
+        """Everything heartbeat moves, in takeover order: VIPs, mail IPs, gateway.
+
+        Interfaces are the master's; both balancers must use the same names
+        because haresources is one file shared by both nodes.
+        """
+        ext, intl = self.master.external_interface, self.master.internal_interface
+        ips = [FloatingIP(IPAddress(s.vip), self.external_net.prefixlen, ext, f"site {s.name}") for s in self.sites]
+        ips += [
+            FloatingIP(IPAddress(h.mail_ip), self.external_net.prefixlen, ext, f"mail {h.name}")
+            for h in self.web_hosts
+        ]
+        ips.append(FloatingIP(self.gateway, self.internal_net.prefixlen, intl, "internal gateway"))
+        return ips
+
+    def heartbeat_links(self) -> list[tuple[str, list[IPAddress]]]:
+        """(interface, [each balancer's address on it]) for every heartbeat link."""
+        links = []
+        for link in self.heartbeat.links:
+            if link == "internal":
+                links.append(
+                    (self.master.internal_interface, [IPAddress(b.internal_ip) for b in self.balancers])
+                )
+            else:
+                links.append(
+                    (self.master.external_interface, [IPAddress(b.external_ip) for b in self.balancers])
+                )
+        return links
+
+    def spoofed_sources(self) -> list[IPNetwork]:
+        """Sources dropped on arrival at the external interface."""
+        bogons = IPSet(BOGON_SOURCES) - IPSet([self.external_net])
+        return list(bogons.iter_cidrs())
+
+    def scheduler_modules(self) -> list[str]:
+        return sorted({f"ip_vs_{s.scheduler}" for s in self.sites})
+
+    def used_addresses(self) -> set[IPAddress]:
+        """Every address the model assigns anywhere (for picking free ones)."""
+        found = {self.gateway}
+        for b in self.balancers:
+            found |= {IPAddress(b.external_ip), IPAddress(b.internal_ip)}
+        for s in self.sites:
+            found.add(IPAddress(s.vip))
+        for h in self.web_hosts:
+            found |= {IPAddress(ip) for ip in h.internal_ips}
+            found.add(IPAddress(h.mail_ip))
+            if h.public_ip:
+                found.add(IPAddress(h.public_ip))
+        if self.external_gateway:
+            found.add(IPAddress(self.external_gateway))
+        return found

@@ -1,0 +1,169 @@
+"""Render every managed file of every host from the cluster model.
+
+The deploy tasks and the `render` command both call these functions, so what
+an operator reviews with `lvsha render` is byte for byte what is deployed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, WebHost
+from lvsha.validate import validate
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# Where each file lives on the hosts.
+HA_CF = "/etc/ha.d/ha.cf"
+HARESOURCES = "/etc/ha.d/haresources"
+AUTHKEYS = "/etc/ha.d/authkeys"
+LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
+FIREWALL_RULES = "/etc/iptables/rules.v4"
+SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
+MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
+NETWORKD_DIR = "/etc/systemd/network"
+NGINX_SITES = "/etc/nginx/sites-available/lvsha-sites"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str
+    content: str
+    mode: str = "0644"
+
+
+_environment = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+
+def _render(template: str, cluster: Cluster, **context) -> str:
+    return _environment.get_template(template).render(cluster=cluster, **context)
+
+
+def network_file_path(interface: str) -> str:
+    return f"{NETWORKD_DIR}/50-lvsha-{interface}.network"
+
+
+def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    hb = cluster.heartbeat
+    own = {}
+    for interface, addresses in cluster.heartbeat_links():
+        own[interface] = addresses[[b.name for b in cluster.balancers].index(balancer.name)]
+    return [
+        RenderedFile(
+            HA_CF,
+            _render("ha.cf.j2", cluster, balancer=balancer, hb=hb, links=cluster.heartbeat_links(),
+                    own=own, udp_port=HEARTBEAT_UDP_PORT),
+        ),
+        RenderedFile(
+            HARESOURCES,
+            _render("haresources.j2", cluster, floating_ips=cluster.floating_ips(),
+                    ldirectord_cf=Path(LDIRECTORD_CF).name),
+        ),
+        RenderedFile(AUTHKEYS, _render("authkeys.j2", cluster, auth=hb.auth), mode="0600"),
+    ]
+
+
+def ldirectord_file(cluster: Cluster) -> RenderedFile:
+    return RenderedFile(LDIRECTORD_CF, _render("ldirectord.cf.j2", cluster, virtual_servers=cluster.virtual_servers()))
+
+
+def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
+    peer = cluster.peer(balancer)
+    peer_links = []
+    for link in cluster.heartbeat.links:
+        if link == "internal":
+            peer_links.append((balancer.internal_interface, peer.internal_ip))
+        else:
+            peer_links.append((balancer.external_interface, peer.external_ip))
+    content = _render(
+        "rules.v4.j2", cluster, balancer=balancer, peer_links=peer_links,
+        spoofed_sources=cluster.spoofed_sources(), mail_routes=cluster.mail_routes(),
+        external_floating=[ip for ip in cluster.floating_ips() if ip.interface == balancer.external_interface],
+        udp_port=HEARTBEAT_UDP_PORT,
+    )
+    return RenderedFile(FIREWALL_RULES, content, mode="0640")
+
+
+def kernel_files(cluster: Cluster) -> list[RenderedFile]:
+    return [
+        RenderedFile(SYSCTL_CONF, _render("sysctl.conf.j2", cluster)),
+        RenderedFile(MODULES_CONF, _render("modules-load.conf.j2", cluster,
+                                           scheduler_modules=cluster.scheduler_modules())),
+    ]
+
+
+def _network_file(cluster, interface, purpose, addresses, gateway=None, keep_foreign=False) -> RenderedFile:
+    return RenderedFile(
+        network_file_path(interface),
+        _render("interface.network.j2", cluster, interface=interface, purpose=purpose,
+                addresses=addresses, gateway=gateway, keep_foreign=keep_foreign),
+    )
+
+
+def balancer_network_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    ext_prefix, int_prefix = cluster.external_net.prefixlen, cluster.internal_net.prefixlen
+    return [
+        _network_file(cluster, balancer.external_interface, "External network: this balancer's own address.",
+                      [f"{balancer.external_ip}/{ext_prefix}"], cluster.external_gateway, keep_foreign=True),
+        _network_file(cluster, balancer.internal_interface, "Internal network: this balancer's own address.",
+                      [f"{balancer.internal_ip}/{int_prefix}"], keep_foreign=True),
+    ]
+
+
+def web_host_network_file(cluster: Cluster, host: WebHost) -> RenderedFile:
+    prefix = cluster.internal_net.prefixlen
+    return _network_file(
+        cluster, host.interface,
+        "Internal network: one address per site; the only default route is the floating gateway.",
+        [f"{ip}/{prefix}" for ip in host.internal_ips], cluster.internal_gateway,
+    )
+
+
+def web_server_file(cluster: Cluster, host: WebHost) -> RenderedFile:
+    return RenderedFile(NGINX_SITES, _render("nginx-sites.conf.j2", cluster, host=host,
+                                             site_addresses=cluster.site_addresses(host)))
+
+
+def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    return [
+        *heartbeat_files(cluster, balancer),
+        ldirectord_file(cluster),
+        firewall_file(cluster, balancer),
+        *kernel_files(cluster),
+        *balancer_network_files(cluster, balancer),
+    ]
+
+
+def web_host_files(cluster: Cluster, host: WebHost) -> list[RenderedFile]:
+    return [web_host_network_file(cluster, host), web_server_file(cluster, host)]
+
+
+def all_files(cluster: Cluster) -> dict[str, list[RenderedFile]]:
+    """Every host's managed files, keyed by host name; validates first."""
+    validate(cluster)
+    files = {b.name: balancer_files(cluster, b) for b in cluster.balancers}
+    files.update({h.name: web_host_files(cluster, h) for h in cluster.web_hosts})
+    return files
+
+
+def write_tree(cluster: Cluster, out: Path) -> list[Path]:
+    """Write `all_files` under out/HOST/<absolute path>, with their modes."""
+    written = []
+    for host, files in all_files(cluster).items():
+        for f in files:
+            target = out / host / f.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f.content)
+            target.chmod(int(f.mode, 8))
+            written.append(target)
+    return written

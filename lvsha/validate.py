@@ -1,0 +1,303 @@
+"""Validation of a `Cluster` before anything is rendered or any host is touched.
+
+Every rule reports the field it concerns and the offending value, and all
+problems are reported at once so an operator fixes the inventory in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from netaddr import AddrFormatError, IPAddress, IPNetwork, IPSet
+
+from lvsha.model import Cluster
+
+IPVS_SCHEDULERS = {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"}
+LDIRECTORD_SERVICES = {
+    "http", "https", "ftp", "smtp", "pop", "pops", "imap", "imaps", "ldap", "nntp",
+    "dns", "mysql", "pgsql", "sip", "simpletcp", "none",
+}
+LDIRECTORD_CHECKTYPES = {"negotiate", "connect", "ping", "off", "on"}
+HEARTBEAT_AUTH_METHODS = {"sha1", "md5", "crc"}
+INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+SITE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+# Characters that would break out of a quoted ldirectord value or a line.
+UNSAFE_IN_CONFIG = re.compile(r'["\n\r]')
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    value: object
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field} = {self.value!r}: {self.message}"
+
+
+class ValidationError(ValueError):
+    """The cluster model is inconsistent; nothing was rendered or deployed."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"the cluster model has {len(problems)} problem(s):\n{lines}")
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def fail(self, field: str, value: object, message: str) -> None:
+        self.problems.append(Problem(field, value, message))
+
+    def address(self, field: str, value: object) -> IPAddress | None:
+        if not isinstance(value, str):
+            self.fail(field, value, "must be an IPv4 address written as a string")
+            return None
+        try:
+            address = IPAddress(value, 4)
+        except (AddrFormatError, ValueError):
+            self.fail(field, value, "is not an IPv4 address")
+            return None
+        if str(address) != value:
+            self.fail(field, value, f"is not written canonically (did you mean {address}?)")
+        return address
+
+    def network(self, field: str, value: object) -> IPNetwork | None:
+        try:
+            network = IPNetwork(value, version=4)
+        except (AddrFormatError, ValueError, TypeError):
+            self.fail(field, value, "is not an IPv4 network in CIDR notation")
+            return None
+        if network.ip != network.network:
+            self.fail(field, value, f"has host bits set (did you mean {network.cidr}?)")
+        return network
+
+    def within(self, field: str, value: str, address: IPAddress | None, net: IPNetwork | None, what: str) -> None:
+        if address is None or net is None:
+            return
+        if address not in net:
+            self.fail(field, value, f"is outside the {what} {net.cidr}")
+        elif net.prefixlen < 31 and address in (net.network, net.broadcast):
+            self.fail(field, value, f"is the network or broadcast address of {net.cidr}")
+
+    def port(self, field: str, value: object, allow_zero: bool = False) -> None:
+        low = 0 if allow_zero else 1
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 65535:
+            self.fail(field, value, f"must be a port number from {low} to 65535")
+
+    def positive(self, field: str, value: object) -> bool:
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            self.fail(field, value, "must be a whole number of seconds above 0")
+            return False
+        return True
+
+    def interface(self, field: str, value: object) -> None:
+        if not isinstance(value, str) or not INTERFACE_NAME.match(value):
+            self.fail(field, value, "is not a valid interface name (1-15 of letters, digits, '.', '-', '_')")
+
+    def text(self, field: str, value: object) -> None:
+        if not isinstance(value, str) or UNSAFE_IN_CONFIG.search(value):
+            self.fail(field, value, "must be text without double quotes or line breaks")
+
+
+def problems(cluster: Cluster) -> list[Problem]:
+    """Every problem in the model; an empty list means it may be deployed."""
+    c = _Checker()
+    ext = c.network("external_network", cluster.external_network)
+    intl = c.network("internal_network", cluster.internal_network)
+    if ext is not None and intl is not None and (IPSet([ext]) & IPSet([intl])):
+        c.fail("internal_network", cluster.internal_network, f"overlaps external_network {cluster.external_network}")
+
+    owners: dict[IPAddress, list[str]] = defaultdict(list)
+
+    def own(field: str, value: str | None, net: IPNetwork | None, what: str) -> IPAddress | None:
+        address = c.address(field, value)
+        if address is not None:
+            owners[address].append(field)
+            c.within(field, value, address, net, what)
+        return address
+
+    own("internal_gateway", cluster.internal_gateway, intl, "internal network")
+    if cluster.external_gateway is not None:
+        own("external_gateway", cluster.external_gateway, ext, "external network")
+
+    _check_balancers(c, cluster, own, ext, intl)
+    _check_sites(c, cluster, own, ext)
+    _check_web_hosts(c, cluster, own, ext, intl)
+    _check_heartbeat(c, cluster)
+    _check_firewall(c, cluster)
+    c.positive("ldirectord.checkinterval", cluster.ldirectord.checkinterval)
+
+    for address, fields in owners.items():
+        if len(fields) > 1:
+            c.fail(fields[1], str(address), f"is used twice: also by {', '.join(f for f in fields if f != fields[1])}")
+    return c.problems
+
+
+def _check_balancers(c: _Checker, cluster: Cluster, own, ext, intl) -> None:
+    if len(cluster.balancers) != 2:
+        c.fail("balancers", [b.name for b in cluster.balancers], "there must be exactly two balancers (master first)")
+    names = [b.name for b in cluster.balancers]
+    for b in cluster.balancers:
+        where = f"balancers[{b.name}]"
+        if not isinstance(b.name, str) or not NODE_NAME.match(b.name):
+            c.fail(f"{where}.name", b.name, "must be a host name as `uname -n` prints it")
+        if names.count(b.name) > 1:
+            c.fail(f"{where}.name", b.name, "is used by two balancers")
+        own(f"{where}.external_ip", b.external_ip, ext, "external network")
+        own(f"{where}.internal_ip", b.internal_ip, intl, "internal network")
+        c.interface(f"{where}.external_interface", b.external_interface)
+        c.interface(f"{where}.internal_interface", b.internal_interface)
+        if b.external_interface == b.internal_interface:
+            c.fail(f"{where}.internal_interface", b.internal_interface, "is the same as external_interface")
+        if b.management_interface is not None:
+            c.interface(f"{where}.management_interface", b.management_interface)
+            if b.management_interface in (b.external_interface, b.internal_interface):
+                c.fail(f"{where}.management_interface", b.management_interface, "must be a third interface")
+    if len(cluster.balancers) == 2:
+        first, second = cluster.balancers
+        # haresources is one file for both nodes, so interface names must agree.
+        for attr in ("external_interface", "internal_interface"):
+            if getattr(first, attr) != getattr(second, attr):
+                c.fail(
+                    f"balancers[{second.name}].{attr}", getattr(second, attr),
+                    f"differs from {first.name}'s {getattr(first, attr)!r}; haresources is shared by both nodes",
+                )
+
+
+def _check_sites(c: _Checker, cluster: Cluster, own, ext) -> None:
+    if not cluster.sites:
+        c.fail("sites", [], "at least one site is needed")
+    names = [s.name for s in cluster.sites]
+    for s in cluster.sites:
+        where = f"sites[{s.name}]"
+        if not isinstance(s.name, str) or not SITE_NAME.match(s.name):
+            c.fail(f"{where}.name", s.name, "must be a DNS name")
+        if names.count(s.name) > 1:
+            c.fail(f"{where}.name", s.name, "is used by two sites")
+        own(f"{where}.vip", s.vip, ext, "external network")
+        if not s.ports:
+            c.fail(f"{where}.ports", s.ports, "at least one port must be open to the VIP")
+        for port in s.ports:
+            c.port(f"{where}.ports", port)
+        c.port(f"{where}.virtual_port", s.virtual_port, allow_zero=True)
+        if s.virtual_port and s.virtual_port not in s.ports:
+            c.fail(f"{where}.virtual_port", s.virtual_port, f"is not among the ports opened to the VIP {list(s.ports)}")
+        if s.scheduler not in IPVS_SCHEDULERS:
+            c.fail(f"{where}.scheduler", s.scheduler, f"is not an IPVS scheduler ({', '.join(sorted(IPVS_SCHEDULERS))})")
+        if s.persistent is not None:
+            c.positive(f"{where}.persistent", s.persistent)
+        h = s.health
+        if s.virtual_port == 0:
+            # IPVS accepts an all-ports virtual service only when it is persistent.
+            if not s.persistent:
+                c.fail(f"{where}.persistent", s.persistent, "virtual_port 0 (all ports) requires persistence")
+            if h.checktype in ("negotiate", "connect") and h.checkport is None:
+                c.fail(
+                    f"{where}.health.checkport", h.checkport,
+                    "virtual_port 0 has no port to check: set the port the health check talks to",
+                )
+        if h.checkport is not None:
+            c.port(f"{where}.health.checkport", h.checkport)
+        if h.service not in LDIRECTORD_SERVICES:
+            c.fail(f"{where}.health.service", h.service, f"is not an ldirectord service ({', '.join(sorted(LDIRECTORD_SERVICES))})")
+        if h.checktype not in LDIRECTORD_CHECKTYPES:
+            c.fail(f"{where}.health.checktype", h.checktype, f"is not an ldirectord checktype ({', '.join(sorted(LDIRECTORD_CHECKTYPES))})")
+        if h.checktype == "negotiate" and not s.receive:
+            c.fail(f"{where}.health.receive", h.receive, "a negotiate check needs text to expect")
+        c.text(f"{where}.health.request", h.request)
+        c.text(f"{where}.health.receive", h.receive)
+        c.positive(f"{where}.health.negotiatetimeout", h.negotiatetimeout)
+        c.positive(f"{where}.health.checktimeout", h.checktimeout)
+        if not cluster.web_hosts:
+            c.fail(f"{where}", s.name, "has no real servers: the cluster has no web hosts")
+
+
+def _check_web_hosts(c: _Checker, cluster: Cluster, own, ext, intl) -> None:
+    names = [h.name for h in cluster.web_hosts] + [b.name for b in cluster.balancers]
+    for h in cluster.web_hosts:
+        where = f"web_hosts[{h.name}]"
+        if not isinstance(h.name, str) or not NODE_NAME.match(h.name):
+            c.fail(f"{where}.name", h.name, "must be a host name")
+        if names.count(h.name) > 1:
+            c.fail(f"{where}.name", h.name, "is used by another host")
+        c.interface(f"{where}.interface", h.interface)
+        if len(h.internal_ips) != len(cluster.sites):
+            c.fail(
+                f"{where}.internal_ips", list(h.internal_ips),
+                f"needs exactly one internal IP per site ({len(cluster.sites)}), in the order of `sites`",
+            )
+        for i, ip in enumerate(h.internal_ips):
+            own(f"{where}.internal_ips[{i}]", ip, intl, "internal network")
+        own(f"{where}.mail_ip", h.mail_ip, ext, "external network")
+        if h.public_ip is not None:
+            own(f"{where}.public_ip", h.public_ip, ext, "external network")
+
+
+def _check_heartbeat(c: _Checker, cluster: Cluster) -> None:
+    hb = cluster.heartbeat
+    timers = all(
+        c.positive(f"heartbeat.{name}", getattr(hb, name)) for name in ("keepalive", "deadtime", "warntime", "initdead")
+    )
+    if timers:
+        if hb.deadtime <= hb.keepalive:
+            c.fail("heartbeat.deadtime", hb.deadtime, f"must be above keepalive ({hb.keepalive})")
+        if not hb.keepalive <= hb.warntime < hb.deadtime:
+            c.fail("heartbeat.warntime", hb.warntime, f"must be from keepalive ({hb.keepalive}) to below deadtime ({hb.deadtime})")
+        if hb.initdead < 2 * hb.deadtime:
+            c.fail("heartbeat.initdead", hb.initdead, f"must be at least twice deadtime ({2 * hb.deadtime})")
+    if not hb.links:
+        c.fail("heartbeat.links", hb.links, "at least one heartbeat link is needed")
+    for link in hb.links:
+        if link not in ("internal", "external"):
+            c.fail("heartbeat.links", link, "must be 'internal' or 'external'")
+    if len(set(hb.links)) != len(hb.links):
+        c.fail("heartbeat.links", hb.links, "names a link twice")
+    if hb.media not in ("ucast", "bcast"):
+        c.fail("heartbeat.media", hb.media, "must be 'ucast' or 'bcast'")
+    if not isinstance(hb.logfacility, str) or not re.match(r"^(local[0-7]|daemon|none)$", hb.logfacility):
+        c.fail("heartbeat.logfacility", hb.logfacility, "must be local0-local7, daemon or none")
+    auth = hb.auth
+    if auth.method not in HEARTBEAT_AUTH_METHODS:
+        c.fail("heartbeat.auth.method", auth.method, f"must be one of {', '.join(sorted(HEARTBEAT_AUTH_METHODS))}")
+    elif auth.method == "crc":
+        if not auth.allow_insecure:
+            c.fail(
+                "heartbeat.auth.method", auth.method,
+                "crc authenticates nothing (anyone on the link can forge heartbeats); "
+                "use sha1, or set heartbeat.auth.allow_insecure=True to accept the risk",
+            )
+    elif not auth.secret:
+        c.fail(
+            "heartbeat.auth.secret", None,
+            f"{auth.method} needs a secret: set LVSHA_HEARTBEAT_SECRET_FILE to a file outside the repository "
+            "(or LVSHA_HEARTBEAT_SECRET)",
+        )
+    elif not re.match(r"^[\x21-\x7e]{16,}$", auth.secret):
+        c.fail("heartbeat.auth.secret", "<hidden>", "must be at least 16 printable characters without spaces")
+
+
+def _check_firewall(c: _Checker, cluster: Cluster) -> None:
+    fw = cluster.firewall
+    for svc in fw.services:
+        where = f"firewall.services[{svc.name}]"
+        if svc.protocol not in ("tcp", "udp"):
+            c.fail(f"{where}.protocol", svc.protocol, "must be 'tcp' or 'udp'")
+        c.port(f"{where}.port", svc.port)
+        for source in svc.sources:
+            c.network(f"{where}.sources", source)
+    if fw.outbound_nat not in ("mail-ip", "masquerade"):
+        c.fail("firewall.outbound_nat", fw.outbound_nat, "must be 'mail-ip' or 'masquerade'")
+
+
+def validate(cluster: Cluster) -> Cluster:
+    """Return the cluster unchanged, or raise `ValidationError` naming every problem."""
+    found = problems(cluster)
+    if found:
+        raise ValidationError(found)
+    return cluster
