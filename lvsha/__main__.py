@@ -1,0 +1,3 @@
+from lvsha.cli import main
+
+main(prog_name="lvsha")

@@ -1,0 +1,66 @@
+"""Command line: check and render a cluster without touching any host, and run the lab.
+
+    python -m lvsha validate inventory.py
+    python -m lvsha render inventory.py out/
+    python -m lvsha lab run            # the whole lab: up, deploy, test, report, down
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from lvsha.loader import InventoryError, load_cluster
+from lvsha.render import all_files, write_tree
+
+
+def _load(inventory: str):
+    try:
+        return load_cluster(inventory)
+    except InventoryError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group()
+def main() -> None:
+    """Deploy and check an LVS-NAT load balancer pair from one cluster model."""
+
+
+@main.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+def validate(inventory: str) -> None:
+    """Check INVENTORY's cluster model; exit 2 naming every problem."""
+    cluster = _load(inventory)
+    files = all_files(cluster)
+    click.echo(
+        f"{inventory}: cluster {cluster.name!r} is valid: {len(cluster.balancers)} balancers, "
+        f"{len(cluster.sites)} sites, {len(cluster.web_hosts)} web hosts, "
+        f"{len(cluster.floating_ips())} floating addresses, {sum(map(len, files.values()))} managed files"
+    )
+
+
+@main.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+def render(inventory: str, out: str) -> None:
+    """Write every host's managed files under OUT/HOST/... for review."""
+    cluster = _load(inventory)
+    for path in write_tree(cluster, Path(out)):
+        click.echo(str(path))
+
+
+def _mount_lab() -> None:
+    try:
+        from lvsha.lab.cli import lab
+    except ImportError as error:  # the lab needs nothing extra to import; report if it breaks
+        click.echo(f"lvsha: the lab commands are unavailable: {error}", err=True)
+        return
+    main.add_command(lab)
+
+
+_mount_lab()
+
+if __name__ == "__main__":
+    sys.exit(main())

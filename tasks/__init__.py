@@ -1,0 +1,1 @@
+"""Reusable pyinfra deploys for an LVS-NAT balancer pair; each takes the cluster model."""

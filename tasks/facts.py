@@ -1,0 +1,73 @@
+"""Facts the tasks read before changing anything."""
+
+from __future__ import annotations
+
+import json
+
+from pyinfra.api import FactBase
+
+
+class InterfaceAddresses(FactBase):
+    """IPv4 addresses per interface, as CIDR strings: {"eth0": ["10.0.0.254/24"]}."""
+
+    default = dict
+
+    def command(self) -> str:
+        return "ip -4 -j addr show"
+
+    def requires_command(self) -> str:
+        return "ip"
+
+    def process(self, output):
+        links = json.loads("".join(output) or "[]")
+        return {
+            link["ifname"]: [f'{a["local"]}/{a["prefixlen"]}' for a in link.get("addr_info", []) if a.get("family") == "inet"]
+            for link in links
+        }
+
+
+class DefaultRoutes(FactBase):
+    """IPv4 default routes in the main table: [{"gateway": "192.168.0.254", "dev": "eth0"}]."""
+
+    default = list
+
+    def command(self) -> str:
+        return "ip -4 -j route show default"
+
+    def requires_command(self) -> str:
+        return "ip"
+
+    def process(self, output):
+        return [{"gateway": r.get("gateway"), "dev": r.get("dev")} for r in json.loads("".join(output) or "[]")]
+
+
+class SshConnection(FactBase):
+    """The SSH connection this deploy runs over, from the server's side:
+    {"client": ip, "client_port": n, "server": ip, "server_port": n}, or None
+    when not connected over SSH (e.g. @local)."""
+
+    def command(self) -> str:
+        return 'echo "${SSH_CONNECTION:-}"'
+
+    def process(self, output):
+        fields = " ".join(output).split()
+        if len(fields) != 4:
+            return None
+        client, client_port, server, server_port = fields
+        return {"client": client, "client_port": int(client_port), "server": server, "server_port": int(server_port)}
+
+
+class NetworkInterfacesFile(FactBase):
+    """Interfaces that ifupdown configures in /etc/network/interfaces(.d)."""
+
+    default = list
+
+    def command(self) -> str:
+        return (
+            "cat /etc/network/interfaces /etc/network/interfaces.d/* 2>/dev/null "
+            "| awk '$1 == \"iface\" {print $2} $1 == \"auto\" || $1 == \"allow-hotplug\" {for (i = 2; i <= NF; i++) print $i}' "
+            "|| true"
+        )
+
+    def process(self, output):
+        return sorted({word for line in output for word in line.split()})

@@ -1,0 +1,46 @@
+"""Addresses and routes, persisted with systemd-networkd and applied live."""
+
+from pyinfra.api import deploy
+from pyinfra.operations import server, systemd
+
+from lvsha import render
+from lvsha.model import Balancer, Cluster, WebHost
+from tasks.operations import addresses_present, only_default_route
+from tasks.rendered import put
+
+
+def _networkd(rendered_files, interfaces_addresses):
+    changed = [put(f) for f in rendered_files]
+    systemd.service(name="Enable systemd-networkd", service="systemd-networkd", running=True, enabled=True)
+    server.shell(
+        name="Reload systemd-networkd",
+        commands=["networkctl reload"],
+        _if=lambda: any(op.did_change() for op in changed),
+    )
+    for interface, addresses in interfaces_addresses:
+        addresses_present(name=f"Addresses on {interface}", interface=interface, addresses=addresses)
+
+
+@deploy("Balancer network")
+def balancer_network(cluster: Cluster, balancer: Balancer):
+    """This balancer's own external and internal addresses are configured and up.
+    Floating addresses are heartbeat's: networkd is told to keep them."""
+    network_files = render.balancer_network_files(cluster, balancer)
+    _networkd(network_files, [
+        (balancer.external_interface, [f"{balancer.external_ip}/{cluster.external_net.prefixlen}"]),
+        (balancer.internal_interface, [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]),
+    ])
+    if cluster.external_gateway:
+        only_default_route(name="Default route upstream", gateway=cluster.external_gateway,
+                           interface=balancer.external_interface)
+
+
+@deploy("Web host network")
+def web_host_network(cluster: Cluster, web_host: WebHost):
+    """One internal address per site; the only default route is the floating
+    internal gateway, so LVS-NAT replies return through the active director."""
+    prefix = cluster.internal_net.prefixlen
+    _networkd([render.web_host_network_file(cluster, web_host)],
+              [(web_host.interface, [f"{ip}/{prefix}" for ip in web_host.internal_ips])])
+    only_default_route(name="Default route via the floating gateway", gateway=cluster.internal_gateway,
+                       interface=web_host.interface)

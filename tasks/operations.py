@@ -1,0 +1,83 @@
+"""Small operations the stock pyinfra ones do not cover. Each reads facts
+first and yields commands only when the host differs from the target."""
+
+from __future__ import annotations
+
+import hashlib
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.facts.files import Sha1File
+from pyinfra.operations import files
+
+from tasks.facts import DefaultRoutes, InterfaceAddresses
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+@operation()
+def secret_file(content: str, path: str):
+    """Ensure `path` holds `content`, mode 0600, root-owned; the content is never
+    shown in diffs or logs, and is never on disk with a wider mode."""
+    if host.get_fact(Sha1File, path=path) == _sha1(content):
+        host.noop(f"{path} holds the expected secret")
+        return
+    staged = f"{path}.lvsha-new"
+    yield StringCommand("install", "-m", "600", "-o", "root", "-g", "root", "/dev/null", staged)
+    yield FileUploadCommand(StringIO(content), staged)
+    yield StringCommand("mv", "-f", staged, path)
+
+
+@operation()
+def iptables_rules(rules: str, path: str, mode: str = "0640"):
+    """Ensure `path` holds `rules` and that they are the loaded ruleset.
+
+    New rules are checked with `iptables-restore --test` before the file is
+    replaced, then loaded in one transaction; a ruleset that fails the check
+    leaves both the file and the running firewall as they were.
+    """
+    if host.get_fact(Sha1File, path=path) == _sha1(rules):
+        host.noop(f"{path} is up to date")
+        return
+    candidate = f"{path}.lvsha-candidate"
+    yield StringCommand("install", "-m", "600", "-D", "/dev/null", candidate)
+    yield FileUploadCommand(StringIO(rules), candidate)
+    yield StringCommand("iptables-restore", "--test", candidate)
+    yield from files.put._inner(src=StringIO(rules), dest=path, mode=mode)
+    yield StringCommand("iptables-restore", path)
+    yield StringCommand("rm", "-f", candidate)
+
+
+@operation()
+def addresses_present(interface: str, addresses: list[str]):
+    """Ensure `interface` is up and carries each CIDR in `addresses` now
+    (the persisted configuration covers reboots)."""
+    current = host.get_fact(InterfaceAddresses)
+    if interface not in current:
+        raise ValueError(f"interface {interface} does not exist on {host.name}")
+    missing = [a for a in addresses if a not in current[interface]]
+    if not missing:
+        host.noop(f"{interface} carries {', '.join(addresses)}")
+        return
+    yield StringCommand("ip", "link", "set", "dev", interface, "up")
+    for address in missing:
+        yield StringCommand("ip", "addr", "replace", address, "dev", interface)
+
+
+@operation()
+def only_default_route(gateway: str, interface: str):
+    """Ensure the one IPv4 default route is via `gateway` on `interface`."""
+    routes = host.get_fact(DefaultRoutes)
+    wanted = {"gateway": gateway, "dev": interface}
+    if routes == [wanted]:
+        host.noop(f"the only default route is via {gateway} dev {interface}")
+        return
+    for route in routes:
+        if route != wanted:
+            via = ["via", route["gateway"]] if route["gateway"] else []
+            yield StringCommand("ip", "route", "del", "default", *via, "dev", route["dev"])
+    if wanted not in routes:
+        yield StringCommand("ip", "route", "replace", "default", "via", gateway, "dev", interface)

@@ -1,0 +1,77 @@
+"""Checks run while pyinfra prepares the deploy, before any host is changed.
+
+pyinfra executes the deploy file for every host before running a single
+operation, so a `DeployError` raised here stops the whole run with nothing
+changed on any host.
+"""
+
+from __future__ import annotations
+
+from netaddr import IPAddress, IPNetwork
+from pyinfra import host
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import Hostname, LinuxDistribution
+
+from lvsha.model import Balancer, Cluster
+from tasks.facts import InterfaceAddresses, NetworkInterfacesFile, SshConnection
+
+SUPPORTED = {("Debian", 12)}
+
+
+def check_distribution() -> None:
+    """Only distributions the deploy was tested on are touched."""
+    distro = host.get_fact(LinuxDistribution) or {}
+    found = (distro.get("name"), distro.get("major"))
+    if found not in SUPPORTED:
+        supported = ", ".join(f"{n} {v}" for n, v in sorted(SUPPORTED))
+        raise DeployError(
+            f"{host.name}: {found[0] or 'an unknown system'} {found[1] or ''} is not supported "
+            f"(supported: {supported})"
+        )
+
+
+def check_node_name(balancer: Balancer) -> None:
+    """heartbeat silently refuses to start when a node name is not `uname -n`."""
+    actual = host.get_fact(Hostname)
+    if actual != balancer.name:
+        raise DeployError(
+            f"{host.name}: `uname -n` is {actual!r} but the model names this balancer {balancer.name!r}; "
+            "heartbeat would not start. Set the host name or fix balancers[].name."
+        )
+
+
+def check_interfaces_free(interfaces: list[str]) -> None:
+    """The deploy configures these interfaces with systemd-networkd; ifupdown must not also."""
+    clashing = sorted(set(interfaces) & set(host.get_fact(NetworkInterfacesFile)))
+    if clashing:
+        raise DeployError(
+            f"{host.name}: {', '.join(clashing)} configured in /etc/network/interfaces; "
+            "lvsha manages them with systemd-networkd: remove those stanzas first"
+        )
+    present = host.get_fact(InterfaceAddresses)
+    missing = [i for i in interfaces if i not in present]
+    if missing:
+        raise DeployError(f"{host.name}: interface(s) {', '.join(missing)} named in the model do not exist")
+
+
+def check_ssh_survives_firewall(cluster: Cluster, balancer: Balancer) -> None:
+    """Refuse to load a firewall that would drop the SSH session this deploy uses."""
+    conn = host.get_fact(SshConnection)
+    if conn is None:
+        return
+    server, client, port = IPAddress(conn["server"]), IPAddress(conn["client"]), conn["server_port"]
+    arriving_on = [
+        name for name, cidrs in host.get_fact(InterfaceAddresses).items()
+        if any(IPNetwork(c).ip == server for c in cidrs)
+    ]
+    if balancer.management_interface in arriving_on and port == 22:
+        return
+    if server == IPAddress(balancer.external_ip) and balancer.external_interface in arriving_on:
+        for svc in cluster.firewall.services:
+            if svc.protocol == "tcp" and svc.port == port and any(client in IPNetwork(s) for s in svc.sources):
+                return
+    raise DeployError(
+        f"{host.name}: this deploy's SSH session ({client} -> {server}:{port} on "
+        f"{', '.join(arriving_on) or 'an unknown interface'}) would be dropped by the new firewall; "
+        "allow it in firewall.services (own external address) or set the balancer's management_interface"
+    )

@@ -1,0 +1,27 @@
+"""An optional web server answering on each site address (the lab uses it)."""
+
+from pyinfra.api import deploy
+from pyinfra.operations import files, systemd
+
+from lvsha import render
+from lvsha.model import Cluster, WebHost
+from tasks.packages import web_server_packages
+from tasks.rendered import put
+
+
+@deploy("Web server")
+def web_server(cluster: Cluster, web_host: WebHost):
+    """nginx answers on every site address, ports 80 and 443, with the site
+    and host name (which the health check's `receive` text matches)."""
+    web_server_packages()
+    site_config = put(render.web_server_file(cluster, web_host))
+    enabled = files.link(
+        name="Enable the lvsha sites",
+        path="/etc/nginx/sites-enabled/lvsha-sites", target=render.NGINX_SITES,
+    )
+    default = files.file(name="Disable nginx's default site", path="/etc/nginx/sites-enabled/default", present=False)
+    systemd.service(name="Enable and start nginx", service="nginx", running=True, enabled=True)
+    systemd.service(
+        name="Reload nginx for its new configuration", service="nginx", reloaded=True,
+        _if=lambda: any(op.did_change() for op in (site_config, enabled, default)),
+    )

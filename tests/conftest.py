@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TEST_SECRET = "test-secret-not-for-production-0123"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden from the current renderings")
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The reference inventory's model, with a fixed test secret."""
+    from lvsha.loader import load_cluster
+
+    saved = {k: os.environ.pop(k, None) for k in ("LVSHA_HEARTBEAT_SECRET", "LVSHA_HEARTBEAT_SECRET_FILE")}
+    os.environ["LVSHA_HEARTBEAT_SECRET"] = TEST_SECRET
+    try:
+        return load_cluster(ROOT / "inventory.py")
+    finally:
+        os.environ.pop("LVSHA_HEARTBEAT_SECRET")
+        for k, v in saved.items():
+            if v is not None:
+                os.environ[k] = v

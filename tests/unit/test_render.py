@@ -1,0 +1,136 @@
+"""Golden renderings of the reference cluster, and properties every rendering keeps."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lvsha import render
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+VIPS = ["10.0.0.1", "10.0.0.3", "10.0.0.5"]
+
+
+def test_golden_files(reference, request, tmp_path):
+    """Every file of every host equals its reviewed golden copy (tests/golden)."""
+    written = render.write_tree(reference, tmp_path)
+    if request.config.getoption("--update-golden"):
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        shutil.copytree(tmp_path, GOLDEN)
+    produced = sorted(p.relative_to(tmp_path) for p in written)
+    expected = sorted(p.relative_to(GOLDEN) for p in GOLDEN.rglob("*") if p.is_file())
+    assert produced == expected
+    for rel in produced:
+        assert (tmp_path / rel).read_text() == (GOLDEN / rel).read_text(), f"{rel} differs from its golden copy"
+
+
+def test_every_host_gets_its_files(reference):
+    files = render.all_files(reference)
+    assert sorted(files) == ["balancer1", "balancer2", "hostA", "hostB", "hostC"]
+    for name in ("balancer1", "balancer2"):
+        paths = {f.path for f in files[name]}
+        assert {render.HA_CF, render.HARESOURCES, render.AUTHKEYS, render.LDIRECTORD_CF, render.FIREWALL_RULES} <= paths
+    for name in ("hostA", "hostB", "hostC"):
+        assert render.network_file_path("eth0") in {f.path for f in files[name]}
+
+
+def _file(reference, host, path):
+    (found,) = [f for f in render.all_files(reference)[host] if f.path == path]
+    return found
+
+
+@pytest.mark.parametrize("path", [render.HARESOURCES, render.LDIRECTORD_CF, render.FIREWALL_RULES])
+def test_all_three_sites_in_every_list(reference, path):
+    for balancer in ("balancer1", "balancer2"):
+        content = _file(reference, balancer, path).content
+        for vip in VIPS:
+            assert f"{vip}/" in content or f"{vip}:" in content, f"{vip} missing from {balancer}:{path}"
+        assert "10.0.0.2/" not in content and "10.0.0.2:" not in content
+
+
+def test_haresources_identical_on_both_nodes(reference):
+    assert _file(reference, "balancer1", render.HARESOURCES).content == _file(reference, "balancer2", render.HARESOURCES).content
+
+
+def test_haresources_moves_everything_as_one_group(reference):
+    lines = [l for l in _file(reference, "balancer1", render.HARESOURCES).content.splitlines() if l and not l.startswith("#")]
+    assert len(lines) == 1
+    resources = lines[0].split()
+    assert resources[0] == "balancer1"
+    assert resources[-1] == "ldirectord::ldirectord.cf"
+    assert "IPaddr2::192.168.0.254/24/eth1" in resources
+    assert {r for r in resources if r.startswith("IPaddr2::10.0.0.2")} == {
+        "IPaddr2::10.0.0.21/24/eth0", "IPaddr2::10.0.0.22/24/eth0", "IPaddr2::10.0.0.23/24/eth0"}
+
+
+def test_each_site_balances_one_address_of_each_host(reference):
+    content = _file(reference, "balancer1", render.LDIRECTORD_CF).content
+    blocks = content.split("virtual=")[1:]
+    reals = [[l.split("=")[1].split()[0] for l in b.splitlines() if l.strip().startswith("real=")] for b in blocks]
+    assert reals == [["192.168.0.1", "192.168.0.4", "192.168.0.7"],
+                     ["192.168.0.2", "192.168.0.5", "192.168.0.8"],
+                     ["192.168.0.3", "192.168.0.6", "192.168.0.9"]]
+    assert content.count("checkport=80") == 3
+
+
+def test_authkeys_is_private_and_sha1(reference):
+    from tests.conftest import TEST_SECRET
+
+    authkeys = _file(reference, "balancer1", render.AUTHKEYS)
+    assert authkeys.mode == "0600"
+    assert f"1 sha1 {TEST_SECRET}" in authkeys.content
+
+
+def test_ha_cf_names_nodes_and_peer(reference):
+    content = _file(reference, "balancer2", render.HA_CF).content
+    assert content.index("udpport") < content.index("ucast")
+    assert "ucast eth1 192.168.0.252" in content and "ucast eth0 10.0.0.254" in content
+    assert "192.168.0.253" not in content  # its own address is not a heartbeat target
+
+
+def test_web_host_routes_only_via_floating_gateway(reference):
+    content = _file(reference, "hostB", render.network_file_path("eth0")).content
+    assert [l for l in content.splitlines() if l.startswith("Gateway=")] == ["Gateway=192.168.0.254"]
+    assert [l for l in content.splitlines() if l.startswith("Address=")] == [
+        "Address=192.168.0.4/24", "Address=192.168.0.5/24", "Address=192.168.0.6/24"]
+
+
+def test_firewall_never_filters_in_nat_table(reference):
+    rules = _file(reference, "balancer1", render.FIREWALL_RULES).content
+    nat = rules.split("*nat")[1].split("COMMIT")[0]
+    assert "DROP" not in nat and "MASQUERADE" not in nat
+    assert ":INPUT DROP" in rules and ":FORWARD DROP" in rules
+    assert "-j DNAT --to-destination 192.168.0.4" in nat and "-d 10.0.0.22/32" in nat
+    assert "-s 192.168.0.4/32,192.168.0.5/32,192.168.0.6/32 -p tcp -m tcp --dport 25 -j SNAT --to-source 10.0.0.22" in nat
+
+
+def _iptables_restore():
+    exe = shutil.which("iptables-restore") or shutil.which("iptables-restore", path="/usr/sbin:/sbin")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("iptables-restore is not installed; .ci/run must install iptables")
+        pytest.skip("iptables-restore is not installed")
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("iptables-restore --test needs root")
+        pytest.skip("iptables-restore --test needs root")
+    return exe
+
+
+@pytest.mark.parametrize("balancer", ["balancer1", "balancer2"])
+def test_rules_pass_iptables_restore_test(reference, balancer, tmp_path):
+    exe = _iptables_restore()
+    rules = tmp_path / "rules.v4"
+    rules.write_text(_file(reference, balancer, render.FIREWALL_RULES).content)
+    result = subprocess.run([exe, "--test", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_iptables_restore_test_rejects_filtering_in_nat(tmp_path):
+    """The check the deploy relies on really refuses the recipe's nat-table DROP."""
+    exe = _iptables_restore()
+    bad = tmp_path / "bad.v4"
+    bad.write_text("*nat\n:PREROUTING DROP [0:0]\n-A PREROUTING -s 10.0.0.0/8 -j DROP\nCOMMIT\n")
+    assert subprocess.run([exe, "--test", str(bad)], capture_output=True).returncode != 0

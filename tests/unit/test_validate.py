@@ -1,0 +1,133 @@
+"""One failing example per validation rule; each error names field and value."""
+
+from dataclasses import replace
+
+import pytest
+
+from lvsha.model import Balancer, HealthCheck, Heartbeat, HeartbeatAuth, Service, Site, WebHost
+from lvsha.validate import ValidationError, problems, validate
+
+
+def test_reference_cluster_is_valid(reference):
+    assert problems(reference) == []
+
+
+def _with_balancer(c, i, **changes):
+    bs = list(c.balancers)
+    bs[i] = replace(bs[i], **changes)
+    return replace(c, balancers=tuple(bs))
+
+
+def _with_site(c, i, **changes):
+    ss = list(c.sites)
+    ss[i] = replace(ss[i], **changes)
+    return replace(c, sites=tuple(ss))
+
+
+def _with_host(c, i, **changes):
+    hs = list(c.web_hosts)
+    hs[i] = replace(hs[i], **changes)
+    return replace(c, web_hosts=tuple(hs))
+
+
+def _with_heartbeat(c, **changes):
+    return replace(c, heartbeat=replace(c.heartbeat, **changes))
+
+
+def _with_auth(c, **changes):
+    return _with_heartbeat(c, auth=replace(c.heartbeat.auth, **changes))
+
+
+CASES = {
+    "bad address": (lambda c: _with_balancer(c, 0, external_ip="10.0.0.300"),
+                    "balancers[balancer1].external_ip", "10.0.0.300", "not an IPv4 address"),
+    "bad network": (lambda c: replace(c, internal_network="192.168.0.1/24"),
+                    "internal_network", "192.168.0.1/24", "host bits"),
+    "overlapping networks": (lambda c: replace(c, internal_network="10.0.0.0/25"),
+                             "internal_network", "10.0.0.0/25", "overlaps"),
+    "duplicate address": (lambda c: _with_site(c, 2, vip="10.0.0.21"),
+                          "web_hosts[hostA].mail_ip", "10.0.0.21", "used twice: also by sites[www.mythirdsite.net].vip"),
+    "vip outside external": (lambda c: _with_site(c, 0, vip="10.0.1.1"),
+                             "sites[www.mysite.com].vip", "10.0.1.1", "outside the external network"),
+    "mail ip outside external": (lambda c: _with_host(c, 1, mail_ip="192.168.0.122"),
+                                 "web_hosts[hostB].mail_ip", "192.168.0.122", "outside the external network"),
+    "real server off the internal net": (lambda c: _with_host(c, 2, internal_ips=("192.168.0.7", "10.0.0.88", "192.168.0.9")),
+                                         "web_hosts[hostC].internal_ips[1]", "10.0.0.88", "outside the internal network"),
+    "real server not owned per site": (lambda c: _with_host(c, 0, internal_ips=("192.168.0.1", "192.168.0.2")),
+                                       "web_hosts[hostA].internal_ips", ["192.168.0.1", "192.168.0.2"], "one internal IP per site"),
+    "site without real servers": (lambda c: replace(c, web_hosts=()),
+                                  "sites[www.mysite.com]", "www.mysite.com", "no real servers"),
+    "gateway collides with a host": (lambda c: replace(c, internal_gateway="192.168.0.4"),
+                                     "web_hosts[hostB].internal_ips[0]", "192.168.0.4", "used twice: also by internal_gateway"),
+    "gateway is the broadcast address": (lambda c: replace(c, internal_gateway="192.168.0.255"),
+                                         "internal_gateway", "192.168.0.255", "broadcast"),
+    "three balancers": (lambda c: replace(c, balancers=c.balancers + (Balancer("balancer3", "10.0.0.250", "192.168.0.250"),)),
+                        "balancers", ["balancer1", "balancer2", "balancer3"], "exactly two"),
+    "one balancer": (lambda c: replace(c, balancers=c.balancers[:1]),
+                     "balancers", ["balancer1"], "exactly two"),
+    "balancers disagree on interfaces": (lambda c: _with_balancer(c, 1, external_interface="ens3"),
+                                         "balancers[balancer2].external_interface", "ens3", "haresources is shared"),
+    "deadtime not above keepalive": (lambda c: _with_heartbeat(c, keepalive=10, warntime=10, deadtime=10),
+                                     "heartbeat.deadtime", 10, "above keepalive"),
+    "initdead under twice deadtime": (lambda c: _with_heartbeat(c, initdead=15),
+                                      "heartbeat.initdead", 15, "twice deadtime (20)"),
+    "warntime not below deadtime": (lambda c: _with_heartbeat(c, warntime=10),
+                                    "heartbeat.warntime", 10, "below deadtime"),
+    "crc auth": (lambda c: _with_auth(c, method="crc"),
+                 "heartbeat.auth.method", "crc", "authenticates nothing"),
+    "missing secret": (lambda c: _with_auth(c, secret=None),
+                       "heartbeat.auth.secret", None, "needs a secret"),
+    "weak secret": (lambda c: _with_auth(c, secret="short"),
+                    "heartbeat.auth.secret", "<hidden>", "at least 16"),
+    "port 0 without checkport": (lambda c: _with_site(c, 1, health=HealthCheck(checkport=None)),
+                                 "sites[www.myothersite.com].health.checkport", None, "no port to check"),
+    "port 0 without persistence": (lambda c: _with_site(c, 1, persistent=None),
+                                   "sites[www.myothersite.com].persistent", None, "requires persistence"),
+    "unknown scheduler": (lambda c: _with_site(c, 0, scheduler="fastest"),
+                          "sites[www.mysite.com].scheduler", "fastest", "not an IPVS scheduler"),
+    "virtual port not opened": (lambda c: _with_site(c, 0, virtual_port=8080),
+                                "sites[www.mysite.com].virtual_port", 8080, "not among the ports"),
+    "quote in receive": (lambda c: _with_site(c, 0, health=HealthCheck(receive='say "hi"')),
+                         "sites[www.mysite.com].health.receive", 'say "hi"', "double quotes"),
+    "duplicate site name": (lambda c: _with_site(c, 1, name="www.mysite.com"),
+                            "sites[www.mysite.com].name", "www.mysite.com", "two sites"),
+    "unknown link": (lambda c: _with_heartbeat(c, links=("internal", "serial")),
+                     "heartbeat.links", "serial", "'internal' or 'external'"),
+    "bad service protocol": (lambda c: replace(c, firewall=replace(c.firewall, services=(Service("ssh", "sctp", 22),))),
+                             "firewall.services[ssh].protocol", "sctp", "'tcp' or 'udp'"),
+    "bad interface name": (lambda c: _with_host(c, 0, interface="eth0 up"),
+                           "web_hosts[hostA].interface", "eth0 up", "not a valid interface name"),
+    "management interface reused": (lambda c: _with_balancer(c, 0, management_interface="eth0"),
+                                     "balancers[balancer1].management_interface", "eth0", "third interface"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rule_reports_field_and_value(reference, case):
+    mutate, field, value, text = CASES[case]
+    found = problems(mutate(reference))
+    matching = [p for p in found if p.field == field and p.value == value and text in p.message]
+    assert matching, f"expected {field} = {value!r} ({text}); got {[str(p) for p in found]}"
+
+
+def test_crc_allowed_when_explicitly_insecure(reference):
+    c = _with_auth(reference, method="crc", secret=None, allow_insecure=True)
+    assert problems(c) == []
+
+
+def test_validate_raises_with_every_problem(reference):
+    broken = _with_site(_with_balancer(reference, 0, external_ip="10.0.0.300"), 0, scheduler="nope")
+    with pytest.raises(ValidationError) as info:
+        validate(broken)
+    message = str(info.value)
+    assert "balancers[balancer1].external_ip = '10.0.0.300'" in message
+    assert "sites[www.mysite.com].scheduler = 'nope'" in message
+
+
+def test_secret_never_in_messages_or_repr(reference):
+    from tests.conftest import TEST_SECRET
+
+    assert TEST_SECRET not in repr(reference)
+    assert TEST_SECRET not in str(reference.to_json())
+    weak = _with_auth(reference, secret="weak secret")
+    assert "weak secret" not in " ".join(map(str, problems(weak)))
