@@ -3,41 +3,23 @@
     pyinfra inventory.py deploy.py --dry --diff   # show what would change
     pyinfra inventory.py deploy.py                # converge; a second run changes nothing
 
-The inventory has already validated the model. Preflight checks (distribution,
-`uname -n`, interfaces, SSH access surviving the firewall) run while pyinfra
-prepares every host, so a failing check stops the run before any change.
+The inventory has already validated the model. Each role's preflight checks
+(distribution, `uname -n`, interfaces, SSH access surviving the firewall) run
+while pyinfra prepares every host, before any operation runs on any host, so a
+failing check stops the whole run with nothing changed.
 """
 
 from pyinfra import host
 
-from lvsha.inventory import CLUSTER_KEY
-from tasks import preflight
-from tasks.firewall import firewall
-from tasks.heartbeat import heartbeat
-from tasks.kernel import kernel
-from tasks.network import balancer_network, web_host_network
-from tasks.packages import balancer_packages
-from tasks.webserver import web_server
+from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
+from tasks.roles import director, real_server
 
 cluster = host.data.get(CLUSTER_KEY)
 if cluster is None:
-    raise SystemExit(f"{host.name}: no cluster model in the inventory (use lvsha.inventory.groups)")
-
-preflight.check_distribution()
+    raise SystemExit(f"{host.name}: no cluster model in the inventory (build groups with lvsha.inventory.groups)")
 
 if "balancers" in host.groups:
-    balancer = cluster.balancer(host.name)
-    preflight.check_node_name(balancer)
-    preflight.check_interfaces_free([balancer.external_interface, balancer.internal_interface])
-    balancer_packages()
-    kernel(cluster)
-    balancer_network(cluster, balancer)
-    firewall(cluster, balancer)
-    heartbeat(cluster, balancer)
+    director(cluster, cluster.balancer(host.name))
 
 if "web" in host.groups:
-    web_host = cluster.web_host(host.name)
-    preflight.check_interfaces_free([web_host.interface])
-    web_host_network(cluster, web_host)
-    if host.data.get("lvsha_web_server", False):
-        web_server(cluster, web_host)
+    real_server(cluster, cluster.web_host(host.name), with_web_server=bool(host.data.get(WEB_SERVER_KEY)))

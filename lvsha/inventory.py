@@ -17,6 +17,8 @@ from lvsha.validate import ValidationError, validate
 
 CLUSTER_KEY = "lvsha_cluster"
 ROLE_KEY = "lvsha_role"
+# Host data: install the optional web server on web hosts (the lab does).
+WEB_SERVER_KEY = "lvsha_web_server"
 
 
 def validated_or_exit(build) -> Cluster:

@@ -27,11 +27,12 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
                                                           path=authkeys.path)]
     ldirectord_cf = put(render.ldirectord_file(cluster))
 
-    systemd.service(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
+    started = systemd.service(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     systemd.service(
         name="Restart heartbeat for its new configuration",
-        service="heartbeat", restarted=True,
-        _if=lambda: any(op.did_change() for op in changes),
+        service="heartbeat", running=None, restarted=True,
+        # A heartbeat just started has read the new files already.
+        _if=lambda: any(op.did_change() for op in changes) and not started.did_change(),
         _serial=True,
     )
     cf = render.LDIRECTORD_CF

@@ -1,0 +1,39 @@
+"""The two roles of the cluster, composed from the smaller deploys."""
+
+from pyinfra.api import deploy
+
+from lvsha.model import Balancer, Cluster, WebHost
+from tasks import preflight
+from tasks.firewall import firewall
+from tasks.heartbeat import heartbeat
+from tasks.kernel import kernel
+from tasks.network import balancer_network, web_host_network
+from tasks.packages import balancer_packages
+from tasks.webserver import web_server
+
+
+@deploy("LVS director")
+def director(cluster: Cluster, balancer: Balancer):
+    """A balancer converged to the model: checked (distribution, `uname -n`,
+    interfaces, SSH surviving the firewall) before anything changes; then
+    packages, kernel, own addresses, firewall, heartbeat and ldirectord."""
+    preflight.check_distribution()
+    preflight.check_node_name(balancer)
+    preflight.check_interfaces_free([balancer.external_interface, balancer.internal_interface])
+    preflight.check_ssh_survives_firewall(cluster, balancer)
+    balancer_packages()
+    kernel(cluster)
+    balancer_network(cluster, balancer)
+    firewall(cluster, balancer)
+    heartbeat(cluster, balancer)
+
+
+@deploy("Real server")
+def real_server(cluster: Cluster, web_host: WebHost, with_web_server: bool = False):
+    """A web host converged to the model: its site addresses and the floating
+    gateway as its only default route; optionally nginx serving every site."""
+    preflight.check_distribution()
+    preflight.check_interfaces_free([web_host.interface])
+    web_host_network(cluster, web_host)
+    if with_web_server:
+        web_server(cluster, web_host)

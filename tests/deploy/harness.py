@@ -1,0 +1,75 @@
+"""Run pyinfra deploy functions against fixed facts, without connecting.
+
+`plan()` prepares a deploy for one host through pyinfra's API, then simulates
+execution in order: each operation's command generator runs against the
+fixed facts, and `_if` conditions see which earlier operations would change.
+An unknown fact fails the test loudly, naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from unittest import mock
+
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.host import Host
+from pyinfra.api.operation import OperationMeta
+from pyinfra.context import ctx_host, ctx_state
+
+
+@dataclass
+class PlannedOp:
+    path: str  # "LVS director | heartbeat | Write /etc/ha.d/ha.cf"
+    commands: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(" | ", 1)[-1]
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.commands)
+
+
+class UnknownFact(AssertionError):
+    pass
+
+
+def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None) -> list[PlannedOp]:
+    """Operations (with the commands each would run) of `deploy_func(*args)` on a
+    host whose facts are answered by `facts(fact_name, kwargs)`."""
+    inventory = Inventory(([host_name], {}), **{"all_hosts": ([(host_name, data or {})], {})})
+    state = State(inventory, Config())
+    host = inventory.get_host(host_name)
+
+    def get_fact(self, cls, *fact_args, **kwargs):
+        return facts(cls.__name__, kwargs)
+
+    simulated: dict[str, bool] = {}
+    with mock.patch.object(Host, "get_fact", get_fact), \
+         mock.patch.object(OperationMeta, "did_change", lambda self: simulated.get(self._hash, False)):
+        add_deploy(state, deploy_func, *args, host=host)
+        planned = []
+        for op_hash in state.get_op_order():
+            op_data = state.get_op_data_for_host(host, op_hash)
+            name = sorted(state.get_op_meta(op_hash).names)[0]
+            condition = op_data.global_arguments.get("_if")
+            conditions = condition if isinstance(condition, list) else [condition] if condition else []
+            if not all(c() for c in conditions):
+                commands = []
+            else:
+                with ctx_state.use(state), ctx_host.use(host):
+                    commands = [_text(c) for c in op_data.command_generator()]
+            simulated[op_hash] = bool(commands)
+            planned.append(PlannedOp(name, commands))
+    return planned
+
+
+def _text(command) -> str:
+    get_raw = getattr(command, "get_raw_value", None)
+    return get_raw() if get_raw else repr(command)
+
+
+def changing(ops: list[PlannedOp]) -> dict[str, list[str]]:
+    return {op.name: op.commands for op in ops if op.changes}

@@ -1,0 +1,138 @@
+"""A simulated Debian host that answers pyinfra facts (unit tier only)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from pyinfra.operations.apt import APT_UPDATE_FILENAME
+
+from lvsha import render
+from tests.deploy.harness import UnknownFact
+from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
+
+NOW = datetime(2026, 11, 26, 12, 0, 0)
+
+
+@dataclass
+class Machine:
+    hostname: str
+    distro: tuple = ("Debian", 12)
+    files: dict = field(default_factory=dict)  # path -> (content, mode int)
+    links: dict = field(default_factory=dict)  # path -> target
+    packages: set = field(default_factory=set)
+    modules: set = field(default_factory=set)
+    sysctls: dict = field(default_factory=dict)
+    running: dict = field(default_factory=dict)  # "x.service" -> bool
+    enabled: dict = field(default_factory=dict)
+    addresses: dict = field(default_factory=lambda: {"lo": ["127.0.0.1/8"]})
+    routes: list = field(default_factory=list)
+    ssh: dict | None = None
+    ifupdown: list = field(default_factory=list)
+    apt_updated: datetime | None = None
+
+    def put(self, rendered):
+        self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
+
+    def dirs(self):
+        found = {"/etc", "/tmp"}
+        for path in list(self.files) + list(self.links):
+            parts = path.split("/")[1:-1]
+            for i in range(1, len(parts) + 1):
+                found.add("/" + "/".join(parts[:i]))
+        return found
+
+    def fact(self, name, kw):
+        path = kw.get("path")
+        if name == "File":
+            if path == APT_UPDATE_FILENAME:
+                return {"mtime": self.apt_updated, "mode": 644} if self.apt_updated else None
+            if path in self.files:
+                content, mode = self.files[path]
+                return {"mode": mode, "user": "root", "group": "root", "size": len(content), "mtime": NOW}
+            return None
+        if name == "Directory":
+            return {"mode": 755, "user": "root", "group": "root"} if path in self.dirs() else None
+        if name == "Link":
+            return {"link_target": self.links[path], "user": "root", "group": "root"} if path in self.links else None
+        if name == "Sha1File":
+            return hashlib.sha1(self.files[path][0].encode()).hexdigest() if path in self.files else None
+        if name == "FileContents":
+            return self.files[path][0].splitlines() if path in self.files else None
+        if name == "TmpDir":
+            return "/tmp"
+        if name == "Date":
+            return NOW
+        if name == "DebPackages":
+            return {p: {"1.0"} for p in self.packages}
+        if name == "KernelModules":
+            return {m: {} for m in self.modules}
+        if name == "Sysctl":
+            return {k: self.sysctls[k] for k in kw["keys"] if k in self.sysctls}
+        if name == "SystemdStatus":
+            return dict(self.running)
+        if name == "SystemdEnabled":
+            return dict(self.enabled)
+        if name == "LinuxDistribution":
+            return {"name": self.distro[0], "major": self.distro[1], "minor": None, "release_meta": {}}
+        if name == "Hostname":
+            return self.hostname
+        if name == "InterfaceAddresses":
+            return {k: list(v) for k, v in self.addresses.items()}
+        if name == "DefaultRoutes":
+            return list(self.routes)
+        if name == "SshConnection":
+            return self.ssh
+        if name == "NetworkInterfacesFile":
+            return list(self.ifupdown)
+        raise UnknownFact(f"the simulated host has no answer for fact {name} {kw}")
+
+
+def _service(machine, name, running, enabled):
+    machine.running[f"{name}.service"] = running
+    machine.enabled[f"{name}.service"] = enabled
+
+
+def converged_balancer(cluster, balancer) -> Machine:
+    """A balancer exactly as the deploy leaves it (the passive one: no floating IPs)."""
+    m = Machine(hostname=balancer.name)
+    for f in render.balancer_files(cluster, balancer):
+        m.put(f)
+    m.packages |= set(BALANCER_PACKAGES)
+    m.apt_updated = NOW - timedelta(minutes=5)
+    m.modules |= {"ip_vs", "nf_conntrack", *cluster.scheduler_modules()}
+    m.sysctls.update({"net.ipv4.ip_forward": 1, "net.ipv4.vs.conntrack": 1,
+                      "net.ipv4.vs.expire_nodest_conn": 1, "net.ipv4.vs.expire_quiescent_template": 1})
+    _service(m, "ldirectord", False, False)
+    _service(m, "heartbeat", True, True)
+    _service(m, "systemd-networkd", True, True)
+    _service(m, "netfilter-persistent", True, True)
+    m.addresses[balancer.external_interface] = [f"{balancer.external_ip}/{cluster.external_net.prefixlen}"]
+    m.addresses[balancer.internal_interface] = [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]
+    m.ssh = {"client": "10.0.0.99", "client_port": 50000, "server": balancer.external_ip, "server_port": 22}
+    return m
+
+
+def converged_web_host(cluster, web_host, web_server=True) -> Machine:
+    m = Machine(hostname=web_host.name)
+    m.put(render.web_host_network_file(cluster, web_host))
+    _service(m, "systemd-networkd", True, True)
+    m.addresses[web_host.interface] = [f"{ip}/{cluster.internal_net.prefixlen}" for ip in web_host.internal_ips]
+    m.routes = [{"gateway": cluster.internal_gateway, "dev": web_host.interface}]
+    m.apt_updated = NOW - timedelta(minutes=5)
+    if web_server:
+        m.put(render.web_server_file(cluster, web_host))
+        m.links["/etc/nginx/sites-enabled/lvsha-sites"] = render.NGINX_SITES
+        m.packages |= set(WEB_SERVER_PACKAGES)
+        _service(m, "nginx", True, True)
+    return m
+
+
+def fresh(hostname, interfaces) -> Machine:
+    """A new Debian 12 install: interfaces up without addresses, nothing of ours."""
+    m = Machine(hostname=hostname)
+    for interface in interfaces:
+        m.addresses[interface] = []
+    _service(m, "systemd-networkd", False, False)
+    return m

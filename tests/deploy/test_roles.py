@@ -1,0 +1,161 @@
+"""Operation-level tests of the deploy, against simulated hosts (fixed facts)."""
+
+from dataclasses import replace
+
+import pytest
+from pyinfra.api.exceptions import DeployError
+
+from lvsha import render
+from tasks.roles import director, real_server
+from tests.conftest import TEST_SECRET
+from tests.deploy.harness import changing, plan
+from tests.deploy.machine import converged_balancer, converged_web_host, fresh
+
+
+def _director(cluster, machine, name="balancer1"):
+    return plan(director, cluster, cluster.balancer(name), host_name=name, facts=machine.fact)
+
+
+def _real_server(cluster, machine, name="hostA", web=True):
+    return plan(real_server, cluster, cluster.web_host(name), web, host_name=name, facts=machine.fact)
+
+
+@pytest.mark.parametrize("name", ["balancer1", "balancer2"])
+def test_converged_balancer_gets_no_change(reference, name):
+    machine = converged_balancer(reference, reference.balancer(name))
+    ops = _director(reference, machine, name)
+    assert len(ops) > 15
+    assert changing(ops) == {}
+
+
+@pytest.mark.parametrize("name", ["hostA", "hostB", "hostC"])
+def test_converged_web_host_gets_no_change(reference, name):
+    ops = _real_server(reference, converged_web_host(reference, reference.web_host(name)), name)
+    assert changing(ops) == {}
+
+
+def test_fresh_balancer_is_fully_configured(reference):
+    ops = _director(reference, fresh("balancer1", ["eth0", "eth1"]))
+    changes = changing(ops)
+    commands = [c for cs in changes.values() for c in cs]
+    text = "\n".join(commands)
+    assert any("apt-get" in c and "install" in c and "heartbeat" in c and "ldirectord" in c for c in commands)
+    assert "modprobe -a ip_vs ip_vs_wlc nf_conntrack" in commands
+    assert "sysctl net.ipv4.ip_forward=1" in commands
+    for path in (render.HA_CF, render.HARESOURCES, render.LDIRECTORD_CF, render.SYSCTL_CONF, render.MODULES_CONF):
+        assert path in text, path
+    assert "ip addr replace 10.0.0.254/24 dev eth0" in commands
+    assert "ip addr replace 192.168.0.252/24 dev eth1" in commands
+    # heartbeat is started after its files and the firewall are in place
+    names = list(changes)
+    assert names.index("Enable and start heartbeat") > names.index("Write /etc/ha.d/haresources")
+    assert names.index("Enable and start heartbeat") > names.index(f"Load {render.FIREWALL_RULES}")
+
+
+def test_firewall_is_tested_before_it_replaces_anything(reference):
+    ops = _director(reference, fresh("balancer1", ["eth0", "eth1"]))
+    (load,) = [op for op in ops if op.name == f"Load {render.FIREWALL_RULES}"]
+    candidate = f"{render.FIREWALL_RULES}.lvsha-candidate"
+    test_at = load.commands.index(f"iptables-restore --test {candidate}")
+    upload_to_rules = next(i for i, c in enumerate(load.commands) if "FileUploadCommand" in c and f"{render.FIREWALL_RULES})" in c)
+    assert test_at < upload_to_rules < load.commands.index(f"iptables-restore {render.FIREWALL_RULES}")
+
+
+def test_authkeys_secret_never_appears_in_commands(reference):
+    ops = _director(reference, fresh("balancer1", ["eth0", "eth1"]))
+    (authkeys,) = [op for op in ops if op.name == f"Write {render.AUTHKEYS}"]
+    assert authkeys.commands[0].startswith(f"install -m 600 -o root -g root /dev/null {render.AUTHKEYS}")
+    assert all(TEST_SECRET not in c for op in ops for c in op.commands)
+
+
+def test_changed_ha_cf_restarts_heartbeat_but_not_ldirectord(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.HA_CF] = ("# an old configuration\n", 644)
+    changes = changing(_director(reference, machine))
+    assert set(changes) == {f"Write {render.HA_CF}", "Restart heartbeat for its new configuration"}
+
+
+def test_changed_ldirectord_cf_restarts_only_a_running_ldirectord(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)
+    changes = changing(_director(reference, machine))
+    assert set(changes) == {f"Write {render.LDIRECTORD_CF}", "Restart the running ldirectord for its new configuration"}
+    (restart,) = changes["Restart the running ldirectord for its new configuration"]
+    assert "status" in restart and "restart" in restart
+
+
+def test_running_standalone_ldirectord_is_stopped_and_disabled(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.running["ldirectord.service"] = True
+    machine.enabled["ldirectord.service"] = True
+    changes = changing(_director(reference, machine, "balancer2"))
+    assert list(changes) == ["Disable the standalone ldirectord (heartbeat runs it)"]
+
+
+def test_wrong_node_name_stops_before_any_operation(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.hostname = "lb1.example.net"
+    with pytest.raises(DeployError, match=r"`uname -n` is 'lb1.example.net' but the model names this balancer 'balancer1'"):
+        _director(reference, machine)
+
+
+def test_unsupported_distribution_is_named(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.distro = ("Ubuntu", 22)
+    with pytest.raises(DeployError, match=r"Ubuntu 22 is not supported \(supported: Debian 12\)"):
+        _director(reference, machine)
+
+
+def test_ifupdown_owned_interface_is_refused(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.ifupdown = ["lo", "eth0"]
+    with pytest.raises(DeployError, match=r"eth0 configured in /etc/network/interfaces"):
+        _director(reference, machine)
+
+
+def test_firewall_that_would_cut_ssh_is_refused(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.addresses["eth2"] = ["172.30.0.5/24"]
+    machine.ssh = {"client": "172.30.0.1", "client_port": 40000, "server": "172.30.0.5", "server_port": 22}
+    with pytest.raises(DeployError, match=r"SSH session \(172.30.0.1 -> 172.30.0.5:22 on eth2\) would be dropped"):
+        _director(reference, machine)
+
+
+def test_ssh_over_the_management_interface_is_kept(reference):
+    balancer = replace(reference.balancer("balancer1"), management_interface="eth2")
+    cluster = replace(reference, balancers=(balancer, reference.balancers[1]))
+    machine = converged_balancer(cluster, balancer)
+    machine.addresses["eth2"] = ["10.0.2.15/24"]
+    machine.ssh = {"client": "10.0.2.2", "client_port": 40000, "server": "10.0.2.15", "server_port": 22}
+    assert changing(plan(director, cluster, balancer, host_name="balancer1", facts=machine.fact)) == {}
+
+
+def test_ssh_from_outside_allowed_sources_is_refused(reference):
+    from lvsha.model import Service
+    cluster = replace(reference, firewall=replace(reference.firewall, services=(Service("ssh", "tcp", 22, ("198.51.100.0/24",)),)))
+    machine = converged_balancer(cluster, cluster.balancer("balancer1"))
+    with pytest.raises(DeployError, match="would be dropped"):
+        plan(director, cluster, cluster.balancer("balancer1"), host_name="balancer1", facts=machine.fact)
+
+
+def test_web_host_loses_competing_default_route(reference):
+    machine = converged_web_host(reference, reference.web_host("hostB"))
+    machine.routes = [{"gateway": "10.0.2.2", "dev": "eth1"}, {"gateway": "192.168.0.254", "dev": "eth0"}]
+    changes = changing(_real_server(reference, machine, "hostB"))
+    assert changes == {"Default route via the floating gateway": ["ip route del default via 10.0.2.2 dev eth1"]}
+
+
+def test_fresh_web_host_gets_addresses_route_and_web_server(reference):
+    changes = changing(_real_server(reference, fresh("hostC", ["eth0"]), "hostC"))
+    commands = [c for cs in changes.values() for c in cs]
+    for ip in ("192.168.0.7", "192.168.0.8", "192.168.0.9"):
+        assert f"ip addr replace {ip}/24 dev eth0" in commands
+    assert "ip route replace default via 192.168.0.254 dev eth0" in commands
+    assert "networkctl reload" in commands
+    assert any("nginx" in c and "install" in c for c in commands)
+
+
+def test_web_server_is_optional(reference):
+    ops = _real_server(reference, converged_web_host(reference, reference.web_host("hostA"), web_server=False), web=False)
+    assert changing(ops) == {}
+    assert not any("nginx" in op.name for op in ops)
