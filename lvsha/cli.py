@@ -52,11 +52,12 @@ def render(inventory: str, out: str) -> None:
 
 
 def _mount_lab() -> None:
-    try:
-        from lvsha.lab.cli import lab
-    except ImportError as error:  # the lab needs nothing extra to import; report if it breaks
-        click.echo(f"lvsha: the lab commands are unavailable: {error}", err=True)
-        return
+    from lvsha.lab.cli import lab, set_cluster_loader
+    from lvsha.lab.model import topology_cluster
+    from lvsha.lab.run import add_commands
+
+    set_cluster_loader(topology_cluster)
+    add_commands(lab)
     main.add_command(lab)
 
 

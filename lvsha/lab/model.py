@@ -1,0 +1,76 @@
+"""The lab's view of the cluster: the inventory's model, reached the lab's way.
+
+The lab deploys the same model as production (by default the reference
+`inventory.py`, or the file named by LVSHA_LAB_INVENTORY). It adds only what
+the lab's VMs physically have on top: a management NIC on each balancer, on
+which the firewall accepts SSH, and connection settings for the forwarded ports.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import replace
+from pathlib import Path
+
+from lvsha.inventory import WEB_SERVER_KEY
+from lvsha.loader import load_cluster
+from lvsha.model import Cluster
+from lvsha.secrets import SECRET_ENV, SECRET_FILE_ENV
+from lvsha.validate import validate
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+LAB_INVENTORY_ENV = "LVSHA_LAB_INVENTORY"
+
+
+def source_inventory() -> Path:
+    return Path(os.environ.get(LAB_INVENTORY_ENV) or ROOT / "inventory.py")
+
+
+def _load_with_secret(env: dict[str, str]) -> Cluster:
+    saved = {k: os.environ.pop(k, None) for k in (SECRET_ENV, SECRET_FILE_ENV)}
+    os.environ.update(env)
+    try:
+        return load_cluster(source_inventory())
+    finally:
+        for k in (SECRET_ENV, SECRET_FILE_ENV):
+            os.environ.pop(k, None)
+            if saved[k] is not None:
+                os.environ[k] = saved[k]
+
+
+def topology_cluster() -> Cluster:
+    """The model for laying out VMs and networks. The lab makes its heartbeat
+    secret when it comes up, so a throwaway one stands in here; nothing
+    rendered from this model is ever deployed."""
+    return _load_with_secret({SECRET_ENV: secrets.token_hex(16)})
+
+
+def lab_cluster(state: dict) -> Cluster:
+    """The model the lab deploys: the inventory's, with the lab's secret and
+    each balancer's management NIC."""
+    cluster = _load_with_secret({SECRET_FILE_ENV: state["heartbeat_secret_file"]})
+    balancers = tuple(
+        replace(b, management_interface=state["hosts"][b.name]["management_interface"]) for b in cluster.balancers
+    )
+    return validate(replace(cluster, balancers=balancers))
+
+
+def lab_connections(cluster: Cluster, state: dict) -> dict[str, dict]:
+    """pyinfra connection data for every host: the forwarded SSH port, the lab
+    key, and strict host key checking against the lab's known_hosts."""
+    connections = {}
+    for name, h in state["hosts"].items():
+        connections[name] = {
+            "ssh_hostname": h["ssh_host"],
+            "ssh_port": h["ssh_port"],
+            "ssh_user": state["ssh_user"],
+            "ssh_key": state["ssh_key"],
+            "ssh_known_hosts_file": state["known_hosts"],
+            "ssh_strict_host_key_checking": "yes",
+            "ssh_look_for_keys": False,
+            "ssh_allow_agent": False,
+        }
+    for h in cluster.web_hosts:
+        connections[h.name][WEB_SERVER_KEY] = True
+    return connections

@@ -1,0 +1,31 @@
+"""The real pyinfra deploy: converges, is idempotent, and --dry changes nothing."""
+
+from lvsha.lab.run import deploy, record
+from lvsha.render import network_file_path
+
+
+def test_first_deploy_converged(lab):
+    if lab.first_deploy is None:
+        return  # reused lab: deployed before this session
+    assert lab.first_deploy.ok
+    assert lab.first_deploy.changed > 50, lab.first_deploy.output[-3000:]
+
+
+def test_second_deploy_changes_nothing(lab):
+    result = deploy()
+    record("no-op deploy", result.seconds)
+    assert result.ok, result.output[-4000:]
+    assert result.changed == 0, result.output[-6000:]
+
+
+def test_dry_run_shows_the_diff_and_changes_nothing(lab):
+    host = lab.cluster.web_hosts[-1]
+    path = network_file_path(host.interface)
+    lab.ssh(host.name, f"echo '# drift made by the lab test' >> {path}")
+    dry = deploy("--dry", "--diff")
+    assert dry.returncode == 0, dry.output[-4000:]
+    assert "# drift made by the lab test" in dry.output  # the diff shows the line going away
+    assert "drift made by the lab test" in lab.ssh(host.name, f"cat {path}").stdout
+    fixed = deploy()
+    assert fixed.ok and fixed.changed >= 1, fixed.output[-4000:]
+    assert "drift" not in lab.ssh(host.name, f"cat {path}").stdout

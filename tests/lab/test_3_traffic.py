@@ -1,0 +1,52 @@
+"""Balancing through the VIPs: every real server used, persistence honoured."""
+
+import pytest
+from netaddr import IPNetwork
+
+
+def test_ipvs_on_active_only(lab):
+    master, backup = (b.name for b in lab.cluster.balancers)
+    table = lab.ipvs_reals(master)
+    expected = {f"{vs.vip}:{vs.port}": {f"{ip}:{vs.port}" for _, ip in vs.reals} for vs in lab.cluster.virtual_servers()}
+    assert table == expected
+    assert lab.ipvs_reals(backup) == {}
+    assert lab.holder_of(lab.cluster.internal_gateway) == [master]
+
+
+@pytest.fixture(scope="module")
+def client_sources(lab):
+    """Extra client addresses (free ones in the external network) to act as distinct clients."""
+    net = lab.cluster.external_net
+    used = {str(a) for a in lab.cluster.used_addresses()} | {lab.state["client"]["address"].split("/")[0]}
+    free = [str(ip) for ip in reversed(list(net.iter_hosts())) if str(ip) not in used][:6]
+    for ip in free:
+        lab.client("ip", "addr", "add", f"{ip}/{net.prefixlen}", "dev", "eth0")
+    yield free
+    for ip in free:
+        lab.client("ip", "addr", "del", f"{ip}/{net.prefixlen}", "dev", "eth0")
+
+
+def _served_by(lab, vip, source):
+    r = lab.client("curl", "-s", "--max-time", "5", "--interface", source, f"http://{vip}/", timeout=15)
+    assert r.returncode == 0, f"{source} -> {vip}: curl exit {r.returncode} {r.stderr}"
+    site, _, host = r.stdout.strip().partition(" served by ")
+    return site, host
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_site_is_served_by_its_three_real_servers(lab, client_sources, index):
+    site = lab.cluster.sites[index]
+    seen = {}
+    for source in client_sources:
+        answers = {_served_by(lab, site.vip, source) for _ in range(3)}
+        assert len(answers) == 1, f"persistence broken for {source}: {answers}"
+        (name, host), = answers
+        assert name == site.name
+        seen[source] = host
+    assert set(seen.values()) == {h.name for h in lab.cluster.web_hosts}, seen
+
+
+def test_https_is_balanced_too(lab):
+    site = lab.cluster.sites[0]
+    r = lab.client("curl", "-sk", "--max-time", "5", f"https://{site.vip}/", timeout=15)
+    assert site.name in r.stdout, r.stderr
