@@ -86,15 +86,15 @@ class _Progress:
         return time.monotonic() - self.t0
 
 
-class _Terminated(BaseException):
+class Terminated(BaseException):
     """Raised in the main thread on SIGTERM/SIGHUP so that cleanup code runs."""
 
 
 @contextlib.contextmanager
 def _signals_raise():
-    """During the body, SIGTERM/SIGHUP raise _Terminated (SIGINT raises KeyboardInterrupt)."""
+    """During the body, SIGTERM/SIGHUP raise Terminated (SIGINT raises KeyboardInterrupt)."""
     def handler(signum, frame):
-        raise _Terminated(f"signal {signum}")
+        raise Terminated(f"signal {signum}")
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield

@@ -42,8 +42,10 @@ def bridge_name(segment: str) -> str:
 
 def client_address(cluster) -> netaddr.IPNetwork:
     """Highest host address of the external network not used by the model, with its prefix."""
-    net = cluster.external_network
-    used = {netaddr.IPAddress(a) for a in cluster.used_addresses()}
+    # Accept both shapes: IPNetwork or str, and a used_addresses method or (cached) property.
+    net = netaddr.IPNetwork(str(cluster.external_network))
+    used = cluster.used_addresses
+    used = {netaddr.IPAddress(str(a)) for a in (used() if callable(used) else used)}
     hosts = list(net.iter_hosts())
     for addr in reversed(hosts):
         if addr not in used:
@@ -110,8 +112,9 @@ def create(cluster, client_addr: netaddr.IPNetwork, lab_netns: str = LAB_NETNS,
             raise LabError(f"netns {ns} already exists: run `lab down` first")
     run(["ip", "netns", "add", lab_netns], timeout=30)
     run(["ip", "netns", "add", client_netns], timeout=30)
-    _sysctl(lab_netns, "net.ipv6.conf.all.disable_ipv6", "1")
-    _sysctl(lab_netns, "net.ipv6.conf.default.disable_ipv6", "1")
+    for ns in (lab_netns, client_netns):
+        _sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+        _sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
     for key in ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
                 "net.bridge.bridge-nf-call-arptables"):
         _sysctl(lab_netns, key, "0")

@@ -93,7 +93,7 @@ def qemu_argv(spec: dict, image: dict, accel: str, proxy_port: int, keys_file: s
     """The QEMU command line of a VM (tap fds already open, one per lab NIC)."""
     d = spec["dir"]
     append = (f"console=ttyS0 root=/dev/vda rw net.ifnames=0 systemd.hostname={spec['name']} "
-              "systemd.show_status=false")
+              "quiet systemd.show_status=false")
     argv = [
         QEMU, "-name", f"lvsha-{spec['name']}",
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
@@ -105,7 +105,8 @@ def qemu_argv(spec: dict, image: dict, accel: str, proxy_port: int, keys_file: s
         "-serial", f"file:{d}/console.log",
         "-qmp", f"unix:{d}/qmp.sock,server=on,wait=off",
     ]
-    argv += ["-accel", "tcg,thread=multi"] if accel == "tcg" else ["-accel", "kvm"]
+    # tb-size: TCG's translation cache defaults to 1 GiB per VM; 256 MiB is plenty here.
+    argv += ["-accel", "tcg,thread=multi,tb-size=256"] if accel == "tcg" else ["-accel", "kvm"]
     for nic, fd in zip(spec["nics"], tap_fds):
         k = _eth_index(nic["ifname"])
         argv += ["-netdev", f"tap,id=n{k},fd={fd}",

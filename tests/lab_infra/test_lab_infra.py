@@ -1,0 +1,139 @@
+"""Tests of the lab layer (lvsha.lab).
+
+The fast tests check what the lab derives from the model (VMs, NICs, segments,
+client address, QEMU command lines) without starting anything. The smoke test
+boots the real lab (several minutes under TCG, root needed) and only runs with
+LVSHA_LAB_SMOKE=1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+import netaddr
+import pytest
+
+from lvsha.lab import host_apt_mirrors, image, network, vm
+from lvsha.lab import lab as lablib
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stand_in_cluster(used_as_property: bool = False, networks_as_str: bool = False):
+    """A cluster shaped like the reference one (2 balancers, 3 web hosts)."""
+    used = {netaddr.IPAddress(f"10.0.0.{i}") for i in (1, 3, 5, 21, 22, 23, 253, 254)}
+    used |= {netaddr.IPAddress(f"192.168.0.{i}") for i in [*range(1, 10), 251, 252, 254]}
+    ext, internal = "10.0.0.0/24", "192.168.0.0/24"
+    return NS(
+        balancers=(NS(name="balancer1", external_interface="eth0", internal_interface="eth1"),
+                   NS(name="balancer2", external_interface="eth0", internal_interface="eth1")),
+        web_hosts=(NS(name="hostA", interface="eth0"), NS(name="hostB", interface="eth0"),
+                   NS(name="hostC", interface="eth0")),
+        external_network=ext if networks_as_str else netaddr.IPNetwork(ext),
+        internal_network=internal if networks_as_str else netaddr.IPNetwork(internal),
+        used_addresses=used if used_as_property else (lambda: set(used)),
+    )
+
+
+@pytest.mark.parametrize("prop,as_str", [(False, False), (True, True)])
+def test_client_address_is_highest_free_external_host(prop, as_str):
+    c = stand_in_cluster(prop, as_str)
+    assert str(network.client_address(c)) == "10.0.0.252/24"
+
+
+def test_client_address_skips_used():
+    c = stand_in_cluster()
+    base = c.used_addresses()
+    c.used_addresses = lambda: base | {netaddr.IPAddress("10.0.0.252")}
+    assert str(network.client_address(c)) == "10.0.0.251/24"
+
+
+def test_specs_follow_the_model(tmp_path):
+    specs = vm.make_specs(stand_in_cluster(), tmp_path, [2201, 2202, 2203, 2204, 2205])
+    by = {s["name"]: s for s in specs}
+    assert list(by) == ["balancer1", "balancer2", "hostA", "hostB", "hostC"]
+    assert [(n["ifname"], n["segment"]) for n in by["balancer1"]["nics"]] == [("eth0", "external"), ("eth1", "internal")]
+    assert [(n["ifname"], n["segment"]) for n in by["hostB"]["nics"]] == [("eth0", "internal")]
+    assert by["balancer2"]["management_interface"] == "eth2"
+    assert by["hostC"]["management_interface"] == "eth1"
+    macs = [n["mac"] for s in specs for n in s["nics"]]
+    taps = [n["tap"] for s in specs for n in s["nics"]]
+    assert len(set(macs)) == len(macs) and vm.MGMT_MAC not in macs
+    assert len(set(taps)) == len(taps) and all(len(t) <= 15 for t in taps)
+
+
+def test_swapped_interfaces_swap_segments(tmp_path):
+    c = stand_in_cluster()
+    c.balancers = (NS(name="b1", external_interface="eth1", internal_interface="eth0"),) + c.balancers[1:]
+    spec = vm.make_specs(c, tmp_path, list(range(2201, 2206)))[0]
+    assert [(n["ifname"], n["segment"]) for n in spec["nics"]] == [("eth0", "internal"), ("eth1", "external")]
+
+
+def test_qemu_argv_nic_order_and_isolation(tmp_path):
+    spec = vm.make_specs(stand_in_cluster(), tmp_path, list(range(2201, 2206)))[0]
+    img = {"disk": "/x/disk.raw", "format": "raw", "kernel": "/x/vmlinuz", "initrd": "/x/initrd.img"}
+    argv = vm.qemu_argv(spec, img, "tcg", 3142, "/x/keys", [7, 8])
+    joined = " ".join(argv)
+    assert "systemd.hostname=balancer1" in joined and "net.ifnames=0" in joined
+    devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device" and "virtio-net" in argv[i + 1]]
+    assert [d.split("addr=")[1] for d in devices] == ["0x10", "0x11", "0x12"]
+    assert "netdev=mgmt" in devices[-1] and vm.MGMT_MAC in devices[-1]
+    netdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-netdev"]
+    assert netdevs[0] == "tap,id=n0,fd=7" and netdevs[1] == "tap,id=n1,fd=8"
+    assert "restrict=on" in netdevs[2] and "hostfwd=tcp:127.0.0.1:2201-" in netdevs[2]
+    assert "TCP:127.0.0.1:3142" in netdevs[2]
+
+
+def test_mgmt_mac_matches_guest_networkd_file():
+    text = (REPO / "files/lab/10-lvsha-mgmt.network").read_text()
+    assert f"MACAddress={vm.MGMT_MAC}" in text
+    assert "Gateway" not in text and "DHCP=no" in text
+
+
+def test_guest_files_exist_and_recipe_key_tracks_packages(monkeypatch):
+    for name in image.GUEST_FILES:
+        assert (image.guest_files_dir() / name).is_file()
+    if not os.path.exists("/etc/apt"):
+        pytest.skip("no apt config on this machine")
+    k1 = image.recipe_key()
+    assert k1 == image.recipe_key()
+    monkeypatch.setattr(image, "PACKAGES", image.PACKAGES + ("less",))
+    assert image.recipe_key() != k1
+
+
+def test_no_mirror_host_in_repo_files():
+    try:
+        mirrors = host_apt_mirrors()
+    except Exception:
+        pytest.skip("no apt mirror configured")
+    hosts = {u.split("://", 1)[1].split("/", 1)[0] for u in mirrors.values()}
+    for path in list((REPO / "lvsha/lab").glob("*.py")) + list((REPO / "files/lab").iterdir()):
+        text = path.read_text()
+        for h in hosts:
+            assert h not in text, f"{path} names the mirror host"
+
+
+def test_down_without_lab_is_a_noop(tmp_path, monkeypatch):
+    monkeypatch.setenv("LVSHA_LAB_DIR", str(tmp_path / "nolab"))
+    assert lablib.down(quiet=True) == []
+    assert lablib.down(quiet=True) == []
+    assert lablib.status()["status"] == "down"
+
+
+@pytest.mark.skipif(os.environ.get("LVSHA_LAB_SMOKE") != "1", reason="boots real VMs; set LVSHA_LAB_SMOKE=1")
+def test_smoke_up_check_down():
+    cluster = stand_in_cluster()
+    state = lablib.up(cluster)
+    try:
+        for name in state["hosts"]:
+            out = subprocess.run(lablib.ssh_argv(name) + ["uname -n; ip route show default | wc -l"],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.stdout.split() == [name, "0"], out
+        cp = lablib.client_exec(["ip", "-br", "addr", "show", "eth0"], timeout=10)
+        assert "10.0.0.252/24" in cp.stdout
+    finally:
+        assert lablib.down() == []
+    assert not network.netns_exists(network.LAB_NETNS)
