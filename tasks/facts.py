@@ -8,12 +8,14 @@ from pyinfra.api import FactBase
 
 
 class InterfaceAddresses(FactBase):
-    """IPv4 addresses per interface, as CIDR strings: {"eth0": ["10.0.0.254/24"]}."""
+    """IPv4 addresses of every interface (also those with none, or down), as
+    CIDR strings: {"eth0": ["10.0.0.254/24"], "eth1": []}."""
 
     default = dict
 
     def command(self) -> str:
-        return "ip -4 -j addr show"
+        # Not `ip -4`: that leaves out interfaces without an IPv4 address.
+        return "ip -j addr show"
 
     def requires_command(self) -> str:
         return "ip"

@@ -19,9 +19,11 @@ def web_server(cluster: Cluster, web_host: WebHost):
         name="Enable the lvsha sites",
         path="/etc/nginx/sites-enabled/lvsha-sites", target=render.NGINX_SITES,
     )
-    default = files.file(name="Disable nginx's default site", path="/etc/nginx/sites-enabled/default", present=False)
+    default = files.link(name="Disable nginx's default site", path="/etc/nginx/sites-enabled/default", present=False)
     systemd.service(name="Enable and start nginx", service="nginx", running=True, enabled=True)
+    # Restart, not reload: a reload cannot trade the default site's wildcard
+    # listener for per-address ones (bind() fails with "Address already in use").
     systemd.service(
-        name="Reload nginx for its new configuration", service="nginx", reloaded=True,
+        name="Restart nginx for its new configuration", service="nginx", running=None, restarted=True,
         _if=lambda: any(op.did_change() for op in (site_config, enabled, default)),
     )
