@@ -244,18 +244,19 @@ class Cluster:
         ]
 
     def floating_ips(self) -> list[FloatingIP]:
-        """Everything heartbeat moves, in takeover order: VIPs, mail IPs, gateway.
+        """Everything heartbeat moves: the internal gateway, then the VIPs and
+        mail IPs.
 
         Interfaces are the master's; both balancers must use the same names
         because haresources is one file shared by both nodes.
         """
         ext, intl = self.master.external_interface, self.master.internal_interface
-        ips = [FloatingIP(IPAddress(s.vip), self.external_net.prefixlen, ext, f"site {s.name}") for s in self.sites]
+        ips = [FloatingIP(self.gateway, self.internal_net.prefixlen, intl, "internal gateway")]
+        ips += [FloatingIP(IPAddress(s.vip), self.external_net.prefixlen, ext, f"site {s.name}") for s in self.sites]
         ips += [
             FloatingIP(IPAddress(h.mail_ip), self.external_net.prefixlen, ext, f"mail {h.name}")
             for h in self.web_hosts
         ]
-        ips.append(FloatingIP(self.gateway, self.internal_net.prefixlen, intl, "internal gateway"))
         return ips
 
     def heartbeat_links(self) -> list[tuple[str, list[IPAddress]]]:

@@ -64,12 +64,22 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
             _render("ha.cf.j2", cluster, balancer=balancer, hb=hb, links=cluster.heartbeat_links(),
                     own=own, udp_port=HEARTBEAT_UDP_PORT),
         ),
-        RenderedFile(
-            HARESOURCES,
-            _render("haresources.j2", cluster, floating_ips=cluster.floating_ips(),
-                    ldirectord_cf=Path(LDIRECTORD_CF).name),
-        ),
+        RenderedFile(HARESOURCES, _render("haresources.j2", cluster, resources=haresources_group(cluster))),
         RenderedFile(AUTHKEYS, _render("authkeys.j2", cluster, auth=hb.auth), mode="0600"),
+    ]
+
+
+def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
+    """(resource, why) in start order; heartbeat stops them in reverse.
+
+    The gateway and ldirectord come first so that each site serves as soon as
+    its VIP arrives during a takeover, and on release the VIPs go before IPVS.
+    """
+    gateway, *external = cluster.floating_ips()
+    return [
+        (f"IPaddr2::{gateway.cidr}/{gateway.interface}", f"{gateway.purpose}: real servers' replies route through it"),
+        (f"ldirectord::{Path(LDIRECTORD_CF).name}", "IPVS virtual services and health checks"),
+        *[(f"IPaddr2::{ip.cidr}/{ip.interface}", ip.purpose) for ip in external],
     ]
 
 

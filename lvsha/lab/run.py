@@ -41,8 +41,12 @@ class DeployResult:
 
 
 def deploy(*extra: str, timeout: float = 1800, echo: bool = False) -> DeployResult:
-    """Run `pyinfra -y lvsha/lab/inventory.py deploy.py EXTRA...` from the repository."""
-    argv = [sys.executable, "-m", "pyinfra", "-y", str(LAB_INVENTORY), str(DEPLOY), *extra]
+    """Run `pyinfra [-y] lvsha/lab/inventory.py deploy.py EXTRA...` from the repository.
+
+    `-y` (no prompt) is given except with --dry: pyinfra's -y also skips
+    change detection, which is what a dry run is for."""
+    yes = [] if "--dry" in extra else ["-y"]
+    argv = [sys.executable, "-m", "pyinfra", *yes, str(LAB_INVENTORY), str(DEPLOY), *extra]
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL)
@@ -108,14 +112,14 @@ def add_commands(lab: click.Group) -> None:
                    f"{result.errors} error(s) in {result.seconds}s")
         sys.exit(0 if result.ok else 1)
 
-    @lab.command("test")
+    @lab.command("test", context_settings={"ignore_unknown_options": True})
     @click.argument("pytest_args", nargs=-1)
     def test_command(pytest_args) -> None:
         """Run the end-to-end tests against the lab that is already up (and deployed)."""
         env = {**os.environ, "LVSHA_LAB_REUSE": "1"}
         sys.exit(subprocess.call([sys.executable, "-m", "pytest", "tests/lab", *pytest_args], cwd=ROOT, env=env))
 
-    @lab.command("run")
+    @lab.command("run", context_settings={"ignore_unknown_options": True})
     @click.argument("pytest_args", nargs=-1)
     def run_command(pytest_args) -> None:
         """The whole lab: up, deploy, test (balancing, firewall, failover), report, down."""

@@ -37,7 +37,7 @@ ONE_SHOT = textwrap.dedent("""
 """)
 
 
-def tcp(lab, ip, port, timeout=3):
+def tcp(lab, ip, port, timeout=2):
     return lab.client("python3", "-c", PROBE, ip, str(port), str(timeout), timeout=timeout + 10).stdout.strip()
 
 
@@ -77,6 +77,7 @@ def test_inbound_mail_reaches_each_host(lab):
     for host in lab.cluster.web_hosts:
         lab.ssh(host.name, f"nohup timeout 60 python3 -c '{ONE_SHOT}' 0.0.0.0 25 50 say-name >/dev/null 2>&1 &")
     for host in lab.cluster.web_hosts:
+        lab.ssh(host.name, "for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.2; done; exit 1")
         reply = lab.client("python3", "-c",
                            f"import socket; s = socket.create_connection(('{host.mail_ip}', 25), timeout=10); "
                            "print(s.recv(100).decode().strip())", timeout=30)

@@ -59,8 +59,9 @@ def test_haresources_moves_everything_as_one_group(reference):
     assert len(lines) == 1
     resources = lines[0].split()
     assert resources[0] == "balancer1"
-    assert resources[-1] == "ldirectord::ldirectord.cf"
-    assert "IPaddr2::192.168.0.254/24/eth1" in resources
+    # gateway and IPVS first, so each site serves as soon as its VIP arrives on takeover
+    assert resources[1:3] == ["IPaddr2::192.168.0.254/24/eth1", "ldirectord::ldirectord.cf"]
+    assert resources[3:6] == ["IPaddr2::10.0.0.1/24/eth0", "IPaddr2::10.0.0.3/24/eth0", "IPaddr2::10.0.0.5/24/eth0"]
     assert {r for r in resources if r.startswith("IPaddr2::10.0.0.2")} == {
         "IPaddr2::10.0.0.21/24/eth0", "IPaddr2::10.0.0.22/24/eth0", "IPaddr2::10.0.0.23/24/eth0"}
 
