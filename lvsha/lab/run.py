@@ -123,8 +123,9 @@ def add_commands(lab: click.Group) -> None:
     @click.argument("pytest_args", nargs=-1)
     def run_command(pytest_args) -> None:
         """The whole lab: up, deploy, test (balancing, firewall, failover), report, down."""
-        code = subprocess.call([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/lab", *pytest_args],
-                               cwd=ROOT)
+        # -s shows the lab's progress lines as they happen; -v names each check.
+        code = subprocess.call([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-v", "tests/lab",
+                                *pytest_args], cwd=ROOT)
         click.echo(format_report())
         sys.exit(code)
 
