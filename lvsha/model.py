@@ -259,19 +259,24 @@ class Cluster:
         ]
         return ips
 
-    def heartbeat_links(self) -> list[tuple[str, list[IPAddress]]]:
-        """(interface, [each balancer's address on it]) for every heartbeat link."""
-        links = []
-        for link in self.heartbeat.links:
-            if link == "internal":
-                links.append(
-                    (self.master.internal_interface, [IPAddress(b.internal_ip) for b in self.balancers])
-                )
-            else:
-                links.append(
-                    (self.master.external_interface, [IPAddress(b.external_ip) for b in self.balancers])
-                )
-        return links
+    def heartbeat_peers(self, balancer: Balancer) -> list[tuple[str, IPAddress]]:
+        """(interface, the peer's address there) for every heartbeat link of
+        `balancer`: where it sends heartbeats, and whom its firewall lets in."""
+        peer = self.peer(balancer)
+        where = {
+            "internal": (balancer.internal_interface, peer.internal_ip),
+            "external": (balancer.external_interface, peer.external_ip),
+        }
+        return [(where[link][0], IPAddress(where[link][1])) for link in self.heartbeat.links]
+
+    def own_addresses(self, host: Balancer | WebHost) -> list[tuple[str, list[str]]]:
+        """(interface, [CIDR, ...]) a host carries itself; floating ones are heartbeat's."""
+        if isinstance(host, Balancer):
+            return [
+                (host.external_interface, [f"{host.external_ip}/{self.external_net.prefixlen}"]),
+                (host.internal_interface, [f"{host.internal_ip}/{self.internal_net.prefixlen}"]),
+            ]
+        return [(host.interface, [f"{ip}/{self.internal_net.prefixlen}" for ip in host.internal_ips])]
 
     def spoofed_sources(self) -> list[IPNetwork]:
         """Sources dropped on arrival at the external interface."""

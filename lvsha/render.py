@@ -55,14 +55,11 @@ def network_file_path(interface: str) -> str:
 
 def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     hb = cluster.heartbeat
-    own = {}
-    for interface, addresses in cluster.heartbeat_links():
-        own[interface] = addresses[[b.name for b in cluster.balancers].index(balancer.name)]
     return [
         RenderedFile(
             HA_CF,
-            _render("ha.cf.j2", cluster, balancer=balancer, hb=hb, links=cluster.heartbeat_links(),
-                    own=own, udp_port=HEARTBEAT_UDP_PORT),
+            _render("ha.cf.j2", cluster, balancer=balancer, hb=hb, peers=cluster.heartbeat_peers(balancer),
+                    udp_port=HEARTBEAT_UDP_PORT),
         ),
         RenderedFile(HARESOURCES, _render("haresources.j2", cluster, resources=haresources_group(cluster))),
         RenderedFile(AUTHKEYS, _render("authkeys.j2", cluster, auth=hb.auth), mode="0600"),
@@ -88,15 +85,8 @@ def ldirectord_file(cluster: Cluster) -> RenderedFile:
 
 
 def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
-    peer = cluster.peer(balancer)
-    peer_links = []
-    for link in cluster.heartbeat.links:
-        if link == "internal":
-            peer_links.append((balancer.internal_interface, peer.internal_ip))
-        else:
-            peer_links.append((balancer.external_interface, peer.external_ip))
     content = _render(
-        "rules.v4.j2", cluster, balancer=balancer, peer_links=peer_links,
+        "rules.v4.j2", cluster, balancer=balancer, peer_links=cluster.heartbeat_peers(balancer),
         spoofed_sources=cluster.spoofed_sources(), mail_routes=cluster.mail_routes(),
         external_floating=[ip for ip in cluster.floating_ips() if ip.interface == balancer.external_interface],
         udp_port=HEARTBEAT_UDP_PORT,
@@ -121,21 +111,21 @@ def _network_file(cluster, interface, purpose, addresses, gateway=None, keep_for
 
 
 def balancer_network_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
-    ext_prefix, int_prefix = cluster.external_net.prefixlen, cluster.internal_net.prefixlen
+    (ext, ext_addresses), (intl, int_addresses) = cluster.own_addresses(balancer)
     return [
-        _network_file(cluster, balancer.external_interface, "External network: this balancer's own address.",
-                      [f"{balancer.external_ip}/{ext_prefix}"], cluster.external_gateway, keep_foreign=True),
-        _network_file(cluster, balancer.internal_interface, "Internal network: this balancer's own address.",
-                      [f"{balancer.internal_ip}/{int_prefix}"], keep_foreign=True),
+        _network_file(cluster, ext, "External network: this balancer's own address.",
+                      ext_addresses, cluster.external_gateway, keep_foreign=True),
+        _network_file(cluster, intl, "Internal network: this balancer's own address.",
+                      int_addresses, keep_foreign=True),
     ]
 
 
 def web_host_network_file(cluster: Cluster, host: WebHost) -> RenderedFile:
-    prefix = cluster.internal_net.prefixlen
+    ((interface, addresses),) = cluster.own_addresses(host)
     return _network_file(
-        cluster, host.interface,
+        cluster, interface,
         "Internal network: one address per site; the only default route is the floating gateway.",
-        [f"{ip}/{prefix}" for ip in host.internal_ips], cluster.internal_gateway,
+        addresses, cluster.internal_gateway,
     )
 
 

@@ -26,10 +26,7 @@ def balancer_network(cluster: Cluster, balancer: Balancer):
     """This balancer's own external and internal addresses are configured and up.
     Floating addresses are heartbeat's: networkd is told to keep them."""
     network_files = render.balancer_network_files(cluster, balancer)
-    _networkd(network_files, [
-        (balancer.external_interface, [f"{balancer.external_ip}/{cluster.external_net.prefixlen}"]),
-        (balancer.internal_interface, [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]),
-    ])
+    _networkd(network_files, cluster.own_addresses(balancer))
     if cluster.external_gateway:
         only_default_route(name="Default route upstream", gateway=cluster.external_gateway,
                            interface=balancer.external_interface)
@@ -39,8 +36,6 @@ def balancer_network(cluster: Cluster, balancer: Balancer):
 def web_host_network(cluster: Cluster, web_host: WebHost):
     """One internal address per site; the only default route is the floating
     internal gateway, so LVS-NAT replies return through the active director."""
-    prefix = cluster.internal_net.prefixlen
-    _networkd([render.web_host_network_file(cluster, web_host)],
-              [(web_host.interface, [f"{ip}/{prefix}" for ip in web_host.internal_ips])])
+    _networkd([render.web_host_network_file(cluster, web_host)], cluster.own_addresses(web_host))
     only_default_route(name="Default route via the floating gateway", gateway=cluster.internal_gateway,
                        interface=web_host.interface)
