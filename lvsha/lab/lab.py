@@ -316,7 +316,8 @@ def _write_ssh_config(state: dict) -> None:
         out += [f"Host {name}", "  HostName 127.0.0.1", f"  Port {h['ssh_port']}", "  User root",
                 f"  IdentityFile {state['ssh_key']}", "  IdentitiesOnly yes",
                 f"  UserKnownHostsFile {state['known_hosts']}", "  StrictHostKeyChecking yes",
-                "  LogLevel ERROR", ""]
+                "  LogLevel ERROR", "  ControlMaster auto", f"  ControlPath {_control_path(name)}",
+                f"  ControlPersist {vm.CONTROL_PERSIST_S}", "  ServerAliveInterval 5", "  ServerAliveCountMax 3", ""]
     Path(state["ssh_config"]).write_text("\n".join(out))
 
 
@@ -356,6 +357,7 @@ def down(quiet: bool = False) -> list[str]:
         state = {}
     say = (lambda m: None) if quiet else (lambda m: print(m, flush=True))
     for name, h in state.get("hosts", {}).items():
+        vm.close_ssh_master(_control_path(name))
         spec = state.get("vms", {}).get(name)
         if h.get("pid") and spec and pid_is_ours(h["pid"], marker):
             vm.stop(spec, h["pid"], marker)
@@ -394,6 +396,7 @@ def vm_stop(name: str) -> None:
         state = load_state()
         if name not in state["hosts"]:
             raise LabError(f"no VM named {name}; have {', '.join(state['hosts'])}")
+        vm.close_ssh_master(_control_path(name))
         vm.stop(state["vms"][name], state["hosts"][name]["pid"], _marker())
         state["hosts"][name]["pid"] = None
         _save_state(state)
@@ -438,7 +441,13 @@ def client_exec(args, timeout: float = 60, check: bool = False) -> subprocess.Co
 def ssh_argv(name: str) -> list[str]:
     """ssh argv prefix (strict host key checking) to run a command as root on VM `name`."""
     state = load_state()
-    return vm.ssh_base(state["ssh_key"], state["hosts"][name]["ssh_port"], state["known_hosts"])
+    return vm.ssh_base(state["ssh_key"], state["hosts"][name]["ssh_port"], state["known_hosts"],
+                       control_path=_control_path(name))
+
+
+def _control_path(name: str) -> str:
+    """Socket of the shared SSH connection to VM `name` (in the state dir, removed by down)."""
+    return str(state_dir() / f"mux-{name}")
 
 
 def status() -> dict:

@@ -37,6 +37,8 @@ BALANCER_MEMORY = 1024
 WEB_MEMORY = 512
 FIRST_PCI_SLOT = 0x10
 FIRST_SSH_PORT = 2201
+# A shared SSH connection left idle this long closes itself (lab down closes it at once).
+CONTROL_PERSIST_S = 300
 
 
 def _eth_index(ifname: str) -> int:
@@ -179,15 +181,34 @@ def stop(spec: dict, pid, marker: str, timeout: float = 15.0) -> None:
     kill_ours(pid, marker, timeout=2.0)  # no-op if already gone
 
 
-def ssh_base(key: str, port: int, known_hosts: str | None = None) -> list[str]:
-    """ssh argv prefix to reach a VM's root over its forwarded port."""
+def ssh_base(key: str, port: int, known_hosts: str | None = None,
+             control_path: str | None = None) -> list[str]:
+    """ssh argv prefix to reach a VM's root over its forwarded port.
+
+    With control_path, commands share one SSH connection (ControlMaster): a fresh
+    login costs a TCG guest about 2 s of CPU, enough to slow down the very
+    failover a test is timing; a command on a shared connection costs a tenth.
+    """
     opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
             "-o", "IdentitiesOnly=yes"]
     if known_hosts:
         opts += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"]
     else:
         opts += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+    if control_path:
+        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_path}",
+                 "-o", f"ControlPersist={CONTROL_PERSIST_S}",
+                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
     return ["ssh", "-i", key, "-p", str(port), *opts, "root@127.0.0.1"]
+
+
+def close_ssh_master(control_path: str) -> None:
+    """Ask the shared SSH connection behind control_path (if any) to exit."""
+    if not Path(control_path).exists():
+        return
+    subprocess.run(["ssh", "-o", f"ControlPath={control_path}", "-O", "exit", "lvsha-lab"],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=10, check=False)
 
 
 def ssh_ready(key: str, port: int) -> bool:

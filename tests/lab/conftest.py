@@ -40,6 +40,19 @@ def _missing_prerequisites() -> list[str]:
     return missing
 
 
+def _parse_ipvsadm(out: str) -> dict[str, set[str]]:
+    table: dict[str, set[str]] = {}
+    current = None
+    for line in out.splitlines():
+        fields = line.split()
+        if fields[:1] == ["TCP"]:
+            current = fields[1]
+            table[current] = set()
+        elif fields[:1] == ["->"] and current and fields[1][0].isdigit():
+            table[current].add(fields[1])
+    return table
+
+
 @dataclass
 class Lab:
     """The running lab and the model deployed to it."""
@@ -64,17 +77,13 @@ class Lab:
 
     def ipvs_reals(self, balancer: str) -> dict[str, set[str]]:
         """{virtual "ip:port": {real "ip:port", ...}} from `ipvsadm -Ln` on `balancer`."""
-        out = self.ssh(balancer, "ipvsadm -Ln", check=False).stdout
-        table: dict[str, set[str]] = {}
-        current = None
-        for line in out.splitlines():
-            fields = line.split()
-            if fields[:1] == ["TCP"]:
-                current = fields[1]
-                table[current] = set()
-            elif fields[:1] == ["->"] and current and fields[1][0].isdigit():
-                table[current].add(fields[1])
-        return table
+        return _parse_ipvsadm(self.ssh(balancer, "ipvsadm -Ln", check=False).stdout)
+
+    def carries(self, balancer: str) -> tuple[set[str], dict[str, set[str]]]:
+        """(IPv4 addresses on `balancer`, its IPVS table), read in one command."""
+        out = self.ssh(balancer, "ip -4 -o addr show; echo @@; ipvsadm -Ln", check=False).stdout
+        addresses, _, table = out.partition("@@")
+        return {f.split("/")[0] for line in addresses.splitlines() for f in line.split()[3:4]}, _parse_ipvsadm(table)
 
     def serving(self, timeout: float = 5) -> bool:
         """Every site's VIP answers HTTP with its own site name."""
@@ -92,10 +101,9 @@ class Lab:
         reals = len(self.cluster.web_hosts)
 
         def settled():
-            ips = self.ssh(owner, "ip -4 -o addr show", check=False).stdout
-            if not all(f" {a}/" in ips for a in floating):
+            addresses, table = self.carries(owner)
+            if not set(floating) <= addresses:
                 return False
-            table = self.ipvs_reals(owner)
             return len(table) == len(self.cluster.sites) and all(len(r) == reals for r in table.values()) and self.serving()
 
         wait_until(settled, timeout, interval=2, what=f"{owner} to carry the cluster and serve every site")
