@@ -15,12 +15,14 @@ from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, WebHost
 from lvsha.validate import validate
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+FILES = Path(__file__).resolve().parent.parent / "files"
 
 # Where each file lives on the hosts.
 HA_CF = "/etc/ha.d/ha.cf"
 HARESOURCES = "/etc/ha.d/haresources"
 AUTHKEYS = "/etc/ha.d/authkeys"
 LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
+FLOATING_IPS_SCRIPT = "/etc/ha.d/resource.d/lvsha-floating-ips"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
@@ -61,22 +63,32 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
             _render("ha.cf.j2", cluster, balancer=balancer, hb=hb, peers=cluster.heartbeat_peers(balancer),
                     udp_port=HEARTBEAT_UDP_PORT),
         ),
-        RenderedFile(HARESOURCES, _render("haresources.j2", cluster, resources=haresources_group(cluster))),
+        RenderedFile(HARESOURCES, _render("haresources.j2", cluster, resources=haresources_group(cluster),
+                                          floating_ips=cluster.floating_ips(),
+                                          floating_ips_script=Path(FLOATING_IPS_SCRIPT).name)),
         RenderedFile(AUTHKEYS, _render("authkeys.j2", cluster, auth=hb.auth), mode="0600"),
+        floating_ips_script(),
     ]
+
+
+def floating_ips_script() -> RenderedFile:
+    """The heartbeat resource script that moves every floating address at once (no model content)."""
+    return RenderedFile(FLOATING_IPS_SCRIPT, (FILES / "heartbeat" / Path(FLOATING_IPS_SCRIPT).name).read_text(),
+                        mode="0755")
 
 
 def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     """(resource, why) in start order; heartbeat stops them in reverse.
 
-    The gateway and ldirectord come first so that each site serves as soon as
-    its VIP arrives during a takeover, and on release the VIPs go before IPVS.
+    IPVS first, then every floating address in one resource: traffic arrives
+    only once ldirectord has programmed the virtual services, and on release
+    the addresses go before IPVS. One resource for all the addresses because
+    heartbeat runs each resource through several shell scripts, one at a time.
     """
-    gateway, *external = cluster.floating_ips()
+    addresses = "::".join(f"{ip.cidr}/{ip.interface}" for ip in cluster.floating_ips())
     return [
-        (f"IPaddr2::{gateway.cidr}/{gateway.interface}", f"{gateway.purpose}: real servers' replies route through it"),
         (f"ldirectord::{Path(LDIRECTORD_CF).name}", "IPVS virtual services and health checks"),
-        *[(f"IPaddr2::{ip.cidr}/{ip.interface}", ip.purpose) for ip in external],
+        (f"{Path(FLOATING_IPS_SCRIPT).name}::{addresses}", "every floating address, added and removed together"),
     ]
 
 

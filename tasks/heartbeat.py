@@ -11,9 +11,10 @@ from tasks.rendered import put
 
 @deploy("heartbeat")
 def heartbeat(cluster: Cluster, balancer: Balancer):
-    """ha.cf, haresources (identical on both nodes) and authkeys (0600, sha1)
-    are in place; ldirectord.cf is in place; Debian's standalone ldirectord
-    unit is disabled and stopped so only heartbeat's resource programs IPVS;
+    """ha.cf, haresources (identical on both nodes), authkeys (0600, sha1),
+    the resource script that moves the floating addresses and ldirectord.cf
+    are in place; Debian's standalone ldirectord unit is disabled and stopped
+    so only heartbeat's resource programs IPVS;
     heartbeat is enabled and running, restarted only when its configuration
     changed (one balancer at a time), and a running ldirectord is restarted
     when its configuration changed (a reload cannot add or remove virtuals).
@@ -22,7 +23,9 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         name="Disable the standalone ldirectord (heartbeat runs it)",
         service="ldirectord", running=False, enabled=False,
     )
-    ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
+    ha_cf, haresources, authkeys, floating_ips_script = render.heartbeat_files(cluster, balancer)
+    # heartbeat runs the script afresh each time: a new version needs no restart.
+    put(floating_ips_script)
     changes = [put(ha_cf), put(haresources), secret_file(name=f"Write {authkeys.path}", content=authkeys.content,
                                                           path=authkeys.path)]
     ldirectord_cf = put(render.ldirectord_file(cluster))

@@ -59,11 +59,19 @@ def test_haresources_moves_everything_as_one_group(reference):
     assert len(lines) == 1
     resources = lines[0].split()
     assert resources[0] == "balancer1"
-    # gateway and IPVS first, so each site serves as soon as its VIP arrives on takeover
-    assert resources[1:3] == ["IPaddr2::192.168.0.254/24/eth1", "ldirectord::ldirectord.cf"]
-    assert resources[3:6] == ["IPaddr2::10.0.0.1/24/eth0", "IPaddr2::10.0.0.3/24/eth0", "IPaddr2::10.0.0.5/24/eth0"]
-    assert {r for r in resources if r.startswith("IPaddr2::10.0.0.2")} == {
-        "IPaddr2::10.0.0.21/24/eth0", "IPaddr2::10.0.0.22/24/eth0", "IPaddr2::10.0.0.23/24/eth0"}
+    # IPVS first, then every floating address in one resource: traffic arrives once IPVS is ready
+    assert resources[1] == "ldirectord::ldirectord.cf"
+    script, *addresses = resources[2].split("::")
+    assert script == "lvsha-floating-ips"
+    assert addresses == ["192.168.0.254/24/eth1", "10.0.0.1/24/eth0", "10.0.0.3/24/eth0", "10.0.0.5/24/eth0",
+                         "10.0.0.21/24/eth0", "10.0.0.22/24/eth0", "10.0.0.23/24/eth0"]
+    assert len(resources) == 3
+
+
+def test_floating_ips_script_is_deployed_executable_on_both(reference):
+    for balancer in ("balancer1", "balancer2"):
+        script = _file(reference, balancer, render.FLOATING_IPS_SCRIPT)
+        assert script.mode == "0755" and script.content.startswith("#!/bin/sh\n")
 
 
 def test_each_site_balances_one_address_of_each_host(reference):

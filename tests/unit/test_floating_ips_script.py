@@ -1,0 +1,129 @@
+"""files/heartbeat/lvsha-floating-ips, run for real in a throwaway network namespace.
+
+Only resource-agents' send_arp is replaced (by a script that records its
+arguments): it is not installed here, and the lab tier proves the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from lvsha import render
+
+SCRIPT = str(render.FILES / "heartbeat" / "lvsha-floating-ips")
+GROUP = ["192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"]
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
+
+
+class Netns:
+    def __init__(self, name: str, send_arp_log: str, send_arp: str):
+        self.name, self.send_arp_log, self.send_arp = name, send_arp_log, send_arp
+
+    def sh(self, command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", self.name, "sh", "-c", command],
+                              capture_output=True, text=True, timeout=30)
+
+    def resource(self, *args: str, send_arp: str | None = None) -> subprocess.CompletedProcess:
+        env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp)
+        return subprocess.run(["ip", "netns", "exec", self.name, SCRIPT, *args],
+                              capture_output=True, text=True, timeout=30, env=env)
+
+    def addresses(self) -> set[str]:
+        out = self.sh("ip -o -4 addr show").stdout
+        return {f"{line.split()[3]}/{line.split()[1]}" for line in out.splitlines() if line.split()[1] != "lo"}
+
+    def announcements(self, expected: int) -> list[str]:
+        deadline = time.monotonic() + 5  # send_arp runs in the background
+        while True:
+            lines = open(self.send_arp_log).read().splitlines() if os.path.exists(self.send_arp_log) else []
+            if len(lines) >= expected or time.monotonic() > deadline:
+                return sorted(lines)
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def netns(tmp_path):
+    name = f"lvsha-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        log = tmp_path / "send_arp.log"
+        fake = tmp_path / "send_arp"
+        fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+        fake.chmod(0o755)
+        ns = Netns(name, str(log), str(fake))
+        for veth in ("lvt0", "lvt1"):
+            assert ns.sh(f"ip link add {veth} type veth peer name {veth}p && ip link set {veth} up "
+                         f"&& ip link set {veth}p up").returncode == 0
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def test_status_reports_stopped_before_start(netns):
+    result = netns.resource(*GROUP, "status")
+    assert (result.returncode, result.stdout.strip()) == (3, "stopped")
+
+
+def test_start_adds_every_address_and_announces_each(netns):
+    result = netns.resource(*GROUP, "start")
+    assert result.returncode == 0, result.stderr
+    assert netns.addresses() == {"192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"}
+    assert netns.announcements(3) == [
+        "-i 200 -r 5 lvt0 10.50.0.1 auto not_used not_used",
+        "-i 200 -r 5 lvt0 10.50.0.21 auto not_used not_used",
+        "-i 200 -r 5 lvt1 192.168.50.254 auto not_used not_used",
+    ]
+    status = netns.resource(*GROUP, "status")
+    assert (status.returncode, status.stdout.strip()) == (0, "running")
+
+
+def test_start_is_idempotent_and_completes_a_partial_group(netns):
+    assert netns.sh("ip addr add 10.50.0.1/24 dev lvt0").returncode == 0
+    assert netns.resource(*GROUP, "status").stdout.strip() == "stopped"  # one of three is not "running"
+    for _ in range(2):
+        assert netns.resource(*GROUP, "start").returncode == 0
+    out = netns.sh("ip -o -4 addr show dev lvt0").stdout
+    assert out.count(" 10.50.0.1/24 ") == 1 and out.count(" 10.50.0.21/24 ") == 1
+
+
+def test_stop_removes_only_the_group_and_succeeds_when_already_stopped(netns):
+    assert netns.sh("ip addr add 10.50.0.254/24 dev lvt0").returncode == 0  # the balancer's own address
+    assert netns.resource(*GROUP, "start").returncode == 0
+    for _ in range(2):  # heartbeat reboots a node whose stop fails, also when nothing was running
+        result = netns.resource(*GROUP, "stop")
+        assert result.returncode == 0, result.stderr
+        assert netns.addresses() == {"10.50.0.254/24/lvt0"}
+    assert netns.resource(*GROUP, "status").returncode == 3
+
+
+def test_start_without_send_arp_fails_before_adding_anything(netns):
+    result = netns.resource(*GROUP, "start", send_arp="/nonexistent/send_arp")
+    if os.path.exists("/usr/libexec/heartbeat/send_arp") or os.path.exists("/usr/lib/heartbeat/send_arp"):
+        pytest.skip("resource-agents' send_arp is installed here")
+    assert result.returncode == 1
+    assert "send_arp not found" in result.stderr
+    assert netns.addresses() == set()
+
+
+def test_start_fails_on_a_missing_interface(netns):
+    result = netns.resource("10.50.0.1/24/lvt0", "10.60.0.1/24/nosuch0", "start")
+    assert result.returncode == 1
+    assert "cannot add 10.60.0.1/24 to nosuch0" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["10.50.0.1/lvt0", "10.50.0.1", "host.example/24/lvt0", "10.50.0.1/x/lvt0"])
+def test_malformed_argument_is_named(netns, bad):
+    result = netns.resource("10.50.0.21/24/lvt0", bad, "status")
+    assert result.returncode == 2
+    assert f"'{bad}'" in result.stderr
+
+
+def test_unknown_action_is_refused(netns):
+    result = netns.resource(*GROUP, "restart")
+    assert result.returncode == 2 and "usage" in result.stderr
