@@ -77,6 +77,11 @@ def floating_ips_script() -> RenderedFile:
                         mode="0755")
 
 
+def floating_ips_arguments(cluster: Cluster) -> list[str]:
+    """ADDRESS/PREFIX/INTERFACE of each floating address, as FLOATING_IPS_SCRIPT takes them."""
+    return [f"{ip.cidr}/{ip.interface}" for ip in cluster.floating_ips()]
+
+
 def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     """(resource, why) in start order; heartbeat stops them in reverse.
 
@@ -85,7 +90,7 @@ def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     the addresses go before IPVS. One resource for all the addresses because
     heartbeat runs each resource through several shell scripts, one at a time.
     """
-    addresses = "::".join(f"{ip.cidr}/{ip.interface}" for ip in cluster.floating_ips())
+    addresses = "::".join(floating_ips_arguments(cluster))
     return [
         (f"ldirectord::{Path(LDIRECTORD_CF).name}", "IPVS virtual services and health checks"),
         (f"{Path(FLOATING_IPS_SCRIPT).name}::{addresses}", "every floating address, added and removed together"),

@@ -16,7 +16,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     are in place; Debian's standalone ldirectord unit is disabled and stopped
     so only heartbeat's resource programs IPVS;
     heartbeat is enabled and running, restarted only when its configuration
-    changed (one balancer at a time), and a running ldirectord is restarted
+    changed, one balancer at a time and only once the pair has settled (see
+    restart_heartbeat_script), and a running ldirectord is restarted
     when its configuration changed (a reload cannot add or remove virtuals).
     """
     systemd.service(
@@ -31,9 +32,9 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     ldirectord_cf = put(render.ldirectord_file(cluster))
 
     started = systemd.service(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
-    systemd.service(
+    server.shell(
         name="Restart heartbeat for its new configuration",
-        service="heartbeat", running=None, restarted=True,
+        commands=[restart_heartbeat_script(cluster, balancer)],
         # A heartbeat just started has read the new files already.
         _if=lambda: any(op.did_change() for op in changes) and not started.did_change(),
         _serial=True,
@@ -44,3 +45,45 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         commands=[f"if ldirectord {cf} status >/dev/null 2>&1; then ldirectord {cf} restart; fi"],
         _if=ldirectord_cf.did_change,
     )
+
+
+# A healthy pair settles in seconds; the TCG lab needs about two minutes per transition.
+RESTART_SETTLE_TIMEOUT = 600
+
+
+def restart_heartbeat_script(cluster: Cluster, balancer: Balancer, timeout: int = RESTART_SETTLE_TIMEOUT) -> str:
+    """Shell that restarts heartbeat on `balancer` and returns once the pair has settled.
+
+    `systemctl restart` is not enough with heartbeat v1: a node back within a
+    second of leaving is not given its resources back by auto_failback, and the
+    pair stays on the wrong node (seen in the lab; so does handing over with
+    hb_standby first, which auto_failback undoes at once). So, when the peer is
+    active: stop (this node's resources go to the peer), give the peer deadtime
+    to see this node leave, start, and wait until `cl_status rscstatus` settles
+    ("local" on both nodes with auto_failback). Alone, restart and wait for
+    "all". Fails, naming what it saw, if that does not happen within `timeout`
+    seconds, so a deploy never reports success on a pair left half-way.
+    """
+    (peer,) = [b.name for b in cluster.balancers if b.name != balancer.name]
+    hb = cluster.heartbeat
+    settled_with_peer = "local" if hb.auto_failback else "local none"
+    return f"""set -u
+settled() {{  # settled STATE...: `cl_status rscstatus` says one of STATE twice in a row, within {timeout} s
+    seen=0; n={timeout // 2}
+    while [ $n -gt 0 ]; do
+        now=$(cl_status rscstatus 2>/dev/null || echo unreachable)
+        case " $* " in *" $now "*) seen=$((seen + 1)); [ $seen -ge 2 ] && return 0 ;; *) seen=0 ;; esac
+        sleep 2; n=$((n - 1))
+    done
+    echo "heartbeat on {balancer.name}: resources '$now' after {timeout} s, expected: $*" >&2
+    exit 1
+}}
+if [ "$(cl_status nodestatus {peer} 2>/dev/null)" = active ]; then
+    systemctl stop heartbeat.service  # gives what this node holds to the peer
+    sleep {hb.deadtime + hb.keepalive}
+    systemctl start heartbeat.service
+    settled {settled_with_peer}
+else
+    systemctl restart heartbeat.service
+    settled all
+fi"""

@@ -75,6 +75,29 @@ def test_changed_ha_cf_restarts_heartbeat_but_not_ldirectord(reference):
     assert set(changes) == {f"Write {render.HA_CF}", "Restart heartbeat for its new configuration"}
 
 
+def test_heartbeat_restart_lets_the_peer_see_the_node_leave_and_waits_for_the_pair(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.HARESOURCES] = ("balancer1 IPaddr2::10.0.0.1/24/eth0\n", 644)
+    (restart,) = changing(_director(reference, machine))["Restart heartbeat for its new configuration"]
+    # the peer must see this node leave (deadtime) before it returns, or auto_failback is skipped
+    assert restart.index("systemctl stop heartbeat") < restart.index("sleep 12") < restart.index("systemctl start heartbeat")
+    assert "settled local\n" in restart and "settled all\n" in restart
+
+
+def test_heartbeat_restart_without_auto_failback_accepts_either_side(reference):
+    from dataclasses import replace
+
+    from tasks.heartbeat import restart_heartbeat_script
+    cluster = replace(reference, heartbeat=replace(reference.heartbeat, auto_failback=False))
+    assert "settled local none\n" in restart_heartbeat_script(cluster, cluster.balancer("balancer2"))
+
+
+def test_new_floating_ips_script_alone_does_not_restart_heartbeat(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.files[render.FLOATING_IPS_SCRIPT] = ("#!/bin/sh\n", 755)
+    assert set(changing(_director(reference, machine, "balancer2"))) == {f"Write {render.FLOATING_IPS_SCRIPT}"}
+
+
 def test_changed_ldirectord_cf_restarts_only_a_running_ldirectord(reference):
     machine = converged_balancer(reference, reference.balancer("balancer1"))
     machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)
