@@ -60,7 +60,8 @@ def restart_heartbeat_script(cluster: Cluster, balancer: Balancer, timeout: int 
     hb_standby first, which auto_failback undoes at once). So, when the peer is
     active: stop (this node's resources go to the peer), give the peer deadtime
     to see this node leave, start, and wait until `cl_status rscstatus` settles
-    ("local" on both nodes with auto_failback). Alone, restart and wait for
+    ("local" on both nodes with auto_failback) and stays so for 8 s: the peer
+    finishes its own handshake for the returning node in a few seconds. Alone, restart and wait for
     "all". Fails, naming what it saw, if that does not happen within `timeout`
     seconds, so a deploy never reports success on a pair left half-way.
     """
@@ -68,11 +69,11 @@ def restart_heartbeat_script(cluster: Cluster, balancer: Balancer, timeout: int 
     hb = cluster.heartbeat
     settled_with_peer = "local" if hb.auto_failback else "local none"
     return f"""set -u
-settled() {{  # settled STATE...: `cl_status rscstatus` says one of STATE twice in a row, within {timeout} s
+settled() {{  # settled STATE...: `cl_status rscstatus` says one of STATE for 8 s, within {timeout} s
     seen=0; n={timeout // 2}
     while [ $n -gt 0 ]; do
         now=$(cl_status rscstatus 2>/dev/null || echo unreachable)
-        case " $* " in *" $now "*) seen=$((seen + 1)); [ $seen -ge 2 ] && return 0 ;; *) seen=0 ;; esac
+        case " $* " in *" $now "*) seen=$((seen + 1)); [ $seen -ge 5 ] && return 0 ;; *) seen=0 ;; esac
         sleep 2; n=$((n - 1))
     done
     echo "heartbeat on {balancer.name}: resources '$now' after {timeout} s, expected: $*" >&2
