@@ -58,8 +58,9 @@ def restart_heartbeat_script(cluster: Cluster, balancer: Balancer, timeout: int 
     second of leaving is not given its resources back by auto_failback, and the
     pair stays on the wrong node (seen in the lab; so does handing over with
     hb_standby first, which auto_failback undoes at once). So, when the peer is
-    active: stop (this node's resources go to the peer), give the peer deadtime
-    to see this node leave, start, and wait until `cl_status rscstatus` settles
+    active: stop (this node's resources go to the peer), give the peer time to
+    see this node leave (twice deadtime: the lab showed a peer that missed the
+    shutdown notice and only declared the node dead after deadtime), start, and wait until `cl_status rscstatus` settles
     ("local" on both nodes with auto_failback) and stays so for 8 s: the peer
     finishes its own handshake for the returning node in a few seconds. Alone, restart and wait for
     "all". Fails, naming what it saw, if that does not happen within `timeout`
@@ -81,7 +82,7 @@ settled() {{  # settled STATE...: `cl_status rscstatus` says one of STATE for 8 
 }}
 if [ "$(cl_status nodestatus {peer} 2>/dev/null)" = active ]; then
     systemctl stop heartbeat.service  # gives what this node holds to the peer
-    sleep {hb.deadtime + hb.keepalive}
+    sleep {2 * hb.deadtime + hb.keepalive}
     systemctl start heartbeat.service
     settled {settled_with_peer}
 else

@@ -79,8 +79,8 @@ def test_heartbeat_restart_lets_the_peer_see_the_node_leave_and_waits_for_the_pa
     machine = converged_balancer(reference, reference.balancer("balancer1"))
     machine.files[render.HARESOURCES] = ("balancer1 IPaddr2::10.0.0.1/24/eth0\n", 644)
     (restart,) = changing(_director(reference, machine))["Restart heartbeat for its new configuration"]
-    # the peer must see this node leave (deadtime) before it returns, or auto_failback is skipped
-    assert restart.index("systemctl stop heartbeat") < restart.index("sleep 12") < restart.index("systemctl start heartbeat")
+    # the peer must see this node leave (up to deadtime) before it returns, or auto_failback is skipped
+    assert restart.index("systemctl stop heartbeat") < restart.index("sleep 22") < restart.index("systemctl start heartbeat")
     assert "settled local\n" in restart and "settled all\n" in restart
 
 
