@@ -47,24 +47,26 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     )
 
 
-# A healthy pair settles in seconds; the TCG lab needs about two minutes per transition.
+# A healthy pair settles in seconds; in the TCG lab a restart of the master took up to ~2.5 min.
 RESTART_SETTLE_TIMEOUT = 600
 
 
 def restart_heartbeat_script(cluster: Cluster, balancer: Balancer, timeout: int = RESTART_SETTLE_TIMEOUT) -> str:
-    """Shell that restarts heartbeat on `balancer` and returns once the pair has settled.
+    """Shell that restarts heartbeat on `balancer` and returns once this node is steady.
 
     `systemctl restart` is not enough with heartbeat v1: a node back within a
     second of leaving is not given its resources back by auto_failback, and the
     pair stays on the wrong node (seen in the lab; so does handing over with
     hb_standby first, which auto_failback undoes at once). So, when the peer is
     active: stop (this node's resources go to the peer), give the peer time to
-    see this node leave (twice deadtime: the lab showed a peer that missed the
-    shutdown notice and only declared the node dead after deadtime), start, and wait until `cl_status rscstatus` settles
-    ("local" on both nodes with auto_failback) and stays so for 8 s: the peer
-    finishes its own handshake for the returning node in a few seconds. Alone, restart and wait for
-    "all". Fails, naming what it saw, if that does not happen within `timeout`
-    seconds, so a deploy never reports success on a pair left half-way.
+    see this node leave (twice deadtime: a peer that misses the shutdown notice
+    declares the node dead only after deadtime), start, and wait until this
+    node's `cl_status rscstatus` says "local" (auto_failback) for 8 s. Alone:
+    restart and wait for "all". Fails, naming what it saw, after `timeout` s.
+
+    Known gap (lab): after the backup returns, heartbeat on the master may
+    still be in its takeover of the backup's (empty) foreign resources and
+    report "all" or "transition" for a while, although it serves everything.
     """
     (peer,) = [b.name for b in cluster.balancers if b.name != balancer.name]
     hb = cluster.heartbeat
