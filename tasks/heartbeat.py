@@ -68,7 +68,7 @@ def restart_heartbeat_script(cluster: Cluster, balancer: Balancer, timeout: int 
     still be in its takeover of the backup's (empty) foreign resources and
     report "all" or "transition" for a while, although it serves everything.
     """
-    (peer,) = [b.name for b in cluster.balancers if b.name != balancer.name]
+    peer = cluster.peer(balancer).name
     hb = cluster.heartbeat
     settled_with_peer = "local" if hb.auto_failback else "local none"
     return f"""set -u

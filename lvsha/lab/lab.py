@@ -316,8 +316,8 @@ def _write_ssh_config(state: dict) -> None:
         out += [f"Host {name}", "  HostName 127.0.0.1", f"  Port {h['ssh_port']}", "  User root",
                 f"  IdentityFile {state['ssh_key']}", "  IdentitiesOnly yes",
                 f"  UserKnownHostsFile {state['known_hosts']}", "  StrictHostKeyChecking yes",
-                "  LogLevel ERROR", "  ControlMaster auto", f"  ControlPath {_control_path(name)}",
-                f"  ControlPersist {vm.CONTROL_PERSIST_S}", "  ServerAliveInterval 5", "  ServerAliveCountMax 3", ""]
+                "  LogLevel ERROR",
+                *[f"  {key} {value}" for key, value in vm.shared_connection_options(_control_path(name)).items()], ""]
     Path(state["ssh_config"]).write_text("\n".join(out))
 
 

@@ -196,10 +196,15 @@ def ssh_base(key: str, port: int, known_hosts: str | None = None,
     else:
         opts += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
     if control_path:
-        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_path}",
-                 "-o", f"ControlPersist={CONTROL_PERSIST_S}",
-                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+        for option, value in shared_connection_options(control_path).items():
+            opts += ["-o", f"{option}={value}"]
     return ["ssh", "-i", key, "-p", str(port), *opts, "root@127.0.0.1"]
+
+
+def shared_connection_options(control_path: str) -> dict[str, str]:
+    """ssh_config options that make commands share one connection (see ssh_base)."""
+    return {"ControlMaster": "auto", "ControlPath": control_path, "ControlPersist": str(CONTROL_PERSIST_S),
+            "ServerAliveInterval": "5", "ServerAliveCountMax": "3"}
 
 
 def close_ssh_master(control_path: str) -> None:

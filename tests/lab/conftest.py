@@ -79,6 +79,15 @@ class Lab:
         """{virtual "ip:port": {real "ip:port", ...}} from `ipvsadm -Ln` on `balancer`."""
         return _parse_ipvsadm(self.ssh(balancer, "ipvsadm -Ln", check=False).stdout)
 
+    def floating(self) -> set[str]:
+        """Every address heartbeat moves, from the model."""
+        return {str(ip.address) for ip in self.cluster.floating_ips()}
+
+    def carries_none(self, balancer: str) -> bool:
+        """`balancer` has no floating address and an empty IPVS table."""
+        addresses, table = self.carries(balancer)
+        return not addresses & self.floating() and table == {}
+
     def carries(self, balancer: str) -> tuple[set[str], dict[str, set[str]]]:
         """(IPv4 addresses on `balancer`, its IPVS table), read in one command."""
         out = self.ssh(balancer, "ip -4 -o addr show; echo @@; ipvsadm -Ln", check=False).stdout
@@ -97,12 +106,11 @@ class Lab:
         """Wait until `owner` carries every floating address, IPVS has every real
         server, and every VIP serves; return the seconds it took."""
         started = time.monotonic()
-        floating = [str(ip.address) for ip in self.cluster.floating_ips()]
         reals = len(self.cluster.web_hosts)
 
         def settled():
             addresses, table = self.carries(owner)
-            if not set(floating) <= addresses:
+            if not self.floating() <= addresses:
                 return False
             return len(table) == len(self.cluster.sites) and all(len(r) == reals for r in table.values()) and self.serving()
 

@@ -7,13 +7,9 @@ from lvsha.lab import wait_until
 from lvsha.lab.run import record
 
 
-def _floating(lab):
-    return [str(ip.address) for ip in lab.cluster.floating_ips()]
-
-
 def _nothing_on(lab, balancer):
     addresses, _ = lab.carries(balancer)
-    return not addresses & set(_floating(lab))
+    return not addresses & lab.floating()
 
 
 def test_heartbeat_stop_moves_everything_and_failback_returns_it(lab):

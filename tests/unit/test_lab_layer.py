@@ -137,3 +137,13 @@ def test_smoke_up_check_down():
     finally:
         assert lablib.down() == []
     assert not network.netns_exists(network.LAB_NETNS)
+
+
+def test_shared_connection_keeps_the_lab_key_and_host_key_checking():
+    from lvsha.lab import vm
+    argv = vm.ssh_base("/state/id_ed25519", 2201, "/state/known_hosts", control_path="/state/mux-balancer1")
+    assert argv[:5] == ["ssh", "-i", "/state/id_ed25519", "-p", "2201"] and argv[-1] == "root@127.0.0.1"
+    options = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "-o")
+    assert options["StrictHostKeyChecking"] == "yes" and options["UserKnownHostsFile"] == "/state/known_hosts"
+    assert options["ControlMaster"] == "auto" and options["ControlPath"] == "/state/mux-balancer1"
+    assert "ControlPath" not in " ".join(vm.ssh_base("/state/id_ed25519", 2201))  # boot probes log in afresh
