@@ -1,8 +1,8 @@
 """Command line: check and render a cluster without touching any host, and run the lab.
 
-    python -m lvsha validate inventory.py
-    python -m lvsha render inventory.py out/
-    python -m lvsha lab run            # the whole lab: up, deploy, test, report, down
+    lvsha validate inventory.py        # or: python3 -m lvsha ...
+    lvsha render inventory.py out/
+    lvsha lab run                      # the whole lab: up, deploy, test, report, down
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from lvsha import __version__
 from lvsha.loader import InventoryError, load_cluster
 from lvsha.render import all_files, write_tree
 
@@ -24,6 +25,7 @@ def _load(inventory: str):
 
 
 @click.group()
+@click.version_option(__version__, prog_name="lvsha")
 def main() -> None:
     """Deploy and check an LVS-NAT load balancer pair from one cluster model."""
 

@@ -86,8 +86,22 @@ def test_validate_rejects_a_broken_inventory(env):
 def test_pyinfra_refuses_a_broken_model_before_connecting(env):
     """pyinfra exits at inventory load, naming the problem; no host is contacted."""
     inventory = _broken_inventory(env, 'external_network="10.0.0.0/33"')
-    result = subprocess.run(["pyinfra", "-y", str(inventory), "deploy.py", "--dry"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", str(inventory), "deploy.py", "--dry"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "external_network = '10.0.0.0/33': is not an IPv4 network" in result.stderr
     assert "Connecting to hosts" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["lab", "--help"], ["--version"]])
+def test_console_script_and_module_give_the_same_output(args, tmp_path):
+    """bin/setup installs an `lvsha` console script beside the venv's python; it and
+    `python3 -m lvsha` are one program (run outside the clone: the install is what counts)."""
+    script = Path(sys.executable).with_name("lvsha")
+    assert script.is_file(), f"no lvsha console script beside {sys.executable}: run bin/setup and use its venv"
+    by_script = subprocess.run([str(script), *args], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    by_module = subprocess.run([sys.executable, "-m", "lvsha", *args], capture_output=True, text=True,
+                               cwd=tmp_path, timeout=60)
+    assert by_script.returncode == by_module.returncode == 0, by_script.stderr + by_module.stderr
+    assert by_script.stdout == by_module.stdout
+    assert by_script.stdout.startswith("lvsha, version ") if args == ["--version"] else "Usage: lvsha" in by_script.stdout
