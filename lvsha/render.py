@@ -23,11 +23,25 @@ HARESOURCES = "/etc/ha.d/haresources"
 AUTHKEYS = "/etc/ha.d/authkeys"
 LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
 FLOATING_IPS_SCRIPT = "/etc/ha.d/resource.d/lvsha-floating-ips"
+LDIRECTORD_SCRIPT = "/etc/ha.d/resource.d/lvsha-ldirectord"
+HEARTBEAT_ENV = "/etc/ha.d/lvsha.env"
+HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
+HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
+HEARTBEAT_DROPIN = "/etc/systemd/system/heartbeat.service.d/lvsha.conf"
+LDIRECTORD_DROPIN = "/etc/systemd/system/ldirectord.service.d/lvsha.conf"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
 NETWORKD_DIR = "/etc/systemd/network"
 NGINX_SITES = "/etc/nginx/sites-available/lvsha-sites"
+
+# A restarted heartbeat waits at most this long for its peer to finish taking
+# over (lvsha-heartbeat-guard rejoin): seconds on hardware, up to ~60 s in the TCG lab.
+REJOIN_TIMEOUT = 120
+# lvsha-heartbeat-restart fails if the pair has not settled after this long.
+SETTLE_TIMEOUT = 600
+# systemd restarts a heartbeat that stopped by itself after this many seconds.
+RESTART_DELAY = 2
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ def network_file_path(interface: str) -> str:
 
 
 def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    """heartbeat's configuration (a change needs a restart) and authkeys."""
     hb = cluster.heartbeat
     return [
         RenderedFile(
@@ -67,14 +82,36 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
                                           floating_ips=cluster.floating_ips(),
                                           floating_ips_script=Path(FLOATING_IPS_SCRIPT).name)),
         RenderedFile(AUTHKEYS, _render("authkeys.j2", cluster, auth=hb.auth), mode="0600"),
-        floating_ips_script(),
     ]
 
 
-def floating_ips_script() -> RenderedFile:
-    """The heartbeat resource script that moves every floating address at once (no model content)."""
-    return RenderedFile(FLOATING_IPS_SCRIPT, (FILES / "heartbeat" / Path(FLOATING_IPS_SCRIPT).name).read_text(),
-                        mode="0755")
+def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    """What runs around heartbeat, read afresh at each use (no restart needed):
+    the resource scripts, the guard and restart scripts, their settings."""
+    hb = cluster.heartbeat
+    return [
+        *(_shipped("heartbeat", path, mode="0755")
+          for path in (FLOATING_IPS_SCRIPT, LDIRECTORD_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART)),
+        RenderedFile(HEARTBEAT_ENV, _render(
+            "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
+            rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
+            floating_ips_script=FLOATING_IPS_SCRIPT, floating_ips=floating_ips_arguments(cluster))),
+    ]
+
+
+def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
+    """systemd drop-ins for heartbeat.service and ldirectord.service (a change needs daemon-reload)."""
+    return [
+        RenderedFile(HEARTBEAT_DROPIN, _render(
+            "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
+            rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=30)),
+        _shipped("systemd", LDIRECTORD_DROPIN, source="ldirectord-lvsha.conf"),
+    ]
+
+
+def _shipped(folder: str, path: str, mode: str = "0644", source: str | None = None) -> RenderedFile:
+    """A file shipped as it is under files/FOLDER/ (no model content)."""
+    return RenderedFile(path, (FILES / folder / (source or Path(path).name)).read_text(), mode=mode)
 
 
 def floating_ips_arguments(cluster: Cluster) -> list[str]:
@@ -89,10 +126,11 @@ def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     only once ldirectord has programmed the virtual services, and on release
     the addresses go before IPVS. One resource for all the addresses because
     heartbeat runs each resource through several shell scripts, one at a time.
+    ldirectord runs as its systemd service, which systemd restarts if it dies.
     """
     addresses = "::".join(floating_ips_arguments(cluster))
     return [
-        (f"ldirectord::{Path(LDIRECTORD_CF).name}", "IPVS virtual services and health checks"),
+        (Path(LDIRECTORD_SCRIPT).name, f"ldirectord.service: IPVS virtual services and health checks ({LDIRECTORD_CF})"),
         (f"{Path(FLOATING_IPS_SCRIPT).name}::{addresses}", "every floating address, added and removed together"),
     ]
 
@@ -154,6 +192,8 @@ def web_server_file(cluster: Cluster, host: WebHost) -> RenderedFile:
 def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     return [
         *heartbeat_files(cluster, balancer),
+        *heartbeat_helper_files(cluster, balancer),
+        *unit_dropin_files(cluster),
         ldirectord_file(cluster),
         firewall_file(cluster, balancer),
         *kernel_files(cluster),

@@ -22,6 +22,7 @@ from pyinfra.context import ctx_host, ctx_state
 class PlannedOp:
     path: str  # "LVS director | heartbeat | Write /etc/ha.d/ha.cf"
     commands: list[str]
+    serial: bool = False  # pyinfra runs it one host at a time (_serial)
 
     @property
     def name(self) -> str:
@@ -62,7 +63,7 @@ def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None) ->
                 with ctx_state.use(state), ctx_host.use(host):
                     commands = [_text(c) for c in op_data.command_generator()]
             simulated[op_hash] = bool(commands)
-            planned.append(PlannedOp(name, commands))
+            planned.append(PlannedOp(name, commands, bool(state.get_op_meta(op_hash).global_arguments["_serial"])))
     return planned
 
 

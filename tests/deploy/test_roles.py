@@ -72,24 +72,45 @@ def test_changed_ha_cf_restarts_heartbeat_but_not_ldirectord(reference):
     machine = converged_balancer(reference, reference.balancer("balancer1"))
     machine.files[render.HA_CF] = ("# an old configuration\n", 644)
     changes = changing(_director(reference, machine))
-    assert set(changes) == {f"Write {render.HA_CF}", "Restart heartbeat for its new configuration"}
+    assert set(changes) == {f"Write {render.HA_CF}", "Restart heartbeat for its new configuration (2 of 2: balancer1)"}
 
 
-def test_heartbeat_restart_lets_the_peer_see_the_node_leave_and_waits_for_the_pair(reference):
-    machine = converged_balancer(reference, reference.balancer("balancer1"))
+RESTARTS = ["Restart heartbeat for its new configuration (1 of 2: balancer2)",
+            "Restart heartbeat for its new configuration (2 of 2: balancer1)"]
+
+
+@pytest.mark.parametrize("name", ["balancer1", "balancer2"])
+def test_heartbeat_restarts_are_one_operation_per_balancer_the_backup_first(reference, name):
+    """What the restart does is lvsha-heartbeat-restart's (run against fakes in
+    tests/unit/test_heartbeat_scripts.py). Each balancer's restart is its own
+    operation, the backup's first: with FAIL_PERCENT = 0 (config.py) a failed
+    restart stops the run before the other balancer's."""
+    machine = converged_balancer(reference, reference.balancer(name))
     machine.files[render.HARESOURCES] = ("balancer1 IPaddr2::10.0.0.1/24/eth0\n", 644)
-    (restart,) = changing(_director(reference, machine))["Restart heartbeat for its new configuration"]
-    # the peer must see this node leave (up to deadtime) before it returns, or auto_failback is skipped
-    assert restart.index("systemctl stop heartbeat") < restart.index("sleep 22") < restart.index("systemctl start heartbeat")
-    assert "settled local\n" in restart and "settled all\n" in restart
+    ops = _director(reference, machine, name)
+    names = [op.name for op in ops]
+    assert names.index(RESTARTS[0]) < names.index(RESTARTS[1])
+    changes = changing(ops)
+    (mine,) = [r for r in RESTARTS if r.endswith(f": {name})")]
+    assert changes[mine] == [render.HEARTBEAT_RESTART]
+    assert set(RESTARTS) & set(changes) == {mine}
+    # the script and its settings are written before the restart runs
+    for path in (render.HEARTBEAT_RESTART, render.HEARTBEAT_ENV, render.HEARTBEAT_GUARD):
+        assert names.index(f"Write {path}") < names.index(RESTARTS[0])
 
 
-def test_heartbeat_restart_without_auto_failback_accepts_either_side(reference):
-    from dataclasses import replace
+def test_project_config_stops_a_run_at_the_first_failed_host():
+    from tests.conftest import ROOT
+    namespace = {}
+    exec((ROOT / "config.py").read_text(), namespace)
+    assert namespace["FAIL_PERCENT"] == 0
 
-    from tasks.heartbeat import restart_heartbeat_script
-    cluster = replace(reference, heartbeat=replace(reference.heartbeat, auto_failback=False))
-    assert "settled local none\n" in restart_heartbeat_script(cluster, cluster.balancer("balancer2"))
+
+def test_new_heartbeat_dropin_reloads_systemd_without_restarting_heartbeat(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.files[render.HEARTBEAT_DROPIN] = ("[Service]\nRestart=no\n", 644)
+    changes = changing(_director(reference, machine, "balancer2"))
+    assert set(changes) == {f"Write {render.HEARTBEAT_DROPIN}", "Reload systemd for lvsha's unit drop-ins"}
 
 
 def test_new_floating_ips_script_alone_does_not_restart_heartbeat(reference):
@@ -103,16 +124,28 @@ def test_changed_ldirectord_cf_restarts_only_a_running_ldirectord(reference):
     machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)
     changes = changing(_director(reference, machine))
     assert set(changes) == {f"Write {render.LDIRECTORD_CF}", "Restart the running ldirectord for its new configuration"}
-    (restart,) = changes["Restart the running ldirectord for its new configuration"]
-    assert "status" in restart and "restart" in restart
+    assert changes["Restart the running ldirectord for its new configuration"] == ["systemctl try-restart ldirectord.service"]
 
 
-def test_running_standalone_ldirectord_is_stopped_and_disabled(reference):
+LDIRECTORD_OP = "ldirectord.service starts only through heartbeat, never at boot"
+
+
+def test_ldirectord_running_where_heartbeat_did_not_start_it_is_stopped_and_disabled(reference):
+    """Debian starts ldirectord.service on install; only the node carrying the group may run it."""
     machine = converged_balancer(reference, reference.balancer("balancer2"))
     machine.running["ldirectord.service"] = True
     machine.enabled["ldirectord.service"] = True
     changes = changing(_director(reference, machine, "balancer2"))
-    assert list(changes) == ["Disable the standalone ldirectord (heartbeat runs it)"]
+    assert list(changes) == [LDIRECTORD_OP]
+    assert changes[LDIRECTORD_OP] == ["systemctl stop ldirectord.service", "systemctl disable ldirectord.service"]
+
+
+def test_ldirectord_of_the_node_carrying_the_group_is_left_running(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    for ip in reference.floating_ips():
+        machine.addresses[ip.interface].append(ip.cidr)
+    machine.running["ldirectord.service"] = True
+    assert changing(_director(reference, machine)) == {}
 
 
 def test_wrong_node_name_stops_before_any_operation(reference):

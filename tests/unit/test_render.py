@@ -59,8 +59,9 @@ def test_haresources_moves_everything_as_one_group(reference):
     assert len(lines) == 1
     resources = lines[0].split()
     assert resources[0] == "balancer1"
-    # IPVS first, then every floating address in one resource: traffic arrives once IPVS is ready
-    assert resources[1] == "ldirectord::ldirectord.cf"
+    # IPVS first (ldirectord.service, which systemd restarts if it dies), then every
+    # floating address in one resource: traffic arrives once IPVS is ready
+    assert resources[1] == "lvsha-ldirectord"
     script, *addresses = resources[2].split("::")
     assert script == "lvsha-floating-ips"
     assert addresses == ["192.168.0.254/24/eth1", "10.0.0.1/24/eth0", "10.0.0.3/24/eth0", "10.0.0.5/24/eth0",

@@ -1,0 +1,272 @@
+"""files/heartbeat/lvsha-heartbeat-guard and lvsha-heartbeat-restart, run for real
+against fakes of the tools they call (systemctl, cl_status, ip, ping, pkill and
+the floating addresses' resource script), each branch of each.
+
+The fakes answer from files in a state folder and log every call; the lab tier
+runs the scripts against the real heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lvsha import render
+
+GUARD = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_GUARD).name)
+RESTART = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_RESTART).name)
+LDIRECTORD = str(render.FILES / "heartbeat" / Path(render.LDIRECTORD_SCRIPT).name)
+
+# Each fake logs "NAME ARGS..." to $FAKE/calls and answers from files in $FAKE.
+FAKES = {
+    "systemctl": """
+        echo "systemctl $*" >> "$FAKE/calls"
+        case "$1" in
+        is-active) [ -f "$FAKE/active-$3" ]; exit $? ;;
+        stop) [ "$2" = heartbeat.service ] && rm -f "$FAKE/carries" ;;
+        restart|start)
+            [ "$1" = restart ] && rm -f "$FAKE/carries"  # heartbeat hands the group over when it stops
+            [ -f "$FAKE/$1-fails" ] && exit 1
+            [ -f "$FAKE/carries-after-start" ] && touch "$FAKE/carries" ;;
+        esac
+        exit 0""",
+    "cl_status": """
+        echo "cl_status $*" >> "$FAKE/calls"
+        case "$1" in
+        hbstatus) [ -f "$FAKE/hb-running" ] ;;
+        rscstatus) cat "$FAKE/rscstatus" ;;
+        nodestatus) cat "$FAKE/peer" ;;
+        esac""",
+    "ip": """
+        echo "ip $*" >> "$FAKE/calls"
+        case "$*" in
+        "-4 neigh show to "*)
+            address=$5
+            if [ -f "$FAKE/answers-$address" ]; then
+                left=$(cat "$FAKE/answers-$address")  # answers once this many probes have gone unanswered
+                if [ "$left" -gt 0 ]; then echo $((left - 1)) > "$FAKE/answers-$address"; exit 0; fi
+                echo "$address lladdr 52:54:00:4c:01:01 REACHABLE"
+            fi ;;
+        esac
+        exit 0""",
+    "ping": 'echo "ping $*" >> "$FAKE/calls"; exit 1',
+    "pkill": 'echo "pkill $*" >> "$FAKE/calls"; exit 1',
+    "logger": "exit 0",
+    "floating-ips": """
+        echo "floating-ips $*" >> "$FAKE/calls"
+        eval "action=\\${$#}"
+        case $action in
+        stop) rm -f "$FAKE/carries"; exit "$(cat "$FAKE/stop-rc" 2>/dev/null || echo 0)" ;;
+        status) [ -f "$FAKE/carries" ] || exit 3 ;;
+        esac""",
+}
+
+ADDRESSES = "192.168.0.254/24/eth1 10.0.0.1/24/eth0"
+
+
+class Fake:
+    def __init__(self, root: Path, **settings):
+        self.root, self.state = root, root / "state"
+        self.bin = root / "bin"
+        self.state.mkdir(parents=True)
+        self.bin.mkdir()
+        for name, body in FAKES.items():
+            path = self.bin / name
+            path.write_text("#!/bin/sh\n" + "\n".join(line.strip() for line in body.splitlines()) + "\n")
+            path.chmod(0o755)
+        env = {
+            "LVSHA_NODE": "balancer1", "LVSHA_PEER": "balancer2", "LVSHA_MASTER": "balancer1",
+            "LVSHA_AUTO_FAILBACK": "on", "LVSHA_KEEPALIVE": "1", "LVSHA_DEADTIME": "2",
+            "LVSHA_REJOIN_TIMEOUT": "3", "LVSHA_SETTLE_TIMEOUT": "3",
+            "LVSHA_PROBE_INTERFACE": "eth1", "LVSHA_PEER_ADDRESS": "192.168.0.253", "LVSHA_GATEWAY": "192.168.0.254",
+            "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"), "LVSHA_FLOATING_IPS": f'"{ADDRESSES}"',
+            **settings,
+        }
+        self.env_file = root / "lvsha.env"
+        self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        self.run_dir = root / "run"
+
+    def set(self, name: str, content: str = "") -> None:
+        (self.state / name).write_text(content)
+
+    def run(self, script: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file),
+               "LVSHA_STATE_DIR": str(self.run_dir), "SERVICE_RESULT": "signal"}
+        return subprocess.run([script, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+    def calls(self) -> list[str]:
+        path = self.state / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    @property
+    def stopped_marker(self) -> Path:
+        return self.run_dir / "heartbeat-stopped"
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return Fake(tmp_path)
+
+
+# ---- lvsha-heartbeat-guard ----------------------------------------------------
+
+def test_release_records_the_stop_and_gives_up_everything(fake):
+    fake.set("carries")
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert abs(int(fake.stopped_marker.read_text()) - time.time()) < 5
+    assert fake.calls() == [
+        f"floating-ips {ADDRESSES} stop",
+        "systemctl stop ldirectord.service",
+        "pkill -KILL -f ^heartbeat: ",
+    ]
+    assert "holds no floating address" in result.stderr
+
+
+def test_release_that_cannot_remove_an_address_fails(fake):
+    fake.set("stop-rc", "1")
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 1
+    assert "could not remove every floating address" in result.stderr
+
+
+def test_rejoin_at_boot_releases_and_does_not_wait(fake):
+    started = time.monotonic()
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 2
+    assert fake.calls()[0] == f"floating-ips {ADDRESSES} stop"
+    assert not any(c.startswith(("ping", "ip ")) for c in fake.calls())
+
+
+def test_rejoin_waits_until_the_peer_has_declared_this_node_dead(fake):
+    """Peer silent: wait deadtime (2) + 2 keepalives (1) since the stop, then start alone."""
+    fake.run_dir.mkdir()
+    fake.stopped_marker.write_text(str(int(time.time())))
+    started = time.monotonic()
+    result = fake.run(GUARD, "rejoin")
+    waited = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert 3 <= waited < 6, waited
+    assert "does not answer on eth1: starting heartbeat alone" in result.stderr
+    assert not fake.stopped_marker.exists()
+
+
+def test_rejoin_waits_for_the_peer_to_finish_taking_over(fake):
+    """Peer up: wait until the internal gateway answers ARP (the peer's last resource is up)."""
+    fake.run_dir.mkdir()
+    fake.stopped_marker.write_text(str(int(time.time()) - 10))  # the peer had time to see us leave
+    fake.set("answers-192.168.0.253", "0")
+    fake.set("answers-192.168.0.254", "2")  # the gateway appears at the third probe
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    gateway_probes = [c for c in fake.calls() if c == "ping -q -n -c 1 -W 1 -I eth1 192.168.0.254"]
+    assert len(gateway_probes) == 3
+    assert "starting heartbeat anyway" not in result.stderr
+    # every probe starts from a fresh neighbour entry, so a stale one cannot pass
+    assert fake.calls().count("ip neigh flush to 192.168.0.254 dev eth1") == 3
+
+
+def test_rejoin_gives_up_waiting_for_a_peer_that_never_takes_over(fake):
+    fake.run_dir.mkdir()
+    fake.stopped_marker.write_text(str(int(time.time()) - 10))
+    fake.set("answers-192.168.0.253", "0")
+    started = time.monotonic()
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 0
+    assert 3 <= time.monotonic() - started < 8
+    assert "has not taken the floating addresses in 3 s; starting heartbeat anyway" in result.stderr
+
+
+# ---- lvsha-heartbeat-restart --------------------------------------------------
+
+def _pair(fake, peer="active", carries=False, carries_after_start=False, rsc="local", hb=True):
+    fake.set("peer", peer + "\n")
+    fake.set("rscstatus", rsc + "\n")
+    if hb:
+        fake.set("hb-running")
+    if carries:
+        fake.set("carries")
+    if carries_after_start:
+        fake.set("carries-after-start")
+
+
+def test_master_with_auto_failback_restarts_and_settles_carrying_the_group(fake):
+    _pair(fake, carries=True, carries_after_start=True)
+    result = fake.run(RESTART)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl restart heartbeat.service" in fake.calls()
+    assert "settled" in result.stdout and "this node carries the floating addresses" in result.stdout
+
+
+def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(fake):
+    _pair(fake, carries=True)  # after the restart the group stays on the peer
+    result = fake.run(RESTART)
+    assert result.returncode == 1
+    assert "did not settle in 3 s (expected this node to carry the floating addresses)" in result.stderr
+    assert "balancer2 'active'" in result.stderr
+
+
+@pytest.mark.parametrize("settings", [{"LVSHA_NODE": "balancer2", "LVSHA_PEER": "balancer1"},
+                                      {"LVSHA_AUTO_FAILBACK": "off"}])
+def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings):
+    fake = Fake(tmp_path, **settings)
+    _pair(fake, rsc="none")
+    result = fake.run(RESTART)
+    assert result.returncode == 0, result.stderr
+    assert "systemctl restart heartbeat.service" in fake.calls()
+    fake2 = Fake(tmp_path / "carrying", **settings)
+    _pair(fake2, rsc="all", carries_after_start=True)  # it took the group: not what a restart should do
+    assert fake2.run(RESTART).returncode == 1
+
+
+def test_the_only_node_serving_is_not_restarted(fake):
+    _pair(fake, peer="dead", carries=True, rsc="all")
+    result = fake.run(RESTART)
+    assert result.returncode == 1
+    assert "refusing to restart heartbeat on balancer1: balancer2 is 'dead'" in result.stderr
+    assert not any(c.startswith("systemctl") for c in fake.calls())
+
+
+def test_a_node_alone_and_serving_nothing_restarts_without_waiting_for_the_peer(fake):
+    _pair(fake, peer="dead", rsc="none", carries_after_start=True)
+    fake.run_dir.mkdir()
+    fake.stopped_marker.write_text("0")
+    result = fake.run(RESTART)
+    assert result.returncode == 0, result.stderr
+    systemctl = [c for c in fake.calls() if c.startswith("systemctl")]
+    assert systemctl == ["systemctl stop heartbeat.service", "systemctl start heartbeat.service"]
+    assert not fake.stopped_marker.exists()
+
+
+def test_transition_is_never_settled(fake):
+    _pair(fake, carries_after_start=True, rsc="transition")
+    result = fake.run(RESTART)
+    assert result.returncode == 1
+    assert "resources 'transition'" in result.stderr
+
+
+def test_failed_systemctl_restart_is_reported(fake):
+    _pair(fake)
+    fake.set("restart-fails")
+    result = fake.run(RESTART)
+    assert result.returncode == 1
+    assert "systemctl restart heartbeat failed on balancer1" in result.stderr
+
+
+# ---- lvsha-ldirectord ---------------------------------------------------------
+
+def test_ldirectord_resource_drives_the_systemd_unit(fake):
+    assert fake.run(LDIRECTORD, "status").returncode == 3
+    fake.set("active-ldirectord.service")
+    status = fake.run(LDIRECTORD, "status")
+    assert (status.returncode, status.stdout.strip()) == (0, "running")
+    assert fake.run(LDIRECTORD, "start").returncode == 0
+    assert fake.run(LDIRECTORD, "stop").returncode == 0
+    assert [c for c in fake.calls() if "is-active" not in c] == [
+        "systemctl start ldirectord.service", "systemctl stop ldirectord.service"]
+    assert fake.run(LDIRECTORD, "bogus").returncode == 2
