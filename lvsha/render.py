@@ -6,6 +6,7 @@ an operator reviews with `lvsha render` is byte for byte what is deployed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
 HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
 HEARTBEAT_DROPIN = "/etc/systemd/system/heartbeat.service.d/lvsha.conf"
 LDIRECTORD_DROPIN = "/etc/systemd/system/ldirectord.service.d/lvsha.conf"
+FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
@@ -149,6 +151,11 @@ def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     return RenderedFile(FIREWALL_RULES, content, mode="0640")
 
 
+def firewall_dropin_file() -> RenderedFile:
+    """netfilter-persistent turns forwarding on once the firewall has loaded."""
+    return _shipped("systemd", FIREWALL_DROPIN, source="netfilter-persistent-lvsha.conf")
+
+
 def kernel_files(cluster: Cluster) -> list[RenderedFile]:
     return [
         RenderedFile(SYSCTL_CONF, _render("sysctl.conf.j2", cluster)),
@@ -196,6 +203,7 @@ def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
         *unit_dropin_files(cluster),
         ldirectord_file(cluster),
         firewall_file(cluster, balancer),
+        firewall_dropin_file(),
         *kernel_files(cluster),
         *balancer_network_files(cluster, balancer),
     ]
@@ -214,13 +222,17 @@ def all_files(cluster: Cluster) -> dict[str, list[RenderedFile]]:
 
 
 def write_tree(cluster: Cluster, out: Path) -> list[Path]:
-    """Write `all_files` under out/HOST/<absolute path>, with their modes."""
+    """Write `all_files` under out/HOST/<absolute path>, each created with its
+    mode (authkeys is never on disk wider than 0600, not even for a moment)."""
     written = []
     for host, files in all_files(cluster).items():
         for f in files:
             target = out / host / f.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(f.content)
-            target.chmod(int(f.mode, 8))
+            mode = int(f.mode, 8)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "w") as stream:
+                os.fchmod(fd, mode)  # a file already there keeps its old mode through O_CREAT
+                stream.write(f.content)
             written.append(target)
     return written

@@ -6,14 +6,19 @@ from pyinfra.operations import systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks.operations import iptables_rules
+from tasks.rendered import put
 
 
 @deploy("Firewall")
 def firewall(cluster: Cluster, balancer: Balancer):
     """The model's ruleset is the loaded one (tested, then loaded atomically)
-    and netfilter-persistent loads it at boot. Run
-    `preflight.check_ssh_survives_firewall` first (the director role does):
-    it refuses a ruleset that would cut the deploy's own SSH session."""
+    and netfilter-persistent loads it at boot, then turns forwarding on: a
+    ruleset that fails to load leaves the host not forwarding. Runs before
+    anything turns forwarding on. Run `preflight.check_ssh_survives_firewall`
+    first (the director role does): it refuses a ruleset that would cut the
+    deploy's own SSH session."""
+    dropin = put(render.firewall_dropin_file())
+    systemd.daemon_reload(name="Reload systemd for the firewall's drop-in", _if=dropin.did_change)
     rules = render.firewall_file(cluster, balancer)
     iptables_rules(name=f"Load {rules.path}", rules=rules.content, path=rules.path, mode=rules.mode)
-    systemd.service(name="Load the firewall at boot", service="netfilter-persistent", enabled=True)
+    systemd.service(name="Load the firewall at boot", service="netfilter-persistent", running=True, enabled=True)

@@ -2,7 +2,7 @@
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import server, systemd
+from pyinfra.operations import files, server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
@@ -49,6 +49,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
     changes = [put(ha_cf), put(haresources), secret_file(name=f"Write {authkeys.path}", content=authkeys.content,
                                                           path=authkeys.path)]
+    # Mode and owner on their own: drift there is fixed without restarting heartbeat.
+    files.file(name=f"{authkeys.path} is private", path=authkeys.path, mode="600", user="root", group="root")
     ldirectord_cf = put(render.ldirectord_file(cluster))
 
     started = systemd.service(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)

@@ -15,8 +15,10 @@ def _sysctls(content: str) -> dict[str, str]:
 
 @deploy("Kernel: forwarding and IPVS")
 def kernel(cluster: Cluster):
-    """IPVS modules are loaded now and at boot; ip_forward and the IPVS sysctls
-    hold now and at boot (one sysctl.d file, applied after modules-load)."""
+    """IPVS modules are loaded now and at boot; the IPVS sysctls hold now and
+    at boot (one sysctl.d file, applied after modules-load); forwarding is on
+    now. Runs after the firewall has loaded (at boot, netfilter-persistent
+    turns forwarding on once it has loaded the firewall)."""
     sysctl_file, modules_file = render.kernel_files(cluster)
     put(modules_file)
     server.modprobe(
@@ -26,3 +28,4 @@ def kernel(cluster: Cluster):
     put(sysctl_file)
     for key, value in _sysctls(sysctl_file.content).items():
         server.sysctl(name=f"Set {key}", key=key, value=value)
+    server.sysctl(name="Forward between the networks (the firewall is loaded)", key="net.ipv4.ip_forward", value=1)

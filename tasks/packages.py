@@ -1,10 +1,21 @@
 """Packages for the balancers and web hosts (Debian)."""
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
 BALANCER_PACKAGES = ["ipvsadm", "heartbeat", "ldirectord", "iptables", "iptables-persistent"]
 WEB_SERVER_PACKAGES = ["nginx", "ssl-cert"]
+
+
+def _installed(name: str, packages: list[str]):
+    """`packages` are installed, without recommends; the package lists are
+    refreshed only when one is missing, so a converged host reports no change
+    however old its apt cache (pyinfra's cache_time would report one)."""
+    installed = host.get_fact(DebPackages)
+    missing = [p for p in packages if p not in installed]
+    apt.packages(name=name, packages=packages, no_recommends=True, update=bool(missing))
 
 
 @deploy("Balancer packages")
@@ -13,16 +24,10 @@ def balancer_packages():
 
     Recommends are skipped: heartbeat's would pull in pacemaker.
     """
-    apt.packages(
-        name="Install LVS, heartbeat, ldirectord and iptables",
-        packages=BALANCER_PACKAGES,
-        no_recommends=True,
-        update=True,
-        cache_time=3600,
-    )
+    _installed("Install LVS, heartbeat, ldirectord and iptables", BALANCER_PACKAGES)
 
 
 @deploy("Web server packages")
 def web_server_packages():
     """nginx and a self-signed certificate for HTTPS are installed."""
-    apt.packages(name="Install nginx", packages=WEB_SERVER_PACKAGES, no_recommends=True, update=True, cache_time=3600)
+    _installed("Install nginx", WEB_SERVER_PACKAGES)

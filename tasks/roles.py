@@ -16,15 +16,16 @@ from tasks.webserver import web_server
 def director(cluster: Cluster, balancer: Balancer):
     """A balancer converged to the model: checked (distribution, `uname -n`,
     interfaces, SSH surviving the firewall) before anything changes; then
-    packages, kernel, own addresses, firewall, heartbeat and ldirectord."""
+    packages, firewall, kernel (forwarding only once the firewall is loaded),
+    own addresses, heartbeat and ldirectord."""
     preflight.check_distribution()
     preflight.check_node_name(balancer)
     preflight.check_interfaces_free([balancer.external_interface, balancer.internal_interface])
     preflight.check_ssh_survives_firewall(cluster, balancer)
     balancer_packages()
+    firewall(cluster, balancer)
     kernel(cluster)
     balancer_network(cluster, balancer)
-    firewall(cluster, balancer)
     heartbeat(cluster, balancer)
 
 

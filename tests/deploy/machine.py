@@ -31,6 +31,7 @@ class Machine:
     ssh: dict | None = None
     ifupdown: list = field(default_factory=list)
     apt_updated: datetime | None = None
+    owners: dict = field(default_factory=dict)  # path -> user, when not root
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -50,7 +51,8 @@ class Machine:
                 return {"mtime": self.apt_updated, "mode": 644} if self.apt_updated else None
             if path in self.files:
                 content, mode = self.files[path]
-                return {"mode": mode, "user": "root", "group": "root", "size": len(content), "mtime": NOW}
+                return {"mode": mode, "user": self.owners.get(path, "root"), "group": "root", "size": len(content),
+                        "mtime": NOW}
             return None
         if name == "Directory":
             return {"mode": 755, "user": "root", "group": "root"} if path in self.dirs() else None

@@ -215,3 +215,37 @@ def test_web_server_is_optional(reference):
     ops = _real_server(reference, converged_web_host(reference, reference.web_host("hostA"), web_server=False), web=False)
     assert changing(ops) == {}
     assert not any("nginx" in op.name for op in ops)
+
+
+@pytest.mark.parametrize("mode, owner", [(644, "root"), (600, "www-data")])
+def test_authkeys_mode_or_owner_drift_is_corrected_without_rewriting_it(reference, mode, owner):
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    content, _ = machine.files[render.AUTHKEYS]
+    machine.files[render.AUTHKEYS] = (content, mode)
+    machine.owners[render.AUTHKEYS] = owner
+    changes = changing(_director(reference, machine, "balancer2"))
+    (fix,) = changes.values()  # no rewrite of the secret, no heartbeat restart
+    assert list(changes) == [f"{render.AUTHKEYS} is private"]
+    assert any(c.startswith("chmod 600") for c in fix) if mode != 600 else any("chown" in c for c in fix)
+
+
+def test_converged_host_with_an_old_apt_cache_stays_a_no_op(reference):
+    from datetime import timedelta
+
+    from tests.deploy.machine import NOW
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.apt_updated = NOW - timedelta(days=3)
+    assert changing(_director(reference, machine)) == {}
+
+
+def test_missing_package_refreshes_the_lists_then_installs(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.packages.discard("ldirectord")
+    (install,) = changing(_director(reference, machine)).values()
+    assert install[0].startswith("apt-get update") and "ldirectord" in install[-1]
+
+
+def test_firewall_is_loaded_before_forwarding_is_turned_on(reference):
+    names = [op.name for op in _director(reference, fresh("balancer1", ["eth0", "eth1"]))]
+    assert names.index(f"Load {render.FIREWALL_RULES}") < names.index("Forward between the networks (the firewall is loaded)")
+    assert not any("ip_forward" in n for n in names[:names.index(f"Load {render.FIREWALL_RULES}")])

@@ -109,7 +109,9 @@ class Fake:
 
 @pytest.fixture
 def fake(tmp_path):
-    return Fake(tmp_path)
+    fake = Fake(tmp_path)
+    fake.set("active-netfilter-persistent.service")  # the firewall loaded
+    return fake
 
 
 # ---- lvsha-heartbeat-guard ----------------------------------------------------
@@ -141,6 +143,13 @@ def test_rejoin_at_boot_releases_and_does_not_wait(fake):
     assert time.monotonic() - started < 2
     assert fake.calls()[0] == f"floating-ips {ADDRESSES} stop"
     assert not any(c.startswith(("ping", "ip ")) for c in fake.calls())
+
+
+def test_rejoin_refuses_to_start_heartbeat_without_the_firewall(fake):
+    (fake.state / "active-netfilter-persistent.service").unlink()
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 1
+    assert "the firewall is not loaded" in result.stderr
 
 
 def test_rejoin_waits_until_the_peer_has_declared_this_node_dead(fake):

@@ -144,3 +144,30 @@ def test_iptables_restore_test_rejects_filtering_in_nat(tmp_path):
     bad = tmp_path / "bad.v4"
     bad.write_text("*nat\n:PREROUTING DROP [0:0]\n-A PREROUTING -s 10.0.0.0/8 -j DROP\nCOMMIT\n")
     assert subprocess.run([exe, "--test", str(bad)], capture_output=True).returncode != 0
+
+
+def test_render_never_writes_authkeys_wider_than_0600(reference, tmp_path, monkeypatch):
+    """Every file is created with its final mode, also over an existing wider one."""
+    modes = []
+    real_open = os.open
+
+    def recording_open(path, flags, mode=0o777, *args, **kwargs):
+        if str(path).endswith("/authkeys"):
+            modes.append(mode)
+        return real_open(path, flags, mode, *args, **kwargs)
+
+    target = tmp_path / "balancer1/etc/ha.d/authkeys"
+    target.parent.mkdir(parents=True)
+    target.write_text("old\n")
+    target.chmod(0o644)
+    monkeypatch.setattr(os, "open", recording_open)
+    render.write_tree(reference, tmp_path)
+    assert modes and all(m == 0o600 for m in modes)
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_forwarding_is_turned_on_by_the_firewall_unit_not_at_boot(reference):
+    sysctls = _file(reference, "balancer1", render.SYSCTL_CONF).content
+    assert "ip_forward" not in "".join(l for l in sysctls.splitlines() if not l.startswith("#"))
+    dropin = _file(reference, "balancer1", render.FIREWALL_DROPIN).content
+    assert "ExecStartPost=/usr/sbin/sysctl -q -w net.ipv4.ip_forward=1" in dropin
