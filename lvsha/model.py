@@ -16,9 +16,8 @@ from netaddr import IPAddress, IPNetwork, IPSet
 
 HEARTBEAT_UDP_PORT = 694
 
-# Sources that can never legitimately arrive on the external interface.
-# The cluster's own external network is carved out of these at render time,
-# because the recipe's "public" addresses are themselves private examples.
+# Sources that cannot legitimately arrive on the external interface of a
+# balancer facing the Internet: the default of `Firewall.spoofed_sources`.
 BOGON_SOURCES = (
     "0.0.0.0/8",
     "10.0.0.0/8",
@@ -132,6 +131,11 @@ class Firewall:
     # (floating) mail IP; "masquerade": from the active balancer's own address.
     outbound_nat: str = "mail-ip"
     allow_ping: bool = True
+    # Anti-spoofing: sources dropped on arrival at the external interface (raw
+    # table), before anything else sees them. The cluster's own external network
+    # is always exempt (the recipe's "public" addresses are private examples). A
+    # balancer on a private network narrows this list, or empties it to disable.
+    spoofed_sources: tuple[str, ...] = BOGON_SOURCES
 
 
 @dataclass(frozen=True)
@@ -279,9 +283,9 @@ class Cluster:
         return [(host.interface, [f"{ip}/{self.internal_net.prefixlen}" for ip in host.internal_ips])]
 
     def spoofed_sources(self) -> list[IPNetwork]:
-        """Sources dropped on arrival at the external interface."""
-        bogons = IPSet(BOGON_SOURCES) - IPSet([self.external_net])
-        return list(bogons.iter_cidrs())
+        """Sources dropped on arrival at the external interface (the external network exempt)."""
+        dropped = IPSet(self.firewall.spoofed_sources) - IPSet([self.external_net])
+        return list(dropped.iter_cidrs())
 
     def scheduler_modules(self) -> list[str]:
         return sorted({f"ip_vs_{s.scheduler}" for s in self.sites})

@@ -284,15 +284,32 @@ def _check_heartbeat(c: _Checker, cluster: Cluster) -> None:
 
 def _check_firewall(c: _Checker, cluster: Cluster) -> None:
     fw = cluster.firewall
+    spoofed = [net for net in (c.network("firewall.spoofed_sources", s) for s in fw.spoofed_sources) if net is not None]
+    ext = cluster.external_network
+    dropped = IPSet(spoofed) - IPSet([ext]) if len(spoofed) == len(fw.spoofed_sources) and _is_network(ext) else None
     for svc in fw.services:
         where = f"firewall.services[{svc.name}]"
         if svc.protocol not in ("tcp", "udp"):
             c.fail(f"{where}.protocol", svc.protocol, "must be 'tcp' or 'udp'")
         c.port(f"{where}.port", svc.port)
         for source in svc.sources:
-            c.network(f"{where}.sources", source)
+            net = c.network(f"{where}.sources", source)
+            # 0.0.0.0/0 means "any routable source"; a narrower source must not be dropped on arrival.
+            if net is not None and dropped is not None and net.prefixlen > 0 and IPSet([net]) & dropped:
+                overlap = ", ".join(str(n) for n in (IPSet([net]) & dropped).iter_cidrs())
+                c.fail(f"{where}.sources", source,
+                       f"is dropped on arrival at the external interface by firewall.spoofed_sources ({overlap}): "
+                       "that service could never be reached from there; narrow firewall.spoofed_sources")
     if fw.outbound_nat not in ("mail-ip", "masquerade"):
         c.fail("firewall.outbound_nat", fw.outbound_nat, "must be 'mail-ip' or 'masquerade'")
+
+
+def _is_network(value: object) -> bool:
+    try:
+        IPNetwork(value, version=4)
+    except (AddrFormatError, ValueError, TypeError):
+        return False
+    return True
 
 
 def validate(cluster: Cluster) -> Cluster:

@@ -12,6 +12,8 @@ from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Hostname, LinuxDistribution
 
+from lvsha import render
+from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
 from tasks.facts import InterfaceAddresses, NetworkInterfacesFile, SshConnection
 
@@ -55,23 +57,28 @@ def check_interfaces_free(interfaces: list[str]) -> None:
 
 
 def check_ssh_survives_firewall(cluster: Cluster, balancer: Balancer) -> None:
-    """Refuse to load a firewall that would drop the SSH session this deploy uses."""
+    """Refuse to load a firewall that would drop the SSH session this deploy uses.
+
+    The session's first packet, as a new connection from the same client, is
+    judged against the whole rendered ruleset (raw, nat, filter), so that both
+    this session and the next deploy's get through, also after a reboot.
+    """
     conn = host.get_fact(SshConnection)
     if conn is None:
         return
     server, client, port = IPAddress(conn["server"]), IPAddress(conn["client"]), conn["server_port"]
-    arriving_on = [
-        name for name, cidrs in host.get_fact(InterfaceAddresses).items()
-        if any(IPNetwork(c).ip == server for c in cidrs)
-    ]
-    if balancer.management_interface in arriving_on and port == 22:
-        return
-    if server == IPAddress(balancer.external_ip) and balancer.external_interface in arriving_on:
-        for svc in cluster.firewall.services:
-            if svc.protocol == "tcp" and svc.port == port and any(client in IPNetwork(s) for s in svc.sources):
-                return
-    raise DeployError(
-        f"{host.name}: this deploy's SSH session ({client} -> {server}:{port} on "
-        f"{', '.join(arriving_on) or 'an unknown interface'}) would be dropped by the new firewall; "
-        "allow it in firewall.services (own external address) or set the balancer's management_interface"
-    )
+    addresses = host.get_fact(InterfaceAddresses)
+    arriving_on = [name for name, cidrs in addresses.items() if any(IPNetwork(c).ip == server for c in cidrs)]
+    session = f"this deploy's SSH session ({client} -> {server}:{port} on {', '.join(arriving_on) or 'an unknown interface'})"
+    fix = ("allow it in firewall.services (own external address), narrow firewall.spoofed_sources, "
+           "or set the balancer's management_interface")
+    if len(arriving_on) != 1:
+        raise DeployError(f"{host.name}: cannot tell which interface {session} arrives on; refusing to load a firewall")
+    local = {IPNetwork(c).ip for cidrs in addresses.values() for c in cidrs} | {IPAddress(balancer.external_ip)}
+    packet = Packet(arriving_on[0], client, server, "tcp", port)
+    try:
+        verdict = judge(render.firewall_file(cluster, balancer).content, packet, local)
+    except UnsupportedRule as error:
+        raise DeployError(f"{host.name}: cannot judge whether the new firewall keeps {session}: {error}") from None
+    if not verdict.accepted:
+        raise DeployError(f"{host.name}: {session} would be dropped by the new firewall ({verdict.why}); {fix}")

@@ -249,3 +249,12 @@ def test_firewall_is_loaded_before_forwarding_is_turned_on(reference):
     names = [op.name for op in _director(reference, fresh("balancer1", ["eth0", "eth1"]))]
     assert names.index(f"Load {render.FIREWALL_RULES}") < names.index("Forward between the networks (the firewall is loaded)")
     assert not any("ip_forward" in n for n in names[:names.index(f"Load {render.FIREWALL_RULES}")])
+
+
+def test_ssh_from_an_anti_spoofed_source_is_refused_before_anything_changes(reference):
+    """An operator at 10.0.5.20: allowed by firewall.services (0.0.0.0/0), dropped in raw."""
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.ssh = {"client": "10.0.5.20", "client_port": 40000, "server": "10.0.0.254", "server_port": 22}
+    with pytest.raises(DeployError, match=r"10.0.5.20 -> 10.0.0.254:22 on eth0\) would be dropped by the new "
+                                          r"firewall \(-A PREROUTING -i eth0 -s 10.0.4.0/22 -j DROP\)"):
+        _director(reference, machine)

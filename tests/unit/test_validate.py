@@ -99,7 +99,20 @@ CASES = {
                            "web_hosts[hostA].interface", "eth0 up", "not a valid interface name"),
     "management interface reused": (lambda c: _with_balancer(c, 0, management_interface="eth0"),
                                      "balancers[balancer1].management_interface", "eth0", "third interface"),
+    "management source dropped as spoofed": (
+        lambda c: replace(c, firewall=replace(c.firewall, services=(Service("ssh", "tcp", 22, ("10.0.5.0/24",)),))),
+        "firewall.services[ssh].sources", "10.0.5.0/24", "dropped on arrival at the external interface"),
+    "bad spoofed source": (lambda c: replace(c, firewall=replace(c.firewall, spoofed_sources=("10.0.0.0/33",))),
+                           "firewall.spoofed_sources", "10.0.0.0/33", "not an IPv4 network"),
 }
+
+
+def test_narrowed_anti_spoofing_admits_a_private_management_network(reference):
+    admins = (Service("ssh", "tcp", 22, ("10.0.5.0/24",)),)
+    narrowed = replace(reference, firewall=replace(reference.firewall, services=admins,
+                                                   spoofed_sources=("172.16.0.0/12", "192.168.0.0/16")))
+    assert problems(narrowed) == []
+    assert problems(replace(narrowed, firewall=replace(narrowed.firewall, spoofed_sources=()))) == []
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
