@@ -8,7 +8,7 @@ changed on any host.
 from __future__ import annotations
 
 from netaddr import IPAddress, IPNetwork
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Hostname, LinuxDistribution
 
@@ -29,6 +29,19 @@ def check_distribution() -> None:
         raise DeployError(
             f"{host.name}: {found[0] or 'an unknown system'} {found[1] or ''} is not supported "
             f"(supported: {supported})"
+        )
+
+
+def check_pair_in_run(cluster: Cluster) -> None:
+    """Both balancers are in this run (connected, prepared, not left out by
+    --limit): a pair is changed together or not at all. pyinfra stops a run
+    whose host cannot be reached (config.py: FAIL_PERCENT = 0)."""
+    in_run = {h.name for h in state.inventory.get_active_hosts()}
+    missing = [b.name for b in cluster.balancers if b.name not in in_run]
+    if missing:
+        raise DeployError(
+            f"{host.name}: balancer {', '.join(missing)} is not in this run (unreachable, failed, or left out "
+            "by --limit); lvsha changes both balancers in one run or neither"
         )
 
 

@@ -14,11 +14,12 @@ from tasks.webserver import web_server
 
 @deploy("LVS director")
 def director(cluster: Cluster, balancer: Balancer):
-    """A balancer converged to the model: checked (distribution, `uname -n`,
+    """A balancer converged to the model: checked (distribution, both balancers in the run, `uname -n`,
     interfaces, SSH surviving the firewall) before anything changes; then
     packages, firewall, kernel (forwarding only once the firewall is loaded),
     own addresses, heartbeat and ldirectord."""
     preflight.check_distribution()
+    preflight.check_pair_in_run(cluster)
     preflight.check_node_name(balancer)
     preflight.check_interfaces_free([balancer.external_interface, balancer.internal_interface])
     preflight.check_ssh_survives_firewall(cluster, balancer)

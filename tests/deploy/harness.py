@@ -37,11 +37,16 @@ class UnknownFact(AssertionError):
     pass
 
 
-def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None) -> list[PlannedOp]:
+def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None,
+         others: tuple[str, ...] = ()) -> list[PlannedOp]:
     """Operations (with the commands each would run) of `deploy_func(*args)` on a
-    host whose facts are answered by `facts(fact_name, kwargs)`."""
-    inventory = Inventory(([host_name], {}), **{"all_hosts": ([(host_name, data or {})], {})})
+    host whose facts are answered by `facts(fact_name, kwargs)`; `others` are
+    the other hosts in the run (planned for nothing)."""
+    names = [host_name, *(n for n in others if n != host_name)]
+    inventory = Inventory((names, {}), **{"all_hosts": ([(n, data or {} if n == host_name else {}) for n in names], {})})
     state = State(inventory, Config())
+    for name in names:  # connected: in the run
+        state.activate_host(inventory.get_host(name))
     host = inventory.get_host(host_name)
 
     def get_fact(self, cls, *fact_args, **kwargs):

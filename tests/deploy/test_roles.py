@@ -12,8 +12,9 @@ from tests.deploy.harness import changing, plan
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 
-def _director(cluster, machine, name="balancer1"):
-    return plan(director, cluster, cluster.balancer(name), host_name=name, facts=machine.fact)
+def _director(cluster, machine, name="balancer1", others=None):
+    others = tuple(b.name for b in cluster.balancers) if others is None else others
+    return plan(director, cluster, cluster.balancer(name), host_name=name, facts=machine.fact, others=others)
 
 
 def _real_server(cluster, machine, name="hostA", web=True):
@@ -183,7 +184,7 @@ def test_ssh_over_the_management_interface_is_kept(reference):
     machine = converged_balancer(cluster, balancer)
     machine.addresses["eth2"] = ["10.0.2.15/24"]
     machine.ssh = {"client": "10.0.2.2", "client_port": 40000, "server": "10.0.2.15", "server_port": 22}
-    assert changing(plan(director, cluster, balancer, host_name="balancer1", facts=machine.fact)) == {}
+    assert changing(_director(cluster, machine)) == {}
 
 
 def test_ssh_from_outside_allowed_sources_is_refused(reference):
@@ -191,7 +192,7 @@ def test_ssh_from_outside_allowed_sources_is_refused(reference):
     cluster = replace(reference, firewall=replace(reference.firewall, services=(Service("ssh", "tcp", 22, ("198.51.100.0/24",)),)))
     machine = converged_balancer(cluster, cluster.balancer("balancer1"))
     with pytest.raises(DeployError, match="would be dropped"):
-        plan(director, cluster, cluster.balancer("balancer1"), host_name="balancer1", facts=machine.fact)
+        _director(cluster, machine)
 
 
 def test_web_host_loses_competing_default_route(reference):
@@ -258,3 +259,11 @@ def test_ssh_from_an_anti_spoofed_source_is_refused_before_anything_changes(refe
     with pytest.raises(DeployError, match=r"10.0.5.20 -> 10.0.0.254:22 on eth0\) would be dropped by the new "
                                           r"firewall \(-A PREROUTING -i eth0 -s 10.0.4.0/22 -j DROP\)"):
         _director(reference, machine)
+
+
+def test_a_run_without_the_other_balancer_changes_nothing(reference):
+    """--limit balancer1, or balancer2 unreachable and dropped: refused before any operation."""
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.HA_CF] = ("# an old configuration\n", 644)
+    with pytest.raises(DeployError, match="balancer balancer2 is not in this run .* both balancers in one run or neither"):
+        _director(reference, machine, others=("hostA",))
