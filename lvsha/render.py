@@ -6,6 +6,7 @@ an operator reviews with `lvsha render` is byte for byte what is deployed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
 HEARTBEAT_DROPIN = "/etc/systemd/system/heartbeat.service.d/lvsha.conf"
 LDIRECTORD_DROPIN = "/etc/systemd/system/ldirectord.service.d/lvsha.conf"
 FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf"
+APPLIED_SCRIPT = "/usr/local/sbin/lvsha-applied"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
@@ -151,6 +153,18 @@ def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     return RenderedFile(FIREWALL_RULES, content, mode="0640")
 
 
+def applied_script() -> RenderedFile:
+    """lvsha-applied: records what the services and the firewall were started with."""
+    return _shipped("lvsha", APPLIED_SCRIPT, mode="0755")
+
+
+def applied_digest(files: list[RenderedFile]) -> str:
+    """What `lvsha-applied` records for services started with `files`: the sha1
+    of their `sha1sum` lines."""
+    lines = "".join(f"{hashlib.sha1(f.content.encode()).hexdigest()}  {f.path}\n" for f in files)
+    return hashlib.sha1(lines.encode()).hexdigest()
+
+
 def firewall_dropin_file() -> RenderedFile:
     """netfilter-persistent turns forwarding on once the firewall has loaded."""
     return _shipped("systemd", FIREWALL_DROPIN, source="netfilter-persistent-lvsha.conf")
@@ -204,6 +218,7 @@ def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
         ldirectord_file(cluster),
         firewall_file(cluster, balancer),
         firewall_dropin_file(),
+        applied_script(),
         *kernel_files(cluster),
         *balancer_network_files(cluster, balancer),
     ]

@@ -73,3 +73,17 @@ class NetworkInterfacesFile(FactBase):
 
     def process(self, output):
         return sorted({word for line in output for word in line.split()})
+
+
+class Applied(FactBase):
+    """What the services and the firewall run with, as lvsha-applied recorded it:
+    {"heartbeat": [digest], "ldirectord": [digest], "firewall": [rules sha1, ruleset digest],
+     "firewall-now": [digest of the ruleset loaded now]}; {} before lvsha-applied is installed."""
+
+    default = dict
+
+    def command(self) -> str:
+        return "/usr/local/sbin/lvsha-applied show 2>/dev/null || true"
+
+    def process(self, output):
+        return {fields[0]: fields[1:] for fields in (line.split() for line in output) if fields}

@@ -17,6 +17,7 @@ def firewall(cluster: Cluster, balancer: Balancer):
     anything turns forwarding on. Run `preflight.check_ssh_survives_firewall`
     first (the director role does): it refuses a ruleset that would cut the
     deploy's own SSH session."""
+    put(render.applied_script())  # records what was loaded
     dropin = put(render.firewall_dropin_file())
     systemd.daemon_reload(name="Reload systemd for the firewall's drop-in", _if=dropin.did_change)
     rules = render.firewall_file(cluster, balancer)

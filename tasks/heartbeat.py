@@ -2,13 +2,21 @@
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import InterfaceAddresses
+from tasks.facts import Applied, InterfaceAddresses
 from tasks.operations import secret_file
 from tasks.rendered import put
+
+
+def runs_stale(service: str, rendered: list) -> bool:
+    """`service` is running with other files than `rendered` (lvsha-applied's record):
+    written by a run that died before the restart, or edited and restarted by hand."""
+    running = host.get_fact(SystemdStatus).get(f"{service}.service", False)
+    return running and host.get_fact(Applied).get(service) != [render.applied_digest(rendered)]
 
 
 def carries_floating_ips(cluster: Cluster) -> bool:
@@ -33,25 +41,32 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
     to restart the only node serving and returns once the pair has settled.
     A running ldirectord is restarted when its configuration changed (a
-    reload cannot add or remove virtual services).
+    reload cannot add or remove virtual services). Either is also restarted
+    when it runs with other files than the model's (lvsha-applied), such as
+    files written by a run that died before the restart.
     """
     for helper in render.heartbeat_helper_files(cluster, balancer):
         put(helper)  # read afresh at each use: a new version needs no restart
     dropins = [put(f) for f in render.unit_dropin_files(cluster)]
     systemd.daemon_reload(name="Reload systemd for lvsha's unit drop-ins",
                           _if=lambda: any(op.did_change() for op in dropins))
+    carrier = carries_floating_ips(cluster)
     systemd.service(
         name="ldirectord.service starts only through heartbeat, never at boot",
         service="ldirectord", enabled=False,
         # Debian starts it on install; only the node carrying the group may run it.
-        running=None if carries_floating_ips(cluster) else False,
+        running=None if carrier else False,
     )
-    ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
+    heartbeat_config = render.heartbeat_files(cluster, balancer)
+    heartbeat_stale = runs_stale("heartbeat", heartbeat_config)
+    ha_cf, haresources, authkeys = heartbeat_config
     changes = [put(ha_cf), put(haresources), secret_file(name=f"Write {authkeys.path}", content=authkeys.content,
                                                           path=authkeys.path)]
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
     files.file(name=f"{authkeys.path} is private", path=authkeys.path, mode="600", user="root", group="root")
-    ldirectord_cf = put(render.ldirectord_file(cluster))
+    ldirectord_config = render.ldirectord_file(cluster)
+    ldirectord_stale = carrier and runs_stale("ldirectord", [ldirectord_config])
+    ldirectord_cf = put(ldirectord_config)
 
     started = systemd.service(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     # One operation per balancer, the backup's first: pyinfra runs operations in
@@ -63,11 +78,11 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
             name=f"Restart heartbeat for its new configuration ({turn + 1} of 2: {name})",
             commands=[render.HEARTBEAT_RESTART],
             # A heartbeat just started has read the new files already.
-            _if=lambda name=name: balancer.name == name and any(op.did_change() for op in changes)
-            and not started.did_change(),
+            _if=lambda name=name: balancer.name == name and not started.did_change()
+            and (heartbeat_stale or any(op.did_change() for op in changes)),
         )
     server.shell(
         name="Restart the running ldirectord for its new configuration",
         commands=["systemctl try-restart ldirectord.service"],
-        _if=ldirectord_cf.did_change,
+        _if=lambda: ldirectord_stale or ldirectord_cf.did_change(),
     )

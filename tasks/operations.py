@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 from io import StringIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
-from tasks.facts import DefaultRoutes, InterfaceAddresses
+from lvsha import render
+from tasks.facts import Applied, DefaultRoutes, InterfaceAddresses
 
 
 def _sha1(text: str) -> str:
@@ -33,21 +34,33 @@ def secret_file(content: str, path: str):
 
 @operation()
 def iptables_rules(rules: str, path: str, mode: str = "0640"):
-    """Ensure `path` holds `rules` and that they are the loaded ruleset.
+    """Ensure `rules` are the loaded ruleset and that `path` holds them.
 
-    New rules are checked with `iptables-restore --test` before the file is
-    replaced, then loaded in one transaction; a ruleset that fails the check
-    leaves both the file and the running firewall as they were.
+    The loaded ruleset is compared with what was recorded when these rules were
+    last loaded (lvsha-applied), so a failed load, a run that died half-way or
+    a live `iptables -F` is noticed and undone. New rules are checked with
+    `iptables-restore --test`, loaded in one transaction, and only then
+    replace `path`: a ruleset that fails leaves both the file and the running
+    firewall as they were.
     """
-    if host.get_fact(Sha1File, path=path) == _sha1(rules):
-        host.noop(f"{path} is up to date")
+    want = _sha1(rules)
+    applied = host.get_fact(Applied)
+    recorded = applied.get("firewall", [None, None])
+    loaded_as_rendered = recorded[0] == want and recorded[1:] == applied.get("firewall-now", [None])
+    on_disk = host.get_fact(Sha1File, path=path) == want
+    if on_disk and loaded_as_rendered:
+        host.noop(f"{path} is up to date and is the loaded ruleset")
         return
+    if on_disk:
+        logger.warning(f"{host.name}: the loaded firewall differs from {path} (changed by hand, or a load "
+                       "that never happened): loading it again")
     candidate = f"{path}.lvsha-candidate"
     yield StringCommand("install", "-m", "600", "-D", "/dev/null", candidate)
     yield FileUploadCommand(StringIO(rules), candidate)
     yield StringCommand("iptables-restore", "--test", candidate)
+    yield StringCommand("iptables-restore", candidate)
+    yield StringCommand(render.APPLIED_SCRIPT, "record", "firewall", want)
     yield from files.put._inner(src=StringIO(rules), dest=path, mode=mode)
-    yield StringCommand("iptables-restore", path)
     yield StringCommand("rm", "-f", candidate)
 
 

@@ -32,6 +32,7 @@ class Machine:
     ifupdown: list = field(default_factory=list)
     apt_updated: datetime | None = None
     owners: dict = field(default_factory=dict)  # path -> user, when not root
+    applied: dict = field(default_factory=dict)  # what lvsha-applied show prints, parsed
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -86,6 +87,8 @@ class Machine:
             return list(self.routes)
         if name == "SshConnection":
             return self.ssh
+        if name == "Applied":
+            return {k: list(v) for k, v in self.applied.items()}
         if name == "NetworkInterfacesFile":
             return list(self.ifupdown)
         raise UnknownFact(f"the simulated host has no answer for fact {name} {kw}")
@@ -113,6 +116,11 @@ def converged_balancer(cluster, balancer) -> Machine:
     m.addresses[balancer.external_interface] = [f"{balancer.external_ip}/{cluster.external_net.prefixlen}"]
     m.addresses[balancer.internal_interface] = [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]
     m.ssh = {"client": "10.0.0.99", "client_port": 50000, "server": balancer.external_ip, "server_port": 22}
+    # heartbeat runs with the model's files and the model's firewall is the loaded one
+    m.applied = {"heartbeat": [render.applied_digest(render.heartbeat_files(cluster, balancer))],
+                 "firewall": [hashlib.sha1(render.firewall_file(cluster, balancer).content.encode()).hexdigest(),
+                              "ruleset-digest"],
+                 "firewall-now": ["ruleset-digest"]}
     return m
 
 

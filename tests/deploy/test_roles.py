@@ -58,8 +58,11 @@ def test_firewall_is_tested_before_it_replaces_anything(reference):
     (load,) = [op for op in ops if op.name == f"Load {render.FIREWALL_RULES}"]
     candidate = f"{render.FIREWALL_RULES}.lvsha-candidate"
     test_at = load.commands.index(f"iptables-restore --test {candidate}")
+    load_at = load.commands.index(f"iptables-restore {candidate}")
+    record_at = next(i for i, c in enumerate(load.commands) if c.startswith(f"{render.APPLIED_SCRIPT} record firewall"))
     upload_to_rules = next(i for i, c in enumerate(load.commands) if "FileUploadCommand" in c and f"{render.FIREWALL_RULES})" in c)
-    assert test_at < upload_to_rules < load.commands.index(f"iptables-restore {render.FIREWALL_RULES}")
+    # tested, loaded, recorded, and only then the file replaced
+    assert test_at < load_at < record_at < upload_to_rules
 
 
 def test_authkeys_secret_never_appears_in_commands(reference):
@@ -146,7 +149,40 @@ def test_ldirectord_of_the_node_carrying_the_group_is_left_running(reference):
     for ip in reference.floating_ips():
         machine.addresses[ip.interface].append(ip.cidr)
     machine.running["ldirectord.service"] = True
+    machine.applied["ldirectord"] = [render.applied_digest([render.ldirectord_file(reference)])]
     assert changing(_director(reference, machine)) == {}
+
+
+def test_ldirectord_running_with_files_it_was_never_restarted_for_is_restarted(reference):
+    """A run died after writing ldirectord.cf, before the restart: the next run applies it."""
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    for ip in reference.floating_ips():
+        machine.addresses[ip.interface].append(ip.cidr)
+    machine.running["ldirectord.service"] = True
+    machine.applied["ldirectord"] = ["digest-of-an-older-ldirectord.cf"]
+    assert changing(_director(reference, machine)) == {
+        "Restart the running ldirectord for its new configuration": ["systemctl try-restart ldirectord.service"]}
+
+
+def test_heartbeat_running_with_files_it_was_never_restarted_for_is_restarted(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.applied["heartbeat"] = ["digest-of-an-older-ha.cf"]
+    assert changing(_director(reference, machine, "balancer2")) == {
+        "Restart heartbeat for its new configuration (1 of 2: balancer2)": [render.HEARTBEAT_RESTART]}
+
+
+@pytest.mark.parametrize("drift", ["flushed by hand", "never recorded"])
+def test_a_loaded_firewall_that_differs_from_the_model_is_loaded_again(reference, drift):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    if drift == "flushed by hand":
+        machine.applied["firewall-now"] = ["digest-of-an-empty-ruleset"]
+    else:
+        del machine.applied["firewall"]
+    changes = changing(_director(reference, machine))
+    assert list(changes) == [f"Load {render.FIREWALL_RULES}"]
+    load = changes[f"Load {render.FIREWALL_RULES}"]
+    assert f"iptables-restore {render.FIREWALL_RULES}.lvsha-candidate" in load
+    assert any(c.startswith(f"{render.APPLIED_SCRIPT} record firewall ") for c in load)
 
 
 def test_wrong_node_name_stops_before_any_operation(reference):

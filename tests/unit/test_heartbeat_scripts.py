@@ -56,6 +56,7 @@ FAKES = {
     "ping": 'echo "ping $*" >> "$FAKE/calls"; exit 1',
     "pkill": 'echo "pkill $*" >> "$FAKE/calls"; exit 1',
     "logger": "exit 0",
+    "lvsha-applied": 'echo "lvsha-applied $*" >> "$FAKE/calls"',
     "floating-ips": """
         echo "floating-ips $*" >> "$FAKE/calls"
         eval "action=\\${$#}"
@@ -143,6 +144,7 @@ def test_rejoin_at_boot_releases_and_does_not_wait(fake):
     assert time.monotonic() - started < 2
     assert fake.calls()[0] == f"floating-ips {ADDRESSES} stop"
     assert not any(c.startswith(("ping", "ip ")) for c in fake.calls())
+    assert fake.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
 
 
 def test_rejoin_refuses_to_start_heartbeat_without_the_firewall(fake):
