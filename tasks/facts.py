@@ -87,3 +87,15 @@ class Applied(FactBase):
 
     def process(self, output):
         return {fields[0]: fields[1:] for fields in (line.split() for line in output) if fields}
+
+
+class IpvsVirtualServices(FactBase):
+    """IPVS virtual services as "TCP 10.0.0.1:0" strings ([] without ipvsadm or IPVS)."""
+
+    default = list
+
+    def command(self) -> str:
+        return "ipvsadm -Ln 2>/dev/null || true"
+
+    def process(self, output):
+        return [" ".join(line.split()[:2]) for line in output if line.split()[:1] in (["TCP"], ["UDP"])]

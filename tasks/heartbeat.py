@@ -8,7 +8,7 @@ from pyinfra.operations import files, server, systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks.facts import Applied, InterfaceAddresses
-from tasks.operations import secret_file
+from tasks.operations import only_model_addresses, only_model_ipvs_services, secret_file
 from tasks.rendered import put
 
 
@@ -86,3 +86,12 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         commands=["systemctl try-restart ldirectord.service"],
         _if=lambda: ldirectord_stale or ldirectord_cf.did_change(),
     )
+    # What the model no longer has is gone too: heartbeat and ldirectord only
+    # manage what their current files name.
+    floating = cluster.floating_ips()
+    for interface, own in cluster.own_addresses(balancer):
+        network = cluster.external_network if interface == balancer.external_interface else cluster.internal_network
+        only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
+                             network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
+    only_model_ipvs_services(name="No IPVS service the model does not have",
+                             services=[f"TCP {vs.vip}:{vs.port}" for vs in cluster.virtual_servers()])

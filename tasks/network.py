@@ -5,7 +5,7 @@ from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster, WebHost
-from tasks.operations import addresses_present, only_default_route
+from tasks.operations import addresses_present, only_default_route, only_model_addresses
 from tasks.rendered import put
 
 
@@ -37,5 +37,8 @@ def web_host_network(cluster: Cluster, web_host: WebHost):
     """One internal address per site; the only default route is the floating
     internal gateway, so LVS-NAT replies return through the active director."""
     _networkd([render.web_host_network_file(cluster, web_host)], cluster.own_addresses(web_host))
+    ((interface, own),) = cluster.own_addresses(web_host)
+    only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
+                         network=cluster.internal_network, keep=own)
     only_default_route(name="Default route via the floating gateway", gateway=cluster.internal_gateway,
                        interface=web_host.interface)

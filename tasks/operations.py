@@ -6,13 +6,15 @@ from __future__ import annotations
 import hashlib
 from io import StringIO
 
+from netaddr import IPNetwork
+
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, StringCommand, operation
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
 from lvsha import render
-from tasks.facts import Applied, DefaultRoutes, InterfaceAddresses
+from tasks.facts import Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices
 
 
 def _sha1(text: str) -> str:
@@ -94,3 +96,33 @@ def only_default_route(gateway: str, interface: str):
             yield StringCommand("ip", "route", "del", "default", *via, "dev", route["dev"])
     if wanted not in routes:
         yield StringCommand("ip", "route", "replace", "default", "via", gateway, "dev", interface)
+
+
+@operation()
+def only_model_addresses(interface: str, network: str, keep: list[str]):
+    """No address of `network` on `interface` but those in `keep` (CIDRs): an
+    address the model no longer has (a removed site's VIP, a web host's old
+    address) does not outlive it. Already gone by the time it runs is fine."""
+    current = host.get_fact(InterfaceAddresses).get(interface, [])
+    net = IPNetwork(network)
+    stale = [cidr for cidr in current if IPNetwork(cidr).ip in net and cidr not in keep]
+    if not stale:
+        host.noop(f"{interface} has no address of {network} the model does not give it")
+        return
+    for cidr in stale:
+        yield StringCommand("sh", "-c", f"! ip -4 -o addr show dev {interface} | grep -qF ' inet {cidr} ' "
+                                        f"|| ip addr del {cidr} dev {interface}")
+
+
+@operation()
+def only_model_ipvs_services(services: list[str]):
+    """No IPVS virtual service but `services` ("TCP 10.0.0.1:0"): a removed site's
+    service does not outlive it (ldirectord only manages what its file names)."""
+    extra = [svc for svc in host.get_fact(IpvsVirtualServices) if svc not in services]
+    if not extra:
+        host.noop("IPVS has no virtual service the model does not have")
+        return
+    for svc in extra:
+        protocol, address = svc.split()
+        flag = {"TCP": "-t", "UDP": "-u"}[protocol]
+        yield StringCommand("sh", "-c", f"! ipvsadm -Ln {flag} {address} >/dev/null 2>&1 || ipvsadm -D {flag} {address}")

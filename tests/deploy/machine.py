@@ -33,6 +33,7 @@ class Machine:
     apt_updated: datetime | None = None
     owners: dict = field(default_factory=dict)  # path -> user, when not root
     applied: dict = field(default_factory=dict)  # what lvsha-applied show prints, parsed
+    ipvs: list = field(default_factory=list)  # "TCP 10.0.0.1:0"
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -87,6 +88,8 @@ class Machine:
             return list(self.routes)
         if name == "SshConnection":
             return self.ssh
+        if name == "IpvsVirtualServices":
+            return list(self.ipvs)
         if name == "Applied":
             return {k: list(v) for k, v in self.applied.items()}
         if name == "NetworkInterfacesFile":

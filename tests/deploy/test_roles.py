@@ -303,3 +303,30 @@ def test_a_run_without_the_other_balancer_changes_nothing(reference):
     machine.files[render.HA_CF] = ("# an old configuration\n", 644)
     with pytest.raises(DeployError, match="balancer balancer2 is not in this run .* both balancers in one run or neither"):
         _director(reference, machine, others=("hostA",))
+
+
+def test_a_site_removed_from_the_model_leaves_no_address_and_no_ipvs_service(reference):
+    """The active balancer still carries the old site's VIP and IPVS service."""
+    smaller = replace(reference, sites=reference.sites[:2],
+                      web_hosts=tuple(replace(h, internal_ips=h.internal_ips[:2]) for h in reference.web_hosts))
+    machine = converged_balancer(smaller, smaller.balancer("balancer1"))
+    for ip in reference.floating_ips():
+        machine.addresses[ip.interface].append(ip.cidr)
+    machine.ipvs = [f"TCP {vs.vip}:{vs.port}" for vs in reference.virtual_servers()]
+    machine.running["ldirectord.service"] = True
+    machine.applied["ldirectord"] = [render.applied_digest([render.ldirectord_file(smaller)])]
+    changes = changing(_director(smaller, machine))
+    assert set(changes) == {"No address on eth0 the model does not have", "No IPVS service the model does not have"}
+    (address,) = changes["No address on eth0 the model does not have"]
+    assert address.endswith("|| ip addr del 10.0.0.5/24 dev eth0")
+    (service,) = changes["No IPVS service the model does not have"]
+    assert service.endswith("|| ipvsadm -D -t 10.0.0.5:0")
+
+
+def test_a_web_host_loses_the_address_of_a_removed_site(reference):
+    smaller = replace(reference, sites=reference.sites[:2],
+                      web_hosts=tuple(replace(h, internal_ips=h.internal_ips[:2]) for h in reference.web_hosts))
+    machine = converged_web_host(smaller, smaller.web_host("hostA"))
+    machine.addresses["eth0"].append("192.168.0.3/24")
+    changes = changing(_real_server(smaller, machine))
+    assert list(changes) == ["No address on eth0 the model does not have"]

@@ -29,9 +29,11 @@ class Netns:
         return subprocess.run(["ip", "netns", "exec", self.name, "sh", "-c", command],
                               capture_output=True, text=True, timeout=30)
 
-    def resource(self, *args: str, send_arp: str | None = None) -> subprocess.CompletedProcess:
+    def resource(self, *args: str, send_arp: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp)
-        return subprocess.run(["ip", "netns", "exec", self.name, SCRIPT, *args],
+        # A PATH with fakes first applies inside the namespace only (`ip netns exec` is the real ip).
+        inside = ["env", f"PATH={path}:{env['PATH']}"] if path else []
+        return subprocess.run(["ip", "netns", "exec", self.name, *inside, SCRIPT, *args],
                               capture_output=True, text=True, timeout=30, env=env)
 
     def addresses(self) -> set[str]:
@@ -127,3 +129,33 @@ def test_malformed_argument_is_named(netns, bad):
 def test_unknown_action_is_refused(netns):
     result = netns.resource(*GROUP, "restart")
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_start_cleans_misplaced_copies_before_adding(netns):
+    """A copy on the wrong interface or with the wrong prefix is not the address it should be."""
+    assert netns.sh("ip addr add 10.50.0.1/32 dev lvt0 && ip addr add 10.50.0.21/24 dev lvt1").returncode == 0
+    result = netns.resource(*GROUP, "start")
+    assert result.returncode == 0, result.stderr
+    assert netns.addresses() == {"192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"}
+    assert "removed 10.50.0.1/32 from lvt0" in result.stderr and "removed 10.50.0.21/24 from lvt1" in result.stderr
+
+
+def test_stop_removes_every_copy_from_every_interface(netns):
+    assert netns.resource(*GROUP, "start").returncode == 0
+    assert netns.sh("ip addr add 10.50.0.21/32 dev lvt1").returncode == 0
+    result = netns.resource(*GROUP, "stop")
+    assert result.returncode == 0, result.stderr
+    assert netns.addresses() == set()
+
+
+def test_a_failing_ip_is_an_error_not_an_absent_address(netns, tmp_path):
+    assert netns.resource(*GROUP, "start").returncode == 0
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "ip").write_text("#!/bin/sh\necho 'ip: cannot talk to the kernel' >&2\nexit 1\n")
+    (fake_bin / "ip").chmod(0o755)
+    for action in ("stop", "status", "start"):
+        result = netns.resource(*GROUP, action, path=str(fake_bin))
+        assert result.returncode == 1, (action, result.stdout, result.stderr)
+        assert "cannot list addresses (ip failed)" in result.stderr
+    assert len(netns.addresses()) == 3  # nothing was claimed stopped

@@ -162,7 +162,7 @@ def test_rejoin_waits_until_the_peer_has_declared_this_node_dead(fake):
     result = fake.run(GUARD, "rejoin")
     waited = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert 3 <= waited < 6, waited
+    assert 3 <= waited < 10, waited
     assert "does not answer on eth1: starting heartbeat alone" in result.stderr
     assert not fake.stopped_marker.exists()
 
@@ -189,7 +189,7 @@ def test_rejoin_gives_up_waiting_for_a_peer_that_never_takes_over(fake):
     started = time.monotonic()
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0
-    assert 3 <= time.monotonic() - started < 8
+    assert 3 <= time.monotonic() - started < 15  # bounded by the rejoin timeout (3 s), loosely: a loaded machine
     assert "has not taken the floating addresses in 3 s; starting heartbeat anyway" in result.stderr
 
 
