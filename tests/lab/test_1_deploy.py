@@ -1,7 +1,7 @@
 """The real pyinfra deploy: converges, is idempotent, and --dry changes nothing."""
 
 from lvsha.lab.run import deploy, record
-from lvsha.render import network_file_path
+from lvsha.render import AUTHKEYS, FIREWALL_RULES, network_file_path
 
 
 def test_first_deploy_converged(lab):
@@ -29,3 +29,19 @@ def test_dry_run_shows_the_diff_and_changes_nothing(lab):
     fixed = deploy()
     assert fixed.ok and fixed.changed >= 1, fixed.output[-4000:]
     assert "drift" not in lab.ssh(host.name, f"cat {path}").stdout
+
+
+def test_deploy_undoes_a_flushed_firewall_and_a_readable_authkeys(lab):
+    """Drift the file hashes cannot see: the live ruleset, a secret's mode."""
+    master, backup = (b.name for b in lab.cluster.balancers)
+    lab.ssh(master, "iptables -F; iptables -P INPUT ACCEPT; iptables -P FORWARD ACCEPT")
+    lab.ssh(backup, f"chmod 644 {AUTHKEYS}")
+    result = deploy()
+    record("deploy undoing firewall and authkeys drift", result.seconds)
+    assert result.ok, result.output[-4000:]
+    assert f"the loaded firewall differs from {FIREWALL_RULES}" in result.output  # and says so
+    assert result.changed == 2, result.output[-6000:]
+    assert "-P INPUT DROP" in lab.ssh(master, "iptables -S INPUT").stdout
+    assert "-P FORWARD DROP" in lab.ssh(master, "iptables -S FORWARD").stdout
+    assert lab.ssh(backup, f"stat -c %a {AUTHKEYS}").stdout.strip() == "600"
+    assert deploy().changed == 0

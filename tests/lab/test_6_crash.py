@@ -6,6 +6,7 @@ peer has taken over. ldirectord: systemd restarts it. A master power-off after
 these crashes is taken over: test_7_failover runs next on the same pair.
 """
 
+import subprocess
 import time
 
 from lvsha.lab import wait_until
@@ -106,3 +107,31 @@ def test_crashes_on_the_backup_change_nothing_for_clients(lab):
     assert watch.exactly_one_carrier() == master and lab.serving()
     assert lab.carries_none(backup)
     assert watch.both == []
+
+
+def test_a_healed_partition_leaves_one_carrier_and_both_heartbeats(lab):
+    """Both links between the balancers cut for a minute (the backup's taps down in
+    the lab's switch), then restored: without anyone logging in, both heartbeats
+    run, one node carries everything and serves. test_7_failover's master
+    power-off follows on the same pair."""
+    master, backup = lab.cluster.master.name, lab.cluster.peer(lab.cluster.master).name
+    taps = [nic["tap"] for nic in lab.state["vms"][backup]["nics"]]
+    netns = lab.state["lab_netns"]
+    for tap in taps:
+        subprocess.run(["ip", "-n", netns, "link", "set", tap, "down"], check=True)
+    try:
+        time.sleep(60)
+    finally:
+        for tap in taps:
+            subprocess.run(["ip", "-n", netns, "link", "set", tap, "up"], check=True)
+    healed_at = time.monotonic()
+    watch = Watch(lab)
+
+    def healed():
+        return watch.exactly_one_carrier() and _heartbeats_active(lab) and lab.serving()
+
+    wait_until(healed, HEAL_TIMEOUT, interval=2, what="one carrier and both heartbeats after the partition healed")
+    record("partition healed: one carrier, both heartbeats running", time.monotonic() - healed_at)
+    lab.wait_settled(master)
+    record("partition healed: back on the master", time.monotonic() - healed_at)
+    assert lab.carries_none(backup)

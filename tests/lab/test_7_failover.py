@@ -4,7 +4,10 @@ import time
 
 from lvsha.lab import lab as lab_api
 from lvsha.lab import wait_until
-from lvsha.lab.run import record
+from lvsha.lab.run import deploy, record
+from lvsha.render import all_files
+
+SERVICES = "heartbeat ldirectord netfilter-persistent systemd-networkd nginx"
 
 
 def _nothing_on(lab, balancer):
@@ -26,6 +29,13 @@ def test_heartbeat_stop_moves_everything_and_failback_returns_it(lab):
     assert lab.ipvs_reals(backup) == {}
 
 
+def _snapshot(lab, name: str) -> str:
+    """Managed files' hashes and the services' states on host `name`."""
+    paths = [f.path for f in all_files(lab.cluster)[name]]
+    return lab.ssh(name, f"sha1sum {' '.join(paths)} 2>&1; systemctl is-active {SERVICES} 2>&1; "
+                         f"systemctl is-enabled {SERVICES} 2>&1", check=False).stdout
+
+
 def test_power_off_moves_everything_and_reboot_takes_it_back(lab):
     master, backup = (b.name for b in lab.cluster.balancers)
     lab_api.vm_stop(master)
@@ -33,6 +43,13 @@ def test_power_off_moves_everything_and_reboot_takes_it_back(lab):
     try:
         lab.wait_settled(backup)
         record("takeover after power-off", time.monotonic() - started)
+        # A deploy that cannot reach one balancer changes nothing anywhere.
+        others = [name for name in lab.state["hosts"] if name != master]
+        before = {name: _snapshot(lab, name) for name in others}
+        refused = deploy()
+        assert refused.returncode != 0, refused.output[-4000:]
+        assert master in refused.output
+        assert {name: _snapshot(lab, name) for name in others} == before
     finally:
         booted = time.monotonic()
         lab_api.vm_start(master)
