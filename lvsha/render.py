@@ -29,6 +29,7 @@ LDIRECTORD_SCRIPT = "/etc/ha.d/resource.d/lvsha-ldirectord"
 HEARTBEAT_ENV = "/etc/ha.d/lvsha.env"
 HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
 HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
+AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
 HEARTBEAT_DROPIN = "/etc/systemd/system/heartbeat.service.d/lvsha.conf"
 LDIRECTORD_DROPIN = "/etc/systemd/system/ldirectord.service.d/lvsha.conf"
 FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf"
@@ -95,7 +96,7 @@ def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
     hb = cluster.heartbeat
     return [
         *(_shipped("heartbeat", path, mode="0755")
-          for path in (FLOATING_IPS_SCRIPT, LDIRECTORD_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART)),
+          for path in (FLOATING_IPS_SCRIPT, LDIRECTORD_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT)),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
             rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
@@ -158,11 +159,9 @@ def applied_script() -> RenderedFile:
     return _shipped("lvsha", APPLIED_SCRIPT, mode="0755")
 
 
-def applied_digest(files: list[RenderedFile]) -> str:
-    """What `lvsha-applied` records for services started with `files`: the sha1
-    of their `sha1sum` lines."""
-    lines = "".join(f"{hashlib.sha1(f.content.encode()).hexdigest()}  {f.path}\n" for f in files)
-    return hashlib.sha1(lines.encode()).hexdigest()
+def applied_record(files: list[RenderedFile]) -> list[str]:
+    """What `lvsha-applied` records for a service started with `files`: the sha1 of each."""
+    return [hashlib.sha1(f.content.encode()).hexdigest() for f in files]
 
 
 def firewall_dropin_file() -> RenderedFile:

@@ -2,27 +2,52 @@
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import Sha1File
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks.facts import Applied, InterfaceAddresses
-from tasks.operations import only_model_addresses, only_model_ipvs_services, secret_file
+from tasks.operations import only_model_addresses, only_model_ipvs_services, secret_file, sha1_of
 from tasks.rendered import put
 
 
+def running(service: str) -> bool:
+    return host.get_fact(SystemdStatus).get(f"{service}.service", False)
+
+
 def runs_stale(service: str, rendered: list) -> bool:
-    """`service` is running with other files than `rendered` (lvsha-applied's record):
-    written by a run that died before the restart, or edited and restarted by hand."""
-    running = host.get_fact(SystemdStatus).get(f"{service}.service", False)
-    return running and host.get_fact(Applied).get(service) != [render.applied_digest(rendered)]
+    """`service` is running with other files than `rendered` (lvsha-applied's record,
+    compared file by file, as far as `rendered` goes): written by a run that died
+    before the restart, or edited and restarted by hand."""
+    recorded = host.get_fact(Applied).get(service, [])
+    return running(service) and recorded[:len(rendered)] != render.applied_record(rendered)
 
 
 def carries_floating_ips(cluster: Cluster) -> bool:
     """This host carries every floating address now (it is the active balancer)."""
     present = host.get_fact(InterfaceAddresses)
     return all(ip.cidr in present.get(ip.interface, []) for ip in cluster.floating_ips())
+
+
+ROTATION = (
+    ("accept", "both nodes accept the new key as well"),
+    ("sign", "sign with the new key"),
+    ("bridge", "drop the old key"),
+    ("resign", "sign with the new key's final index"),
+    ("final", "the new key alone, as rendered"),
+)
+
+
+def rotate_authkeys(authkeys):
+    """Change heartbeat's key on a running pair without a moment where the two
+    nodes cannot authenticate each other: five phases (files/heartbeat/lvsha-authkeys),
+    each its own operation, so both balancers finish one before either starts
+    the next. The new file is staged 0600 beside authkeys."""
+    secret_file(name="Stage the new authkeys", content=authkeys.content, path=f"{authkeys.path}.lvsha-new")
+    for turn, (phase, what) in enumerate(ROTATION, start=1):
+        server.shell(name=f"Rotate the heartbeat key {turn}/{len(ROTATION)}: {what}", commands=[f"{render.AUTHKEYS_SCRIPT} {phase}"])
 
 
 @deploy("heartbeat")
@@ -40,6 +65,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     heartbeat is enabled and running, restarted only when its configuration
     changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
     to restart the only node serving and returns once the pair has settled.
+    A new heartbeat secret is rotated in place on a running pair (see
+    rotate_authkeys), never by restarts with keys that differ.
     A running ldirectord is restarted when its configuration changed (a
     reload cannot add or remove virtual services). Either is also restarted
     when it runs with other files than the model's (lvsha-applied), such as
@@ -57,11 +84,16 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         # Debian starts it on install; only the node carrying the group may run it.
         running=None if carrier else False,
     )
-    heartbeat_config = render.heartbeat_files(cluster, balancer)
-    heartbeat_stale = runs_stale("heartbeat", heartbeat_config)
-    ha_cf, haresources, authkeys = heartbeat_config
-    changes = [put(ha_cf), put(haresources), secret_file(name=f"Write {authkeys.path}", content=authkeys.content,
-                                                          path=authkeys.path)]
+    ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
+    # A new secret on a running heartbeat is rotated in place, before anything
+    # else changes (a reread with a changed ha.cf would restart heartbeat).
+    rotate = running("heartbeat") and host.get_fact(Sha1File, path=authkeys.path) != sha1_of(authkeys.content)
+    if rotate:
+        rotate_authkeys(authkeys)
+    heartbeat_stale = runs_stale("heartbeat", [ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
+    changes = [put(ha_cf), put(haresources)]
+    if not rotate:
+        changes.append(secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path))
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
     files.file(name=f"{authkeys.path} is private", path=authkeys.path, mode="600", user="root", group="root")
     ldirectord_config = render.ldirectord_file(cluster)

@@ -17,7 +17,7 @@ from lvsha import render
 from tasks.facts import Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices
 
 
-def _sha1(text: str) -> str:
+def sha1_of(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
@@ -25,7 +25,7 @@ def _sha1(text: str) -> str:
 def secret_file(content: str, path: str):
     """Ensure `path` holds `content`, mode 0600, root-owned; the content is never
     shown in diffs or logs, and is never on disk with a wider mode."""
-    if host.get_fact(Sha1File, path=path) == _sha1(content):
+    if host.get_fact(Sha1File, path=path) == sha1_of(content):
         host.noop(f"{path} holds the expected secret")
         return
     staged = f"{path}.lvsha-new"
@@ -45,7 +45,7 @@ def iptables_rules(rules: str, path: str, mode: str = "0640"):
     replace `path`: a ruleset that fails leaves both the file and the running
     firewall as they were.
     """
-    want = _sha1(rules)
+    want = sha1_of(rules)
     applied = host.get_fact(Applied)
     recorded = applied.get("firewall", [None, None])
     loaded_as_rendered = recorded[0] == want and recorded[1:] == applied.get("firewall-now", [None])

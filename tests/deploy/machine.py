@@ -120,7 +120,7 @@ def converged_balancer(cluster, balancer) -> Machine:
     m.addresses[balancer.internal_interface] = [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]
     m.ssh = {"client": "10.0.0.99", "client_port": 50000, "server": balancer.external_ip, "server_port": 22}
     # heartbeat runs with the model's files and the model's firewall is the loaded one
-    m.applied = {"heartbeat": [render.applied_digest(render.heartbeat_files(cluster, balancer))],
+    m.applied = {"heartbeat": render.applied_record(render.heartbeat_files(cluster, balancer)),
                  "firewall": [hashlib.sha1(render.firewall_file(cluster, balancer).content.encode()).hexdigest(),
                               "ruleset-digest"],
                  "firewall-now": ["ruleset-digest"]}

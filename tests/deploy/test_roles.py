@@ -149,7 +149,7 @@ def test_ldirectord_of_the_node_carrying_the_group_is_left_running(reference):
     for ip in reference.floating_ips():
         machine.addresses[ip.interface].append(ip.cidr)
     machine.running["ldirectord.service"] = True
-    machine.applied["ldirectord"] = [render.applied_digest([render.ldirectord_file(reference)])]
+    machine.applied["ldirectord"] = render.applied_record([render.ldirectord_file(reference)])
     assert changing(_director(reference, machine)) == {}
 
 
@@ -314,7 +314,7 @@ def test_a_site_removed_from_the_model_leaves_no_address_and_no_ipvs_service(ref
         machine.addresses[ip.interface].append(ip.cidr)
     machine.ipvs = [f"TCP {vs.vip}:{vs.port}" for vs in reference.virtual_servers()]
     machine.running["ldirectord.service"] = True
-    machine.applied["ldirectord"] = [render.applied_digest([render.ldirectord_file(smaller)])]
+    machine.applied["ldirectord"] = render.applied_record([render.ldirectord_file(smaller)])
     changes = changing(_director(smaller, machine))
     assert set(changes) == {"No address on eth0 the model does not have", "No IPVS service the model does not have"}
     (address,) = changes["No address on eth0 the model does not have"]
@@ -330,3 +330,26 @@ def test_a_web_host_loses_the_address_of_a_removed_site(reference):
     machine.addresses["eth0"].append("192.168.0.3/24")
     changes = changing(_real_server(smaller, machine))
     assert list(changes) == ["No address on eth0 the model does not have"]
+
+
+def test_a_new_secret_on_a_running_pair_is_rotated_in_place_not_restarted(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.AUTHKEYS] = ("auth 1\n1 sha1 the-old-secret-0123456789\n", 600)
+    ops = _director(reference, machine)
+    changes = changing(ops)
+    phases = [name for name in changes if name.startswith("Rotate the heartbeat key")]
+    assert [changes[p] for p in phases] == [[f"{render.AUTHKEYS_SCRIPT} {phase}"]
+                                            for phase in ("accept", "sign", "bridge", "resign", "final")]
+    assert set(changes) == {"Stage the new authkeys", *phases}  # no rewrite, no restart
+    names = [op.name for op in ops]
+    # before anything heartbeat rereads could change (a changed ha.cf would restart it)
+    assert names.index(phases[-1]) < names.index(f"Write {render.HA_CF}")
+
+
+def test_a_new_secret_on_a_stopped_heartbeat_is_written(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.AUTHKEYS] = ("auth 1\n1 sha1 the-old-secret-0123456789\n", 600)
+    machine.running["heartbeat.service"] = False
+    changes = changing(_director(reference, machine))
+    assert f"Write {render.AUTHKEYS}" in changes
+    assert not any(name.startswith("Rotate") for name in changes)

@@ -32,8 +32,13 @@ def test_records_match_what_the_deploy_computes(tmp_path):
     assert _run(tmp_path, "record", "ldirectord").returncode == 0
     assert _run(tmp_path, "record", "firewall", "abc123").returncode == 0
     shown = dict(line.split(" ", 1) for line in _run(tmp_path, "show").stdout.splitlines())
-    assert shown["heartbeat"] == render.applied_digest(rendered)
-    assert shown["ldirectord"] == render.applied_digest([RenderedFile(str(ha_d / "ldirectord.cf"), "checkinterval=5\n")])
+    assert shown["heartbeat"].split() == render.applied_record(rendered)
+    assert shown["ldirectord"].split() == render.applied_record([RenderedFile(str(ha_d / "ldirectord.cf"), "checkinterval=5\n")])
+    # a key rotation updates only what heartbeat reread
+    Path(rendered[2].path).write_text("new keys\n")
+    assert _run(tmp_path, "record", "authkeys").returncode == 0
+    shown = dict(line.split(" ", 1) for line in _run(tmp_path, "show").stdout.splitlines())
+    assert shown["heartbeat"].split() == render.applied_record(rendered[:2] + [RenderedFile(rendered[2].path, "new keys\n")])
     rules_sha1, loaded = shown["firewall"].split()
     assert rules_sha1 == "abc123" and loaded == shown["firewall-now"]
 
