@@ -1,6 +1,5 @@
 """Host state after the deploy, read with pytest-testinfra over the lab's SSH."""
 
-import pytest
 import testinfra
 
 from lvsha import render
@@ -11,8 +10,12 @@ def _host(lab, name):
     return testinfra.get_host(f"ssh://{name}", ssh_config=lab.state["ssh_config"])
 
 
-@pytest.mark.parametrize("name", ["balancer1", "balancer2"])
-def test_balancer_state(lab, name):
+def test_balancer_state(lab):
+    for balancer in lab.cluster.balancers:
+        _check_balancer(lab, balancer.name)
+
+
+def _check_balancer(lab, name):
     host = _host(lab, name)
     for package in BALANCER_PACKAGES:
         assert host.package(package).is_installed, package
@@ -28,14 +31,17 @@ def test_balancer_state(lab, name):
 
 
 def test_haresources_identical_on_both(lab):
-    a, b = (_host(lab, n).file(render.HARESOURCES).content_string for n in ("balancer1", "balancer2"))
-    assert a == b and "10.0.0.5/24" in a
+    a, b = (_host(lab, b.name).file(render.HARESOURCES).content_string for b in lab.cluster.balancers)
+    assert a == b and all(ip.cidr in a for ip in lab.cluster.floating_ips())
 
 
-@pytest.mark.parametrize("name", ["hostA", "hostB", "hostC"])
-def test_web_host_routes_via_floating_gateway_only(lab, name):
-    host = _host(lab, name)
-    web_host = lab.cluster.web_host(name)
+def test_web_hosts_route_via_floating_gateway_only(lab):
+    for web_host in lab.cluster.web_hosts:
+        _check_web_host(lab, web_host)
+
+
+def _check_web_host(lab, web_host):
+    host = _host(lab, web_host.name)
     defaults = host.check_output("ip -4 route show default").splitlines()
     assert len(defaults) == 1 and defaults[0].startswith(f"default via {lab.cluster.internal_gateway} dev {web_host.interface}")
     addresses = host.check_output(f"ip -4 -o addr show dev {web_host.interface}")
