@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -39,6 +39,13 @@ SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
 NETWORKD_DIR = "/etc/systemd/network"
 NGINX_SITES = "/etc/nginx/sites-available/lvsha-sites"
+# Every folder a managed file lives in: the deploy reads them all in one command.
+MANAGED_DIRECTORIES = tuple(sorted({
+    str(PurePosixPath(path).parent) for path in (
+        HA_CF, FLOATING_IPS_SCRIPT, FIREWALL_RULES, SYSCTL_CONF, MODULES_CONF, HEARTBEAT_GUARD,
+        HEARTBEAT_DROPIN, LDIRECTORD_DROPIN, FIREWALL_DROPIN, NGINX_SITES, f"{NETWORKD_DIR}/x",
+    )
+}))
 
 # A restarted heartbeat waits at most this long for its peer to finish taking
 # over (lvsha-heartbeat-guard rejoin): seconds on hardware, up to ~60 s in the TCG lab.

@@ -5,7 +5,7 @@ from pyinfra.operations import systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.operations import iptables_rules
+from tasks.operations import iptables_rules, unit
 from tasks.rendered import put
 
 
@@ -22,4 +22,4 @@ def firewall(cluster: Cluster, balancer: Balancer):
     systemd.daemon_reload(name="Reload systemd for the firewall's drop-in", _if=dropin.did_change)
     rules = render.firewall_file(cluster, balancer)
     iptables_rules(name=f"Load {rules.path}", rules=rules.content, path=rules.path, mode=rules.mode)
-    systemd.service(name="Load the firewall at boot", service="netfilter-persistent", running=True, enabled=True)
+    unit(name="Load the firewall at boot", service="netfilter-persistent", running=True, enabled=True)

@@ -2,14 +2,13 @@
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import Sha1File
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import Applied, InterfaceAddresses
-from tasks.operations import only_model_addresses, only_model_ipvs_services, secret_file, sha1_of
+from tasks.facts import Applied, InterfaceAddresses, managed_state
+from tasks.operations import only_model_addresses, only_model_ipvs_services, private_file, secret_file, sha1_of, unit
 from tasks.rendered import put
 
 
@@ -78,7 +77,7 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     systemd.daemon_reload(name="Reload systemd for lvsha's unit drop-ins",
                           _if=lambda: any(op.did_change() for op in dropins))
     carrier = carries_floating_ips(cluster)
-    systemd.service(
+    unit(
         name="ldirectord.service starts only through heartbeat, never at boot",
         service="ldirectord", enabled=False,
         # Debian starts it on install; only the node carrying the group may run it.
@@ -87,7 +86,7 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
     # A new secret on a running heartbeat is rotated in place, before anything
     # else changes (a reread with a changed ha.cf would restart heartbeat).
-    rotate = running("heartbeat") and host.get_fact(Sha1File, path=authkeys.path) != sha1_of(authkeys.content)
+    rotate = running("heartbeat") and (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content)
     if rotate:
         rotate_authkeys(authkeys)
     heartbeat_stale = runs_stale("heartbeat", [ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
@@ -95,12 +94,12 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     if not rotate:
         changes.append(secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path))
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
-    files.file(name=f"{authkeys.path} is private", path=authkeys.path, mode="600", user="root", group="root")
+    private_file(name=f"{authkeys.path} is private", path=authkeys.path)
     ldirectord_config = render.ldirectord_file(cluster)
     ldirectord_stale = carrier and runs_stale("ldirectord", [ldirectord_config])
     ldirectord_cf = put(ldirectord_config)
 
-    started = systemd.service(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
+    started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     # One operation per balancer, the backup's first: pyinfra runs operations in
     # order and (config.py: FAIL_PERCENT = 0) stops at the first failure, so a
     # restart that fails leaves the other balancer untouched, and a bad

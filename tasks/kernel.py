@@ -5,6 +5,7 @@ from pyinfra.operations import server
 
 from lvsha import render
 from lvsha.model import Cluster
+from tasks.operations import sysctl_values
 from tasks.rendered import put
 
 
@@ -26,6 +27,8 @@ def kernel(cluster: Cluster):
         module=[m for m in modules_file.content.splitlines() if m and not m.startswith("#")],
     )
     put(sysctl_file)
-    for key, value in _sysctls(sysctl_file.content).items():
-        server.sysctl(name=f"Set {key}", key=key, value=value)
-    server.sysctl(name="Forward between the networks (the firewall is loaded)", key="net.ipv4.ip_forward", value=1)
+    ipvs = _sysctls(sysctl_file.content)
+    forwarding = {"net.ipv4.ip_forward": "1"}
+    every_key = tuple(sorted({**ipvs, **forwarding}))  # one fact reads them all
+    sysctl_values(name="IPVS sysctls", values=ipvs, keys=every_key)
+    sysctl_values(name="Forward between the networks (the firewall is loaded)", values=forwarding, keys=every_key)

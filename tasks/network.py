@@ -1,17 +1,17 @@
 """Addresses and routes, persisted with systemd-networkd and applied live."""
 
 from pyinfra.api import deploy
-from pyinfra.operations import server, systemd
+from pyinfra.operations import server
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster, WebHost
-from tasks.operations import addresses_present, only_default_route, only_model_addresses
+from tasks.operations import addresses_present, only_default_route, only_model_addresses, unit
 from tasks.rendered import put
 
 
 def _networkd(rendered_files, interfaces_addresses):
     changed = [put(f) for f in rendered_files]
-    systemd.service(name="Enable systemd-networkd", service="systemd-networkd", running=True, enabled=True)
+    unit(name="Enable systemd-networkd", service="systemd-networkd", running=True, enabled=True)
     server.shell(
         name="Reload systemd-networkd",
         commands=["networkctl reload"],

@@ -10,11 +10,12 @@ from netaddr import IPNetwork
 
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, StringCommand, operation
-from pyinfra.facts.files import Sha1File
+from pyinfra.facts.server import Sysctl
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files
 
 from lvsha import render
-from tasks.facts import Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices
+from tasks.facts import Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, managed_state
 
 
 def sha1_of(text: str) -> str:
@@ -25,7 +26,7 @@ def sha1_of(text: str) -> str:
 def secret_file(content: str, path: str):
     """Ensure `path` holds `content`, mode 0600, root-owned; the content is never
     shown in diffs or logs, and is never on disk with a wider mode."""
-    if host.get_fact(Sha1File, path=path) == sha1_of(content):
+    if (managed_state(path) or {}).get("sha1") == sha1_of(content):
         host.noop(f"{path} holds the expected secret")
         return
     staged = f"{path}.lvsha-new"
@@ -49,7 +50,7 @@ def iptables_rules(rules: str, path: str, mode: str = "0640"):
     applied = host.get_fact(Applied)
     recorded = applied.get("firewall", [None, None])
     loaded_as_rendered = recorded[0] == want and recorded[1:] == applied.get("firewall-now", [None])
-    on_disk = host.get_fact(Sha1File, path=path) == want
+    on_disk = (managed_state(path) or {}).get("sha1") == want
     if on_disk and loaded_as_rendered:
         host.noop(f"{path} is up to date and is the loaded ruleset")
         return
@@ -126,3 +127,47 @@ def only_model_ipvs_services(services: list[str]):
         protocol, address = svc.split()
         flag = {"TCP": "-t", "UDP": "-u"}[protocol]
         yield StringCommand("sh", "-c", f"! ipvsadm -Ln {flag} {address} >/dev/null 2>&1 || ipvsadm -D {flag} {address}")
+
+
+@operation()
+def private_file(path: str):
+    """`path`, if present, is mode 0600 and owned by root:root (its content is another
+    operation's): drift of a secret's mode is fixed without rewriting it."""
+    found = managed_state(path)
+    if found is None or (found.get("mode"), found.get("user"), found.get("group")) == ("600", "root", "root"):
+        host.noop(f"{path} is private")
+        return
+    yield StringCommand("chmod", "600", path)  # narrowed first
+    yield StringCommand("chown", "root:root", path)
+
+
+@operation()
+def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
+    """Each sysctl in `values` holds its value now (persisting is a sysctl.d file's
+    job). `keys` is every key the caller sets, read in one fact."""
+    current = host.get_fact(Sysctl, keys=list(keys))
+    wrong = {key: value for key, value in values.items() if str(current.get(key)) != str(value)}
+    if not wrong:
+        host.noop(f"{', '.join(values)} set")
+        return
+    for key, value in wrong.items():
+        yield StringCommand("sysctl", f"{key}={value}")
+
+
+@operation()
+def unit(service: str, running: bool | None = None, enabled: bool | None = None):
+    """systemd's `service`.service is running or stopped, enabled or disabled, as
+    asked (None: left as it is). Reads every unit's state in one fact per host
+    (pyinfra's systemd.service reads two per service)."""
+    name = f"{service}.service"
+    is_running = bool(host.get_fact(SystemdStatus).get(name))
+    is_enabled = bool(host.get_fact(SystemdEnabled).get(name))
+    commands = []
+    if running is not None and running != is_running:
+        commands.append(StringCommand("systemctl", "start" if running else "stop", name))
+    if enabled is not None and enabled != is_enabled:
+        commands.append(StringCommand("systemctl", "enable" if enabled else "disable", name))
+    if not commands:
+        host.noop(f"{name} is as it should be")
+        return
+    yield from commands

@@ -1,10 +1,11 @@
 """An optional web server answering on each site address (the lab uses it)."""
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, server
 
 from lvsha import render
 from lvsha.model import Cluster, WebHost
+from tasks.operations import unit
 from tasks.packages import web_server_packages
 from tasks.rendered import put
 
@@ -20,10 +21,10 @@ def web_server(cluster: Cluster, web_host: WebHost):
         path="/etc/nginx/sites-enabled/lvsha-sites", target=render.NGINX_SITES,
     )
     default = files.link(name="Disable nginx's default site", path="/etc/nginx/sites-enabled/default", present=False)
-    systemd.service(name="Enable and start nginx", service="nginx", running=True, enabled=True)
+    unit(name="Enable and start nginx", service="nginx", running=True, enabled=True)
     # Restart, not reload: a reload cannot trade the default site's wildcard
     # listener for per-address ones (bind() fails with "Address already in use").
-    systemd.service(
-        name="Restart nginx for its new configuration", service="nginx", running=None, restarted=True,
+    server.shell(
+        name="Restart nginx for its new configuration", commands=["systemctl restart nginx.service"],
         _if=lambda: any(op.did_change() for op in (site_config, enabled, default)),
     )

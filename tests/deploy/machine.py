@@ -34,6 +34,7 @@ class Machine:
     owners: dict = field(default_factory=dict)  # path -> user, when not root
     applied: dict = field(default_factory=dict)  # what lvsha-applied show prints, parsed
     ipvs: list = field(default_factory=list)  # "TCP 10.0.0.1:0"
+    asked: set = field(default_factory=set)  # the distinct facts the deploy read
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -47,6 +48,7 @@ class Machine:
         return found
 
     def fact(self, name, kw):
+        self.asked.add((name, repr(sorted(kw.items()))))  # one command on a real host
         path = kw.get("path")
         if name == "File":
             if path == APT_UPDATE_FILENAME:
@@ -88,6 +90,10 @@ class Machine:
             return list(self.routes)
         if name == "SshConnection":
             return self.ssh
+        if name == "ManagedFiles":
+            return {path: {"sha1": hashlib.sha1(content.encode()).hexdigest(), "mode": str(mode),
+                           "user": self.owners.get(path, "root"), "group": "root"}
+                    for path, (content, mode) in self.files.items() if path.rsplit("/", 1)[0] in kw["directories"]}
         if name == "IpvsVirtualServices":
             return list(self.ipvs)
         if name == "Applied":

@@ -353,3 +353,18 @@ def test_a_new_secret_on_a_stopped_heartbeat_is_written(reference):
     changes = changing(_director(reference, machine))
     assert f"Write {render.AUTHKEYS}" in changes
     assert not any(name.startswith("Rotate") for name in changes)
+
+
+@pytest.mark.parametrize("role", ["balancer", "web"])
+def test_a_converged_host_is_checked_in_a_handful_of_facts(reference, role):
+    """Each fact is one SSH round trip: every managed file is read by one fact,
+    every unit's state by two, every sysctl by one."""
+    if role == "balancer":
+        machine = converged_balancer(reference, reference.balancer("balancer1"))
+        assert changing(_director(reference, machine)) == {}
+    else:
+        machine = converged_web_host(reference, reference.web_host("hostA"))
+        assert changing(_real_server(reference, machine)) == {}
+    names = sorted(name for name, _ in machine.asked)
+    assert len(names) <= 13, names
+    assert names.count("ManagedFiles") == names.count("SystemdStatus") == names.count("SystemdEnabled") == 1

@@ -1,7 +1,6 @@
 """Balancing through the VIPs: every real server used, persistence honoured."""
 
 import pytest
-from netaddr import IPNetwork
 
 
 def test_ipvs_on_active_only(lab):

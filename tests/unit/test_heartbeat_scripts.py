@@ -8,7 +8,6 @@ runs the scripts against the real heartbeat.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -82,7 +81,7 @@ class Fake:
         env = {
             "LVSHA_NODE": "balancer1", "LVSHA_PEER": "balancer2", "LVSHA_MASTER": "balancer1",
             "LVSHA_AUTO_FAILBACK": "on", "LVSHA_KEEPALIVE": "1", "LVSHA_DEADTIME": "2",
-            "LVSHA_REJOIN_TIMEOUT": "3", "LVSHA_SETTLE_TIMEOUT": "3",
+            "LVSHA_REJOIN_TIMEOUT": "3", "LVSHA_SETTLE_TIMEOUT": "10",
             "LVSHA_PROBE_INTERFACE": "eth1", "LVSHA_PEER_ADDRESS": "192.168.0.253", "LVSHA_GATEWAY": "192.168.0.254",
             "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"), "LVSHA_FLOATING_IPS": f'"{ADDRESSES}"',
             **settings,
@@ -189,7 +188,7 @@ def test_rejoin_gives_up_waiting_for_a_peer_that_never_takes_over(fake):
     started = time.monotonic()
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0
-    assert 3 <= time.monotonic() - started < 15  # bounded by the rejoin timeout (3 s), loosely: a loaded machine
+    assert 2 <= time.monotonic() - started < 15  # the rejoin timeout (3 s, counted in whole seconds), loosely: a loaded machine
     assert "has not taken the floating addresses in 3 s; starting heartbeat anyway" in result.stderr
 
 
@@ -214,7 +213,8 @@ def test_master_with_auto_failback_restarts_and_settles_carrying_the_group(fake)
     assert "settled" in result.stdout and "this node carries the floating addresses" in result.stdout
 
 
-def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(fake):
+def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(tmp_path):
+    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="3")
     _pair(fake, carries=True)  # after the restart the group stays on the peer
     result = fake.run(RESTART)
     assert result.returncode == 1
@@ -230,7 +230,7 @@ def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings)
     result = fake.run(RESTART)
     assert result.returncode == 0, result.stderr
     assert "systemctl restart heartbeat.service" in fake.calls()
-    fake2 = Fake(tmp_path / "carrying", **settings)
+    fake2 = Fake(tmp_path / "carrying", **{**settings, "LVSHA_SETTLE_TIMEOUT": "3"})
     _pair(fake2, rsc="all", carries_after_start=True)  # it took the group: not what a restart should do
     assert fake2.run(RESTART).returncode == 1
 
@@ -254,7 +254,8 @@ def test_a_node_alone_and_serving_nothing_restarts_without_waiting_for_the_peer(
     assert not fake.stopped_marker.exists()
 
 
-def test_transition_is_never_settled(fake):
+def test_transition_is_never_settled(tmp_path):
+    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="3")
     _pair(fake, carries_after_start=True, rsc="transition")
     result = fake.run(RESTART)
     assert result.returncode == 1
