@@ -42,6 +42,7 @@ GUEST_FILES = {
     "apt-proxy.conf": ("/etc/apt/apt.conf.d/01lvsha-proxy", 0o644),
     "modprobe-lvsha-lab.conf": ("/etc/modprobe.d/lvsha-lab.conf", 0o644),
     "initramfs-modules": ("/etc/initramfs-tools/modules", 0o644),
+    "dpkg-lvsha-lab.cfg": ("/etc/dpkg/dpkg.cfg.d/lvsha-lab", 0o644),
 }
 # Units that would only slow boots down or grab the apt lock under the deploy's feet.
 MASKED_UNITS = (
