@@ -129,6 +129,23 @@ def add_commands(lab: click.Group) -> None:
         click.echo(format_report())
         sys.exit(code)
 
+    @lab.command("bench")
+    @click.option("--rounds", default=3, show_default=True, help="measurements of each kind, interleaved")
+    def bench_command(rounds: int) -> None:
+        """Time pyinfra's floor, a no-op deploy and a dry run on the running, deployed lab."""
+        from lvsha.lab import LabError
+        from lvsha.lab.bench import bench, format_figures, ratios
+
+        try:
+            figures = bench(rounds, progress=click.echo)
+        except LabError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(format_figures(figures))
+        for figure in figures:
+            record(f"bench: {figure.name}, median of {rounds}", figure.median)
+        for name, ratio in ratios(figures).items():
+            record(f"bench: {name} / floor (x)", ratio)
+
     @lab.command("report")
     def report_command() -> None:
         """Print the timings of the last lab run."""

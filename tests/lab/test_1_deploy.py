@@ -1,5 +1,6 @@
 """The real pyinfra deploy: converges, is idempotent, and --dry changes nothing."""
 
+from lvsha.lab.bench import bench, format_figures, ratios
 from lvsha.lab.run import deploy, record
 from lvsha.render import AUTHKEYS, FIREWALL_RULES, network_file_path
 
@@ -16,6 +17,16 @@ def test_second_deploy_changes_nothing(lab):
     record("no-op deploy", result.seconds)
     assert result.ok, result.output[-4000:]
     assert result.changed == 0, result.output[-6000:]
+
+
+def test_benchmark_no_op_and_dry_run_against_the_floor(lab):
+    """`lvsha lab bench` once, its figures in the report; timings never fail the test."""
+    figures = bench(rounds=3, progress=lambda line: print(f"[lab] {line}", flush=True))
+    print(format_figures(figures), flush=True)
+    for figure in figures:
+        record(f"bench: {figure.name}, median of 3", figure.median)
+    for name, ratio in ratios(figures).items():
+        record(f"bench: {name} / floor (x)", ratio)
 
 
 def test_dry_run_shows_the_diff_and_changes_nothing(lab):
