@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from io import StringIO
+from pathlib import PurePosixPath
 
 from netaddr import IPNetwork
 
 from pyinfra import host, logger
-from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.server import Sysctl
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files
@@ -22,16 +23,26 @@ def sha1_of(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+# Where a secret is staged when pyinfra uploads through sudo (it uploads as the
+# SSH user first, then copies as root): a folder only that user can enter, in
+# root's /run, never a world-readable file in /tmp.
+PRIVATE_STAGING = "/run/lvsha-upload"
+
+
 @operation()
 def secret_file(content: str, path: str):
     """Ensure `path` holds `content`, mode 0600, root-owned; the content is never
-    shown in diffs or logs, and is never on disk with a wider mode."""
+    shown in diffs or logs, and is never on disk with a wider mode, not even
+    staged by a non-root deploy (--sudo)."""
     if (managed_state(path) or {}).get("sha1") == sha1_of(content):
         host.noop(f"{path} holds the expected secret")
         return
     staged = f"{path}.lvsha-new"
+    yield StringCommand("sh", "-c", QuoteString(f'install -d -m 700 -o "${{SUDO_USER:-$(id -un)}}" {PRIVATE_STAGING}'))
     yield StringCommand("install", "-m", "600", "-o", "root", "-g", "root", "/dev/null", staged)
-    yield FileUploadCommand(StringIO(content), staged)
+    upload = FileUploadCommand(StringIO(content), staged,
+                               remote_temp_filename=f"{PRIVATE_STAGING}/{PurePosixPath(staged).name}")
+    yield upload
     yield StringCommand("mv", "-f", staged, path)
 
 
@@ -111,8 +122,8 @@ def only_model_addresses(interface: str, network: str, keep: list[str]):
         host.noop(f"{interface} has no address of {network} the model does not give it")
         return
     for cidr in stale:
-        yield StringCommand("sh", "-c", f"! ip -4 -o addr show dev {interface} | grep -qF ' inet {cidr} ' "
-                                        f"|| ip addr del {cidr} dev {interface}")
+        yield StringCommand("sh", "-c", QuoteString(f"! ip -4 -o addr show dev {interface} | grep -qF ' inet {cidr} ' "
+                                                    f"|| ip addr del {cidr} dev {interface}"))
 
 
 @operation()
@@ -126,7 +137,8 @@ def only_model_ipvs_services(services: list[str]):
     for svc in extra:
         protocol, address = svc.split()
         flag = {"TCP": "-t", "UDP": "-u"}[protocol]
-        yield StringCommand("sh", "-c", f"! ipvsadm -Ln {flag} {address} >/dev/null 2>&1 || ipvsadm -D {flag} {address}")
+        yield StringCommand("sh", "-c",
+                            QuoteString(f"! ipvsadm -Ln {flag} {address} >/dev/null 2>&1 || ipvsadm -D {flag} {address}"))
 
 
 @operation()

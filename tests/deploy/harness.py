@@ -74,7 +74,10 @@ def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None,
 
 def _text(command) -> str:
     get_raw = getattr(command, "get_raw_value", None)
-    return get_raw() if get_raw else repr(command)
+    if get_raw:
+        return get_raw()
+    staged = getattr(command, "remote_temp_filename", None)  # where a sudo upload lands first
+    return repr(command) + (f" via {staged}" if staged else "")
 
 
 def changing(ops: list[PlannedOp]) -> dict[str, list[str]]:

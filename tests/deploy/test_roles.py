@@ -1,5 +1,6 @@
 """Operation-level tests of the deploy, against simulated hosts (fixed facts)."""
 
+import shlex
 from dataclasses import replace
 
 import pytest
@@ -68,7 +69,11 @@ def test_firewall_is_tested_before_it_replaces_anything(reference):
 def test_authkeys_secret_never_appears_in_commands(reference):
     ops = _director(reference, fresh("balancer1", ["eth0", "eth1"]))
     (authkeys,) = [op for op in ops if op.name == f"Write {render.AUTHKEYS}"]
-    assert authkeys.commands[0].startswith(f"install -m 600 -o root -g root /dev/null {render.AUTHKEYS}")
+    from tasks.operations import PRIVATE_STAGING
+    # a sudo upload lands first in a folder only the SSH user can enter, then in a file created 0600
+    assert shlex.split(authkeys.commands[0]) == ["sh", "-c", f'install -d -m 700 -o "${{SUDO_USER:-$(id -un)}}" {PRIVATE_STAGING}']
+    assert authkeys.commands[1].startswith(f"install -m 600 -o root -g root /dev/null {render.AUTHKEYS}")
+    assert authkeys.commands[2].endswith(f" via {PRIVATE_STAGING}/authkeys.lvsha-new")
     assert all(TEST_SECRET not in c for op in ops for c in op.commands)
 
 
@@ -318,9 +323,11 @@ def test_a_site_removed_from_the_model_leaves_no_address_and_no_ipvs_service(ref
     changes = changing(_director(smaller, machine))
     assert set(changes) == {"No address on eth0 the model does not have", "No IPVS service the model does not have"}
     (address,) = changes["No address on eth0 the model does not have"]
-    assert address.endswith("|| ip addr del 10.0.0.5/24 dev eth0")
+    shell, flag, script = shlex.split(address)
+    assert (shell, flag) == ("sh", "-c") and script.endswith("|| ip addr del 10.0.0.5/24 dev eth0")
     (service,) = changes["No IPVS service the model does not have"]
-    assert service.endswith("|| ipvsadm -D -t 10.0.0.5:0")
+    shell, flag, script = shlex.split(service)
+    assert (shell, flag) == ("sh", "-c") and script.endswith("|| ipvsadm -D -t 10.0.0.5:0")
 
 
 def test_a_web_host_loses_the_address_of_a_removed_site(reference):
