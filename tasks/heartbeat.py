@@ -8,12 +8,20 @@ from pyinfra.operations import server, systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks.facts import Applied, InterfaceAddresses, managed_state
-from tasks.operations import only_model_addresses, only_model_ipvs_services, private_file, secret_file, sha1_of, unit
+from tasks.operations import (
+    only_model_addresses,
+    only_model_ipvs_services,
+    private_file,
+    secret_file,
+    sha1_of,
+    unit,
+    unit_states,
+)
 from tasks.rendered import put
 
 
 def running(service: str) -> bool:
-    return host.get_fact(SystemdStatus).get(f"{service}.service", False)
+    return unit_states(SystemdStatus).get(f"{service}.service", False)
 
 
 def runs_stale(service: str, rendered: list) -> bool:

@@ -8,7 +8,6 @@ from io import StringIO
 from pathlib import PurePosixPath
 
 from netaddr import IPNetwork
-
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.server import Sysctl
@@ -166,14 +165,26 @@ def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
         yield StringCommand("sysctl", f"{key}={value}")
 
 
+# The units lvsha starts, stops, enables or watches: their states are read in one
+# command (`systemctl show` of every unit costs seconds on a slow guest).
+MANAGED_UNITS = ("heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "nginx")
+
+
+def unit_states(fact) -> dict[str, bool]:
+    """SystemdStatus or SystemdEnabled of every managed unit, one fact per host."""
+    return host.get_fact(fact, services=[f"{name}.service" for name in MANAGED_UNITS])
+
+
 @operation()
 def unit(service: str, running: bool | None = None, enabled: bool | None = None):
     """systemd's `service`.service is running or stopped, enabled or disabled, as
-    asked (None: left as it is). Reads every unit's state in one fact per host
-    (pyinfra's systemd.service reads two per service)."""
+    asked (None: left as it is). Every managed unit's state is read by one fact
+    per host (pyinfra's systemd.service reads two per service)."""
+    if service not in MANAGED_UNITS:
+        raise ValueError(f"{service} is not in MANAGED_UNITS")
     name = f"{service}.service"
-    is_running = bool(host.get_fact(SystemdStatus).get(name))
-    is_enabled = bool(host.get_fact(SystemdEnabled).get(name))
+    is_running = bool(unit_states(SystemdStatus).get(name))
+    is_enabled = bool(unit_states(SystemdEnabled).get(name))
     commands = []
     if running is not None and running != is_running:
         commands.append(StringCommand("systemctl", "start" if running else "stop", name))
