@@ -30,6 +30,7 @@ from pathlib import Path
 
 from . import LabError, pid_cmdline, pid_is_ours, run, state_dir
 from . import aptproxy, image, network, vm
+from .model import source_inventory
 
 SSH_TIMEOUT = 300  # s, from QEMU start to SSH accepting the lab key, per boot
 
@@ -138,8 +139,11 @@ def _make_secrets(sdir: Path) -> dict:
     return {"ssh_key": str(key), "authorized_keys": str(auth), "heartbeat_secret_file": str(hb)}
 
 
-def up(cluster, progress=None) -> dict:
+def up(cluster, progress=None, inventory: Path | None = None) -> dict:
     """Bring the whole lab up for `cluster`; return the final state dict.
+
+    `inventory` is the file `cluster` came from (default: the lab's source
+    inventory); the state remembers it, and the lab deploys its model.
 
     Guarantees on return: one VM per model host, each answering SSH as root with
     the lab key on 127.0.0.1:<ssh_port>, host keys in known_hosts, client netns
@@ -159,7 +163,7 @@ def up(cluster, progress=None) -> dict:
     down(quiet=True)  # leftovers of a crashed run, if any
     with _signals_raise():
         try:
-            return _up(cluster, p, sdir)
+            return _up(cluster, p, sdir, inventory or source_inventory())
         except BaseException as e:
             with _signals_ignored():
                 p(f"up failed ({type(e).__name__}: {e}); tearing down")
@@ -168,12 +172,13 @@ def up(cluster, progress=None) -> dict:
             raise
 
 
-def _up(cluster, p: _Progress, sdir: Path) -> dict:
+def _up(cluster, p: _Progress, sdir: Path, inventory: Path) -> dict:
     sdir.mkdir(parents=True, exist_ok=True)
     os.chmod(sdir, 0o700)
     caddr = network.client_address(cluster)
     state = {
         "version": 1, "status": "starting", "state_dir": str(sdir), "ssh_user": "root",
+        "inventory": str(Path(inventory).resolve()), "cluster": cluster.name,
         "known_hosts": str(sdir / "known_hosts"), "ssh_config": str(sdir / "ssh_config"),
         "lab_netns": network.LAB_NETNS,
         "client": {"netns": network.CLIENT_NETNS, "address": str(caddr)},
@@ -460,7 +465,7 @@ def status() -> dict:
     marker = _marker()
     return {
         "state_dir": str(state_dir()), "status": state.get("status"), "accel": state.get("accel"),
-        "client": state.get("client"),
+        "cluster": state.get("cluster"), "inventory": state.get("inventory"), "client": state.get("client"),
         "hosts": {n: {"running": bool(h.get("pid") and pid_is_ours(h["pid"], marker)),
                       "ssh_port": h["ssh_port"], "pid": h.get("pid"),
                       "management_interface": h["management_interface"]}

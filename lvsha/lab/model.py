@@ -1,7 +1,8 @@
 """The lab's view of the cluster: the inventory's model, reached the lab's way.
 
-The lab deploys the same model as production (by default the reference
-`inventory.py`, or the file named by LVSHA_LAB_INVENTORY). It adds only what
+The lab deploys the same model as production: the inventory file named by
+LVSHA_LAB_INVENTORY, else the one the running lab was brought up with
+(state.json), else the reference `inventory.py`. It adds only what
 the lab's VMs physically have on top: a management NIC on each balancer, on
 which the firewall accepts SSH, and connection settings for the forwarded ports.
 """
@@ -23,15 +24,20 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 LAB_INVENTORY_ENV = "LVSHA_LAB_INVENTORY"
 
 
-def source_inventory() -> Path:
-    return Path(os.environ.get(LAB_INVENTORY_ENV) or ROOT / "inventory.py")
+REFERENCE_INVENTORY = ROOT / "inventory.py"
 
 
-def _load_with_secret(env: dict[str, str]) -> Cluster:
+def source_inventory(state: dict | None = None) -> Path:
+    """The inventory file whose model the lab lays out and deploys."""
+    chosen = os.environ.get(LAB_INVENTORY_ENV) or (state or {}).get("inventory") or REFERENCE_INVENTORY
+    return Path(chosen).resolve()
+
+
+def _load_with_secret(env: dict[str, str], inventory: Path) -> Cluster:
     saved = {k: os.environ.pop(k, None) for k in (SECRET_ENV, SECRET_FILE_ENV)}
     os.environ.update(env)
     try:
-        return load_cluster(source_inventory())
+        return load_cluster(inventory)
     finally:
         for k in (SECRET_ENV, SECRET_FILE_ENV):
             os.environ.pop(k, None)
@@ -39,17 +45,17 @@ def _load_with_secret(env: dict[str, str]) -> Cluster:
                 os.environ[k] = saved[k]
 
 
-def topology_cluster() -> Cluster:
+def topology_cluster(inventory: Path | None = None) -> Cluster:
     """The model for laying out VMs and networks. The lab makes its heartbeat
     secret when it comes up, so a throwaway one stands in here; nothing
     rendered from this model is ever deployed."""
-    return _load_with_secret({SECRET_ENV: secrets.token_hex(16)})
+    return _load_with_secret({SECRET_ENV: secrets.token_hex(16)}, inventory or source_inventory())
 
 
 def lab_cluster(state: dict) -> Cluster:
     """The model the lab deploys: the inventory's, with the lab's secret and
     each balancer's management NIC."""
-    cluster = _load_with_secret({SECRET_FILE_ENV: state["heartbeat_secret_file"]})
+    cluster = _load_with_secret({SECRET_FILE_ENV: state["heartbeat_secret_file"]}, source_inventory(state))
     balancers = tuple(
         replace(b, management_interface=state["hosts"][b.name]["management_interface"]) for b in cluster.balancers
     )

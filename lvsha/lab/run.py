@@ -34,6 +34,13 @@ class DeployResult:
     seconds: float
     changed: int  # operation-host pairs that changed something
     errors: int
+    timed_output: str = ""  # the output, each line prefixed with the seconds since the start
+
+    def save(self, path: Path) -> Path:
+        """Write the timed output to `path` (where the seconds of a deploy went)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.timed_output)
+        return path
 
     @property
     def ok(self) -> bool:
@@ -50,10 +57,11 @@ def deploy(*extra: str, timeout: float = 1800, echo: bool = False) -> DeployResu
     started = time.monotonic()
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL)
-    lines = []
+    lines, timed = [], []
     try:
         for line in proc.stdout:
             lines.append(line)
+            timed.append(f"{time.monotonic() - started:7.1f} {line}")
             if echo:
                 click.echo(line, nl=False)
         proc.wait(timeout=timeout)
@@ -67,7 +75,7 @@ def deploy(*extra: str, timeout: float = 1800, echo: bool = False) -> DeployResu
     if match:
         changed = 0 if match.group(2) == "-" else int(match.group(2))
         errors = 0 if match.group(3) == "-" else int(match.group(3))
-    return DeployResult(proc.returncode, output, round(time.monotonic() - started, 1), changed, errors)
+    return DeployResult(proc.returncode, output, round(time.monotonic() - started, 1), changed, errors, "".join(timed))
 
 
 # ---- the report ----------------------------------------------------------------
@@ -76,8 +84,19 @@ def report_path() -> Path:
     return cache_dir() / "last-report.json"
 
 
+_label = ""
+
+
+def set_report_label(label: str) -> None:
+    """Prefix the figures recorded from now on (the model they were measured on)."""
+    global _label
+    _label = label
+
+
 def record(name: str, seconds: float) -> None:
     """Add one timing (seconds) to the report of the current run."""
+    if _label:
+        name = f"{_label}: {name}"
     path = report_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}

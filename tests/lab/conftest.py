@@ -4,6 +4,12 @@ The session fixture brings the lab up (unless LVSHA_LAB_REUSE=1 and one is
 up), deploys with the real `pyinfra` command, waits until the cluster
 serves, and tears the lab down at the end. On a machine that cannot run the
 lab the tier is skipped, except under CI, where that is a failure.
+
+Which models: with LVSHA_LAB_INVENTORY set, the whole tier on that inventory's
+model. Otherwise the whole tier on the reference `inventory.py`, then, on a
+second lab, the tests marked `every_model` on `examples/edge/inventory.py`
+(a cluster different in every dimension). Tests take every name, address,
+count and expectation from `lab.cluster`.
 """
 
 from __future__ import annotations
@@ -13,24 +19,52 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from lvsha.lab import lab as lab_api
-from lvsha.lab import wait_until
-from lvsha.lab.model import lab_cluster, topology_cluster
-from lvsha.lab.run import deploy, format_report, record, start_report
+from lvsha.lab import cache_dir, wait_until
+from lvsha.lab.model import LAB_INVENTORY_ENV, REFERENCE_INVENTORY, ROOT, lab_cluster, topology_cluster
+from lvsha.lab.run import deploy, format_report, record, set_report_label, start_report
 from lvsha.model import Cluster
+
+EXAMPLE_INVENTORY = ROOT / "examples" / "edge" / "inventory.py"
 
 PREREQUISITES = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ip", "ssh", "curl", "apt-cacher-ng")
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
 _lab_used = False
+_report_started = False
 
 
-def pytest_collection_modifyitems(items):
+def _models() -> list:
+    chosen = os.environ.get(LAB_INVENTORY_ENV)
+    if chosen:
+        return [pytest.param(os.path.abspath(chosen), id="chosen")]
+    return [pytest.param(str(REFERENCE_INVENTORY), id="reference"),
+            pytest.param(str(EXAMPLE_INVENTORY), id="edge")]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "every_model: also run on the second model (examples/edge) by default")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every lab test runs on the first model; on the second only those marked
+    `every_model` (CI's budget), the whole tier only when LVSHA_LAB_INVENTORY
+    chooses the model."""
+    keep, drop = [], []
     for item in items:
         if "/tests/lab/" in str(item.fspath):
             item.add_marker(pytest.mark.lab)
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            if params.get("lab") == str(EXAMPLE_INVENTORY) and item.get_closest_marker("every_model") is None:
+                drop.append(item)
+                continue
+        keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _missing_prerequisites() -> list[str]:
@@ -59,6 +93,7 @@ class Lab:
 
     state: dict
     cluster: Cluster
+    first_deploy: object = None
 
     def ssh(self, host: str, command: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
         argv = [*lab_api.ssh_argv(host), command]
@@ -102,24 +137,77 @@ class Lab:
                 return False
         return True
 
-    def wait_settled(self, owner: str, timeout: float = SETTLE_TIMEOUT) -> float:
-        """Wait until `owner` carries every floating address, IPVS has every real
-        server, and every VIP serves; return the seconds it took."""
+    @property
+    def pair(self) -> tuple[str, str]:
+        """(master, backup) names: the model's preferred owner first."""
+        master = self.cluster.master
+        return master.name, self.cluster.peer(master).name
+
+    def other(self, balancer: str) -> str:
+        return self.cluster.peer(self.cluster.balancer(balancer)).name
+
+    def home_after_return(self, holder: str) -> str:
+        """Where the group settles once both nodes run again after `holder`
+        carried it alone: the master with auto_failback, else it stays."""
+        return self.cluster.master.name if self.cluster.heartbeat.auto_failback else holder
+
+    def carrier(self) -> str:
+        """The balancer carrying the group now (asserted: exactly one, serving)."""
+        holder = Watch(self).exactly_one_carrier()
+        assert holder and self.serving(), f"not exactly one carrier serving: {Watch(self).carriers()}"
+        return holder
+
+    def wait_settled(self, owner: str | None, timeout: float = SETTLE_TIMEOUT) -> float:
+        """Wait until `owner` (None: either balancer) carries every floating address,
+        IPVS has every real server, and every VIP serves; return the seconds it took."""
         started = time.monotonic()
         reals = len(self.cluster.web_hosts)
+        candidates = [owner] if owner else [b.name for b in self.cluster.balancers]
 
-        def settled():
-            addresses, table = self.carries(owner)
+        def settled_on(name):
+            addresses, table = self.carries(name)
             if not self.floating() <= addresses:
                 return False
             return len(table) == len(self.cluster.sites) and all(len(r) == reals for r in table.values()) and self.serving()
 
-        wait_until(settled, timeout, interval=2, what=f"{owner} to carry the cluster and serve every site")
+        wait_until(lambda: any(settled_on(name) for name in candidates), timeout, interval=2,
+                   what=f"{owner or 'a balancer'} to carry the cluster and serve every site")
         return time.monotonic() - started
 
 
-@pytest.fixture(scope="session")
-def lab():
+class Watch:
+    """Samples both balancers: who carries which floating address, and whether any
+    address is on both at once (which must never be seen)."""
+
+    def __init__(self, lab: Lab):
+        self.lab, self.both = lab, []
+
+    def carriers(self) -> dict[str, set[str]]:
+        held = {b.name: self.lab.carries(b.name)[0] & self.lab.floating() for b in self.lab.cluster.balancers}
+        first, second = held.values()
+        if first & second:
+            self.both.append(sorted(first & second))
+        return held
+
+    def exactly_one_carrier(self) -> str | None:
+        """The balancer carrying every floating address and IPVS, when the other
+        carries neither (None otherwise)."""
+        held, tables = {}, {}
+        for b in self.lab.cluster.balancers:
+            addresses, tables[b.name] = self.lab.carries(b.name)
+            held[b.name] = addresses & self.lab.floating()
+        first, second = held.values()
+        if first & second:
+            self.both.append(sorted(first & second))
+        full = [name for name, addresses in held.items() if addresses == self.lab.floating() and tables[name]]
+        empty = [name for name, addresses in held.items() if not addresses and not tables[name]]
+        return full[0] if len(full) == 1 and len(empty) == 1 else None
+
+
+@pytest.fixture(scope="session", params=_models())
+def lab(request):
+    """The lab for one model (pytest runs every test of the first model, then
+    tears it down before bringing up the second)."""
     missing = _missing_prerequisites()
     if missing:
         message = f"the lab needs: {', '.join(missing)} (run bin/setup as root)"
@@ -127,14 +215,22 @@ def lab():
             pytest.fail(message)
         pytest.skip(message)
 
-    global _lab_used
+    global _lab_used, _report_started
     _lab_used = True
+    inventory = Path(request.param)
     reuse = os.environ.get("LVSHA_LAB_REUSE") == "1" and lab_api.status().get("status") == "up"
     if reuse:
         state = lab_api.load_state()
+        if Path(state.get("inventory", REFERENCE_INVENTORY)) != inventory:
+            pytest.skip(f"the running lab has the model of {state.get('inventory')}, not {inventory}")
     else:
-        start_report()
-        state = lab_api.up(topology_cluster(), progress=lambda m: print(f"[lab] {m}", flush=True))
+        if not _report_started:
+            start_report()
+            _report_started = True
+        model = topology_cluster(inventory)
+        set_report_label("" if inventory == REFERENCE_INVENTORY or os.environ.get(LAB_INVENTORY_ENV)
+                         else model.name)
+        state = lab_api.up(model, progress=lambda m: print(f"[lab] {m}", flush=True), inventory=inventory)
         for key in ("image_s", "boot_s"):
             if key in state.get("timings", {}):
                 record({"image_s": "image (build or cache)", "boot_s": "boot to SSH, all VMs"}[key], state["timings"][key])
@@ -143,10 +239,12 @@ def lab():
         handle = Lab(state, cluster)
         if not reuse:
             first = deploy()
+            first.save(cache_dir() / f"first-deploy-{cluster.name}.log")
             assert first.ok, f"first deploy failed:\n{first.output[-6000:]}"
             record("first deploy", first.seconds)
+            # Started together, the pair settles on the master either way.
             record("cluster settled after deploy", handle.wait_settled(cluster.master.name))
-        handle.first_deploy = None if reuse else first
+            handle.first_deploy = first
         yield handle
     finally:
         if not reuse:

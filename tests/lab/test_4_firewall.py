@@ -5,6 +5,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.every_model
+
 PROBE = textwrap.dedent("""
     import socket, sys
     s = socket.socket()

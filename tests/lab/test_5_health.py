@@ -2,12 +2,15 @@
 
 import time
 
+import pytest
+
 from lvsha.lab import wait_until
 from lvsha.lab.run import record
 
 
+@pytest.mark.every_model
 def test_stopped_web_server_leaves_and_rejoins_rotation(lab):
-    master = lab.cluster.master.name
+    master = lab.carrier()
     victim = lab.cluster.web_hosts[1]
     victim_reals = {f"{ip}:{vs.port}" for vs in lab.cluster.virtual_servers() for h, ip in vs.reals if h == victim}
 

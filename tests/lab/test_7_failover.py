@@ -1,6 +1,9 @@
-"""Failover: the VIPs, mail IPs and gateway move to balancer2 and come back."""
+"""Failover: the VIPs, mail IPs and gateway move to the peer; with auto_failback
+they come back to the master when it returns, without it they stay."""
 
 import time
+
+import pytest
 
 from lvsha.lab import lab as lab_api
 from lvsha.lab import wait_until
@@ -15,18 +18,25 @@ def _nothing_on(lab, balancer):
     return not addresses & lab.floating()
 
 
-def test_heartbeat_stop_moves_everything_and_failback_returns_it(lab):
-    master, backup = (b.name for b in lab.cluster.balancers)
-    lab.ssh(master, "systemctl stop heartbeat")
+def _return_label(lab) -> str:
+    return "failback" if lab.cluster.heartbeat.auto_failback else "settled on the peer (no failback)"
+
+
+@pytest.mark.every_model
+def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(lab):
+    active = lab.carrier()
+    standby = lab.other(active)
+    lab.ssh(active, "systemctl stop heartbeat")
     try:
-        record("takeover after heartbeat stop", lab.wait_settled(backup))
-        assert _nothing_on(lab, master)
-        assert lab.ipvs_reals(master) == {}
+        record("takeover after heartbeat stop", lab.wait_settled(standby))
+        assert _nothing_on(lab, active)
+        assert lab.ipvs_reals(active) == {}
     finally:
-        lab.ssh(master, "systemctl start heartbeat")
-    record("failback after heartbeat start", lab.wait_settled(master))
-    wait_until(lambda: _nothing_on(lab, backup), 60, what=f"{backup} to release every address")
-    assert lab.ipvs_reals(backup) == {}
+        lab.ssh(active, "systemctl start heartbeat")
+    home = lab.home_after_return(standby)
+    record(f"{_return_label(lab)} after heartbeat start", lab.wait_settled(home))
+    wait_until(lambda: _nothing_on(lab, lab.other(home)), 60, what=f"{lab.other(home)} to release every address")
+    assert lab.ipvs_reals(lab.other(home)) == {}
 
 
 def _snapshot(lab, name: str) -> str:
@@ -36,26 +46,28 @@ def _snapshot(lab, name: str) -> str:
                          f"systemctl is-enabled {SERVICES} 2>&1", check=False).stdout
 
 
-def test_power_off_moves_everything_and_reboot_takes_it_back(lab):
-    master, backup = (b.name for b in lab.cluster.balancers)
-    lab_api.vm_stop(master)
+def test_power_off_moves_everything_and_the_reboot_follows_auto_failback(lab):
+    active = lab.carrier()
+    standby = lab.other(active)
+    lab_api.vm_stop(active)
     started = time.monotonic()
     try:
-        lab.wait_settled(backup)
+        lab.wait_settled(standby)
         record("takeover after power-off", time.monotonic() - started)
         # A deploy that cannot reach one balancer changes nothing anywhere.
-        others = [name for name in lab.state["hosts"] if name != master]
+        others = [name for name in lab.state["hosts"] if name != active]
         before = {name: _snapshot(lab, name) for name in others}
         refused = deploy()
         assert refused.returncode != 0, refused.output[-4000:]
-        assert master in refused.output
+        assert active in refused.output
         assert {name: _snapshot(lab, name) for name in others} == before
     finally:
         booted = time.monotonic()
-        lab_api.vm_start(master)
+        lab_api.vm_start(active)
         record("balancer reboot to SSH", time.monotonic() - booted)
-    record("failback after reboot", lab.wait_settled(master))
-    wait_until(lambda: _nothing_on(lab, backup), 60, what=f"{backup} to release every address")
+    home = lab.home_after_return(standby)
+    record(f"{_return_label(lab)} after reboot", lab.wait_settled(home))
+    wait_until(lambda: _nothing_on(lab, lab.other(home)), 60, what=f"{lab.other(home)} to release every address")
     # the reboot kept the firewall, forwarding and IPVS modules (persisted, not just live)
-    assert "-P INPUT DROP" in lab.ssh(master, "iptables -S INPUT").stdout
-    assert lab.ssh(master, "sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
+    assert "-P INPUT DROP" in lab.ssh(active, "iptables -S INPUT").stdout
+    assert lab.ssh(active, "sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"

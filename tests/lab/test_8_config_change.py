@@ -1,16 +1,29 @@
 """A heartbeat configuration change: the deploy restarts heartbeat one balancer
-at a time and returns only once the pair has settled back on the master."""
+at a time and returns only once the pair has settled: on the master with
+auto_failback, on one node without it."""
 
 import secrets
 import threading
 from pathlib import Path
 
+import pytest
+
 from lvsha.lab.run import deploy, record
 from lvsha.render import AUTHKEYS, HA_CF
+from tests.lab.conftest import Watch
 
 
-def test_config_change_restarts_heartbeat_and_the_pair_settles_on_the_master(lab):
-    master, backup = (b.name for b in lab.cluster.balancers)
+def _settled_when_the_deploy_returned(lab) -> None:
+    """Already settled: one node carries everything and serves (the master with
+    auto_failback), the other carries nothing."""
+    owner = lab.cluster.master.name if lab.cluster.heartbeat.auto_failback else None
+    assert lab.wait_settled(owner, timeout=30) < 30
+    assert lab.carries_none(lab.other(lab.carrier()))
+
+
+@pytest.mark.every_model
+def test_config_change_restarts_heartbeat_and_the_pair_settles(lab):
+    master, backup = lab.pair
     for name in (master, backup):  # a hand edit on both, which the deploy reverts
         lab.ssh(name, f"echo '# hand edit made by the lab test' >> {HA_CF}")
     result = deploy()
@@ -20,25 +33,22 @@ def test_config_change_restarts_heartbeat_and_the_pair_settles_on_the_master(lab
     assert result.changed == 4, result.output[-6000:]  # ha.cf and the restart, on each balancer
     for name in (master, backup):
         assert "hand edit" not in lab.ssh(name, f"cat {HA_CF}").stdout
-    # settled when the deploy returned: the master carries everything and serves, the backup nothing
-    assert lab.wait_settled(master, timeout=30) < 30
-    assert lab.carries_none(backup)
+    _settled_when_the_deploy_returned(lab)
 
 
-def test_secret_rotation_keeps_the_pair_authenticated_and_on_the_master(lab):
-    """A new secret, one deploy: rotated in place (no restart), and the floating
-    addresses are never seen on both balancers (sampled every 2 s)."""
-    master, backup = (b.name for b in lab.cluster.balancers)
+@pytest.mark.every_model
+def test_secret_rotation_keeps_the_pair_authenticated_and_the_group_where_it_is(lab):
+    """A new secret, one deploy: rotated in place (no restart), the group never
+    moves, and the floating addresses are never seen on both balancers (sampled every 2 s)."""
+    holder = lab.carrier()
     secret_file = Path(lab.state["heartbeat_secret_file"])
     new_secret = secrets.token_hex(32)
     secret_file.write_text(new_secret + "\n")  # stays 0600
-    seen_on_both, done = [], threading.Event()
+    watch, done = Watch(lab), threading.Event()
 
     def sample():
         while not done.is_set():
-            held = [lab.carries(b.name)[0] & lab.floating() for b in lab.cluster.balancers]
-            if held[0] & held[1]:
-                seen_on_both.append(sorted(held[0] & held[1]))
+            watch.carriers()
             done.wait(2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -52,9 +62,9 @@ def test_secret_rotation_keeps_the_pair_authenticated_and_on_the_master(lab):
     assert result.ok, result.output[-6000:]
     assert "Rotate the heartbeat key 5/5" in result.output
     assert result.changed == 2 * 6, result.output[-6000:]  # staged + 5 phases on each balancer, no restart
-    assert seen_on_both == [], f"floating addresses on both balancers during the rotation: {seen_on_both}"
-    for name in (master, backup):
+    assert watch.both == [], f"floating addresses on both balancers during the rotation: {watch.both}"
+    for name in lab.pair:
         assert new_secret in lab.ssh(name, f"cat {AUTHKEYS}").stdout
-    assert lab.wait_settled(master, timeout=60) < 60
-    assert lab.carries_none(backup)
+    assert lab.wait_settled(holder, timeout=60) < 60
+    assert lab.carries_none(lab.other(holder))
     assert deploy().changed == 0

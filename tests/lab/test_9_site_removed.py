@@ -13,7 +13,7 @@ def test_a_removed_site_disappears_from_both_balancers(lab, tmp_path, monkeypatc
     smaller.write_text(
         "from dataclasses import replace\n"
         "from lvsha.loader import load_cluster\n"
-        f"_full = load_cluster({str(source_inventory())!r})\n"
+        f"_full = load_cluster({str(source_inventory(lab.state))!r})\n"
         "CLUSTER = replace(_full, sites=_full.sites[:-1], web_hosts=tuple(\n"
         "    replace(h, internal_ips=h.internal_ips[:-1]) for h in _full.web_hosts))\n"
     )

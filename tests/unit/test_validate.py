@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from lvsha.model import Balancer, HealthCheck, Heartbeat, HeartbeatAuth, Service, Site, WebHost
+from lvsha.model import Balancer, HealthCheck, Service
 from lvsha.validate import ValidationError, problems, validate
 
 

@@ -1,0 +1,63 @@
+"""The example clusters under examples/: each is a valid model that renders,
+and the second cluster differs from the reference in every dimension the lab
+must prove independent of (names, networks, sites, web hosts, timers,
+auto_failback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from netaddr import IPSet
+
+from lvsha.lab import model as lab_model
+from lvsha.loader import load_cluster
+from lvsha.render import all_files
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted(REPO.glob("examples/*/inventory.py"))
+SECRET = "an-example-secret-for-the-unit-tier"
+
+
+@pytest.fixture
+def secret(monkeypatch):
+    monkeypatch.delenv("LVSHA_HEARTBEAT_SECRET_FILE", raising=False)
+    monkeypatch.setenv("LVSHA_HEARTBEAT_SECRET", SECRET)
+
+
+def test_there_is_an_example():
+    assert EXAMPLES, "examples/*/inventory.py"
+
+
+@pytest.mark.parametrize("inventory", EXAMPLES, ids=lambda p: p.parent.name)
+def test_example_loads_validated_and_renders_every_host(inventory, secret):
+    cluster = load_cluster(inventory)
+    files = all_files(cluster)
+    assert set(files) == {b.name for b in cluster.balancers} | {h.name for h in cluster.web_hosts}
+    assert all(files.values())
+
+
+def test_edge_differs_from_the_reference_everywhere(secret):
+    reference = load_cluster(REPO / "inventory.py")
+    edge = load_cluster(REPO / "examples" / "edge" / "inventory.py")
+    names = lambda c: {b.name for b in c.balancers} | {h.name for h in c.web_hosts} | {s.name for s in c.sites}  # noqa: E731
+    assert not names(edge) & names(reference)
+    assert not IPSet([edge.external_net, edge.internal_net]) & IPSet([reference.external_net, reference.internal_net])
+    assert edge.internal_net.prefixlen == 16
+    assert (len(edge.sites), len(edge.web_hosts)) != (len(reference.sites), len(reference.web_hosts))
+    plain = [s for s in edge.sites if s.ports == (80,) and s.virtual_port == 80 and s.scheduler == "rr"]
+    assert plain and all(s.persistent is None for s in plain)
+    timers = lambda hb: (hb.keepalive, hb.warntime, hb.deadtime, hb.initdead)  # noqa: E731
+    assert timers(edge.heartbeat) != timers(reference.heartbeat)
+    assert edge.heartbeat.auto_failback != reference.heartbeat.auto_failback
+
+
+def test_the_lab_deploys_the_model_it_was_brought_up_with(monkeypatch, tmp_path):
+    """LVSHA_LAB_INVENTORY, else the running lab's state, else the reference."""
+    monkeypatch.delenv(lab_model.LAB_INVENTORY_ENV, raising=False)
+    assert lab_model.source_inventory() == REPO / "inventory.py"
+    edge = REPO / "examples" / "edge" / "inventory.py"
+    assert lab_model.source_inventory({"inventory": str(edge)}) == edge
+    chosen = tmp_path / "chosen.py"
+    monkeypatch.setenv(lab_model.LAB_INVENTORY_ENV, str(chosen))
+    assert lab_model.source_inventory({"inventory": str(edge)}) == chosen
