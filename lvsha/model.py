@@ -164,6 +164,20 @@ class VirtualServer:
     port: int
     reals: tuple[tuple[WebHost, IPAddress], ...]
 
+    @property
+    def address(self) -> str:
+        """VIP:PORT, as ldirectord.cf's `virtual=` and ipvsadm name the service."""
+        return f"{self.vip}:{self.port}"
+
+    def real_address(self, ip: IPAddress) -> str:
+        """A real server of this service as ipvsadm names it (IP:PORT, port 0 included)."""
+        return f"{ip}:{self.port}"
+
+    def real_token(self, ip: IPAddress) -> str:
+        """A real server as ldirectord.cf's `real=` names it: no port where the
+        service balances every port."""
+        return f"{ip}:{self.port}" if self.port else str(ip)
+
 
 @dataclass(frozen=True)
 class MailRoute:

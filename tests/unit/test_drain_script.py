@@ -1,0 +1,123 @@
+"""files/lvsha/lvsha-drain, run for real against the reference cluster's rendered
+ldirectord.cf (systemctl faked): drained real servers get weight 0 in the file
+ldirectord runs with, nothing else changes, and a running ldirectord is reloaded."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from lvsha import render
+
+SCRIPT = str(render.FILES / "lvsha" / "lvsha-drain")
+
+
+class Balancer:
+    """A scratch balancer: its ldirectord.cf, drained list and a fake systemctl."""
+
+    def __init__(self, tmp_path, cluster, ldirectord_active=True, reload_fails=False):
+        self.tmp, self.cluster = tmp_path, cluster
+        self.config = tmp_path / "ha.d" / "ldirectord.cf"
+        self.config.parent.mkdir()
+        self.config.write_text(render.ldirectord_file(cluster).content)
+        self.live = tmp_path / "run" / "ldirectord.cf"
+        self.state = tmp_path / "lib" / "drained"
+        self.calls = tmp_path / "systemctl.calls"
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        fake = bin_dir / "systemctl"
+        fake.write_text(f"#!/bin/sh\necho \"$*\" >> {self.calls}\n"
+                        f"case \"$*\" in *is-active*) exit {0 if ldirectord_active else 3};; "
+                        f"reload*) exit {1 if reload_fails else 0};; esac\n")
+        fake.chmod(0o755)
+        self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(self.config),
+                    "LVSHA_DRAINED": str(self.state), "LVSHA_LDIRECTORD_LIVE": str(self.live)}
+
+    def run(self, *args):
+        return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=self.env, timeout=30)
+
+    def pairs(self, host_index: int, site_index: int | None = None) -> list[str]:
+        """VIRTUAL REAL arguments draining web host `host_index` (on one site, or all)."""
+        out = []
+        for i, vs in enumerate(self.cluster.virtual_servers()):
+            if site_index is None or i == site_index:
+                _, ip = vs.reals[host_index]
+                out += [vs.address, vs.real_token(ip)]
+        return out
+
+    def weights(self) -> dict[tuple[str, str], str]:
+        """{(virtual, real): weight as written} in the file ldirectord runs with."""
+        found, virtual = {}, None
+        for line in self.live.read_text().splitlines():
+            fields = line.strip().split()
+            if fields and fields[0].startswith("virtual="):
+                virtual = fields[0].split("=", 1)[1]
+            elif fields and fields[0].startswith("real="):
+                found[(virtual, fields[0].split("=", 1)[1])] = fields[2] if len(fields) > 2 else "1"
+        return found
+
+
+@pytest.fixture
+def balancer(tmp_path, reference):
+    return Balancer(tmp_path, reference)
+
+
+def test_render_without_drains_is_the_deployed_file(balancer):
+    assert balancer.run("render").returncode == 0
+    assert balancer.live.read_text() == balancer.config.read_text()
+    assert balancer.run("list").stdout == ""
+
+
+def test_a_drained_host_gets_weight_zero_on_every_site_and_nothing_else_changes(balancer):
+    result = balancer.run("add", *balancer.pairs(1))
+    assert result.returncode == 0, result.stderr
+    drained = {tuple(balancer.pairs(1)[i:i + 2]) for i in range(0, len(balancer.pairs(1)), 2)}
+    weights = balancer.weights()
+    assert {k for k, w in weights.items() if w == "0"} == drained
+    assert all(w == "1" for k, w in weights.items() if k not in drained)
+    # every line but the drained reals' is the deployed file's
+    deployed, live = balancer.config.read_text().splitlines(), balancer.live.read_text().splitlines()
+    assert len(deployed) == len(live)
+    assert [a for a, b in zip(deployed, live) if a != b] == [f"\treal={real} masq" for _, real in sorted(drained, key=lambda d: deployed.index(f"\treal={d[1]} masq"))]
+    assert sorted(balancer.run("list").stdout.splitlines()) == sorted(f"{v} {r}" for v, r in drained)
+    assert "reload ldirectord.service" in balancer.calls.read_text()
+
+
+def test_one_site_only_and_undrain(balancer):
+    assert balancer.run("add", *balancer.pairs(0, site_index=1)).returncode == 0
+    assert [k for k, w in balancer.weights().items() if w == "0"] == [tuple(balancer.pairs(0, site_index=1))]
+    assert balancer.run("add", *balancer.pairs(0, site_index=1)).returncode == 0  # twice is once
+    assert len(balancer.run("list").stdout.splitlines()) == 1
+    assert balancer.run("remove", *balancer.pairs(0, site_index=1)).returncode == 0
+    assert balancer.live.read_text() == balancer.config.read_text()
+    assert balancer.run("list").stdout == ""
+
+
+def test_a_stopped_ldirectord_is_not_started(tmp_path, reference):
+    balancer = Balancer(tmp_path, reference, ldirectord_active=False)
+    assert balancer.run("add", *balancer.pairs(2)).returncode == 0
+    assert "reload" not in balancer.calls.read_text() and "start" not in balancer.calls.read_text()
+
+
+def test_a_failed_reload_is_an_error_but_the_drain_is_kept(tmp_path, reference):
+    balancer = Balancer(tmp_path, reference, reload_fails=True)
+    result = balancer.run("add", *balancer.pairs(2))
+    assert result.returncode == 1 and "did not reload" in result.stderr
+    assert len(balancer.run("list").stdout.splitlines()) == len(reference.sites)
+
+
+@pytest.mark.parametrize("args", [("add",), ("add", "10.0.0.1:0"), ("add", "10.0.0.1:0", "x;rm -rf /"), ("bogus",)])
+def test_bad_arguments_change_nothing(balancer, args):
+    result = balancer.run(*args)
+    assert result.returncode == 2, result
+    assert not balancer.state.exists() or balancer.state.read_text() == ""
+
+
+def test_a_weight_already_in_the_file_is_replaced(balancer):
+    text = balancer.config.read_text()
+    vs = balancer.cluster.virtual_servers()[0]
+    token = vs.real_token(vs.reals[0][1])
+    balancer.config.write_text(text.replace(f"real={token} masq\n", f"real={token} masq 5\n"))
+    assert balancer.run("add", vs.address, token).returncode == 0
+    assert balancer.weights()[(vs.address, token)] == "0"
