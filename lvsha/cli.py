@@ -2,6 +2,7 @@
 
     lvsha validate inventory.py        # or: python3 -m lvsha ...
     lvsha render inventory.py out/
+    lvsha status inventory.py          # day 2: the live pair (also drain, undrain, failover)
     lvsha lab run                      # the whole lab: up, deploy, test, report, down
 """
 
@@ -53,6 +54,13 @@ def render(inventory: str, out: str) -> None:
         click.echo(str(path))
 
 
+def _mount_day2() -> None:
+    from lvsha.day2 import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
 def _mount_lab() -> None:
     from lvsha.lab.cli import lab, set_cluster_loader
     from lvsha.lab.model import topology_cluster
@@ -63,6 +71,7 @@ def _mount_lab() -> None:
     main.add_command(lab)
 
 
+_mount_day2()
 _mount_lab()
 
 if __name__ == "__main__":

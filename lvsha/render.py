@@ -25,7 +25,8 @@ HARESOURCES = "/etc/ha.d/haresources"
 AUTHKEYS = "/etc/ha.d/authkeys"
 LDIRECTORD_CF = "/etc/ha.d/ldirectord.cf"
 FLOATING_IPS_SCRIPT = "/etc/ha.d/resource.d/lvsha-floating-ips"
-LDIRECTORD_SCRIPT = "/etc/ha.d/resource.d/lvsha-ldirectord"
+# lvsha before 0.6 ran ldirectord as a heartbeat resource through this script; the deploy removes it.
+OLD_LDIRECTORD_SCRIPT = "/etc/ha.d/resource.d/lvsha-ldirectord"
 HEARTBEAT_ENV = "/etc/ha.d/lvsha.env"
 HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
 HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
@@ -34,6 +35,10 @@ HEARTBEAT_DROPIN = "/etc/systemd/system/heartbeat.service.d/lvsha.conf"
 LDIRECTORD_DROPIN = "/etc/systemd/system/ldirectord.service.d/lvsha.conf"
 FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf"
 APPLIED_SCRIPT = "/usr/local/sbin/lvsha-applied"
+DRAIN_SCRIPT = "/usr/local/sbin/lvsha-drain"
+# What ldirectord.service runs with: LDIRECTORD_CF with the drained real servers at weight 0.
+# Named "ldirectord" so that ldirectord's pid file stays Debian's /run/ldirectord.ldirectord.pid.
+LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
@@ -98,12 +103,14 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
 
 
 def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
-    """What runs around heartbeat, read afresh at each use (no restart needed):
-    the resource scripts, the guard and restart scripts, their settings."""
+    """What runs around heartbeat and ldirectord, read afresh at each use (no
+    restart needed): the resource script, the guard, restart and key rotation
+    scripts, their settings, and the drain script."""
     hb = cluster.heartbeat
     return [
         *(_shipped("heartbeat", path, mode="0755")
-          for path in (FLOATING_IPS_SCRIPT, LDIRECTORD_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT)),
+          for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT)),
+        _shipped("lvsha", DRAIN_SCRIPT, mode="0755"),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
             rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
@@ -134,15 +141,16 @@ def floating_ips_arguments(cluster: Cluster) -> list[str]:
 def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     """(resource, why) in start order; heartbeat stops them in reverse.
 
-    IPVS first, then every floating address in one resource: traffic arrives
-    only once ldirectord has programmed the virtual services, and on release
-    the addresses go before IPVS. One resource for all the addresses because
-    heartbeat runs each resource through several shell scripts, one at a time.
-    ldirectord runs as its systemd service, which systemd restarts if it dies.
+    Only the floating addresses, in one resource: heartbeat runs each resource
+    through several shell scripts, one at a time, and a takeover is then one
+    step. IPVS is not a resource: ldirectord runs on both balancers (systemd
+    keeps it running), so the virtual services and their health-checked real
+    servers are already loaded on the node that takes over; traffic follows
+    the addresses. (A resource running on the idle node would also stop
+    heartbeat's start: it refuses to start with a resource active.)
     """
     addresses = "::".join(floating_ips_arguments(cluster))
     return [
-        (Path(LDIRECTORD_SCRIPT).name, f"ldirectord.service: IPVS virtual services and health checks ({LDIRECTORD_CF})"),
         (f"{Path(FLOATING_IPS_SCRIPT).name}::{addresses}", "every floating address, added and removed together"),
     ]
 

@@ -1,4 +1,4 @@
-"""heartbeat owns the floating addresses and ldirectord."""
+"""heartbeat owns the floating addresses; ldirectord runs on both balancers."""
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -7,8 +7,9 @@ from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import Applied, InterfaceAddresses, managed_state
+from tasks.facts import Applied, managed_state
 from tasks.operations import (
+    absent_file,
     only_model_addresses,
     only_model_ipvs_services,
     private_file,
@@ -30,12 +31,6 @@ def runs_stale(service: str, rendered: list) -> bool:
     before the restart, or edited and restarted by hand."""
     recorded = host.get_fact(Applied).get(service, [])
     return running(service) and recorded[:len(rendered)] != render.applied_record(rendered)
-
-
-def carries_floating_ips(cluster: Cluster) -> bool:
-    """This host carries every floating address now (it is the active balancer)."""
-    present = host.get_fact(InterfaceAddresses)
-    return all(ip.cidr in present.get(ip.interface, []) for ip in cluster.floating_ips())
 
 
 ROTATION = (
@@ -60,37 +55,31 @@ def rotate_authkeys(authkeys):
 @deploy("heartbeat")
 def heartbeat(cluster: Cluster, balancer: Balancer):
     """ha.cf, haresources (identical on both nodes), authkeys (0600, sha1),
-    ldirectord.cf, the resource scripts and lvsha's helpers are in place.
+    ldirectord.cf, the resource script and lvsha's helpers are in place.
 
-    ldirectord runs as Debian's ldirectord.service, never enabled at boot and
-    started by heartbeat on the active node only; systemd restarts it if it
-    dies. heartbeat.service gets lvsha's drop-in: whenever heartbeat stops, the
-    node gives up every floating address and ldirectord at once, and systemd
-    starts heartbeat again, which rejoins only once its peer has taken over
-    (files/heartbeat/lvsha-heartbeat-guard).
+    ldirectord runs as Debian's ldirectord.service on both balancers, enabled
+    at boot, with the drained real servers at weight 0 (lvsha-drain); systemd
+    restarts it if it dies. IPVS is thus loaded on the node that takes over,
+    and heartbeat moves only the floating addresses. heartbeat.service gets
+    lvsha's drop-in: whenever heartbeat stops, the node gives up every floating
+    address at once, and systemd starts heartbeat again, which rejoins only
+    once its peer has taken over (files/heartbeat/lvsha-heartbeat-guard).
 
     heartbeat is enabled and running, restarted only when its configuration
     changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
     to restart the only node serving and returns once the pair has settled.
     A new heartbeat secret is rotated in place on a running pair (see
     rotate_authkeys), never by restarts with keys that differ.
-    A running ldirectord is restarted when its configuration changed (a
-    reload cannot add or remove virtual services). Either is also restarted
-    when it runs with other files than the model's (lvsha-applied), such as
-    files written by a run that died before the restart.
+    A running ldirectord is restarted when its configuration or its unit
+    drop-in changed (a reload cannot add or remove virtual services). Either
+    is also restarted when it runs with other files than the model's
+    (lvsha-applied), such as files written by a run that died before the restart.
     """
     for helper in render.heartbeat_helper_files(cluster, balancer):
         put(helper)  # read afresh at each use: a new version needs no restart
-    dropins = [put(f) for f in render.unit_dropin_files(cluster)]
+    heartbeat_dropin, ldirectord_dropin = (put(f) for f in render.unit_dropin_files(cluster))
     systemd.daemon_reload(name="Reload systemd for lvsha's unit drop-ins",
-                          _if=lambda: any(op.did_change() for op in dropins))
-    carrier = carries_floating_ips(cluster)
-    unit(
-        name="ldirectord.service starts only through heartbeat, never at boot",
-        service="ldirectord", enabled=False,
-        # Debian starts it on install; only the node carrying the group may run it.
-        running=None if carrier else False,
-    )
+                          _if=lambda: heartbeat_dropin.did_change() or ldirectord_dropin.did_change())
     ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
     # A new secret on a running heartbeat is rotated in place, before anything
     # else changes (a reread with a changed ha.cf would restart heartbeat).
@@ -104,8 +93,10 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
     ldirectord_config = render.ldirectord_file(cluster)
-    ldirectord_stale = carrier and runs_stale("ldirectord", [ldirectord_config])
+    ldirectord_stale = runs_stale("ldirectord", [ldirectord_config])
     ldirectord_cf = put(ldirectord_config)
+    ldirectord_started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
+                              running=True, enabled=True)
 
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     # One operation per balancer, the backup's first: pyinfra runs operations in
@@ -121,9 +112,11 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
             and (heartbeat_stale or any(op.did_change() for op in changes)),
         )
     server.shell(
-        name="Restart the running ldirectord for its new configuration",
-        commands=["systemctl try-restart ldirectord.service"],
-        _if=lambda: ldirectord_stale or ldirectord_cf.did_change(),
+        name="Restart ldirectord for its new configuration",
+        commands=["systemctl restart ldirectord.service"],
+        # One just started has read the new files already.
+        _if=lambda: not ldirectord_started.did_change()
+        and (ldirectord_stale or ldirectord_cf.did_change() or ldirectord_dropin.did_change()),
     )
     # What the model no longer has is gone too: heartbeat and ldirectord only
     # manage what their current files name.
@@ -133,4 +126,6 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
                              network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
     only_model_ipvs_services(name="No IPVS service the model does not have",
-                             services=[f"TCP {vs.vip}:{vs.port}" for vs in cluster.virtual_servers()])
+                             services=[f"TCP {vs.address}" for vs in cluster.virtual_servers()])
+    # lvsha before 0.6 ran ldirectord as a heartbeat resource; haresources no longer names it.
+    absent_file(name=f"No {render.OLD_LDIRECTORD_SCRIPT}", path=render.OLD_LDIRECTORD_SCRIPT)

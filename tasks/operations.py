@@ -153,6 +153,15 @@ def private_file(path: str):
 
 
 @operation()
+def absent_file(path: str):
+    """`path` (in one of the managed directories) does not exist."""
+    if managed_state(path) is None:
+        host.noop(f"{path} is absent")
+        return
+    yield StringCommand("rm", "-f", path)
+
+
+@operation()
 def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
     """Each sysctl in `values` holds its value now (persisting is a sysctl.d file's
     job). `keys` is every key the caller sets, read in one fact."""

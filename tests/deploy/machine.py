@@ -109,7 +109,8 @@ def _service(machine, name, running, enabled):
 
 
 def converged_balancer(cluster, balancer) -> Machine:
-    """A balancer exactly as the deploy leaves it (the passive one: no floating IPs)."""
+    """A balancer exactly as the deploy leaves it (the passive one: no floating IPs;
+    ldirectord runs on both)."""
     m = Machine(hostname=balancer.name)
     for f in render.balancer_files(cluster, balancer):
         m.put(f)
@@ -118,7 +119,7 @@ def converged_balancer(cluster, balancer) -> Machine:
     m.modules |= {"ip_vs", "nf_conntrack", *cluster.scheduler_modules()}
     m.sysctls.update({"net.ipv4.ip_forward": 1, "net.ipv4.vs.conntrack": 1,
                       "net.ipv4.vs.expire_nodest_conn": 1, "net.ipv4.vs.expire_quiescent_template": 1})
-    _service(m, "ldirectord", False, False)
+    _service(m, "ldirectord", True, True)
     _service(m, "heartbeat", True, True)
     _service(m, "systemd-networkd", True, True)
     _service(m, "netfilter-persistent", True, True)
@@ -127,6 +128,7 @@ def converged_balancer(cluster, balancer) -> Machine:
     m.ssh = {"client": "10.0.0.99", "client_port": 50000, "server": balancer.external_ip, "server_port": 22}
     # heartbeat runs with the model's files and the model's firewall is the loaded one
     m.applied = {"heartbeat": render.applied_record(render.heartbeat_files(cluster, balancer)),
+                 "ldirectord": render.applied_record([render.ldirectord_file(cluster)]),
                  "firewall": [hashlib.sha1(render.firewall_file(cluster, balancer).content.encode()).hexdigest(),
                               "ruleset-digest"],
                  "firewall-now": ["ruleset-digest"]}

@@ -128,45 +128,55 @@ def test_new_floating_ips_script_alone_does_not_restart_heartbeat(reference):
     assert set(changing(_director(reference, machine, "balancer2"))) == {f"Write {render.FLOATING_IPS_SCRIPT}"}
 
 
-def test_changed_ldirectord_cf_restarts_only_a_running_ldirectord(reference):
-    machine = converged_balancer(reference, reference.balancer("balancer1"))
+LDIRECTORD_RESTART = "Restart ldirectord for its new configuration"
+LDIRECTORD_OP = "ldirectord runs on both balancers, enabled at boot"
+
+
+@pytest.mark.parametrize("name", ["balancer1", "balancer2"])
+def test_changed_ldirectord_cf_restarts_ldirectord_on_both(reference, name):
+    machine = converged_balancer(reference, reference.balancer(name))
     machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)
-    changes = changing(_director(reference, machine))
-    assert set(changes) == {f"Write {render.LDIRECTORD_CF}", "Restart the running ldirectord for its new configuration"}
-    assert changes["Restart the running ldirectord for its new configuration"] == ["systemctl try-restart ldirectord.service"]
+    changes = changing(_director(reference, machine, name))
+    assert changes == {f"Write {render.LDIRECTORD_CF}": changes[f"Write {render.LDIRECTORD_CF}"],
+                       LDIRECTORD_RESTART: ["systemctl restart ldirectord.service"]}
 
 
-LDIRECTORD_OP = "ldirectord.service starts only through heartbeat, never at boot"
-
-
-def test_ldirectord_running_where_heartbeat_did_not_start_it_is_stopped_and_disabled(reference):
-    """Debian starts ldirectord.service on install; only the node carrying the group may run it."""
-    machine = converged_balancer(reference, reference.balancer("balancer2"))
-    machine.running["ldirectord.service"] = True
-    machine.enabled["ldirectord.service"] = True
-    changes = changing(_director(reference, machine, "balancer2"))
-    assert list(changes) == [LDIRECTORD_OP]
-    assert changes[LDIRECTORD_OP] == ["systemctl stop ldirectord.service", "systemctl disable ldirectord.service"]
-
-
-def test_ldirectord_of_the_node_carrying_the_group_is_left_running(reference):
+def test_a_new_ldirectord_dropin_restarts_ldirectord_onto_the_drained_file(reference):
+    """Upgrading from ldirectord run by heartbeat: the running one restarts with the drop-in's file."""
     machine = converged_balancer(reference, reference.balancer("balancer1"))
-    for ip in reference.floating_ips():
-        machine.addresses[ip.interface].append(ip.cidr)
-    machine.running["ldirectord.service"] = True
-    machine.applied["ldirectord"] = render.applied_record([render.ldirectord_file(reference)])
-    assert changing(_director(reference, machine)) == {}
+    machine.files[render.LDIRECTORD_DROPIN] = ("[Service]\nRestart=on-failure\n", 644)
+    machine.files[render.OLD_LDIRECTORD_SCRIPT] = ("#!/bin/sh\n", 755)
+    changes = changing(_director(reference, machine))
+    assert set(changes) == {f"Write {render.LDIRECTORD_DROPIN}", "Reload systemd for lvsha's unit drop-ins",
+                            LDIRECTORD_RESTART, f"No {render.OLD_LDIRECTORD_SCRIPT}"}
+    assert changes[f"No {render.OLD_LDIRECTORD_SCRIPT}"] == [f"rm -f {render.OLD_LDIRECTORD_SCRIPT}"]
+    names = [op.name for op in _director(reference, machine)]
+    assert names.index("Reload systemd for lvsha's unit drop-ins") < names.index(LDIRECTORD_RESTART)
+
+
+@pytest.mark.parametrize("name", ["balancer1", "balancer2"])
+def test_a_stopped_or_disabled_ldirectord_is_started_and_enabled_not_restarted(reference, name):
+    """ldirectord runs on both balancers (IPVS loaded before a takeover), started
+    once its file, its drop-in and the drain script are in place."""
+    machine = converged_balancer(reference, reference.balancer(name))
+    machine.running["ldirectord.service"] = False
+    machine.enabled["ldirectord.service"] = False
+    machine.files.pop(render.LDIRECTORD_CF)
+    ops = _director(reference, machine, name)
+    changes = changing(ops)
+    assert changes[LDIRECTORD_OP] == ["systemctl start ldirectord.service", "systemctl enable ldirectord.service"]
+    assert LDIRECTORD_RESTART not in changes
+    names = [op.name for op in ops]
+    for before in (f"Write {render.LDIRECTORD_CF}", f"Write {render.LDIRECTORD_DROPIN}", f"Write {render.DRAIN_SCRIPT}"):
+        assert names.index(before) < names.index(LDIRECTORD_OP)
 
 
 def test_ldirectord_running_with_files_it_was_never_restarted_for_is_restarted(reference):
     """A run died after writing ldirectord.cf, before the restart: the next run applies it."""
-    machine = converged_balancer(reference, reference.balancer("balancer1"))
-    for ip in reference.floating_ips():
-        machine.addresses[ip.interface].append(ip.cidr)
-    machine.running["ldirectord.service"] = True
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
     machine.applied["ldirectord"] = ["digest-of-an-older-ldirectord.cf"]
-    assert changing(_director(reference, machine)) == {
-        "Restart the running ldirectord for its new configuration": ["systemctl try-restart ldirectord.service"]}
+    assert changing(_director(reference, machine, "balancer2")) == {
+        LDIRECTORD_RESTART: ["systemctl restart ldirectord.service"]}
 
 
 def test_heartbeat_running_with_files_it_was_never_restarted_for_is_restarted(reference):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 from lvsha.lab import lab as lab_api
 from lvsha.lab import cache_dir, wait_until
 from lvsha.lab.model import LAB_INVENTORY_ENV, REFERENCE_INVENTORY, ROOT, lab_cluster, topology_cluster
-from lvsha.lab.run import deploy, format_report, record, set_report_label, start_report
+from lvsha.lab.run import LAB_INVENTORY, deploy, format_report, record, set_report_label, start_report
 from lvsha.model import Cluster
 
 EXAMPLE_INVENTORY = ROOT / "examples" / "edge" / "inventory.py"
@@ -106,6 +107,20 @@ class Lab:
     def client(self, *args, timeout: float = 30) -> subprocess.CompletedProcess:
         return lab_api.client_exec(list(args), timeout=timeout)
 
+    def client_program(self, name: str, *args) -> subprocess.Popen:
+        """Start tests/lab/clients/NAME.py in the client netns (text lines on stdout)."""
+        argv = ["ip", "netns", "exec", self.state["client"]["netns"], "python3", "-u",
+                str(Path(__file__).parent / "clients" / f"{name}.py"), *map(str, args)]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL)
+
+    def lvsha(self, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+        """The real `lvsha` CLI (python -m lvsha) with the lab's inventory: `lab.lvsha("status")`."""
+        command, *rest = args
+        argv = [sys.executable, "-m", "lvsha", command, str(LAB_INVENTORY), *map(str, rest)]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              cwd=ROOT)
+
     def holder_of(self, address: str) -> list[str]:
         """Which balancers carry `address` right now."""
         return [b.name for b in self.cluster.balancers
@@ -119,10 +134,15 @@ class Lab:
         """Every address heartbeat moves, from the model."""
         return {str(ip.address) for ip in self.cluster.floating_ips()}
 
+    def expected_ipvs(self) -> dict[str, set[str]]:
+        """The model's IPVS table, every real server in it (as `ipvs_reals` reads it)."""
+        return {vs.address: {vs.real_address(ip) for _, ip in vs.reals} for vs in self.cluster.virtual_servers()}
+
     def carries_none(self, balancer: str) -> bool:
-        """`balancer` has no floating address and an empty IPVS table."""
+        """`balancer` has no floating address, and its IPVS is loaded all the same
+        (ldirectord runs on both, so a takeover only moves addresses)."""
         addresses, table = self.carries(balancer)
-        return not addresses & self.floating() and table == {}
+        return not addresses & self.floating() and table == self.expected_ipvs()
 
     def carries(self, balancer: str) -> tuple[set[str], dict[str, set[str]]]:
         """(IPv4 addresses on `balancer`, its IPVS table), read in one command."""
@@ -191,8 +211,8 @@ class Watch:
         return held
 
     def exactly_one_carrier(self) -> str | None:
-        """The balancer carrying every floating address and IPVS, when the other
-        carries neither (None otherwise)."""
+        """The balancer carrying every floating address with its IPVS loaded, when
+        the other carries none (None otherwise)."""
         held, tables = {}, {}
         for b in self.lab.cluster.balancers:
             addresses, tables[b.name] = self.lab.carries(b.name)
@@ -201,8 +221,21 @@ class Watch:
         if first & second:
             self.both.append(sorted(first & second))
         full = [name for name, addresses in held.items() if addresses == self.lab.floating() and tables[name]]
-        empty = [name for name, addresses in held.items() if not addresses and not tables[name]]
+        empty = [name for name, addresses in held.items() if not addresses]
         return full[0] if len(full) == 1 and len(empty) == 1 else None
+
+
+@pytest.fixture(scope="module")
+def client_sources(lab):
+    """Extra client addresses (free ones in the external network) to act as distinct clients."""
+    net = lab.cluster.external_net
+    used = {str(a) for a in lab.cluster.used_addresses()} | {lab.state["client"]["address"].split("/")[0]}
+    free = [str(ip) for ip in reversed(list(net.iter_hosts())) if str(ip) not in used][:6]
+    for ip in free:
+        lab.client("ip", "addr", "add", f"{ip}/{net.prefixlen}", "dev", "eth0")
+    yield free
+    for ip in free:
+        lab.client("ip", "addr", "del", f"{ip}/{net.prefixlen}", "dev", "eth0")
 
 
 @pytest.fixture(scope="session", params=_models())

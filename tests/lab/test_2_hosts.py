@@ -26,7 +26,7 @@ def _check_balancer(lab, name):
     authkeys = host.file(render.AUTHKEYS)
     assert authkeys.mode == 0o600 and authkeys.user == "root"
     assert host.service("heartbeat").is_running and host.service("heartbeat").is_enabled
-    assert not host.service("ldirectord").is_enabled
+    assert host.service("ldirectord").is_running and host.service("ldirectord").is_enabled  # on both
     assert host.sysctl("net.ipv4.ip_forward") == 1
     assert host.check_output("uname -n") == name
     assert "nf_tables" in host.check_output("iptables -V")

@@ -5,27 +5,12 @@ import pytest
 pytestmark = pytest.mark.every_model
 
 
-def test_ipvs_on_active_only(lab):
-    master = lab.carrier()
-    backup = lab.other(master)
-    table = lab.ipvs_reals(master)
-    expected = {f"{vs.vip}:{vs.port}": {f"{ip}:{vs.port}" for _, ip in vs.reals} for vs in lab.cluster.virtual_servers()}
-    assert table == expected
-    assert lab.ipvs_reals(backup) == {}
-    assert lab.holder_of(lab.cluster.internal_gateway) == [master]
-
-
-@pytest.fixture(scope="module")
-def client_sources(lab):
-    """Extra client addresses (free ones in the external network) to act as distinct clients."""
-    net = lab.cluster.external_net
-    used = {str(a) for a in lab.cluster.used_addresses()} | {lab.state["client"]["address"].split("/")[0]}
-    free = [str(ip) for ip in reversed(list(net.iter_hosts())) if str(ip) not in used][:6]
-    for ip in free:
-        lab.client("ip", "addr", "add", f"{ip}/{net.prefixlen}", "dev", "eth0")
-    yield free
-    for ip in free:
-        lab.client("ip", "addr", "del", f"{ip}/{net.prefixlen}", "dev", "eth0")
+def test_ipvs_loaded_on_both_addresses_on_the_active_node_only(lab):
+    active = lab.carrier()
+    for balancer in lab.pair:
+        assert lab.ipvs_reals(balancer) == lab.expected_ipvs(), balancer
+    assert lab.holder_of(lab.cluster.internal_gateway) == [active]
+    assert lab.carries_none(lab.other(active))
 
 
 def _served_by(lab, vip, source):

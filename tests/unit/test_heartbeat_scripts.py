@@ -18,7 +18,6 @@ from lvsha import render
 
 GUARD = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_GUARD).name)
 RESTART = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_RESTART).name)
-LDIRECTORD = str(render.FILES / "heartbeat" / Path(render.LDIRECTORD_SCRIPT).name)
 
 # Each fake logs "NAME ARGS..." to $FAKE/calls and answers from files in $FAKE.
 FAKES = {
@@ -116,14 +115,13 @@ def fake(tmp_path):
 
 # ---- lvsha-heartbeat-guard ----------------------------------------------------
 
-def test_release_records_the_stop_and_gives_up_everything(fake):
+def test_release_records_the_stop_and_gives_up_every_address_keeping_ldirectord(fake):
     fake.set("carries")
     result = fake.run(GUARD, "release")
     assert result.returncode == 0, result.stderr
     assert abs(int(fake.stopped_marker.read_text()) - time.time()) < 5
     assert fake.calls() == [
         f"floating-ips {ADDRESSES} stop",
-        "systemctl stop ldirectord.service",
         "pkill -KILL -f ^heartbeat: ",
     ]
     assert "holds no floating address" in result.stderr
@@ -270,15 +268,3 @@ def test_failed_systemctl_restart_is_reported(fake):
     assert "systemctl restart heartbeat failed on balancer1" in result.stderr
 
 
-# ---- lvsha-ldirectord ---------------------------------------------------------
-
-def test_ldirectord_resource_drives_the_systemd_unit(fake):
-    assert fake.run(LDIRECTORD, "status").returncode == 3
-    fake.set("active-ldirectord.service")
-    status = fake.run(LDIRECTORD, "status")
-    assert (status.returncode, status.stdout.strip()) == (0, "running")
-    assert fake.run(LDIRECTORD, "start").returncode == 0
-    assert fake.run(LDIRECTORD, "stop").returncode == 0
-    assert [c for c in fake.calls() if "is-active" not in c] == [
-        "systemctl start ldirectord.service", "systemctl stop ldirectord.service"]
-    assert fake.run(LDIRECTORD, "bogus").returncode == 2

@@ -59,14 +59,23 @@ def test_haresources_moves_everything_as_one_group(reference):
     assert len(lines) == 1
     resources = lines[0].split()
     assert resources[0] == "balancer1"
-    # IPVS first (ldirectord.service, which systemd restarts if it dies), then every
-    # floating address in one resource: traffic arrives once IPVS is ready
-    assert resources[1] == "lvsha-ldirectord"
-    script, *addresses = resources[2].split("::")
+    # every floating address in one resource, and nothing else: IPVS is loaded on
+    # both balancers (ldirectord runs on both), and heartbeat refuses to start with
+    # a resource active on the idle node
+    script, *addresses = resources[1].split("::")
     assert script == "lvsha-floating-ips"
     assert addresses == ["192.168.0.254/24/eth1", "10.0.0.1/24/eth0", "10.0.0.3/24/eth0", "10.0.0.5/24/eth0",
                          "10.0.0.21/24/eth0", "10.0.0.22/24/eth0", "10.0.0.23/24/eth0"]
-    assert len(resources) == 3
+    assert len(resources) == 2
+
+
+def test_ldirectord_runs_with_the_drained_copy_of_its_file(reference):
+    dropin = _file(reference, "balancer1", render.LDIRECTORD_DROPIN).content
+    assert f"ExecStartPre={render.DRAIN_SCRIPT} render" in dropin
+    assert f"ExecStart=/usr/sbin/ldirectord {render.LDIRECTORD_LIVE_CF} start" in dropin
+    # the live file's name keeps ldirectord's pid file Debian's (its stop and reload signal that pid)
+    assert render.LDIRECTORD_LIVE_CF.rsplit("/", 1)[1] == "ldirectord"
+    assert _file(reference, "balancer1", render.DRAIN_SCRIPT).mode == "0755"
 
 
 def test_floating_ips_script_is_deployed_executable_on_both(reference):

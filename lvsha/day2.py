@@ -1,0 +1,320 @@
+"""Day-2 commands on a deployed pair, from the same inventory file as the deploy:
+`lvsha status`, `lvsha drain` / `lvsha undrain`, `lvsha failover`.
+
+Hosts are reached with the inventory's own pyinfra connection data (user, key,
+port, known hosts, jump), through pyinfra's API: what the deploy reaches, these
+commands reach. Only the balancers are contacted. Every command reads the live
+state first (lvsha.live) and refuses, naming the host and the reason, when
+acting would leave the pair worse off.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from pyinfra.api import Config, Inventory, State
+
+from lvsha import live, render
+from lvsha.inventory import CLUSTER_KEY
+from lvsha.model import Cluster
+
+HB_STANDBY = "/usr/share/heartbeat/hb_standby all"
+FAILOVER_TIMEOUT = 120  # s: a handover moves addresses only (IPVS is loaded on both)
+DRAIN_WAIT_TIMEOUT = 600
+
+
+class Day2Error(click.ClickException):
+    """A failure the operator reads: names the host and what failed."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"lvsha: {self.message}", err=True)
+
+
+@dataclass
+class Pair:
+    """The model and a connection to each balancer (None when it could not connect)."""
+
+    cluster: Cluster
+    hosts: dict  # name -> pyinfra Host, connected
+    errors: dict  # name -> why it is unreachable
+    sudo: bool = False
+
+    def run(self, name: str, command: str) -> tuple[int, str, str]:
+        """(0 or 1, stdout, stderr) of `command` on balancer `name`."""
+        kwargs = {"_sudo": True} if self.sudo else {}
+        ok, output = self.hosts[name].run_shell_command(command, **kwargs)
+        return (0 if ok else 1), output.stdout, output.stderr
+
+    def require(self, name: str, command: str, what: str) -> str:
+        rc, out, err = self.run(name, command)
+        if rc != 0:
+            raise Day2Error(f"{name}: {what} failed (`{command}`): {(err or out).strip() or 'no output'}")
+        return out
+
+    def reachable(self) -> list[str]:
+        return [b.name for b in self.cluster.balancers if b.name in self.hosts]
+
+
+def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> Pair:
+    """Read the inventory file as pyinfra would and connect to both balancers,
+    side by side. An unreachable balancer is recorded, not fatal: `status`
+    reports it, and the other commands decide."""
+    path = Path(inventory)
+    if not path.is_file():
+        raise Day2Error(f"inventory {inventory}: no such file")
+    for folder in (str(path.resolve().parent), str(Path(__file__).resolve().parent.parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        namespace = runpy.run_path(str(path), run_name="lvsha_inventory")
+    except SystemExit as stop:  # validated_or_exit has printed the problems
+        raise Day2Error(f"inventory {inventory}: the model does not validate") from stop
+    group = namespace.get("balancers")
+    if not (isinstance(group, tuple) and group and group[0]):
+        raise Day2Error(f"inventory {inventory}: no `balancers` group (build it with lvsha.inventory.groups)")
+    cluster = group[0][0][1].get(CLUSTER_KEY)
+    if not isinstance(cluster, Cluster):
+        raise Day2Error(f"inventory {inventory}: the balancers carry no cluster model")
+    pyinfra_inventory = Inventory((list(group[0]), {}), balancers=group)
+    State(pyinfra_inventory, Config(CONNECT_TIMEOUT=connect_timeout))
+    hosts, errors = {}, {}
+
+    def connect(host):
+        try:
+            host.connect(show_errors=False, raise_exceptions=True)
+            hosts[host.name] = host
+        except Exception as error:  # noqa: BLE001 -- any connection failure is reported per host
+            errors[host.name] = f"cannot connect: {error}"
+
+    threads = [threading.Thread(target=connect, args=(h,)) for h in pyinfra_inventory]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Pair(cluster, hosts, errors, sudo)
+
+
+def read_outputs(pair: Pair, name: str) -> dict[str, tuple[int, str]]:
+    """What live.BalancerView.from_outputs reads: live.COMMANDS on balancer `name`,
+    then heartbeat's view of the peer and of each of its links."""
+    peer = pair.cluster.peer(pair.cluster.balancer(name)).name
+    outputs = {}
+    for key, command in live.COMMANDS.items():
+        rc, out, _ = pair.run(name, command)
+        outputs[key] = (rc, out)
+    if outputs["hbstatus"][0] == 0:
+        outputs["peer"] = pair.run(name, f"cl_status nodestatus {peer}")[:2]
+        outputs["links"] = pair.run(name, f"cl_status listhblinks {peer}")[:2]
+        for link in live.parse_words(outputs["links"][1]):
+            outputs[f"link:{link}"] = pair.run(name, f"cl_status hblinkstatus {peer} {link}")[:2]
+    return outputs
+
+
+def read_view(pair: Pair, name: str, save_raw: Path | None = None) -> live.BalancerView:
+    """One balancer's live view; with `save_raw`, its raw outputs go to SAVE_RAW/NAME.json."""
+    if name not in pair.hosts:
+        return live.BalancerView.unreachable(name, pair.errors.get(name, "not connected"))
+    try:
+        outputs = read_outputs(pair, name)
+    except Exception as error:  # noqa: BLE001 -- a connection lost half-way
+        return live.BalancerView.unreachable(name, f"lost the connection: {error}")
+    if save_raw is not None:
+        save_raw.mkdir(parents=True, exist_ok=True)
+        (save_raw / f"{name}.json").write_text(json.dumps(outputs, indent=1, sort_keys=True) + "\n")
+    return live.BalancerView.from_outputs(name, outputs)
+
+
+def read_status(pair: Pair, save_raw: Path | None = None) -> live.ClusterStatus:
+    views = {}
+
+    def read(name):
+        views[name] = read_view(pair, name, save_raw)
+
+    threads = [threading.Thread(target=read, args=(b.name,)) for b in pair.cluster.balancers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return live.cluster_status(pair.cluster, views)
+
+
+def drain_pairs(cluster: Cluster, host: str, site: str | None) -> list[tuple[str, str]]:
+    """(VIRTUAL, REAL) as ldirectord.cf names them, for web host `host` on every site or on `site`."""
+    names = [h.name for h in cluster.web_hosts]
+    if host not in names:
+        raise Day2Error(f"web host {host!r} is not in the model (web hosts: {', '.join(names)})")
+    sites = [s.name for s in cluster.sites]
+    if site is not None and site not in sites:
+        raise Day2Error(f"site {site!r} is not in the model (sites: {', '.join(sites)})")
+    pairs = []
+    for vs in cluster.virtual_servers():
+        if site is None or vs.site.name == site:
+            for web_host, ip in vs.reals:
+                if web_host.name == host:
+                    pairs.append((vs.address, vs.real_token(ip)))
+    return pairs
+
+
+def active_connections(status: live.ClusterStatus, host: str, site: str | None) -> int:
+    return sum(r.active or 0 for s in status.sites if site is None or s.name == site for r in s.reals if r.host == host)
+
+
+# ---- commands ------------------------------------------------------------------
+
+_inventory = click.argument("inventory", type=click.Path(dir_okay=False))
+_sudo = click.option("--sudo", is_flag=True, help="run the balancers' commands with sudo (non-root SSH user)")
+
+
+def _progress(message: str) -> None:
+    click.echo(f"  {message}", err=True)
+
+
+@click.command("status")
+@_inventory
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON (for monitoring)")
+@click.option("--save-raw", type=click.Path(file_okay=False, path_type=Path),
+              help="also write each balancer's raw tool outputs to DIR/NAME.json (for a bug report)")
+@_sudo
+def status_command(inventory, as_json, save_raw, sudo):
+    """Who holds each floating address, heartbeat's view of both nodes and links,
+    each site's real servers (in rotation, failed, drained; weight, connections,
+    rate), and whether the firewall and the configuration are the model's.
+    Exit 0 when healthy, 1 when degraded (reasons on stderr)."""
+    pair = load_pair(inventory, sudo)
+    status = read_status(pair, save_raw)
+    if as_json:
+        click.echo(json.dumps(status.to_json(), indent=1))
+    else:
+        click.echo(live.format_status(status))
+    for problem in status.problems:
+        click.echo(f"lvsha status: {problem}", err=True)
+    sys.exit(0 if status.healthy else 1)
+
+
+def _change_drain(inventory, host, site, sudo, action: str) -> tuple[Pair, list[tuple[str, str]]]:
+    pair = load_pair(inventory, sudo)
+    pairs = drain_pairs(pair.cluster, host, site)
+    unreachable = [b.name for b in pair.cluster.balancers if b.name not in pair.hosts]
+    if unreachable:
+        # Both balancers hold the list: a node that missed it would undo it on takeover.
+        raise Day2Error(f"{', '.join(f'{n} ({pair.errors[n]})' for n in unreachable)}: cannot {action}: "
+                        "the drained list lives on both balancers; bring it back first")
+    arguments = " ".join(f"{v} {r}" for v, r in pairs)
+    for name in pair.reachable():
+        pair.require(name, f"{render.DRAIN_SCRIPT} {'add' if action == 'drain' else 'remove'} {arguments}",
+                     f"{action} {host}")
+    return pair, pairs
+
+
+@click.command("drain")
+@_inventory
+@click.argument("host")
+@click.option("--site", help="only this site (default: every site)")
+@click.option("--wait", is_flag=True, help="return once the host has no active connection left (or --timeout)")
+@click.option("--timeout", default=DRAIN_WAIT_TIMEOUT, show_default=True, help="seconds --wait waits at most")
+@_sudo
+def drain_command(inventory, host, site, wait, timeout, sudo):
+    """Take web host HOST out of rotation: no new connections (IPVS weight 0),
+    established ones continue. Held on both balancers across failovers,
+    ldirectord restarts and deploys, until `lvsha undrain`."""
+    pair, pairs = _change_drain(inventory, host, site, sudo, "drain")
+    where = f"site {site}" if site else "every site"
+    click.echo(f"{host} drained on {where} ({len(pairs)} real server(s)) on {', '.join(pair.reachable())}")
+    if not wait:
+        return
+    started = time.monotonic()
+    while True:
+        left = active_connections(read_status(pair), host, site)
+        elapsed = time.monotonic() - started
+        if left == 0:
+            click.echo(f"{host}: no active connection left after {elapsed:.0f} s")
+            return
+        if elapsed >= timeout:
+            click.echo(f"{host}: still {left} active connection(s) after {timeout} s (the drain stays)")
+            sys.exit(3)
+        _progress(f"{host}: {left} active connection(s), {elapsed:.0f} s")
+        time.sleep(5)
+
+
+@click.command("undrain")
+@_inventory
+@click.argument("host")
+@click.option("--site", help="only this site (default: every site)")
+@_sudo
+def undrain_command(inventory, host, site, sudo):
+    """Put web host HOST back into rotation (on every site, or one); ldirectord
+    restores its weight at its next successful health check."""
+    pair, pairs = _change_drain(inventory, host, site, sudo, "undrain")
+    click.echo(f"{host} back in rotation on {f'site {site}' if site else 'every site'} "
+               f"({len(pairs)} real server(s)) on {', '.join(pair.reachable())}")
+
+
+def _fit_to_carry(status: live.ClusterStatus, target: str) -> list[str]:
+    """Why `target` cannot take the group over now (empty: it can)."""
+    view = next(b for b in status.balancers if b.name == target)
+    reasons = []
+    if not view.reachable:
+        return [f"{target} is unreachable ({view.error})"]
+    if view.heartbeat != "running":
+        reasons.append(f"heartbeat is {view.heartbeat} on {target}")
+    elif view.peer_seen_as != "active":
+        reasons.append(f"{target} sees its peer as {view.peer_seen_as or 'unknown'}")
+    if view.ldirectord != "active":
+        reasons.append(f"ldirectord is {view.ldirectord} on {target}: its IPVS is not loaded")
+    if view.firewall != "loaded as rendered":
+        reasons.append(f"the firewall of {target} is {view.firewall}")
+    if not any(state == "up" for state in view.links.values()):
+        reasons.append(f"no heartbeat link of {target} is up")
+    return reasons
+
+
+@click.command("failover")
+@_inventory
+@click.option("--to", "target", help="the balancer to hand everything to (default: the one not carrying it)")
+@click.option("--timeout", default=FAILOVER_TIMEOUT, show_default=True, help="seconds to wait for the handover")
+@_sudo
+def failover_command(inventory, target, timeout, sudo):
+    """Hand every floating address to the other balancer (or --to BALANCER) and
+    return once it carries them all and its IPVS serves every site. Refuses when
+    the receiving balancer is not healthy. Handing back is the same command."""
+    pair = load_pair(inventory, sudo)
+    status = read_status(pair)
+    names = [b.name for b in pair.cluster.balancers]
+    if status.holder is None:
+        raise Day2Error("no single balancer carries every floating address now; see `lvsha status` "
+                        "(a handover needs one holder to hand over from)")
+    target = target or next(n for n in names if n != status.holder)
+    if target not in names:
+        raise Day2Error(f"--to {target}: not a balancer of the model ({', '.join(names)})")
+    if target == status.holder:
+        click.echo(f"{target} already carries every floating address: nothing to do")
+        return
+    reasons = _fit_to_carry(status, target)
+    if reasons:
+        raise Day2Error(f"refusing to hand over to {target}: " + "; ".join(reasons))
+    holder = status.holder
+    click.echo(f"handing every floating address from {holder} to {target}")
+    started = time.monotonic()
+    pair.require(holder, HB_STANDBY, "heartbeat standby")
+    while True:
+        time.sleep(1)
+        status = read_status(pair)
+        elapsed = time.monotonic() - started
+        loaded = all(site.loaded and any(r.state == "in rotation" for r in site.reals) for site in status.sites)
+        if status.holder == target and loaded:
+            click.echo(f"{target} carries every floating address and serves every site after {elapsed:.1f} s")
+            return
+        if elapsed >= timeout:
+            raise Day2Error(f"{target} does not carry everything after {timeout} s: " + "; ".join(status.problems))
+        held = sum(1 for a in status.addresses if target in a.holders)
+        _progress(f"{elapsed:.0f} s: {target} carries {held}/{len(status.addresses)} floating addresses")
+
+
+COMMANDS = (status_command, drain_command, undrain_command, failover_command)

@@ -1,0 +1,160 @@
+"""Day-2 commands against the live pair, through the real `lvsha` CLI and the lab's
+inventory: `status` agrees with the tools, `drain` keeps established connections
+and sends new ones elsewhere (also after a failover), `undrain` brings the host
+back, and `failover` hands everything over and back while a client polling every
+200 ms always gets an answer within 5 s."""
+
+import json
+import time
+
+import pytest
+
+from lvsha.lab import cache_dir, wait_until
+from lvsha.lab.run import record
+
+
+def status(lab, expect_exit: int | None = 0, raw: str | None = None) -> dict:
+    """`lvsha status --json` as parsed JSON (its raw tool outputs kept under the lab cache)."""
+    args = ["--json"] + (["--save-raw", str(cache_dir() / "status-raw" / f"{lab.cluster.name}-{raw}")] if raw else [])
+    result = lab.lvsha("status", *args, timeout=120)
+    if expect_exit is not None:
+        assert result.returncode == expect_exit, f"exit {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def assert_status_agrees_with_the_tools(lab, shown: dict) -> None:
+    """Every floating address's holders and every real server's weight as ip/ipvsadm show them."""
+    for address in shown["addresses"]:
+        ip = address["address"].split("/")[0]
+        assert sorted(address["holders"]) == sorted(lab.holder_of(ip)), address
+    holder = shown["holder"]
+    table = lab.ipvs_reals(holder)
+    for site in shown["sites"]:
+        in_ipvs = table.get(site["virtual"], set())
+        for real in site["reals"]:
+            assert (real["address"] in in_ipvs) == (real["weight"] is not None), real
+            if real["state"] == "in rotation":
+                assert real["address"] in in_ipvs and real["weight"] > 0, real
+
+
+@pytest.mark.every_model
+def test_status_agrees_with_ip_and_ipvsadm_on_the_settled_pair(lab):
+    shown = status(lab, raw="settled")
+    assert shown["holder"] == lab.carrier() and shown["problems"] == []
+    assert_status_agrees_with_the_tools(lab, shown)
+    for balancer in shown["balancers"]:
+        assert balancer["heartbeat"] == "running" and balancer["peer_seen_as"] == "active", balancer
+        assert balancer["ldirectord"] == "active" and balancer["firewall"] == "loaded as rendered", balancer
+        assert balancer["links"] and set(balancer["links"].values()) == {"up"}, balancer
+    human = lab.lvsha("status")
+    assert human.returncode == 0 and "healthy" in human.stdout.splitlines()[0], human.stdout
+
+
+def _new_connections_reach(lab, sources, host_name) -> list[str]:
+    """(site, source) pairs whose new connection was served by `host_name`."""
+    reached = []
+    for site in lab.cluster.sites:
+        for source in sources:
+            r = lab.client("curl", "-s", "--max-time", "5", "--interface", source, f"http://{site.vip}/", timeout=15)
+            assert site.name in r.stdout, f"{source} -> {site.vip}: {r.stdout!r} {r.stderr}"
+            if r.stdout.strip().endswith(f"served by {host_name}"):
+                reached.append(f"{site.name} from {source}")
+    return reached
+
+
+def test_drain_keeps_established_connections_sends_new_ones_elsewhere_and_survives_a_failover(lab, client_sources):
+    site = lab.cluster.sites[0]
+    held_from, others = client_sources[0], client_sources[1:]
+    holder = lab.client_program("hold", site.vip, 60, held_from)
+    try:
+        first = holder.stdout.readline().strip()
+        assert first.startswith("HOLD "), f"{first} {holder.stdout.read()}"
+        victim = first.split()[1]  # the web host serving the held connection is the one drained
+        drained = lab.lvsha("drain", victim)
+        assert drained.returncode == 0, drained.stderr
+        # the held connection keeps being answered by the drained host, new ones never are
+        assert _new_connections_reach(lab, others, victim) == []
+        waited = lab.lvsha("drain", victim, "--wait", "--timeout", "6")
+        assert waited.returncode == 3 and "active connection" in waited.stdout, (waited.stdout, waited.stderr)
+        shown = status(lab, raw="drained")
+        states = {(s["name"], r["host"]): r["state"] for s in shown["sites"] for r in s["reals"]}
+        assert {state for (_, host), state in states.items() if host == victim} == {"drained"}
+        assert shown["problems"] == []  # a drain is the operator's choice, not a fault
+    finally:
+        out, _ = holder.communicate(timeout=120)
+    assert holder.returncode == 0, f"the established connection broke after the drain:\n{out}"
+    answers = [line.split()[1] for line in out.splitlines() if line.startswith("OK ")]
+    assert len(answers) >= 60 and set(answers) == {victim}, out[-2000:]
+    done = lab.lvsha("drain", victim, "--wait", "--timeout", "60")  # the held connection has closed
+    assert done.returncode == 0 and "no active connection left" in done.stdout, (done.stdout, done.stderr)
+
+    # the drain holds on the other balancer after a takeover
+    active = lab.carrier()
+    lab.ssh(active, "systemctl stop heartbeat")
+    try:
+        lab.wait_settled(lab.other(active))
+        assert _new_connections_reach(lab, client_sources, victim) == []
+    finally:
+        lab.ssh(active, "systemctl start heartbeat")
+    lab.wait_settled(lab.home_after_return(lab.other(active)))
+
+    undrained = lab.lvsha("undrain", victim)
+    assert undrained.returncode == 0, undrained.stderr
+    started = time.monotonic()
+    wait_until(lambda: _new_connections_reach(lab, client_sources, victim), 120, interval=2,
+               what=f"new connections to reach {victim} after the undrain")
+    record("undrain: back in rotation", time.monotonic() - started)
+    assert status(lab)["problems"] == []
+
+
+def _poll_during(lab, action) -> tuple[float, int, str]:
+    """Run `action()` while a client polls every VIP every 200 ms: (longest wait, failed, output)."""
+    poller = lab.client_program("poll", 600, *[site.vip for site in lab.cluster.sites])
+    try:
+        time.sleep(2)
+        action()
+        time.sleep(2)
+    finally:
+        poller.terminate()
+        out, _ = poller.communicate(timeout=30)
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("LONGEST", "FAILED")))
+    return float(lines["LONGEST"]), int(lines["FAILED"]), out
+
+
+@pytest.mark.every_model
+def test_failover_hands_everything_over_and_back_with_every_answer_within_5_s(lab):
+    active = lab.carrier()
+    standby = lab.other(active)
+    timings = {}
+
+    def hand_over_and_back():
+        for target in (standby, active):
+            started = time.monotonic()
+            result = lab.lvsha("failover", "--to", target, timeout=300)
+            timings[target] = time.monotonic() - started
+            assert result.returncode == 0, f"failover to {target}: {result.stdout}\n{result.stderr}"
+            assert lab.carrier() == target and lab.carries_none(lab.other(target))
+
+    longest, failed, out = _poll_during(lab, hand_over_and_back)
+    record("failover command: to the peer", timings[standby])
+    record("failover command: back", timings[active])
+    record("failover command: longest wait of a client polling every 200 ms", longest)
+    assert longest < 5 and failed == 0, out[-3000:]
+    assert lab.lvsha("failover", "--to", active).returncode == 0  # already there: nothing to do
+
+
+def test_failover_is_refused_when_the_peer_is_not_healthy(lab):
+    active = lab.carrier()
+    standby = lab.other(active)
+    lab.ssh(standby, "systemctl stop heartbeat")
+    try:
+        refused = lab.lvsha("failover")
+        assert refused.returncode != 0 and f"refusing to hand over to {standby}" in refused.stderr, refused.stderr
+        assert "heartbeat is stopped" in refused.stderr
+        shown = status(lab, expect_exit=1, raw="standby-heartbeat-stopped")
+        assert shown["holder"] == active and any(f"{standby}: heartbeat is not running" in p for p in shown["problems"])
+        assert lab.carrier() == active
+    finally:
+        lab.ssh(standby, "systemctl start heartbeat")
+    wait_until(lambda: status(lab, expect_exit=None)["problems"] == [], 180, interval=5,
+               what="the pair to be healthy again")
