@@ -15,7 +15,7 @@ import runpy
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -28,6 +28,8 @@ from lvsha.model import Cluster
 HB_STANDBY = "/usr/share/heartbeat/hb_standby all"
 FAILOVER_TIMEOUT = 120  # s: a handover moves addresses only (IPVS is loaded on both)
 DRAIN_WAIT_TIMEOUT = 600
+# ldirectord applies a reload (new weights) after rereading its file: seconds, more on a slow guest.
+WEIGHT_TIMEOUT = 90
 
 
 class Day2Error(click.ClickException):
@@ -42,9 +44,27 @@ class Pair:
     """The model and a connection to each balancer (None when it could not connect)."""
 
     cluster: Cluster
-    hosts: dict  # name -> pyinfra Host, connected
-    errors: dict  # name -> why it is unreachable
+    inventory: Inventory
     sudo: bool = False
+    hosts: dict = field(default_factory=dict)  # name -> pyinfra Host, connected
+    errors: dict = field(default_factory=dict)  # name -> why it is unreachable
+
+    def connect(self) -> Pair:
+        """Connect to both balancers side by side; an unreachable one is recorded, not fatal."""
+
+        def connect(host):
+            try:
+                host.connect(show_errors=False, raise_exceptions=True)
+                self.hosts[host.name] = host
+            except Exception as error:  # noqa: BLE001 -- any connection failure is reported per host
+                self.errors[host.name] = f"cannot connect: {error}"
+
+        threads = [threading.Thread(target=connect, args=(h,)) for h in self.inventory]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return self
 
     def run(self, name: str, command: str) -> tuple[int, str, str]:
         """(0 or 1, stdout, stderr) of `command` on balancer `name`."""
@@ -63,9 +83,8 @@ class Pair:
 
 
 def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> Pair:
-    """Read the inventory file as pyinfra would and connect to both balancers,
-    side by side. An unreachable balancer is recorded, not fatal: `status`
-    reports it, and the other commands decide."""
+    """Read the inventory file as pyinfra would: the model and pyinfra's hosts
+    for both balancers (not connected yet: `Pair.connect`)."""
     path = Path(inventory)
     if not path.is_file():
         raise Day2Error(f"inventory {inventory}: no such file")
@@ -84,21 +103,7 @@ def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> 
         raise Day2Error(f"inventory {inventory}: the balancers carry no cluster model")
     pyinfra_inventory = Inventory((list(group[0]), {}), balancers=group)
     State(pyinfra_inventory, Config(CONNECT_TIMEOUT=connect_timeout))
-    hosts, errors = {}, {}
-
-    def connect(host):
-        try:
-            host.connect(show_errors=False, raise_exceptions=True)
-            hosts[host.name] = host
-        except Exception as error:  # noqa: BLE001 -- any connection failure is reported per host
-            errors[host.name] = f"cannot connect: {error}"
-
-    threads = [threading.Thread(target=connect, args=(h,)) for h in pyinfra_inventory]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return Pair(cluster, hosts, errors, sudo)
+    return Pair(cluster, pyinfra_inventory, sudo)
 
 
 def read_outputs(pair: Pair, name: str) -> dict[str, tuple[int, str]]:
@@ -187,7 +192,7 @@ def status_command(inventory, as_json, save_raw, sudo):
     each site's real servers (in rotation, failed, drained; weight, connections,
     rate), and whether the firewall and the configuration are the model's.
     Exit 0 when healthy, 1 when degraded (reasons on stderr)."""
-    pair = load_pair(inventory, sudo)
+    pair = load_pair(inventory, sudo).connect()
     status = read_status(pair, save_raw)
     if as_json:
         click.echo(json.dumps(status.to_json(), indent=1))
@@ -200,7 +205,8 @@ def status_command(inventory, as_json, save_raw, sudo):
 
 def _change_drain(inventory, host, site, sudo, action: str) -> tuple[Pair, list[tuple[str, str]]]:
     pair = load_pair(inventory, sudo)
-    pairs = drain_pairs(pair.cluster, host, site)
+    pairs = drain_pairs(pair.cluster, host, site)  # a typo fails before connecting anywhere
+    pair.connect()
     unreachable = [b.name for b in pair.cluster.balancers if b.name not in pair.hosts]
     if unreachable:
         # Both balancers hold the list: a node that missed it would undo it on takeover.
@@ -213,6 +219,43 @@ def _change_drain(inventory, host, site, sudo, action: str) -> tuple[Pair, list[
     return pair, pairs
 
 
+def _weights(pair: Pair, host: str, site: str | None) -> dict[str, list[int | None]]:
+    """{balancer: [IPVS weight of each of the host's real servers (None: not in IPVS)]}."""
+    found = {}
+    for name in pair.reachable():
+        table = live.parse_ipvsadm(pair.require(name, live.COMMANDS["ipvs"], "reading IPVS"))
+        found[name] = [
+            (table[vs.address].reals.get(vs.real_address(ip)).weight
+             if vs.address in table and vs.real_address(ip) in table[vs.address].reals else None)
+            for vs in pair.cluster.virtual_servers() if site is None or vs.site.name == site
+            for web_host, ip in vs.reals if web_host.name == host]
+    return found
+
+
+def _wait_for_weights(pair: Pair, host: str, site: str | None, drained: bool) -> str:
+    """Wait until ldirectord has applied the change on every balancer: every real
+    server of the host at weight 0 or out of IPVS (drained), or back in IPVS
+    above 0 (undrained). A real server that stays out after an undrain is
+    failing its health check: said, not an error."""
+    started = time.monotonic()
+    while True:
+        weights = _weights(pair, host, site)
+        flat = [w for ws in weights.values() for w in ws]
+        elapsed = time.monotonic() - started
+        if drained and all(w in (0, None) for w in flat):
+            return ""
+        if not drained and all(w for w in flat):
+            return ""
+        if elapsed >= WEIGHT_TIMEOUT:
+            if drained:
+                raise Day2Error(f"ldirectord has not applied the drain of {host} after {WEIGHT_TIMEOUT} s: "
+                                f"weights {weights} (the drain is recorded; see `lvsha status`)")
+            return (f"; not all back after {WEIGHT_TIMEOUT} s, weights {weights} "
+                    "(out of IPVS: failing the health check)")
+        _progress(f"waiting for ldirectord to apply it: weights {weights}")
+        time.sleep(2)
+
+
 @click.command("drain")
 @_inventory
 @click.argument("host")
@@ -222,11 +265,13 @@ def _change_drain(inventory, host, site, sudo, action: str) -> tuple[Pair, list[
 @_sudo
 def drain_command(inventory, host, site, wait, timeout, sudo):
     """Take web host HOST out of rotation: no new connections (IPVS weight 0),
-    established ones continue. Held on both balancers across failovers,
-    ldirectord restarts and deploys, until `lvsha undrain`."""
+    established ones continue; returns once ldirectord has set the weights on
+    both balancers. Held across failovers, ldirectord restarts and deploys,
+    until `lvsha undrain`."""
     pair, pairs = _change_drain(inventory, host, site, sudo, "drain")
+    note = _wait_for_weights(pair, host, site, drained=True)
     where = f"site {site}" if site else "every site"
-    click.echo(f"{host} drained on {where} ({len(pairs)} real server(s)) on {', '.join(pair.reachable())}")
+    click.echo(f"{host} drained on {where} ({len(pairs)} real server(s)) on {', '.join(pair.reachable())}{note}")
     if not wait:
         return
     started = time.monotonic()
@@ -249,11 +294,12 @@ def drain_command(inventory, host, site, wait, timeout, sudo):
 @click.option("--site", help="only this site (default: every site)")
 @_sudo
 def undrain_command(inventory, host, site, sudo):
-    """Put web host HOST back into rotation (on every site, or one); ldirectord
-    restores its weight at its next successful health check."""
+    """Put web host HOST back into rotation (on every site, or one); returns once
+    ldirectord has restored its weight (at its next successful health check)."""
     pair, pairs = _change_drain(inventory, host, site, sudo, "undrain")
+    note = _wait_for_weights(pair, host, site, drained=False)
     click.echo(f"{host} back in rotation on {f'site {site}' if site else 'every site'} "
-               f"({len(pairs)} real server(s)) on {', '.join(pair.reachable())}")
+               f"({len(pairs)} real server(s)) on {', '.join(pair.reachable())}{note}")
 
 
 def _fit_to_carry(status: live.ClusterStatus, target: str) -> list[str]:
@@ -285,14 +331,14 @@ def failover_command(inventory, target, timeout, sudo):
     return once it carries them all and its IPVS serves every site. Refuses when
     the receiving balancer is not healthy. Handing back is the same command."""
     pair = load_pair(inventory, sudo)
-    status = read_status(pair)
     names = [b.name for b in pair.cluster.balancers]
+    if target is not None and target not in names:
+        raise Day2Error(f"--to {target}: not a balancer of the model ({', '.join(names)})")
+    status = read_status(pair.connect())
     if status.holder is None:
         raise Day2Error("no single balancer carries every floating address now; see `lvsha status` "
                         "(a handover needs one holder to hand over from)")
     target = target or next(n for n in names if n != status.holder)
-    if target not in names:
-        raise Day2Error(f"--to {target}: not a balancer of the model ({', '.join(names)})")
     if target == status.holder:
         click.echo(f"{target} already carries every floating address: nothing to do")
         return

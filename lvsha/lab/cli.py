@@ -57,12 +57,14 @@ def lab():
 @lab.command()
 @click.option("--cluster", "cluster_ref", envvar="LVSHA_LAB_CLUSTER", default=None,
               help="module:attr giving the cluster model (object or zero-arg callable)")
+@click.option("--provisioned", is_flag=True,
+              help="start the VMs with their role's packages installed (a quicker first deploy)")
 @click.pass_context
-def up(ctx, cluster_ref):
+def up(ctx, cluster_ref, provisioned):
     """Build/reuse the image, start proxy, networks and one VM per host; wait for SSH."""
     cluster = _resolve_cluster(ctx, cluster_ref)
     try:
-        state = _lab.up(cluster, progress=lambda line: click.echo(line))
+        state = _lab.up(cluster, progress=lambda line: click.echo(line), provisioned=provisioned)
     except LabError as e:
         _fail(e)
     except _lab.Terminated as e:  # SIGTERM/SIGHUP: already torn down by up()

@@ -139,11 +139,13 @@ def _make_secrets(sdir: Path) -> dict:
     return {"ssh_key": str(key), "authorized_keys": str(auth), "heartbeat_secret_file": str(hb)}
 
 
-def up(cluster, progress=None, inventory: Path | None = None) -> dict:
+def up(cluster, progress=None, inventory: Path | None = None, provisioned: bool = False) -> dict:
     """Bring the whole lab up for `cluster`; return the final state dict.
 
     `inventory` is the file `cluster` came from (default: the lab's source
     inventory); the state remembers it, and the lab deploys its model.
+    `provisioned`: the VMs start with their role's packages installed (see
+    image.py); otherwise from bare Debian, as the deploy's install path needs.
 
     Guarantees on return: one VM per model host, each answering SSH as root with
     the lab key on 127.0.0.1:<ssh_port>, host keys in known_hosts, client netns
@@ -163,7 +165,7 @@ def up(cluster, progress=None, inventory: Path | None = None) -> dict:
     down(quiet=True)  # leftovers of a crashed run, if any
     with _signals_raise():
         try:
-            return _up(cluster, p, sdir, inventory or source_inventory())
+            return _up(cluster, p, sdir, inventory or source_inventory(), provisioned)
         except BaseException as e:
             with _signals_ignored():
                 p(f"up failed ({type(e).__name__}: {e}); tearing down")
@@ -172,13 +174,13 @@ def up(cluster, progress=None, inventory: Path | None = None) -> dict:
             raise
 
 
-def _up(cluster, p: _Progress, sdir: Path, inventory: Path) -> dict:
+def _up(cluster, p: _Progress, sdir: Path, inventory: Path, provisioned: bool) -> dict:
     sdir.mkdir(parents=True, exist_ok=True)
     os.chmod(sdir, 0o700)
     caddr = network.client_address(cluster)
     state = {
         "version": 1, "status": "starting", "state_dir": str(sdir), "ssh_user": "root",
-        "inventory": str(Path(inventory).resolve()), "cluster": cluster.name,
+        "inventory": str(Path(inventory).resolve()), "cluster": cluster.name, "provisioned": provisioned,
         "known_hosts": str(sdir / "known_hosts"), "ssh_config": str(sdir / "ssh_config"),
         "lab_netns": network.LAB_NETNS,
         "client": {"netns": network.CLIENT_NETNS, "address": str(caddr)},
@@ -226,7 +228,7 @@ def _up(cluster, p: _Progress, sdir: Path, inventory: Path) -> dict:
 
     t_boot = time.monotonic()
     for spec in specs:
-        vm.create_overlay(spec, img)
+        vm.create_overlay(spec, img, provisioned)
         state["vms"][spec["name"]] = spec
         state["hosts"][spec["name"]] = {
             "ssh_host": "127.0.0.1", "ssh_port": spec["ssh_port"], "role": spec["role"],

@@ -83,10 +83,12 @@ def make_specs(cluster, sdir: Path, ports: list[int]) -> list[dict]:
     return specs
 
 
-def create_overlay(spec: dict, image: dict) -> None:
-    """qcow2 overlay over the cached base image, in the VM's state dir."""
+def create_overlay(spec: dict, image: dict, provisioned: bool = False) -> None:
+    """qcow2 overlay over the cached base image (or, `provisioned`, over the
+    variant with the VM's role's packages installed), in the VM's state dir."""
     Path(spec["dir"]).mkdir(parents=True, exist_ok=True)
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", image["disk"], "-F", image["format"],
+    base = image["provisioned"][spec["role"]] if provisioned else image["disk"]
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", image["format"],
          spec["overlay"]], timeout=60)
 
 

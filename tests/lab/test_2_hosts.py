@@ -1,13 +1,9 @@
 """Host state after the deploy, read with pytest-testinfra over the lab's SSH."""
 
-import pytest
 import testinfra
 
 from lvsha import render
 from tasks.packages import BALANCER_PACKAGES
-
-
-pytestmark = pytest.mark.every_model
 
 
 def _host(lab, name):

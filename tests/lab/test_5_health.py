@@ -2,13 +2,10 @@
 
 import time
 
-import pytest
-
 from lvsha.lab import wait_until
 from lvsha.lab.run import record
 
 
-@pytest.mark.every_model
 def test_stopped_web_server_leaves_and_rejoins_rotation(lab):
     master = lab.carrier()
     victim = lab.cluster.web_hosts[1]

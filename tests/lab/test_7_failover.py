@@ -9,6 +9,7 @@ from lvsha.lab import lab as lab_api
 from lvsha.lab import wait_until
 from lvsha.lab.run import deploy, record
 from lvsha.render import all_files
+from tests.lab.test_8_day2 import assert_status_agrees_with_the_tools, status
 
 SERVICES = "heartbeat ldirectord netfilter-persistent systemd-networkd nginx"
 
@@ -30,6 +31,9 @@ def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(la
     try:
         record("takeover after heartbeat stop", lab.wait_settled(standby))
         assert lab.carries_none(active)  # no address; ldirectord (IPVS) keeps running
+        shown = status(lab, expect_exit=1, raw="after-takeover")  # degraded: one heartbeat stopped
+        assert shown["holder"] == standby and f"{active}: heartbeat is not running" in shown["problems"]
+        assert_status_agrees_with_the_tools(lab, shown)
     finally:
         lab.ssh(active, "systemctl start heartbeat")
     home = lab.home_after_return(standby)
@@ -60,6 +64,9 @@ def test_power_off_moves_everything_and_the_reboot_follows_auto_failback(lab):
         assert refused.returncode != 0, refused.output[-4000:]
         assert active in refused.output
         assert {name: _snapshot(lab, name) for name in others} == before
+        shown = status(lab, expect_exit=1, raw="powered-off")
+        assert shown["holder"] == standby
+        assert any(p.startswith(f"{active} is unreachable") for p in shown["problems"]), shown["problems"]
     finally:
         booted = time.monotonic()
         lab_api.vm_start(active)

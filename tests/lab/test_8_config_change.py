@@ -36,7 +36,6 @@ def test_config_change_restarts_heartbeat_and_the_pair_settles(lab):
     _settled_when_the_deploy_returned(lab)
 
 
-@pytest.mark.every_model
 def test_secret_rotation_keeps_the_pair_authenticated_and_the_group_where_it_is(lab):
     """A new secret, one deploy: rotated in place (no restart), the group never
     moves, and the floating addresses are never seen on both balancers (sampled every 2 s)."""

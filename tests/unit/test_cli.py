@@ -105,3 +105,29 @@ def test_console_script_and_module_give_the_same_output(args, tmp_path):
     assert by_script.returncode == by_module.returncode == 0, by_script.stderr + by_module.stderr
     assert by_script.stdout == by_module.stdout
     assert by_script.stdout.startswith("lvsha, version ") if args == ["--version"] else "Usage: lvsha" in by_script.stdout
+
+
+# ---- day-2 commands: what they refuse before connecting anywhere -----------------
+
+def test_day2_commands_are_in_the_cli():
+    result = CliRunner().invoke(main, ["--help"])
+    for command in ("status", "drain", "undrain", "failover"):
+        assert f"  {command} " in result.output
+
+
+def test_day2_on_a_missing_inventory_names_it(env):
+    result = CliRunner().invoke(main, ["status", str(env / "nowhere.py")])
+    assert result.exit_code == 1 and f"inventory {env / 'nowhere.py'}: no such file" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["drain", "INVENTORY", "hostZ"], "web host 'hostZ' is not in the model (web hosts: hostA, hostB, hostC)"),
+    (["undrain", "INVENTORY", "hostB", "--site", "www.nosite.com"], "site 'www.nosite.com' is not in the model"),
+    (["failover", "INVENTORY", "--to", "balancer3"], "--to balancer3: not a balancer of the model"),
+])
+def test_day2_typos_fail_before_connecting(env, args, message):
+    """The reference inventory's balancers are not reachable from here: a typo
+    must be reported without trying (these would otherwise wait for a timeout)."""
+    argv = [str(ROOT / "inventory.py") if a == "INVENTORY" else a for a in args]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 1 and message in result.output, result.output

@@ -27,10 +27,13 @@ class Balancer:
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         fake = bin_dir / "systemctl"
-        fake.write_text(f"#!/bin/sh\necho \"$*\" >> {self.calls}\n"
+        fake.write_text(f"#!/bin/sh\necho \"systemctl $*\" >> {self.calls}\n"
                         f"case \"$*\" in *is-active*) exit {0 if ldirectord_active else 3};; "
                         f"reload*) exit {1 if reload_fails else 0};; esac\n")
         fake.chmod(0o755)
+        ipvsadm = bin_dir / "ipvsadm"
+        ipvsadm.write_text(f"#!/bin/sh\necho \"ipvsadm $*\" >> {self.calls}\n")
+        ipvsadm.chmod(0o755)
         self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(self.config),
                     "LVSHA_DRAINED": str(self.state), "LVSHA_LDIRECTORD_LIVE": str(self.live)}
 
@@ -76,12 +79,38 @@ def test_a_drained_host_gets_weight_zero_on_every_site_and_nothing_else_changes(
     weights = balancer.weights()
     assert {k for k, w in weights.items() if w == "0"} == drained
     assert all(w == "1" for k, w in weights.items() if k not in drained)
-    # every line but the drained reals' is the deployed file's
-    deployed, live = balancer.config.read_text().splitlines(), balancer.live.read_text().splitlines()
-    assert len(deployed) == len(live)
-    assert [a for a, b in zip(deployed, live) if a != b] == [f"\treal={real} masq" for _, real in sorted(drained, key=lambda d: deployed.index(f"\treal={d[1]} masq"))]
+    # the virtual services with a drained real are quiescent (a reload keeps it at weight 0
+    # with its connections); every other line is the deployed file's
+    live = balancer.live.read_text().splitlines()
+    for virtual, _ in drained:
+        block = live.index(f"virtual={virtual}")
+        assert live[block + 1] == "\tquiescent=yes"
+    assert live.count("\tquiescent=no") == 0 and live.count("\tquiescent=yes") == len(drained)
+    unchanged = [line for line in live if "quiescent=" not in line and not any(f"real={r} " in line for _, r in drained)]
+    deployed = [line for line in balancer.config.read_text().splitlines()
+                if "quiescent=" not in line and not any(f"real={r} " in line for _, r in drained)]
+    assert unchanged == deployed
     assert sorted(balancer.run("list").stdout.splitlines()) == sorted(f"{v} {r}" for v, r in drained)
     assert "reload ldirectord.service" in balancer.calls.read_text()
+
+
+def _acting(balancer) -> list[str]:
+    """The calls that change something (not the is-active questions)."""
+    return [c for c in balancer.calls.read_text().splitlines() if "is-active" not in c]
+
+
+def test_ipvs_weights_are_set_before_the_reload_and_a_repeat_does_nothing(balancer):
+    pairs = balancer.pairs(1, site_index=0)
+    assert balancer.run("add", *pairs).returncode == 0
+    assert _acting(balancer)[-2:] == [
+        f"ipvsadm -e -t {pairs[0]} -r {pairs[1]} -m -w 0", "systemctl reload ldirectord.service"]
+    before = balancer.calls.read_text()
+    assert balancer.run("add", *pairs).returncode == 0  # already drained: no weight set, no reload
+    assert "ipvsadm" not in balancer.calls.read_text()[len(before):]
+    assert "reload" not in balancer.calls.read_text()[len(before):]
+    assert balancer.run("remove", *pairs).returncode == 0  # the configured weight back, then the reload
+    assert _acting(balancer)[-2:] == [
+        f"ipvsadm -e -t {pairs[0]} -r {pairs[1]} -m -w 1", "systemctl reload ldirectord.service"]
 
 
 def test_one_site_only_and_undrain(balancer):
@@ -97,7 +126,8 @@ def test_one_site_only_and_undrain(balancer):
 def test_a_stopped_ldirectord_is_not_started(tmp_path, reference):
     balancer = Balancer(tmp_path, reference, ldirectord_active=False)
     assert balancer.run("add", *balancer.pairs(2)).returncode == 0
-    assert "reload" not in balancer.calls.read_text() and "start" not in balancer.calls.read_text()
+    calls = balancer.calls.read_text()
+    assert "reload" not in calls and "start" not in calls and "ipvsadm" not in calls
 
 
 def test_a_failed_reload_is_an_error_but_the_drain_is_kept(tmp_path, reference):

@@ -1,0 +1,206 @@
+"""lvsha.live: the parsers on outputs of the real tools captured in the lab
+(`lvsha status --save-raw`, tests/unit/captures/<model>-<scenario>/<balancer>.json),
+and the status judged from them against the model they were captured on
+(examples/edge, or the reference). lvsha's own records (`lvsha-applied show`) are replaced by ones
+computed from this rendering: the lab's carried its own secret and management NIC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from lvsha import live, render
+from lvsha.day2 import Day2Error, _fit_to_carry, active_connections, drain_pairs
+from lvsha.loader import load_cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CAPTURES = Path(__file__).parent / "captures"
+
+
+@pytest.fixture(scope="module")
+def edge():
+    import os
+
+    saved = {k: os.environ.pop(k, None) for k in ("LVSHA_HEARTBEAT_SECRET", "LVSHA_HEARTBEAT_SECRET_FILE")}
+    os.environ["LVSHA_HEARTBEAT_SECRET"] = "a-unit-test-secret-0123456789"
+    try:
+        return load_cluster(REPO / "examples" / "edge" / "inventory.py")
+    finally:
+        os.environ.pop("LVSHA_HEARTBEAT_SECRET")
+        for k, v in saved.items():
+            if v is not None:
+                os.environ[k] = v
+
+
+def outputs(scenario: str, balancer: str) -> dict[str, tuple[int, str]]:
+    return {k: tuple(v) for k, v in json.loads((CAPTURES / scenario / f"{balancer}.json").read_text()).items()}
+
+
+def applied_as_rendered(cluster, name: str) -> tuple[int, str]:
+    balancer = cluster.balancer(name)
+    rules = hashlib.sha1(render.firewall_file(cluster, balancer).content.encode()).hexdigest()
+    return 0, "\n".join([
+        "heartbeat " + " ".join(render.applied_record(render.heartbeat_files(cluster, balancer))),
+        "ldirectord " + " ".join(render.applied_record([render.ldirectord_file(cluster)])),
+        f"firewall {rules} loaded-digest", "firewall-now loaded-digest"])
+
+
+def views(cluster, scenario: str, **changed) -> dict[str, live.BalancerView]:
+    found = {}
+    for b in cluster.balancers:
+        raw = outputs(scenario, b.name)
+        raw["applied"] = applied_as_rendered(cluster, b.name)
+        raw.update(changed.get(b.name, {}))
+        found[b.name] = live.BalancerView.from_outputs(b.name, raw)
+    return found
+
+
+# ---- the parsers, on the tools' own words --------------------------------------
+
+def test_ip_addr_names_every_floating_address_on_its_interface(edge):
+    addresses = live.parse_addresses(outputs("edge-settled", "lb-a")["addresses"][1])
+    holder = "lb-a" if "203.0.113.10/24" in addresses.get("eth0", []) else "lb-b"
+    on_holder = live.parse_addresses(outputs("edge-settled", holder)["addresses"][1])
+    for ip in edge.floating_ips():
+        assert ip.cidr in on_holder[ip.interface]
+    assert f"{edge.balancer(holder).internal_ip}/16" in on_holder["eth1"]
+
+
+def test_ipvsadm_table_and_rates(edge):
+    for name in ("lb-a", "lb-b"):  # loaded on both: ldirectord runs on both
+        table = live.parse_ipvsadm(outputs("edge-settled", name)["ipvs"][1])
+        assert set(table) == {vs.address for vs in edge.virtual_servers()}
+        shop, static = (table[vs.address] for vs in edge.virtual_servers())
+        assert (shop.scheduler, shop.flags, static.scheduler, static.flags) == ("wlc", "persistent 900", "rr", "")
+        for vs in edge.virtual_servers():
+            reals = table[vs.address].reals
+            assert set(reals) == {vs.real_address(ip) for _, ip in vs.reals}
+            assert all(r.forward == "Masq" and r.weight == 1 for r in reals.values())
+        rates = live.parse_ipvsadm_rate(outputs("edge-settled", name)["rate"][1])
+        assert {key[0] for key in rates} == set(table)
+        assert all(isinstance(rate.cps, int) for rate in rates.values())
+    drained = live.parse_ipvsadm(outputs("reference-drained", "balancer1")["ipvs"][1])
+    assert sorted(r.weight for vs in drained.values() for r in vs.reals.values()) == [0, 0, 0, 1, 1, 1, 1, 1, 1]
+
+
+def test_an_empty_or_missing_ipvs_table_is_empty():
+    assert live.parse_ipvsadm("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n"
+                              "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n") == {}
+    assert live.parse_ipvsadm("") == {}
+
+
+def test_cl_status_words(edge):
+    raw = outputs("edge-settled", "lb-a")
+    assert raw["hbstatus"][0] == 0 and "running" in raw["hbstatus"][1]
+    assert raw["peer"][1].strip() == "active"
+    assert set(live.parse_words(raw["links"][1])) == {"eth0", "eth1"}  # indented by cl_status
+    assert raw["rscstatus"][1].strip() in ("all", "local", "foreign", "none")
+    stopped = outputs("edge-standby-heartbeat-stopped", "lb-a")
+    view = live.BalancerView.from_outputs("lb-a", stopped)
+    assert stopped["hbstatus"][0] != 0 and not view.heartbeat.running
+
+
+# ---- the status judged against the model ------------------------------------------
+
+def test_the_settled_pair_is_healthy(edge):
+    status = live.cluster_status(edge, views(edge, "edge-settled"))
+    assert status.problems == [] and status.healthy
+    holder = status.holder
+    assert holder in ("lb-a", "lb-b")
+    assert all(a.holders == [holder] for a in status.addresses)
+    assert all(site.loaded and {r.state for r in site.reals} == {"in rotation"} for site in status.sites)
+    text = live.format_status(status)
+    assert text.splitlines()[0] == f"cluster edge: healthy, {holder} carries every floating address"
+    assert json.loads(json.dumps(status.to_json()))["holder"] == holder
+
+
+def test_a_drained_host_shows_drained_and_is_not_a_fault(reference):
+    status = live.cluster_status(reference, views(reference, "reference-drained"))
+    drained = {(s.name, r.host) for s in status.sites for r in s.reals if r.state == "drained"}
+    assert drained == {(site.name, "hostB") for site in reference.sites}
+    assert status.problems == []
+    assert "drained" in live.format_status(status)
+
+
+def test_one_node_drained_and_the_other_not_is_a_fault(reference):
+    status = live.cluster_status(reference, views(reference, "reference-drained", balancer2={"drained": (0, "")}))
+    assert any("disagree on drained" in p for p in status.problems)
+
+
+def test_a_drained_host_still_at_weight_one_is_draining(reference):
+    raw = outputs("reference-drained", "balancer1")
+    raw["ipvs"] = (0, raw["ipvs"][1].replace("Masq    0", "Masq    1"))
+    status = live.cluster_status(reference, views(reference, "reference-drained", balancer1={"ipvs": raw["ipvs"]}))
+    assert {r.state for s in status.sites for r in s.reals if r.host == "hostB"} == {"draining"}
+    assert any("hostB is drained but still has weight 1" in p for p in status.problems)
+
+
+def test_an_address_on_both_balancers_is_split_brain(edge):
+    settled = views(edge, "edge-settled")
+    holder = live.cluster_status(edge, settled).holder
+    other = next(name for name in settled if name != holder)
+    settled[other].addresses = {k: list(v) for k, v in settled[holder].addresses.items()}
+    status = live.cluster_status(edge, settled)
+    assert status.holder is None and not status.healthy
+    assert sum("SPLIT BRAIN" in p for p in status.problems) == len(edge.floating_ips())
+    assert "<-- SPLIT BRAIN" in live.format_status(status)
+
+
+def test_a_stopped_heartbeat_and_an_unreachable_balancer_are_named(edge):
+    stopped = live.cluster_status(edge, views(edge, "edge-standby-heartbeat-stopped"))
+    assert "lb-a: heartbeat is not running" in stopped.problems
+    reachable = views(edge, "edge-settled")
+    holder = live.cluster_status(edge, reachable).holder
+    other = next(name for name in reachable if name != holder)
+    reachable[other] = live.BalancerView.unreachable(other, "cannot connect: timed out")
+    status = live.cluster_status(edge, reachable)
+    assert status.holder == holder and f"{other} is unreachable: cannot connect: timed out" in status.problems
+    assert f"{other}: UNREACHABLE" in live.format_status(status)
+
+
+def test_a_failed_real_server_and_a_firewall_that_differs(edge):
+    settled = views(edge, "edge-settled")
+    holder = live.cluster_status(edge, settled).holder
+    vs = edge.virtual_servers()[1]
+    web_host, ip = vs.reals[0]
+    del settled[holder].ipvs[vs.address].reals[vs.real_address(ip)]
+    settled[holder].applied["firewall-now"] = ["flushed-digest"]
+    status = live.cluster_status(edge, settled)
+    assert f"{vs.site.name}: {web_host.name} ({vs.real_address(ip)}) failed its health check" in status.problems
+    assert f"{holder}: the loaded firewall differs from the model (deploy to fix)" in status.problems
+
+
+# ---- what drain and failover decide from it ---------------------------------------
+
+def test_drain_names_the_reals_as_ldirectord_cf_does(edge):
+    assert drain_pairs(edge, "web-2", None) == [("203.0.113.10:0", "10.20.1.12"), ("203.0.113.11:80", "10.20.2.12:80")]
+    assert drain_pairs(edge, "web-2", "static.example.org") == [("203.0.113.11:80", "10.20.2.12:80")]
+    with pytest.raises(Day2Error, match="web host 'web-9' is not in the model"):
+        drain_pairs(edge, "web-9", None)
+    with pytest.raises(Day2Error, match="site 'nope' is not in the model"):
+        drain_pairs(edge, "web-1", "nope")
+
+
+def test_active_connections_count_only_the_host_and_site(edge):
+    raw = outputs("edge-settled", "lb-b")
+    lines = raw["ipvs"][1].splitlines()
+    lines = [line.replace("Masq    1      0 ", "Masq    1      3 ", 1) if "10.20.1.11:0" in line else line for line in lines]
+    status = live.cluster_status(edge, views(edge, "edge-settled", **{"lb-b": {"ipvs": (0, "\n".join(lines))}}))
+    assert active_connections(status, "web-1", None) == 3
+    assert active_connections(status, "web-1", "static.example.org") == 0
+    assert active_connections(status, "web-2", None) == 0
+
+
+def test_failover_refuses_a_receiver_that_is_not_fit(edge):
+    status = live.cluster_status(edge, views(edge, "edge-settled"))
+    other = next(b.name for b in edge.balancers if b.name != status.holder)
+    assert _fit_to_carry(status, other) == []
+    stopped = live.cluster_status(edge, views(edge, "edge-standby-heartbeat-stopped"))
+    assert _fit_to_carry(stopped, "lb-a") == ["heartbeat is stopped on lb-a", "no heartbeat link of lb-a is up"]
+    unreachable = live.cluster_status(edge, {**views(edge, "edge-settled"),
+                                             other: live.BalancerView.unreachable(other, "cannot connect: refused")})
+    assert _fit_to_carry(unreachable, other) == [f"{other} is unreachable (cannot connect: refused)"]
