@@ -171,6 +171,17 @@ class BalancerView:
         return cidr in self.addresses.get(interface, [])
 
 
+def floating_held(cluster: Cluster, addresses: dict[str, list[str]]) -> int:
+    """How many of the model's floating addresses `addresses` (parse_addresses) holds."""
+    return sum(ip.cidr in addresses.get(ip.interface, []) for ip in cluster.floating_ips())
+
+
+def serves_every_site(cluster: Cluster, ipvs: dict[str, VirtualService]) -> bool:
+    """Every site's virtual service is in `ipvs` with a real server of weight above 0."""
+    return all(vs.address in ipvs and any(r.weight > 0 for r in ipvs[vs.address].reals.values())
+               for vs in cluster.virtual_servers())
+
+
 def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 

@@ -204,3 +204,13 @@ def test_failover_refuses_a_receiver_that_is_not_fit(edge):
     unreachable = live.cluster_status(edge, {**views(edge, "edge-settled"),
                                              other: live.BalancerView.unreachable(other, "cannot connect: refused")})
     assert _fit_to_carry(unreachable, other) == [f"{other} is unreachable (cannot connect: refused)"]
+
+
+def test_what_failover_waits_for(edge):
+    raw = {name: outputs("edge-settled", name) for name in ("lb-a", "lb-b")}
+    held = {name: live.floating_held(edge, live.parse_addresses(raw[name]["addresses"][1])) for name in raw}
+    assert held == {"lb-a": 0, "lb-b": len(edge.floating_ips())}
+    assert live.serves_every_site(edge, live.parse_ipvsadm(raw["lb-a"]["ipvs"][1]))
+    drained_everywhere = raw["lb-a"]["ipvs"][1].replace("Masq    1", "Masq    0")
+    assert not live.serves_every_site(edge, live.parse_ipvsadm(drained_everywhere))
+    assert not live.serves_every_site(edge, {})
