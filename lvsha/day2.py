@@ -350,16 +350,19 @@ def failover_command(inventory, target, timeout, sudo):
     started = time.monotonic()
     pair.require(holder, HB_STANDBY, "heartbeat standby")
     total = len(pair.cluster.floating_ips())
+    held = left = 0
+    serves = False
     while True:
-        # Three quick reads a round (not the whole status): the command returns
-        # about when the handover completes.
-        time.sleep(0.5)
+        # One quick read a second while the receiver takes over (more would slow a
+        # small machine's heartbeat), then the holder's and the IPVS check.
+        time.sleep(1)
         held = live.floating_held(pair.cluster, live.parse_addresses(
             pair.require(target, live.COMMANDS["addresses"], "reading addresses")))
-        left = live.floating_held(pair.cluster, live.parse_addresses(
-            pair.require(holder, live.COMMANDS["addresses"], "reading addresses")))
-        serves = live.serves_every_site(pair.cluster, live.parse_ipvsadm(
-            pair.require(target, live.COMMANDS["ipvs"], "reading IPVS")))
+        if held == total:
+            left = live.floating_held(pair.cluster, live.parse_addresses(
+                pair.require(holder, live.COMMANDS["addresses"], "reading addresses")))
+            serves = live.serves_every_site(pair.cluster, live.parse_ipvsadm(
+                pair.require(target, live.COMMANDS["ipvs"], "reading IPVS")))
         elapsed = time.monotonic() - started
         if held == total and left == 0 and serves:
             click.echo(f"{target} carries every floating address and serves every site after {elapsed:.1f} s")
@@ -368,7 +371,7 @@ def failover_command(inventory, target, timeout, sudo):
             raise Day2Error(f"{target} does not carry everything after {timeout} s: {target} holds {held}/{total} "
                             f"floating addresses, {holder} {left}, {target}'s IPVS "
                             f"{'serves' if serves else 'does not serve'} every site; see `lvsha status`")
-        _progress(f"{elapsed:.0f} s: {target} carries {held}/{total} floating addresses, {holder} {left}")
+        _progress(f"{elapsed:.0f} s: {target} carries {held}/{total} floating addresses")
 
 
 COMMANDS = (status_command, drain_command, undrain_command, failover_command)

@@ -117,7 +117,8 @@ def _poll_during(lab, action) -> tuple[float, int, str]:
     finally:
         poller.terminate()
         out, _ = poller.communicate(timeout=30)
-    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("LONGEST", "FAILED")))
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("LONGEST", "FAILED", "ANSWERED")))
+    assert int(lines["ANSWERED"]) > 0, out
     return float(lines["LONGEST"]), int(lines["FAILED"]), out
 
 

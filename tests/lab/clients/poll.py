@@ -3,24 +3,24 @@
 
     python3 poll.py SECONDS VIP...
 
-Each round asks each VIP for / (a new TCP connection, 1 s timeout, as a
+One poller per VIP, side by side (a VIP's wait does not include the others'
+timeouts). Each poll asks for / on a new TCP connection with a 1 s timeout, as a
 monitoring poller would: a SYN lost while nobody holds the VIP is not left to
-TCP's backoff). Prints one "ROUND <t> <ok>/<asked>" line per round and, at the
-end, "LONGEST <seconds>": the longest time any VIP went without an answer
-(measured from its previous answer), and "FAILED <count>": polls unanswered.
+TCP's backoff. Prints "LONGEST <seconds>": the longest time any VIP went
+without an answer (measured from its previous answer), "FAILED <count>": polls
+unanswered, and "ANSWERED <count>".
 """
 
 import signal
 import socket
 import sys
+import threading
 import time
 
 seconds, vips = float(sys.argv[1]), sys.argv[2:]
-started = time.monotonic()
-last_answer = {vip: started for vip in vips}
-longest, failed = 0.0, 0
-stopped = []
-signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+results = {vip: {"longest": 0.0, "failed": 0, "answered": 0} for vip in vips}
 
 
 def answered(vip):
@@ -33,20 +33,30 @@ def answered(vip):
         return False
 
 
-while not stopped and time.monotonic() - started < seconds:
-    round_started = time.monotonic()
-    ok = 0
-    for vip in vips:
+def poll(vip):
+    mine, last = results[vip], time.monotonic()
+    while not stop.is_set():
+        started = time.monotonic()
         if answered(vip):
             now = time.monotonic()
-            longest = max(longest, now - last_answer[vip])
-            last_answer[vip] = now
-            ok += 1
+            mine["longest"] = max(mine["longest"], now - last)
+            mine["answered"] += 1
+            last = now
         else:
-            failed += 1
-    print(f"ROUND {round_started - started:.1f} {ok}/{len(vips)}", flush=True)
-    time.sleep(max(0.0, 0.2 - (time.monotonic() - round_started)))
-now = time.monotonic()
-longest = max([longest] + [now - t for t in last_answer.values()])
-print(f"LONGEST {longest:.2f}", flush=True)
-print(f"FAILED {failed}", flush=True)
+            mine["failed"] += 1
+        stop.wait(max(0.0, 0.2 - (time.monotonic() - started)))
+    mine["longest"] = max(mine["longest"], time.monotonic() - last)
+
+
+threads = [threading.Thread(target=poll, args=(vip,), daemon=True) for vip in vips]
+for t in threads:
+    t.start()
+stop.wait(seconds)
+stop.set()
+for t in threads:
+    t.join(timeout=5)
+for vip, r in results.items():
+    print(f"VIP {vip} longest {r['longest']:.2f} failed {r['failed']} answered {r['answered']}", flush=True)
+print(f"LONGEST {max(r['longest'] for r in results.values()):.2f}", flush=True)
+print(f"FAILED {sum(r['failed'] for r in results.values())}", flush=True)
+print(f"ANSWERED {sum(r['answered'] for r in results.values())}", flush=True)
