@@ -11,9 +11,7 @@ IPs, firewall VIPs, virtual servers, mail NAT) is derived from `sites` and
 that site (hostA .1 / hostB .4 / hostC .7 for the first site, and so on).
 """
 
-import os
-
-from lvsha.inventory import groups, production_connections, validated_or_exit
+from lvsha.inventory import production_groups, validated_or_exit
 from lvsha.model import (
     Balancer,
     Cluster,
@@ -55,10 +53,6 @@ def reference_cluster(secret: str | None = None) -> Cluster:
 
 CLUSTER = validated_or_exit(lambda: reference_cluster(heartbeat_secret()))
 
-_groups = groups(
-    CLUSTER,
-    production_connections(CLUSTER, ssh_user=os.environ.get("LVSHA_SSH_USER", "root"),
-                           ssh_key=os.environ.get("LVSHA_SSH_KEY")),
-)
+_groups = production_groups(CLUSTER)
 balancers = _groups["balancers"]
 web = _groups["web"]

@@ -11,7 +11,6 @@ acting would leave the pair worse off.
 from __future__ import annotations
 
 import json
-import runpy
 import sys
 import threading
 import time
@@ -23,6 +22,7 @@ from pyinfra.api import Config, Inventory, State
 
 from lvsha import live, render
 from lvsha.inventory import CLUSTER_KEY
+from lvsha.loader import InventoryError, run_inventory
 from lvsha.model import Cluster
 
 HB_STANDBY = "/usr/share/heartbeat/hb_standby all"
@@ -85,14 +85,10 @@ class Pair:
 def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> Pair:
     """Read the inventory file as pyinfra would: the model and pyinfra's hosts
     for both balancers (not connected yet: `Pair.connect`)."""
-    path = Path(inventory)
-    if not path.is_file():
-        raise Day2Error(f"inventory {inventory}: no such file")
-    for folder in (str(path.resolve().parent), str(Path(__file__).resolve().parent.parent)):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
     try:
-        namespace = runpy.run_path(str(path), run_name="lvsha_inventory")
+        namespace = run_inventory(inventory)
+    except InventoryError as error:
+        raise Day2Error(str(error)) from None
     except SystemExit as stop:  # validated_or_exit has printed the problems
         raise Day2Error(f"inventory {inventory}: the model does not validate") from stop
     group = namespace.get("balancers")

@@ -8,6 +8,7 @@ which is how pyinfra discovers groups.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def groups(cluster: Cluster, connections: dict[str, dict]) -> dict[str, tuple[li
         "balancers": ([host(b.name, "balancer") for b in cluster.balancers], {}),
         "web": ([host(h.name, "web") for h in cluster.web_hosts], {}),
     }
+
+
+def production_groups(cluster: Cluster) -> dict[str, tuple[list, dict]]:
+    """`groups` with `production_connections`, the SSH user and key from
+    LVSHA_SSH_USER (default root) and LVSHA_SSH_KEY: what an inventory file binds."""
+    return groups(cluster, production_connections(cluster, ssh_user=os.environ.get("LVSHA_SSH_USER", "root"),
+                                                  ssh_key=os.environ.get("LVSHA_SSH_KEY")))
 
 
 def production_connections(

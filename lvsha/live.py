@@ -11,7 +11,6 @@ anywhere (lvsha.day2 does), so every rule is tested on captured outputs.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 
 from lvsha import render
@@ -182,10 +181,6 @@ def serves_every_site(cluster: Cluster, ipvs: dict[str, VirtualService]) -> bool
                for vs in cluster.virtual_servers())
 
 
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()
-
-
 @dataclass
 class RealStatus:
     host: str
@@ -332,7 +327,7 @@ def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) 
     if not recorded:
         firewall = "not recorded"
         problems.append(f"{view.name}: no record of the firewall being loaded")
-    elif recorded[0] == _sha1(rules.content) and recorded[1:] == view.applied.get("firewall-now"):
+    elif recorded[:1] == render.applied_record([rules]) and recorded[1:] == view.applied.get("firewall-now"):
         firewall = "loaded as rendered"
     else:
         firewall = "differs from the model"

@@ -13,8 +13,8 @@ class InventoryError(RuntimeError):
     pass
 
 
-def load_cluster(inventory: str | Path) -> Cluster:
-    """Execute an inventory file and return its `CLUSTER` (validated there)."""
+def run_inventory(inventory: str | Path) -> dict:
+    """Execute an inventory file as pyinfra would; return its module namespace."""
     path = Path(inventory).resolve()
     if not path.is_file():
         raise InventoryError(f"inventory {inventory}: no such file")
@@ -22,7 +22,12 @@ def load_cluster(inventory: str | Path) -> Cluster:
     for folder in (str(path.parent), str(Path(__file__).resolve().parent.parent)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    namespace = runpy.run_path(str(path), run_name="lvsha_inventory")
+    return runpy.run_path(str(path), run_name="lvsha_inventory")
+
+
+def load_cluster(inventory: str | Path) -> Cluster:
+    """Execute an inventory file and return its `CLUSTER` (validated there)."""
+    namespace = run_inventory(inventory)
     cluster = namespace.get("CLUSTER")
     if not isinstance(cluster, Cluster):
         raise InventoryError(f"inventory {inventory}: defines no CLUSTER (a lvsha.model.Cluster)")

@@ -14,17 +14,28 @@ def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", help="rewrite tests/golden from the current renderings")
 
 
-@pytest.fixture(scope="session")
-def reference():
-    """The reference inventory's model, with a fixed test secret."""
+def load_with_test_secret(inventory: Path):
+    """An inventory file's model, with a fixed test secret (the environment restored)."""
     from lvsha.loader import load_cluster
 
     saved = {k: os.environ.pop(k, None) for k in ("LVSHA_HEARTBEAT_SECRET", "LVSHA_HEARTBEAT_SECRET_FILE")}
     os.environ["LVSHA_HEARTBEAT_SECRET"] = TEST_SECRET
     try:
-        return load_cluster(ROOT / "inventory.py")
+        return load_cluster(inventory)
     finally:
         os.environ.pop("LVSHA_HEARTBEAT_SECRET")
         for k, v in saved.items():
             if v is not None:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The reference inventory's model."""
+    return load_with_test_secret(ROOT / "inventory.py")
+
+
+@pytest.fixture(scope="session")
+def edge():
+    """The second example cluster's model (examples/edge)."""
+    return load_with_test_secret(ROOT / "examples" / "edge" / "inventory.py")

@@ -16,9 +16,7 @@ lvsha lab run` (the whole tier), and the default test run includes a subset
 on it (deploy, traffic, firewall, a takeover, a heartbeat configuration change).
 """
 
-import os
-
-from lvsha.inventory import groups, production_connections, validated_or_exit
+from lvsha.inventory import production_groups, validated_or_exit
 from lvsha.model import (
     Balancer,
     Cluster,
@@ -63,10 +61,6 @@ def edge_cluster(secret: str | None = None) -> Cluster:
 
 CLUSTER = validated_or_exit(lambda: edge_cluster(heartbeat_secret()))
 
-_groups = groups(
-    CLUSTER,
-    production_connections(CLUSTER, ssh_user=os.environ.get("LVSHA_SSH_USER", "root"),
-                           ssh_key=os.environ.get("LVSHA_SSH_KEY")),
-)
+_groups = production_groups(CLUSTER)
 balancers = _groups["balancers"]
 web = _groups["web"]
