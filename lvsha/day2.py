@@ -25,8 +25,9 @@ from lvsha.inventory import CLUSTER_KEY
 from lvsha.loader import InventoryError, run_inventory
 from lvsha.model import Cluster
 
-HB_STANDBY = "/usr/share/heartbeat/hb_standby all"
 FAILOVER_TIMEOUT = 120  # s: a handover moves addresses only (IPVS is loaded on both)
+# lvsha-takeover waits this long for heartbeat to start the handover (the holder's release included).
+TAKEOVER_REQUEST_TIMEOUT = 60
 DRAIN_WAIT_TIMEOUT = 600
 # ldirectord applies a reload (new weights) after rereading its file: seconds, more on a slow guest.
 WEIGHT_TIMEOUT = 90
@@ -344,7 +345,12 @@ def failover_command(inventory, target, timeout, sudo):
     holder = status.holder
     click.echo(f"handing every floating address from {holder} to {target}")
     started = time.monotonic()
-    pair.require(holder, HB_STANDBY, "heartbeat standby")
+    request_timeout = min(timeout, TAKEOVER_REQUEST_TIMEOUT)
+    _progress(f"asking heartbeat on {target} to take everything over from {holder} "
+              f"(at most {request_timeout} s for {holder} to release it)")
+    # On the receiver: hb_takeover, then the addresses added the moment heartbeat
+    # starts acquiring them (files/heartbeat/lvsha-takeover).
+    pair.require(target, f"{render.TAKEOVER_SCRIPT} {holder} {request_timeout}", "the takeover request")
     total = len(pair.cluster.floating_ips())
     held = left = 0
     serves = False

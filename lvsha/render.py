@@ -31,6 +31,7 @@ HEARTBEAT_ENV = "/etc/ha.d/lvsha.env"
 HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
 HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
 AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
+TAKEOVER_SCRIPT = "/usr/local/sbin/lvsha-takeover"
 HEARTBEAT_DROPIN = "/etc/systemd/system/heartbeat.service.d/lvsha.conf"
 LDIRECTORD_DROPIN = "/etc/systemd/system/ldirectord.service.d/lvsha.conf"
 FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf"
@@ -104,12 +105,12 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
 
 def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     """What runs around heartbeat and ldirectord, read afresh at each use (no
-    restart needed): the resource script, the guard, restart and key rotation
-    scripts, their settings, and the drain script."""
+    restart needed): the resource script, the guard, restart, key rotation and
+    planned takeover scripts, their settings, and the drain script."""
     hb = cluster.heartbeat
     return [
         *(_shipped("heartbeat", path, mode="0755")
-          for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT)),
+          for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT, TAKEOVER_SCRIPT)),
         _shipped("lvsha", DRAIN_SCRIPT, mode="0755"),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,

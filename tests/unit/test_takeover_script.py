@@ -1,0 +1,153 @@
+"""files/heartbeat/lvsha-takeover, run for real against fakes of what it calls:
+journalctl (follows a journal file), logger (writes to it), heartbeat's
+hb_takeover (the peer's release shows as heartbeat's acquisition line, or not),
+renice and the floating addresses' resource script.
+
+The lab's failover test runs it against the real heartbeat and journal.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lvsha import render
+
+SCRIPT = str(render.FILES / "heartbeat" / Path(render.TAKEOVER_SCRIPT).name)
+ADDRESSES = "192.168.0.254/24/eth1 10.0.0.1/24/eth0"
+ACQUIRE = "[771]: info: standby: acquire [all] resources from balancer2"
+
+FAKES = {
+    # --follow --since ... --output cat FILTERS: the whole journal file, then what is appended
+    "journalctl": 'echo "journalctl $*" >> "$FAKE/calls"; exec tail -n +1 -f "$FAKE/journal"',
+    "logger": 'shift 2; [ "$1" = -- ] && shift; echo "$*" >> "$FAKE/journal"',
+    "renice": 'echo "renice $*" >> "$FAKE/calls"',
+    "hb_takeover": """
+        echo "hb_takeover $*" >> "$FAKE/calls"
+        [ -f "$FAKE/hb-takeover-fails" ] && exit 1
+        if [ -f "$FAKE/peer-releases" ]; then
+            # heartbeat logs the acquisition once the peer has released: later, in the background
+            (sleep 0.5; echo "[771]: info: balancer2 wants to go standby [all]" >> "$FAKE/journal"
+             echo "$(cat "$FAKE/peer-releases")" >> "$FAKE/journal") &
+        fi
+        exit 0""",
+    "floating-ips": """
+        echo "floating-ips $*" >> "$FAKE/calls"
+        exit "$(cat "$FAKE/start-rc" 2>/dev/null || echo 0)" """,
+}
+
+
+class Fake:
+    def __init__(self, root: Path):
+        self.state, self.bin = root / "state", root / "bin"
+        self.state.mkdir()
+        self.bin.mkdir()
+        for name, body in FAKES.items():
+            path = self.bin / name
+            path.write_text("#!/bin/sh\n" + "\n".join(line.strip() for line in body.splitlines()) + "\n")
+            path.chmod(0o755)
+        self.journal.write_text("[771]: info: heartbeat: started\n")
+        self.env_file = root / "lvsha.env"
+        self.env_file.write_text(
+            "LVSHA_NODE=balancer1\nLVSHA_PEER=balancer2\n"
+            f"LVSHA_FLOATING_IPS_SCRIPT={self.bin / 'floating-ips'}\nLVSHA_FLOATING_IPS=\"{ADDRESSES}\"\n")
+
+    @property
+    def journal(self) -> Path:
+        return self.state / "journal"
+
+    def set(self, name: str, content: str = "") -> None:
+        (self.state / name).write_text(content)
+
+    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file),
+               "LVSHA_HB_TAKEOVER": str(self.bin / "hb_takeover")}
+        return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+    def calls(self) -> list[str]:
+        path = self.state / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def followers_left(self) -> list[str]:
+        """Processes still following this fake's journal (the script must leave none)."""
+        found = subprocess.run(["pgrep", "-af", f"tail -n \\+1 -f {self.journal}"], capture_output=True, text=True)
+        return found.stdout.splitlines()
+
+
+@pytest.fixture
+def fake(tmp_path):
+    return Fake(tmp_path)
+
+
+def test_addresses_are_added_once_heartbeat_starts_acquiring(fake):
+    fake.set("peer-releases", ACQUIRE)
+    result = fake.run("balancer2", "10")
+    assert result.returncode == 0, result.stderr
+    calls = fake.calls()
+    assert calls[0].startswith("renice -n -10 -p ")
+    # journalctl may start after the request: it reads from one second before it
+    follow = next(call for call in calls if call.startswith("journalctl"))
+    assert follow.startswith("journalctl --follow --since @") and follow.endswith(
+        "--output cat SYSLOG_IDENTIFIER=heartbeat SYSLOG_IDENTIFIER=lvsha-takeover")
+    assert [call for call in calls[1:] if call != follow] == ["hb_takeover all", f"floating-ips {ADDRESSES} start"]
+    journal = fake.journal.read_text().splitlines()
+    request = next(i for i, line in enumerate(journal) if "takeover request" in line)
+    assert journal.index(ACQUIRE) > request  # asked first, then heartbeat acquired
+    assert "every floating address added" in journal[-1]
+    time.sleep(0.2)
+    assert fake.followers_left() == []
+
+
+def test_an_acquisition_logged_before_the_request_is_not_taken_for_this_one(fake):
+    fake.journal.write_text(f"{ACQUIRE}\n")  # an earlier handover, still within --since
+    started = time.monotonic()
+    result = fake.run("balancer2", "2")
+    assert result.returncode == 1
+    assert 1.5 < time.monotonic() - started < 10
+    assert not any(call.startswith("floating-ips") for call in fake.calls())
+    assert "did not start acquiring the resources of balancer2 within 2 s: nothing added here" in result.stderr
+    time.sleep(0.2)
+    assert fake.followers_left() == []
+
+
+def test_an_acquisition_from_another_node_is_not_this_one(fake):
+    fake.set("peer-releases", "[771]: info: standby: acquire [all] resources from balancer3")
+    result = fake.run("balancer2", "2")
+    assert result.returncode == 1
+    assert not any(call.startswith("floating-ips") for call in fake.calls())
+
+
+def test_only_the_peer_can_be_taken_from(fake):
+    result = fake.run("balancer1", "10")
+    assert result.returncode == 2
+    assert "balancer1 is not the peer of balancer1 (balancer2)" in result.stderr
+    assert fake.calls() == []
+
+
+@pytest.mark.parametrize("args", [(), ("balancer2", "5s"), ("balancer2", "5", "extra")])
+def test_usage_errors_change_nothing(fake, args):
+    result = fake.run(*args)
+    assert result.returncode == 2
+    assert fake.calls() == []
+
+
+def test_a_failed_request_adds_nothing(fake):
+    fake.set("hb-takeover-fails")
+    result = fake.run("balancer2", "10")
+    assert result.returncode == 1
+    assert "hb_takeover failed" in result.stderr
+    assert fake.calls()[-1] == "hb_takeover all"
+    time.sleep(0.2)
+    assert fake.followers_left() == []
+
+
+def test_a_failed_start_is_reported(fake):
+    fake.set("peer-releases", ACQUIRE)
+    fake.set("start-rc", "1")
+    result = fake.run("balancer2", "10")
+    assert result.returncode == 1
+    assert "adding the floating addresses failed: heartbeat's own acquisition retries" in result.stderr
+    assert fake.calls()[-1] == f"floating-ips {ADDRESSES} start"
