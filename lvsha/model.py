@@ -54,6 +54,9 @@ class HealthCheck:
     request: str = "/"
     # Text the response must contain; empty means "the site's name".
     receive: str = ""
+    # The Host: header of an http/https check; empty means "the site's name"
+    # (a real site answers a bare address with a redirect or a default vhost).
+    virtualhost: str = ""
     negotiatetimeout: int = 10
     checktimeout: int = 10
 
@@ -72,10 +75,27 @@ class Site:
     persistent: int | None = 3600
     quiescent: bool = False
     health: HealthCheck = field(default_factory=HealthCheck)
+    # Where new connections go while every real server fails its check:
+    # "ADDRESS" or "ADDRESS:PORT" of a sorry server (ldirectord's fallback, NAT
+    # like the real servers). None: the site has no real server then and new
+    # connections to it fail.
+    fallback: str | None = None
 
     @property
     def receive(self) -> str:
         return self.health.receive or self.name
+
+    @property
+    def virtualhost(self) -> str:
+        return self.health.virtualhost or self.name
+
+    @property
+    def fallback_address(self) -> str | None:
+        """The fallback as ldirectord.cf names a real server: ADDRESS:PORT, the
+        virtual port by default; ADDRESS alone for an all-ports service, as its reals."""
+        if self.fallback is None or ":" in self.fallback or not self.virtual_port:
+            return self.fallback
+        return f"{self.fallback}:{self.virtual_port}"
 
 
 @dataclass(frozen=True)

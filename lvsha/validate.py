@@ -22,6 +22,7 @@ LDIRECTORD_SERVICES = {
 LDIRECTORD_CHECKTYPES = {"negotiate", "connect", "ping", "off", "on"}
 HEARTBEAT_AUTH_METHODS = {"sha1", "md5", "crc"}
 INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+VIRTUAL_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 SITE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 # Characters that would break out of a quoted ldirectord value or a line.
@@ -103,6 +104,32 @@ class _Checker:
     def text(self, field: str, value: object) -> None:
         if not isinstance(value, str) or UNSAFE_IN_CONFIG.search(value):
             self.fail(field, value, "must be text without double quotes or line breaks")
+
+
+def _fallback(c, cluster: Cluster, site, field: str) -> None:
+    """A site's fallback: ADDRESS[:PORT], a unicast address that is not one of
+    the cluster's own (a VIP, the gateway, a balancer) nor a real server of it."""
+    if not isinstance(site.fallback, str):
+        c.fail(field, site.fallback, "must be ADDRESS or ADDRESS:PORT written as a string")
+        return
+    text, _, port = site.fallback.partition(":")
+    if port:
+        if not port.isdigit():
+            c.fail(field, site.fallback, "the port after ':' must be a number")
+            return
+        c.port(field, int(port))
+    address = c.address(field, text)
+    if address is None:
+        return
+    # Compared as written: the fields themselves are checked elsewhere.
+    own = {cluster.internal_gateway, *(s.vip for s in cluster.sites), *(h.mail_ip for h in cluster.web_hosts)}
+    for b in cluster.balancers:
+        own |= {b.external_ip, b.internal_ip}
+    if str(address) in own:
+        c.fail(field, site.fallback, "is one of the balancers' own or floating addresses, not a server to fall back to")
+    index = cluster.sites.index(site)
+    if any(index < len(h.internal_ips) and h.internal_ips[index] == str(address) for h in cluster.web_hosts):
+        c.fail(field, site.fallback, "is a real server of this site: it fails with the others")
 
 
 def problems(cluster: Cluster) -> list[Problem]:
@@ -212,6 +239,12 @@ def _check_sites(c: _Checker, cluster: Cluster, own, ext) -> None:
             c.fail(f"{where}.health.receive", h.receive, "a negotiate check needs text to expect")
         c.text(f"{where}.health.request", h.request)
         c.text(f"{where}.health.receive", h.receive)
+        if not isinstance(h.virtualhost, str) or not VIRTUAL_HOST.match(h.virtualhost or "x"):
+            c.fail(f"{where}.health.virtualhost", h.virtualhost, "must be a host name (the Host: header of the check)")
+        if h.service == "https" and h.checkport == 80:
+            c.fail(f"{where}.health.checkport", h.checkport, "an https check on port 80: set the port TLS is served on")
+        if s.fallback is not None:
+            _fallback(c, cluster, s, f"{where}.fallback")
         c.positive(f"{where}.health.negotiatetimeout", h.negotiatetimeout)
         c.positive(f"{where}.health.checktimeout", h.checktimeout)
         if not cluster.web_hosts:

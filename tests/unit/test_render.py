@@ -94,6 +94,36 @@ def test_each_site_balances_one_address_of_each_host(reference):
     assert content.count("checkport=80") == 3
 
 
+def _virtual_sections(content: str) -> dict[str, list[str]]:
+    """{virtual address: [its settings, stripped]} of an ldirectord.cf."""
+    return {block.splitlines()[0]: [line.strip() for line in block.splitlines()[1:] if line.strip()]
+            for block in content.split("\nvirtual=")[1:]}
+
+
+def test_health_checks_ask_for_the_site_by_name(reference, edge):
+    for cluster in (reference, edge):
+        sections = _virtual_sections(_file(cluster, cluster.balancers[0].name, render.LDIRECTORD_CF).content)
+        for vs in cluster.virtual_servers():
+            settings = sections[vs.address]
+            assert f"virtualhost={vs.site.name}" in settings and f'receive="{vs.site.name}"' in settings
+            assert not any(line.startswith("fallback=") for line in settings)  # none unless the model says
+
+
+def test_a_site_falls_back_where_the_model_says_with_nat(reference):
+    from dataclasses import replace
+    sites = (replace(reference.sites[0], fallback="127.0.0.1:8080"), replace(reference.sites[1], fallback="192.168.0.3"),
+             *reference.sites[2:])
+    cluster = replace(reference, sites=sites)
+    sections = _virtual_sections(_file(cluster, "balancer1", render.LDIRECTORD_CF).content)
+    assert "fallback=127.0.0.1:8080 masq" in sections["10.0.0.1:0"]
+    assert "fallback=192.168.0.3 masq" in sections["10.0.0.3:0"]  # an all-ports service: no port, as its reals
+    assert not any(line.startswith("fallback=") for line in sections["10.0.0.5:0"])
+    ported = replace(reference, sites=(replace(reference.sites[0], virtual_port=80, fallback="192.168.0.3"),
+                                       *reference.sites[1:]))
+    assert "fallback=192.168.0.3:80 masq" in _virtual_sections(
+        _file(ported, "balancer1", render.LDIRECTORD_CF).content)["10.0.0.1:80"]
+
+
 def test_authkeys_is_private_and_sha1(reference):
     from tests.conftest import TEST_SECRET
 

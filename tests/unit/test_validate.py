@@ -55,6 +55,22 @@ CASES = {
                                          "web_hosts[hostC].internal_ips[1]", "10.0.0.88", "outside the internal network"),
     "real server not owned per site": (lambda c: _with_host(c, 0, internal_ips=("192.168.0.1", "192.168.0.2")),
                                        "web_hosts[hostA].internal_ips", ["192.168.0.1", "192.168.0.2"], "one internal IP per site"),
+    "virtual host with a space": (lambda c: _with_site(c, 0, health=replace(c.sites[0].health, virtualhost="www mysite")),
+                                  "sites[www.mysite.com].health.virtualhost", "www mysite", "must be a host name"),
+    "https checked on port 80": (lambda c: _with_site(c, 0, health=replace(c.sites[0].health, service="https")),
+                                 "sites[www.mysite.com].health.checkport", 80, "an https check on port 80"),
+    "fallback not an address": (lambda c: _with_site(c, 0, fallback="sorry.example"),
+                                "sites[www.mysite.com].fallback", "sorry.example", "not an IPv4 address"),
+    "fallback with a bad port": (lambda c: _with_site(c, 0, fallback="192.168.0.200:http"),
+                                 "sites[www.mysite.com].fallback", "192.168.0.200:http", "port after ':' must be a number"),
+    "fallback port out of range": (lambda c: _with_site(c, 0, fallback="192.168.0.200:70000"),
+                                   "sites[www.mysite.com].fallback", 70000, "port number"),
+    "fallback on a VIP": (lambda c: _with_site(c, 0, fallback="10.0.0.3:80"),
+                          "sites[www.mysite.com].fallback", "10.0.0.3:80", "balancers' own or floating addresses"),
+    "fallback on the gateway": (lambda c: _with_site(c, 1, fallback="192.168.0.254"),
+                                "sites[www.myothersite.com].fallback", "192.168.0.254", "balancers' own or floating"),
+    "fallback is a real server of the site": (lambda c: _with_site(c, 0, fallback="192.168.0.4:80"),
+                                              "sites[www.mysite.com].fallback", "192.168.0.4:80", "real server of this site"),
     "site without real servers": (lambda c: replace(c, web_hosts=()),
                                   "sites[www.mysite.com]", "www.mysite.com", "no real servers"),
     "gateway collides with a host": (lambda c: replace(c, internal_gateway="192.168.0.4"),
@@ -144,3 +160,11 @@ def test_secret_never_in_messages_or_repr(reference):
     assert TEST_SECRET not in str(reference.to_json())
     weak = _with_auth(reference, secret="weak secret")
     assert "weak secret" not in " ".join(map(str, problems(weak)))
+
+
+def test_a_fallback_elsewhere_and_an_https_check_on_443_are_valid(reference):
+    site = replace(reference.sites[0], fallback="127.0.0.1:80",
+                   health=replace(reference.sites[0].health, service="https", checkport=443, virtualhost="shop.example"))
+    assert problems(replace(reference, sites=(site, *reference.sites[1:]))) == []
+    # another site's address on a web host is a server outside this site's pool
+    assert problems(_with_site(reference, 0, fallback="192.168.0.2")) == []
