@@ -385,3 +385,27 @@ def test_a_converged_host_is_checked_in_a_handful_of_facts(reference, role):
     names = sorted(name for name, _ in machine.asked)
     assert len(names) <= 13, names
     assert names.count("ManagedFiles") == names.count("SystemdStatus") == names.count("SystemdEnabled") == 1
+
+
+def test_without_external_gateway_a_balancer_keeps_the_default_route_it_has(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.routes = [{"gateway": "10.0.0.99", "dev": "eth0"}]  # from DHCP or the installer
+    ops = _director(reference, machine)
+    assert changing(ops) == {}
+    assert not any("route" in op.name.lower() for op in ops)
+    external = next(f for f in render.balancer_network_files(reference, reference.balancer("balancer1"))
+                    if f.path == render.network_file_path("eth0"))
+    assert "Gateway=" not in external.content
+
+
+def test_an_external_gateway_becomes_the_only_default_route_persisted(reference):
+    cluster = replace(reference, external_gateway="10.0.0.250")
+    external = next(f for f in render.balancer_network_files(cluster, cluster.balancer("balancer1"))
+                    if f.path == render.network_file_path("eth0"))
+    assert "Gateway=10.0.0.250" in external.content.splitlines()
+    machine = converged_balancer(cluster, cluster.balancer("balancer1"))
+    machine.routes = [{"gateway": "10.0.0.99", "dev": "eth0"}, {"gateway": "192.168.0.254", "dev": "eth1"}]
+    changes = changing(_director(cluster, machine))
+    assert changes == {"Default route upstream": ["ip route del default via 10.0.0.99 dev eth0",
+                                                  "ip route del default via 192.168.0.254 dev eth1",
+                                                  "ip route replace default via 10.0.0.250 dev eth0"]}
