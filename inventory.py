@@ -45,8 +45,10 @@ def reference_cluster(secret: str | None = None) -> Cluster:
             WebHost("hostB", ("192.168.0.4", "192.168.0.5", "192.168.0.6"), mail_ip="10.0.0.22", public_ip="10.0.0.102"),
             WebHost("hostC", ("192.168.0.7", "192.168.0.8", "192.168.0.9"), mail_ip="10.0.0.23", public_ip="10.0.0.103"),
         ),
+        # 10.0.0.250: the upstream router on the external network (the lab answers for it),
+        # pinged to tell a failed link from a failed peer.
         heartbeat=Heartbeat(keepalive=2, warntime=5, deadtime=10, initdead=30, auto_failback=True,
-                            auth=HeartbeatAuth("sha1", secret=secret)),
+                            auth=HeartbeatAuth("sha1", secret=secret), ping_nodes=("10.0.0.250",)),
         firewall=Firewall(services=(Service("ssh", "tcp", 22), Service("snmp", "udp", 161))),
     )
 

@@ -132,6 +132,18 @@ class Heartbeat:
     media: str = "ucast"
     auth: HeartbeatAuth = field(default_factory=HeartbeatAuth)
     logfacility: str = "local0"
+    # A failed link (ipfail): addresses on the external network that answer
+    # ping, e.g. the upstream router; empty means the external gateway when the
+    # model has one. The internal side pings the web hosts. The balancer that
+    # sees fewer of them than its peer when a heartbeat link dies hands the
+    # resources over. With no external ping node a failed link is not detected.
+    ping_nodes: tuple[str, ...] = ()
+
+    @property
+    def deadping(self) -> int:
+        """Seconds before a ping node is declared dead: before the heartbeat link
+        (deadtime) is, so that ipfail counts it when the link dies."""
+        return self.deadtime - 2 * self.keepalive
 
 
 @dataclass(frozen=True)
@@ -324,9 +336,18 @@ class Cluster:
     def scheduler_modules(self) -> list[str]:
         return sorted({f"ip_vs_{s.scheduler}" for s in self.sites})
 
+    def external_ping_nodes(self) -> list[IPAddress]:
+        """What the balancers ping on the external network (link failure detection)."""
+        nodes = self.heartbeat.ping_nodes or ((self.external_gateway,) if self.external_gateway else ())
+        return [IPAddress(a) for a in nodes]
+
+    def internal_ping_group(self) -> list[IPAddress]:
+        """The web hosts' first internal addresses: the internal link is up while one answers."""
+        return [IPAddress(h.internal_ips[0]) for h in self.web_hosts]
+
     def used_addresses(self) -> set[IPAddress]:
         """Every address the model assigns anywhere (for picking free ones)."""
-        found = {self.gateway}
+        found = {self.gateway} | {IPAddress(a) for a in self.heartbeat.ping_nodes}
         for b in self.balancers:
             found |= {IPAddress(b.external_ip), IPAddress(b.internal_ip)}
         for s in self.sites:

@@ -28,6 +28,8 @@ FLOATING_IPS_SCRIPT = "/etc/ha.d/resource.d/lvsha-floating-ips"
 # lvsha before 0.6 ran ldirectord as a heartbeat resource through this script; the deploy removes it.
 OLD_LDIRECTORD_SCRIPT = "/etc/ha.d/resource.d/lvsha-ldirectord"
 HEARTBEAT_ENV = "/etc/ha.d/lvsha.env"
+# heartbeat's link failure plugin (Debian's heartbeat package).
+IPFAIL = "/usr/libexec/heartbeat/ipfail"
 HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
 HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
 AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
@@ -94,7 +96,8 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
         RenderedFile(
             HA_CF,
             _render("ha.cf.j2", cluster, balancer=balancer, hb=hb, peers=cluster.heartbeat_peers(balancer),
-                    udp_port=HEARTBEAT_UDP_PORT),
+                    udp_port=HEARTBEAT_UDP_PORT, ping_nodes=cluster.external_ping_nodes(),
+                    ping_group=cluster.internal_ping_group(), ipfail=IPFAIL),
         ),
         RenderedFile(HARESOURCES, _render("haresources.j2", cluster, resources=haresources_group(cluster),
                                           floating_ips=cluster.floating_ips(),

@@ -157,6 +157,10 @@ def problems(cluster: Cluster) -> list[Problem]:
     _check_sites(c, cluster, own, ext)
     _check_web_hosts(c, cluster, own, ext, intl)
     _check_heartbeat(c, cluster)
+    for i, node in enumerate(cluster.heartbeat.ping_nodes):
+        if node == cluster.external_gateway:  # the gateway itself, named as a ping node
+            continue
+        own(f"heartbeat.ping_nodes[{i}]", node, ext, "external network")
     _check_firewall(c, cluster)
     c.positive("ldirectord.checkinterval", cluster.ldirectord.checkinterval)
 
@@ -291,6 +295,13 @@ def _check_heartbeat(c: _Checker, cluster: Cluster) -> None:
             c.fail("heartbeat.links", link, "must be 'internal' or 'external'")
     if len(set(hb.links)) != len(hb.links):
         c.fail("heartbeat.links", hb.links, "names a link twice")
+    if hb.ping_nodes or cluster.external_gateway:
+        if "external" not in hb.links:
+            c.fail("heartbeat.links", hb.links, "ping nodes need heartbeat on the external link too: "
+                   "ipfail acts when a heartbeat link dies")
+        if hb.deadtime < 4 * hb.keepalive:
+            c.fail("heartbeat.deadtime", hb.deadtime, f"must be at least 4 x keepalive ({4 * hb.keepalive}) with "
+                   "ping nodes: a ping node is declared dead 2 keepalives before the link")
     if hb.media not in ("ucast", "bcast"):
         c.fail("heartbeat.media", hb.media, "must be 'ucast' or 'bcast'")
     if not isinstance(hb.logfacility, str) or not re.match(r"^(local[0-7]|daemon|none)$", hb.logfacility):

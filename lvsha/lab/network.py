@@ -105,7 +105,7 @@ def create(cluster, client_addr: netaddr.IPNetwork, lab_netns: str = LAB_NETNS,
     Guarantees: bridges up with STP off and zero forward delay (frames flow as soon
     as ports have carrier), bridge netfilter off, IPv6 off in the lab netns (the
     bridges carry no addresses at all), client netns with only lo and eth0 holding
-    client_addr. Raises LabError if a namespace of that name already exists.
+    client_addr and the model's external ping nodes. Raises LabError if a namespace of that name already exists.
     """
     for ns in (lab_netns, client_netns):
         if netns_exists(ns):
@@ -132,6 +132,9 @@ def create(cluster, client_addr: netaddr.IPNetwork, lab_netns: str = LAB_NETNS,
     _ip(client_netns, "link", "set", "lo", "up")
     _ip(client_netns, "link", "set", CLIENT_IFACE, "address", "52:54:00:4c:ff:fe")
     _ip(client_netns, "addr", "add", str(client_addr), "dev", CLIENT_IFACE)
+    # The model's external ping nodes (its upstream router) answer from the client's side.
+    for node in cluster.external_ping_nodes():
+        _ip(client_netns, "addr", "add", f"{node}/{client_addr.prefixlen}", "dev", CLIENT_IFACE)
     _ip(client_netns, "link", "set", CLIENT_IFACE, "up")
 
 

@@ -124,6 +124,17 @@ def test_a_site_falls_back_where_the_model_says_with_nat(reference):
         _file(ported, "balancer1", render.LDIRECTORD_CF).content)["10.0.0.1:80"]
 
 
+def test_ha_cf_detects_a_failed_link_with_ping_nodes_and_ipfail(reference, edge):
+    lines = _file(reference, "balancer1", render.HA_CF).content.splitlines()
+    assert "deadping 6" in lines and "ping 10.0.0.250" in lines  # before deadtime 10 declares the link dead
+    assert "ping_group web_hosts 192.168.0.1 192.168.0.4 192.168.0.7" in lines
+    assert f"respawn hacluster {render.IPFAIL}" in lines and "apiauth ipfail gid=haclient uid=hacluster" in lines
+    assert lines.index("ping 10.0.0.250") > lines.index("udpport 694")
+    # a model without an external ping node gets none of it (README says what that means)
+    edge_cf = _file(edge, edge.balancers[0].name, render.HA_CF).content
+    assert not any(word in edge_cf for word in ("deadping", "ping_group", "ipfail"))
+
+
 def test_authkeys_is_private_and_sha1(reference):
     from tests.conftest import TEST_SECRET
 

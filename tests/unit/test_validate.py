@@ -71,6 +71,14 @@ CASES = {
                                 "sites[www.myothersite.com].fallback", "192.168.0.254", "balancers' own or floating"),
     "fallback is a real server of the site": (lambda c: _with_site(c, 0, fallback="192.168.0.4:80"),
                                               "sites[www.mysite.com].fallback", "192.168.0.4:80", "real server of this site"),
+    "ping node off the external network": (lambda c: _with_heartbeat(c, ping_nodes=("192.168.0.200",)),
+                                           "heartbeat.ping_nodes[0]", "192.168.0.200", "outside the external network"),
+    "ping node is a VIP": (lambda c: _with_heartbeat(c, ping_nodes=("10.0.0.1",)),
+                           "heartbeat.ping_nodes[0]", "10.0.0.1", "used twice"),
+    "ping nodes without the external link": (lambda c: _with_heartbeat(c, links=("internal",)),
+                                             "heartbeat.links", ("internal",), "ipfail acts when a heartbeat link dies"),
+    "ping nodes with a short deadtime": (lambda c: _with_heartbeat(c, keepalive=3, warntime=3, deadtime=10, initdead=30),
+                                         "heartbeat.deadtime", 10, "at least 4 x keepalive (12) with ping nodes"),
     "site without real servers": (lambda c: replace(c, web_hosts=()),
                                   "sites[www.mysite.com]", "www.mysite.com", "no real servers"),
     "gateway collides with a host": (lambda c: replace(c, internal_gateway="192.168.0.4"),
@@ -168,3 +176,10 @@ def test_a_fallback_elsewhere_and_an_https_check_on_443_are_valid(reference):
     assert problems(replace(reference, sites=(site, *reference.sites[1:]))) == []
     # another site's address on a web host is a server outside this site's pool
     assert problems(_with_site(reference, 0, fallback="192.168.0.2")) == []
+
+
+def test_the_external_gateway_is_a_ping_node_by_default_and_may_be_named_as_one(reference):
+    routed = replace(_with_heartbeat(reference, ping_nodes=()), external_gateway="10.0.0.250")
+    assert problems(routed) == [] and [str(a) for a in routed.external_ping_nodes()] == ["10.0.0.250"]
+    assert problems(_with_heartbeat(routed, ping_nodes=("10.0.0.250",))) == []
+    assert _with_heartbeat(reference, ping_nodes=()).external_ping_nodes() == []

@@ -1,0 +1,67 @@
+"""A failed link: the active balancer's external or internal cable pulled (its tap
+taken down in the lab's switch: the guest sees no carrier change, heartbeats stop
+on that link only) moves everything to the peer, which still reaches both sides;
+the link restored, the pair settles as auto_failback says. A failed link on the
+backup moves nothing. heartbeat's ping nodes and ipfail decide (see ha.cf); the
+lab's client side answers for the model's external ping nodes.
+"""
+
+import subprocess
+import time
+
+import pytest
+
+from lvsha.lab.run import record
+from tests.lab.conftest import Watch
+
+TAKEOVER_TIMEOUT = 180  # s; the measured figures go to the report
+
+
+@pytest.fixture(autouse=True)
+def _needs_ping_nodes(lab):
+    if not lab.cluster.external_ping_nodes():
+        pytest.skip(f"the model {lab.cluster.name} names no external ping node: a failed link is not detected")
+
+
+def _set_link(lab, balancer: str, segment: str, state: str) -> None:
+    (tap,) = [nic["tap"] for nic in lab.state["vms"][balancer]["nics"] if nic["segment"] == segment]
+    subprocess.run(["ip", "-n", lab.state["lab_netns"], "link", "set", tap, state], check=True)
+
+
+@pytest.mark.parametrize("segment", ["external", "internal"])
+def test_a_failed_link_on_the_active_balancer_moves_everything_to_the_peer(lab, segment):
+    active = lab.carrier()
+    peer = lab.other(active)
+    cut_at = time.monotonic()
+    _set_link(lab, active, segment, "down")
+    try:
+        lab.wait_settled(peer, timeout=TAKEOVER_TIMEOUT)
+        record(f"{segment} link of the active balancer cut: the peer carries and serves", time.monotonic() - cut_at)
+        assert Watch(lab).exactly_one_carrier() == peer
+    finally:
+        _set_link(lab, active, segment, "up")
+    restored_at = time.monotonic()
+    lab.wait_settled(lab.home_after_return(peer), timeout=TAKEOVER_TIMEOUT)
+    record(f"{segment} link restored: settled", time.monotonic() - restored_at)
+    assert Watch(lab).exactly_one_carrier() == lab.home_after_return(peer)
+
+
+@pytest.mark.parametrize("segment", ["external", "internal"])
+def test_a_failed_link_on_the_backup_moves_nothing(lab, segment):
+    active = lab.carrier()
+    backup = lab.other(active)
+    hb = lab.cluster.heartbeat
+    watch = Watch(lab)
+    _set_link(lab, backup, segment, "down")
+    try:
+        # long enough for the link and the ping nodes to be declared dead and ipfail to compare
+        until = time.monotonic() + 2 * hb.deadtime + 4 * hb.keepalive
+        while time.monotonic() < until:
+            assert watch.exactly_one_carrier() == active, f"the group moved: {watch.carriers()}"
+            assert lab.serving(), f"a site stopped answering while {backup}'s {segment} link was down"
+            time.sleep(2)
+    finally:
+        _set_link(lab, backup, segment, "up")
+    time.sleep(2 * hb.deadtime)  # the link and the ping nodes come back; nothing may move then either
+    assert watch.exactly_one_carrier() == active and lab.serving()
+    assert watch.both == []
