@@ -125,11 +125,14 @@ def test_a_site_falls_back_where_the_model_says_with_nat(reference):
 
 
 def test_ha_cf_detects_a_failed_link_with_ping_nodes_and_ipfail(reference, edge):
-    lines = _file(reference, "balancer1", render.HA_CF).content.splitlines()
-    assert "deadping 6" in lines and "ping 10.0.0.250" in lines  # before deadtime 10 declares the link dead
-    assert "ping_group web_hosts 192.168.0.1 192.168.0.4 192.168.0.7" in lines
+    hb = reference.heartbeat
+    lines = _file(reference, reference.master.name, render.HA_CF).content.splitlines()
+    (node,) = reference.external_ping_nodes()
+    assert hb.deadping < hb.deadtime  # a ping node is dead before the link is declared dead
+    assert f"deadping {hb.deadping}" in lines and f"ping {node}" in lines
+    assert "ping_group web_hosts " + " ".join(h.internal_ips[0] for h in reference.web_hosts) in lines
     assert f"respawn hacluster {render.IPFAIL}" in lines and "apiauth ipfail gid=haclient uid=hacluster" in lines
-    assert lines.index("ping 10.0.0.250") > lines.index("udpport 694")
+    assert lines.index(f"ping {node}") > lines.index(f"udpport {render.HEARTBEAT_UDP_PORT}")
     # a model without an external ping node gets none of it (README says what that means)
     edge_cf = _file(edge, edge.balancers[0].name, render.HA_CF).content
     assert not any(word in edge_cf for word in ("deadping", "ping_group", "ipfail"))
