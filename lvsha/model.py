@@ -15,6 +15,9 @@ from functools import cached_property
 from netaddr import IPAddress, IPNetwork, IPSet
 
 HEARTBEAT_UDP_PORT = 694
+# IPVS connection sync: the kernel's fixed multicast group and port (TTL 1).
+IPVS_SYNC_GROUP = "224.0.0.81"
+IPVS_SYNC_PORT = 8848
 
 # Sources that cannot legitimately arrive on the external interface of a
 # balancer facing the Internet: the default of `Firewall.spoofed_sources`.
@@ -41,6 +44,9 @@ class Balancer:
     internal_interface: str = "eth1"
     # An out-of-band management NIC on which SSH is accepted (the lab has one).
     management_interface: str | None = None
+    # A dedicated link for connection state sync (`StateSync.network`): its NIC and address.
+    sync_interface: str | None = None
+    sync_ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,34 @@ class Ldirectord:
 
 
 @dataclass(frozen=True)
+class StateSync:
+    """Connection state shared by the two balancers, so that a takeover keeps
+    established connections (and persistence): the kernel's IPVS sync daemons
+    (both roles on both nodes) and conntrackd (FTFW over unicast UDP) for the
+    stateful firewall and the mail NAT."""
+
+    enabled: bool = True
+    # A dedicated sync network (CIDR); each balancer then names its NIC and address
+    # on it (Balancer.sync_interface, .sync_ip). None: the internal network.
+    network: str | None = None
+    # IPVS sync id (0-255): a daemon ignores messages of another id.
+    syncid: int = 1
+    conntrackd_port: int = 3780
+    # Seconds: an active connection is re-sent at least this often, so that a node
+    # that joins (or reboots) learns every active connection within this time.
+    refresh_period: int = 10
+
+
+@dataclass(frozen=True)
+class SyncLink:
+    """Where one balancer exchanges connection state with its peer."""
+
+    interface: str
+    address: IPAddress
+    peer_address: IPAddress
+
+
+@dataclass(frozen=True)
 class FloatingIP:
     address: IPAddress
     prefixlen: int
@@ -232,6 +266,7 @@ class Cluster:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     firewall: Firewall = field(default_factory=Firewall)
     ldirectord: Ldirectord = field(default_factory=Ldirectord)
+    state_sync: StateSync = field(default_factory=StateSync)
     # The upstream router of the external network, if the balancers need one.
     external_gateway: str | None = None
 
@@ -319,13 +354,29 @@ class Cluster:
         }
         return [(where[link][0], IPAddress(where[link][1])) for link in self.heartbeat.links]
 
+    @cached_property
+    def sync_net(self) -> IPNetwork | None:
+        """The dedicated state sync network, if the model has one."""
+        return IPNetwork(self.state_sync.network) if self.state_sync.network else None
+
+    def sync_link(self, balancer: Balancer) -> SyncLink:
+        """Where `balancer` sends and hears connection state: the dedicated
+        sync network, or else the internal network."""
+        peer = self.peer(balancer)
+        if self.sync_net is not None:
+            return SyncLink(balancer.sync_interface, IPAddress(balancer.sync_ip), IPAddress(peer.sync_ip))
+        return SyncLink(balancer.internal_interface, IPAddress(balancer.internal_ip), IPAddress(peer.internal_ip))
+
     def own_addresses(self, host: Balancer | WebHost) -> list[tuple[str, list[str]]]:
         """(interface, [CIDR, ...]) a host carries itself; floating ones are heartbeat's."""
         if isinstance(host, Balancer):
-            return [
+            addresses = [
                 (host.external_interface, [f"{host.external_ip}/{self.external_net.prefixlen}"]),
                 (host.internal_interface, [f"{host.internal_ip}/{self.internal_net.prefixlen}"]),
             ]
+            if self.sync_net is not None:
+                addresses.append((host.sync_interface, [f"{host.sync_ip}/{self.sync_net.prefixlen}"]))
+            return addresses
         return [(host.interface, [f"{ip}/{self.internal_net.prefixlen}" for ip in host.internal_ips])]
 
     def spoofed_sources(self) -> list[IPNetwork]:
@@ -350,6 +401,8 @@ class Cluster:
         found = {self.gateway} | {IPAddress(a) for a in self.heartbeat.ping_nodes}
         for b in self.balancers:
             found |= {IPAddress(b.external_ip), IPAddress(b.internal_ip)}
+            if b.sync_ip:
+                found.add(IPAddress(b.sync_ip))
         for s in self.sites:
             found.add(IPAddress(s.vip))
         for h in self.web_hosts:

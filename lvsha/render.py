@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from netaddr import IPAddress
 
-from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, WebHost
+from lvsha.model import HEARTBEAT_UDP_PORT, IPVS_SYNC_GROUP, IPVS_SYNC_PORT, Balancer, Cluster, WebHost
 from lvsha.validate import validate
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -34,11 +35,20 @@ HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
 HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
 AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
 TAKEOVER_SCRIPT = "/usr/local/sbin/lvsha-takeover"
+# Connection state sync: conntrackd primary/backup (the group's first resource),
+# its configuration, and the unit running the kernel's IPVS sync daemons.
+CONNTRACKD_SCRIPT = "/etc/ha.d/resource.d/lvsha-conntrackd"
+CONNTRACKD_CONF = "/etc/conntrackd/conntrackd.conf"
+IPVS_SYNC_UNIT = "/etc/systemd/system/lvsha-ipvs-sync.service"
+CONNTRACKD_DROPIN = "/etc/systemd/system/conntrackd.service.d/lvsha.conf"
 HEARTBEAT_DROPIN = "/etc/systemd/system/heartbeat.service.d/lvsha.conf"
 LDIRECTORD_DROPIN = "/etc/systemd/system/ldirectord.service.d/lvsha.conf"
 FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf"
 APPLIED_SCRIPT = "/usr/local/sbin/lvsha-applied"
 DRAIN_SCRIPT = "/usr/local/sbin/lvsha-drain"
+IPVS_READY_SCRIPT = "/usr/local/sbin/lvsha-ipvs-ready"
+# lvsha-ipvs-ready waits at most this long for ldirectord to load IPVS.
+IPVS_READY_TIMEOUT = 60
 # What ldirectord.service runs with: LDIRECTORD_CF with the drained real servers at weight 0.
 # Named "ldirectord" so that ldirectord's pid file stays Debian's /run/ldirectord.ldirectord.pid.
 LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
@@ -52,6 +62,7 @@ MANAGED_DIRECTORIES = tuple(sorted({
     str(PurePosixPath(path).parent) for path in (
         HA_CF, FLOATING_IPS_SCRIPT, FIREWALL_RULES, SYSCTL_CONF, MODULES_CONF, HEARTBEAT_GUARD,
         HEARTBEAT_DROPIN, LDIRECTORD_DROPIN, FIREWALL_DROPIN, NGINX_SITES, f"{NETWORKD_DIR}/x",
+        CONNTRACKD_CONF, IPVS_SYNC_UNIT, CONNTRACKD_DROPIN,
     )
 }))
 
@@ -62,6 +73,9 @@ REJOIN_TIMEOUT = 120
 SETTLE_TIMEOUT = 600
 # systemd restarts a heartbeat that stopped by itself after this many seconds.
 RESTART_DELAY = 2
+# A node's IPVS sync daemons listen this long past one refresh period before its
+# heartbeat starts (lvsha-heartbeat-guard rejoin): the peer's re-sends are batched.
+SYNC_LISTEN_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -107,19 +121,47 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
 
 
 def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
-    """What runs around heartbeat and ldirectord, read afresh at each use (no
-    restart needed): the resource script, the guard, restart, key rotation and
-    planned takeover scripts, their settings, and the drain script."""
+    """What runs around heartbeat, read afresh at each use (no restart needed):
+    the resource scripts, the guard, restart, key rotation and planned takeover
+    scripts, and their settings."""
     hb = cluster.heartbeat
+    sync = cluster.state_sync
     return [
         *(_shipped("heartbeat", path, mode="0755")
-          for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT, TAKEOVER_SCRIPT)),
-        _shipped("lvsha", DRAIN_SCRIPT, mode="0755"),
+          for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT, TAKEOVER_SCRIPT,
+                       CONNTRACKD_SCRIPT)),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
             rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
-            floating_ips_script=FLOATING_IPS_SCRIPT, floating_ips=floating_ips_arguments(cluster))),
+            floating_ips_script=FLOATING_IPS_SCRIPT, floating_ips=floating_ips_arguments(cluster),
+            state_script=CONNTRACKD_SCRIPT if sync.enabled else "",
+            sync_listen=sync.refresh_period + SYNC_LISTEN_MARGIN if sync.enabled else "")),
     ]
+
+
+def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    """conntrackd's configuration and unit drop-in, and the IPVS sync daemons'
+    unit (used only when the model syncs connection state)."""
+    link, peer = cluster.sync_link(balancer), cluster.peer(balancer)
+    # Both balancers' own addresses and the gateway: no forwarded connection ends there.
+    ignored = sorted({IPAddress(a) for b in cluster.balancers for a in (b.external_ip, b.internal_ip, b.sync_ip) if a}
+                     | {cluster.gateway})
+    return [
+        _shipped("lvsha", IPVS_READY_SCRIPT, mode="0755"),
+        RenderedFile(CONNTRACKD_CONF, _render(
+            "conntrackd.conf.j2", cluster, balancer=balancer, peer=peer, link=link, sync=cluster.state_sync,
+            state_script=Path(CONNTRACKD_SCRIPT).name, ignored=ignored)),
+        _shipped("systemd", CONNTRACKD_DROPIN, source="conntrackd-lvsha.conf"),
+        RenderedFile(IPVS_SYNC_UNIT, _render(
+            "ipvs-sync.service.j2", cluster, balancer=balancer, peer=peer, link=link, sync=cluster.state_sync,
+            group=IPVS_SYNC_GROUP, port=IPVS_SYNC_PORT, ready_script=IPVS_READY_SCRIPT,
+            ready_timeout=IPVS_READY_TIMEOUT)),
+    ]
+
+
+def drain_script() -> RenderedFile:
+    """lvsha-drain: what ldirectord.service starts and reloads with (its drop-in)."""
+    return _shipped("lvsha", DRAIN_SCRIPT, mode="0755")
 
 
 def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
@@ -127,7 +169,9 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
     return [
         RenderedFile(HEARTBEAT_DROPIN, _render(
             "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
-            rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=30)),
+            rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=30,
+            sync_listen=cluster.state_sync.refresh_period + SYNC_LISTEN_MARGIN if cluster.state_sync.enabled else 0,
+            sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),
         _shipped("systemd", LDIRECTORD_DROPIN, source="ldirectord-lvsha.conf"),
     ]
 
@@ -154,9 +198,11 @@ def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     heartbeat's start: it refuses to start with a resource active.)
     """
     addresses = "::".join(floating_ips_arguments(cluster))
-    return [
-        (f"{Path(FLOATING_IPS_SCRIPT).name}::{addresses}", "every floating address, added and removed together"),
-    ]
+    group = [(f"{Path(FLOATING_IPS_SCRIPT).name}::{addresses}", "every floating address, added and removed together")]
+    if cluster.state_sync.enabled:
+        group.insert(0, (Path(CONNTRACKD_SCRIPT).name,
+                         "conntrackd primary: the peer's connection states committed before the addresses arrive"))
+    return group
 
 
 def ldirectord_file(cluster: Cluster) -> RenderedFile:
@@ -168,7 +214,8 @@ def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
         "rules.v4.j2", cluster, balancer=balancer, peer_links=cluster.heartbeat_peers(balancer),
         spoofed_sources=cluster.spoofed_sources(), mail_routes=cluster.mail_routes(),
         external_floating=[ip for ip in cluster.floating_ips() if ip.interface == balancer.external_interface],
-        udp_port=HEARTBEAT_UDP_PORT,
+        udp_port=HEARTBEAT_UDP_PORT, sync=cluster.state_sync, sync_net=cluster.sync_net,
+        sync_link=cluster.sync_link(balancer), ipvs_sync_group=IPVS_SYNC_GROUP, ipvs_sync_port=IPVS_SYNC_PORT,
     )
     return RenderedFile(FIREWALL_RULES, content, mode="0640")
 
@@ -205,13 +252,17 @@ def _network_file(cluster, interface, purpose, addresses, gateway=None, keep_for
 
 
 def balancer_network_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
-    (ext, ext_addresses), (intl, int_addresses) = cluster.own_addresses(balancer)
-    return [
+    (ext, ext_addresses), (intl, int_addresses), *sync = cluster.own_addresses(balancer)
+    files = [
         _network_file(cluster, ext, "External network: this balancer's own address.",
                       ext_addresses, cluster.external_gateway, keep_foreign=True),
         _network_file(cluster, intl, "Internal network: this balancer's own address.",
                       int_addresses, keep_foreign=True),
     ]
+    for interface, addresses in sync:
+        files.append(_network_file(cluster, interface, "Connection state sync link: this balancer's own address.",
+                                   addresses))
+    return files
 
 
 def web_host_network_file(cluster: Cluster, host: WebHost) -> RenderedFile:
@@ -232,8 +283,10 @@ def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     return [
         *heartbeat_files(cluster, balancer),
         *heartbeat_helper_files(cluster, balancer),
+        drain_script(),
         *unit_dropin_files(cluster),
         ldirectord_file(cluster),
+        *(state_sync_files(cluster, balancer) if cluster.state_sync.enabled else []),
         firewall_file(cluster, balancer),
         firewall_dropin_file(),
         applied_script(),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork, IPSet
 
-from lvsha.model import Cluster
+from lvsha.model import HEARTBEAT_UDP_PORT, IPVS_SYNC_PORT, Cluster
 
 IPVS_SCHEDULERS = {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"}
 LDIRECTORD_SERVICES = {
@@ -162,6 +162,7 @@ def problems(cluster: Cluster) -> list[Problem]:
             continue
         own(f"heartbeat.ping_nodes[{i}]", node, ext, "external network")
     _check_firewall(c, cluster)
+    _check_state_sync(c, cluster, own, ext, intl)
     c.positive("ldirectord.checkinterval", cluster.ldirectord.checkinterval)
 
     for address, fields in owners.items():
@@ -346,6 +347,40 @@ def _check_firewall(c: _Checker, cluster: Cluster) -> None:
                        "that service could never be reached from there; narrow firewall.spoofed_sources")
     if fw.outbound_nat not in ("mail-ip", "masquerade"):
         c.fail("firewall.outbound_nat", fw.outbound_nat, "must be 'mail-ip' or 'masquerade'")
+
+
+def _check_state_sync(c: _Checker, cluster: Cluster, own, ext, intl) -> None:
+    sync = cluster.state_sync
+    if not isinstance(sync.enabled, bool):
+        c.fail("state_sync.enabled", sync.enabled, "must be True or False")
+    if not isinstance(sync.syncid, int) or isinstance(sync.syncid, bool) or not 0 <= sync.syncid <= 255:
+        c.fail("state_sync.syncid", sync.syncid, "must be a number from 0 to 255 (ipvsadm --syncid)")
+    c.port("state_sync.conntrackd_port", sync.conntrackd_port)
+    if sync.conntrackd_port in (HEARTBEAT_UDP_PORT, IPVS_SYNC_PORT):
+        c.fail("state_sync.conntrackd_port", sync.conntrackd_port,
+               f"is taken on the same link (heartbeat {HEARTBEAT_UDP_PORT}, IPVS sync {IPVS_SYNC_PORT})")
+    c.positive("state_sync.refresh_period", sync.refresh_period)
+    if sync.network is None:
+        for b in cluster.balancers:
+            for attr in ("sync_interface", "sync_ip"):
+                if getattr(b, attr) is not None:
+                    c.fail(f"balancers[{b.name}].{attr}", getattr(b, attr),
+                           "is for a dedicated sync link: set state_sync.network as well, or remove it")
+        return
+    net = c.network("state_sync.network", sync.network)
+    for other, name in ((ext, "external_network"), (intl, "internal_network")):
+        if net is not None and other is not None and IPSet([net]) & IPSet([other]):
+            c.fail("state_sync.network", sync.network, f"overlaps {name} {other.cidr}")
+    for b in cluster.balancers:
+        where = f"balancers[{b.name}]"
+        if b.sync_interface is None or b.sync_ip is None:
+            c.fail(f"{where}.sync_interface" if b.sync_interface is None else f"{where}.sync_ip", None,
+                   "state_sync.network names a dedicated sync link: each balancer needs sync_interface and sync_ip on it")
+            continue
+        c.interface(f"{where}.sync_interface", b.sync_interface)
+        if b.sync_interface in (b.external_interface, b.internal_interface, b.management_interface):
+            c.fail(f"{where}.sync_interface", b.sync_interface, "must be an interface of its own (the dedicated link)")
+        own(f"{where}.sync_ip", b.sync_ip, net, "sync network")
 
 
 def _is_network(value: object) -> bool:

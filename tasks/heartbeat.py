@@ -1,4 +1,4 @@
-"""heartbeat owns the floating addresses; ldirectord runs on both balancers."""
+"""ldirectord keeps IPVS loaded on both balancers; heartbeat owns the floating addresses."""
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -52,34 +52,62 @@ def rotate_authkeys(authkeys):
         server.shell(name=f"Rotate the heartbeat key {turn}/{len(ROTATION)}: {what}", commands=[f"{render.AUTHKEYS_SCRIPT} {phase}"])
 
 
+@deploy("ldirectord")
+def ldirectord(cluster: Cluster, balancer: Balancer):
+    """ldirectord runs as Debian's ldirectord.service on both balancers, enabled
+    at boot, with the drained real servers at weight 0 (lvsha-drain, its unit
+    drop-in); systemd restarts it if it dies. IPVS is thus loaded on the node
+    that takes over, and heartbeat moves only the floating addresses.
+
+    A running ldirectord is restarted when its configuration or its unit
+    drop-in changed (a reload cannot add or remove virtual services), or when
+    it runs with another file than the model's (lvsha-applied), such as one
+    written by a run that died before the restart. What the model no longer
+    has is removed from IPVS (ldirectord only manages what its file names).
+    """
+    put(render.drain_script())
+    _, dropin_file = render.unit_dropin_files(cluster)
+    dropin = put(dropin_file)
+    systemd.daemon_reload(name="Reload systemd for ldirectord's drop-in", _if=dropin.did_change)
+    config = render.ldirectord_file(cluster)
+    stale = runs_stale("ldirectord", [config])
+    written = put(config)
+    started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
+                   running=True, enabled=True)
+    server.shell(
+        name="Restart ldirectord for its new configuration",
+        commands=["systemctl restart ldirectord.service"],
+        # One just started has read the new files already.
+        _if=lambda: not started.did_change() and (stale or written.did_change() or dropin.did_change()),
+    )
+    only_model_ipvs_services(name="No IPVS service the model does not have",
+                             services=[f"TCP {vs.address}" for vs in cluster.virtual_servers()])
+
+
 @deploy("heartbeat")
 def heartbeat(cluster: Cluster, balancer: Balancer):
-    """ha.cf, haresources (identical on both nodes), authkeys (0600, sha1),
-    ldirectord.cf, the resource script and lvsha's helpers are in place.
+    """ha.cf, haresources (identical on both nodes), authkeys (0600, sha1), the
+    resource scripts and lvsha's helpers are in place. Runs after ldirectord
+    and the state sync deploys: the node it may hand the group to has IPVS
+    loaded and the connections synced.
 
-    ldirectord runs as Debian's ldirectord.service on both balancers, enabled
-    at boot, with the drained real servers at weight 0 (lvsha-drain); systemd
-    restarts it if it dies. IPVS is thus loaded on the node that takes over,
-    and heartbeat moves only the floating addresses. heartbeat.service gets
-    lvsha's drop-in: whenever heartbeat stops, the node gives up every floating
-    address at once, and systemd starts heartbeat again, which rejoins only
-    once its peer has taken over (files/heartbeat/lvsha-heartbeat-guard).
+    heartbeat.service gets lvsha's drop-in: whenever heartbeat stops, the node
+    gives up every floating address at once, and systemd starts heartbeat
+    again, which rejoins only once its peer has taken over
+    (files/heartbeat/lvsha-heartbeat-guard).
 
     heartbeat is enabled and running, restarted only when its configuration
     changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
     to restart the only node serving and returns once the pair has settled.
     A new heartbeat secret is rotated in place on a running pair (see
-    rotate_authkeys), never by restarts with keys that differ.
-    A running ldirectord is restarted when its configuration or its unit
-    drop-in changed (a reload cannot add or remove virtual services). Either
-    is also restarted when it runs with other files than the model's
-    (lvsha-applied), such as files written by a run that died before the restart.
+    rotate_authkeys), never by restarts with keys that differ. It is also
+    restarted when it runs with other files than the model's (lvsha-applied).
     """
     for helper in render.heartbeat_helper_files(cluster, balancer):
         put(helper)  # read afresh at each use: a new version needs no restart
-    heartbeat_dropin, ldirectord_dropin = (put(f) for f in render.unit_dropin_files(cluster))
-    systemd.daemon_reload(name="Reload systemd for lvsha's unit drop-ins",
-                          _if=lambda: heartbeat_dropin.did_change() or ldirectord_dropin.did_change())
+    dropin_file, _ = render.unit_dropin_files(cluster)
+    heartbeat_dropin = put(dropin_file)
+    systemd.daemon_reload(name="Reload systemd for lvsha's unit drop-ins", _if=heartbeat_dropin.did_change)
     ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
     # A new secret on a running heartbeat is rotated in place, before anything
     # else changes (a reread with a changed ha.cf would restart heartbeat).
@@ -92,11 +120,6 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         changes.append(secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path))
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
-    ldirectord_config = render.ldirectord_file(cluster)
-    ldirectord_stale = runs_stale("ldirectord", [ldirectord_config])
-    ldirectord_cf = put(ldirectord_config)
-    ldirectord_started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
-                              running=True, enabled=True)
 
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     # One operation per balancer, the backup's first: pyinfra runs operations in
@@ -111,21 +134,13 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
             _if=lambda name=name: balancer.name == name and not started.did_change()
             and (heartbeat_stale or any(op.did_change() for op in changes)),
         )
-    server.shell(
-        name="Restart ldirectord for its new configuration",
-        commands=["systemctl restart ldirectord.service"],
-        # One just started has read the new files already.
-        _if=lambda: not ldirectord_started.did_change()
-        and (ldirectord_stale or ldirectord_cf.did_change() or ldirectord_dropin.did_change()),
-    )
-    # What the model no longer has is gone too: heartbeat and ldirectord only
-    # manage what their current files name.
+    # What the model no longer has is gone too: heartbeat only manages what its current files name.
     floating = cluster.floating_ips()
+    networks = {balancer.external_interface: cluster.external_network,
+                balancer.internal_interface: cluster.internal_network, balancer.sync_interface: cluster.state_sync.network}
     for interface, own in cluster.own_addresses(balancer):
-        network = cluster.external_network if interface == balancer.external_interface else cluster.internal_network
+        network = networks[interface]
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
                              network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
-    only_model_ipvs_services(name="No IPVS service the model does not have",
-                             services=[f"TCP {vs.address}" for vs in cluster.virtual_servers()])
     # lvsha before 0.6 ran ldirectord as a heartbeat resource; haresources no longer names it.
     absent_file(name=f"No {render.OLD_LDIRECTORD_SCRIPT}", path=render.OLD_LDIRECTORD_SCRIPT)

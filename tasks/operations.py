@@ -176,7 +176,8 @@ def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
 
 # The units lvsha starts, stops, enables or watches: their states are read in one
 # command (`systemctl show` of every unit costs seconds on a slow guest).
-MANAGED_UNITS = ("heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "nginx")
+MANAGED_UNITS = ("heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "nginx",
+                 "conntrackd", "lvsha-ipvs-sync")
 
 
 def unit_states(fact) -> dict[str, bool]:

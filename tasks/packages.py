@@ -5,7 +5,8 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
 
-BALANCER_PACKAGES = ["ipvsadm", "heartbeat", "ldirectord", "iptables", "iptables-persistent"]
+# conntrackd whether or not the model syncs state: switching sync on needs no install.
+BALANCER_PACKAGES = ["ipvsadm", "heartbeat", "ldirectord", "iptables", "iptables-persistent", "conntrackd"]
 WEB_SERVER_PACKAGES = ["nginx", "ssl-cert"]
 
 
@@ -20,11 +21,11 @@ def _installed(name: str, packages: list[str]):
 
 @deploy("Balancer packages")
 def balancer_packages():
-    """ipvsadm, heartbeat, ldirectord and iptables (with boot-time loading) are installed.
+    """ipvsadm, heartbeat, ldirectord, iptables (with boot-time loading) and conntrackd are installed.
 
     Recommends are skipped: heartbeat's would pull in pacemaker.
     """
-    _installed("Install LVS, heartbeat, ldirectord and iptables", BALANCER_PACKAGES)
+    _installed("Install LVS, heartbeat, ldirectord, iptables and conntrackd", BALANCER_PACKAGES)
 
 
 @deploy("Web server packages")

@@ -5,10 +5,11 @@ from pyinfra.api import deploy
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.firewall import firewall
-from tasks.heartbeat import heartbeat
+from tasks.heartbeat import heartbeat, ldirectord
 from tasks.kernel import kernel
 from tasks.network import balancer_network, web_host_network
 from tasks.packages import balancer_packages
+from tasks.statesync import state_sync
 from tasks.webserver import web_server
 
 
@@ -17,16 +18,19 @@ def director(cluster: Cluster, balancer: Balancer):
     """A balancer converged to the model: checked (distribution, both balancers in the run, `uname -n`,
     interfaces, SSH surviving the firewall) before anything changes; then
     packages, firewall, kernel (forwarding only once the firewall is loaded),
-    own addresses, heartbeat and ldirectord."""
+    own addresses, ldirectord (IPVS loaded on both), connection state sync
+    (before heartbeat can take anything over), heartbeat."""
     preflight.check_distribution()
     preflight.check_pair_in_run(cluster)
     preflight.check_node_name(balancer)
-    preflight.check_interfaces_free([balancer.external_interface, balancer.internal_interface])
+    preflight.check_interfaces_free([interface for interface, _ in cluster.own_addresses(balancer)])
     preflight.check_ssh_survives_firewall(cluster, balancer)
     balancer_packages()
     firewall(cluster, balancer)
     kernel(cluster)
     balancer_network(cluster, balancer)
+    ldirectord(cluster, balancer)
+    state_sync(cluster, balancer)
     heartbeat(cluster, balancer)
 
 

@@ -9,7 +9,9 @@ a /16 internal network, with the sites' addresses in their own /24s inside it;
 two sites, one of which is plain HTTP on port 80 only, round robin and
 without persistence; two web hosts; faster heartbeat timers; and
 `auto_failback` off, so the group stays where a takeover put it (no second
-outage when the old master returns).
+outage when the old master returns); and no connection state sync, so a
+takeover resets established connections (the lab shows that they break here
+and survive on the reference cluster).
 
 The lab runs its end-to-end tier against it: `LVSHA_LAB_INVENTORY=examples/edge/inventory.py
 lvsha lab run` (the whole tier), and the default test run includes a subset
@@ -26,6 +28,7 @@ from lvsha.model import (
     HeartbeatAuth,
     Service,
     Site,
+    StateSync,
     WebHost,
 )
 from lvsha.secrets import heartbeat_secret
@@ -56,6 +59,8 @@ def edge_cluster(secret: str | None = None) -> Cluster:
         heartbeat=Heartbeat(keepalive=1, warntime=3, deadtime=6, initdead=20, auto_failback=False,
                             auth=HeartbeatAuth("sha1", secret=secret)),
         firewall=Firewall(services=(Service("ssh", "tcp", 22),)),
+        # No IPVS sync daemons, no conntrackd: clients reconnect after a takeover.
+        state_sync=StateSync(enabled=False),
     )
 
 

@@ -10,6 +10,7 @@ from pyinfra.operations.apt import APT_UPDATE_FILENAME
 
 from lvsha import render
 from tests.deploy.harness import UnknownFact
+from tasks.kernel import _sysctls
 from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
 
 NOW = datetime(2026, 11, 26, 12, 0, 0)
@@ -117,9 +118,11 @@ def converged_balancer(cluster, balancer) -> Machine:
     m.packages |= set(BALANCER_PACKAGES)
     m.apt_updated = NOW - timedelta(minutes=5)
     m.modules |= {"ip_vs", "nf_conntrack", *cluster.scheduler_modules()}
-    m.sysctls.update({"net.ipv4.ip_forward": 1, "net.ipv4.vs.conntrack": 1,
-                      "net.ipv4.vs.expire_nodest_conn": 1, "net.ipv4.vs.expire_quiescent_template": 1})
+    m.sysctls.update({"net.ipv4.ip_forward": 1, **_sysctls(render.kernel_files(cluster)[0].content)})
     _service(m, "ldirectord", True, True)
+    if cluster.state_sync.enabled:
+        _service(m, "conntrackd", True, True)
+        _service(m, "lvsha-ipvs-sync", True, True)
     _service(m, "heartbeat", True, True)
     _service(m, "systemd-networkd", True, True)
     _service(m, "netfilter-persistent", True, True)
@@ -129,6 +132,7 @@ def converged_balancer(cluster, balancer) -> Machine:
     # heartbeat runs with the model's files and the model's firewall is the loaded one
     m.applied = {"heartbeat": render.applied_record(render.heartbeat_files(cluster, balancer)),
                  "ldirectord": render.applied_record([render.ldirectord_file(cluster)]),
+                 "conntrackd": render.applied_record(render.state_sync_files(cluster, balancer)[1:2]),
                  "firewall": [hashlib.sha1(render.firewall_file(cluster, balancer).content.encode()).hexdigest(),
                               "ruleset-digest"],
                  "firewall-now": ["ruleset-digest"]}

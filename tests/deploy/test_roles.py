@@ -147,11 +147,11 @@ def test_a_new_ldirectord_dropin_restarts_ldirectord_onto_the_drained_file(refer
     machine.files[render.LDIRECTORD_DROPIN] = ("[Service]\nRestart=on-failure\n", 644)
     machine.files[render.OLD_LDIRECTORD_SCRIPT] = ("#!/bin/sh\n", 755)
     changes = changing(_director(reference, machine))
-    assert set(changes) == {f"Write {render.LDIRECTORD_DROPIN}", "Reload systemd for lvsha's unit drop-ins",
+    assert set(changes) == {f"Write {render.LDIRECTORD_DROPIN}", "Reload systemd for ldirectord's drop-in",
                             LDIRECTORD_RESTART, f"No {render.OLD_LDIRECTORD_SCRIPT}"}
     assert changes[f"No {render.OLD_LDIRECTORD_SCRIPT}"] == [f"rm -f {render.OLD_LDIRECTORD_SCRIPT}"]
     names = [op.name for op in _director(reference, machine)]
-    assert names.index("Reload systemd for lvsha's unit drop-ins") < names.index(LDIRECTORD_RESTART)
+    assert names.index("Reload systemd for ldirectord's drop-in") < names.index(LDIRECTORD_RESTART)
 
 
 @pytest.mark.parametrize("name", ["balancer1", "balancer2"])
@@ -409,3 +409,70 @@ def test_an_external_gateway_becomes_the_only_default_route_persisted(reference)
     assert changes == {"Default route upstream": ["ip route del default via 10.0.0.99 dev eth0",
                                                   "ip route del default via 192.168.0.254 dev eth1",
                                                   "ip route replace default via 10.0.0.250 dev eth0"]}
+
+
+CONNTRACKD_OP = "conntrackd runs on both balancers, enabled at boot"
+SYNC_DAEMONS_OP = "IPVS sync daemons run on both balancers, enabled at boot"
+CONNTRACKD_RESTART = "Restart conntrackd for its new configuration"
+
+
+def test_a_fresh_balancer_syncs_state_before_heartbeat_can_take_anything_over(reference):
+    changes = changing(_director(reference, fresh("balancer1", ["eth0", "eth1"])))
+    names = list(changes)
+    assert any("install" in c and "conntrackd" in c for cs in changes.values() for c in cs)
+    assert changes[CONNTRACKD_OP] == ["systemctl start conntrackd.service", "systemctl enable conntrackd.service"]
+    assert changes[SYNC_DAEMONS_OP] == ["systemctl start lvsha-ipvs-sync.service",
+                                        "systemctl enable lvsha-ipvs-sync.service"]
+    for path in (render.CONNTRACKD_CONF, render.CONNTRACKD_DROPIN, render.IPVS_SYNC_UNIT, render.IPVS_READY_SCRIPT):
+        assert names.index(f"Write {path}") < names.index(CONNTRACKD_OP), path
+    # the sync daemons wait for ldirectord's IPVS table (lvsha-ipvs-ready): ldirectord is started first
+    assert names.index("ldirectord runs on both balancers, enabled at boot") < names.index(SYNC_DAEMONS_OP)
+    # the sync ports are open (firewall) before the daemons start, and both run before heartbeat
+    assert names.index(f"Load {render.FIREWALL_RULES}") < names.index(CONNTRACKD_OP)
+    assert names.index("Reload systemd for the state sync units") < names.index(SYNC_DAEMONS_OP)
+    assert names.index(SYNC_DAEMONS_OP) < names.index("Enable and start heartbeat")
+    assert names.index(CONNTRACKD_OP) < names.index("Enable and start heartbeat")
+    assert names.index(f"Write {render.CONNTRACKD_SCRIPT}") < names.index("Enable and start heartbeat")
+
+
+def test_a_changed_conntrackd_conf_restarts_conntrackd_alone(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.files[render.CONNTRACKD_CONF] = ("Stats {\n}\n", 644)  # Debian's statistics-only file
+    changes = changing(_director(reference, machine, "balancer2"))
+    assert set(changes) == {f"Write {render.CONNTRACKD_CONF}", CONNTRACKD_RESTART}
+
+
+def test_conntrackd_running_with_a_file_it_was_never_restarted_for_is_restarted(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.applied["conntrackd"] = ["0" * 40]
+    assert changing(_director(reference, machine)) == {CONNTRACKD_RESTART: ["systemctl restart conntrackd.service"]}
+
+
+def test_a_changed_sync_unit_restarts_the_sync_daemons_not_heartbeat(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.IPVS_SYNC_UNIT] = ("[Service]\nExecStart=/bin/true\n", 644)
+    changes = changing(_director(reference, machine))
+    assert changes == {f"Write {render.IPVS_SYNC_UNIT}": changes[f"Write {render.IPVS_SYNC_UNIT}"],
+                       "Reload systemd for the state sync units": ["systemctl daemon-reload"],
+                       "Restart the IPVS sync daemons for their new unit": ["systemctl restart lvsha-ipvs-sync.service"]}
+
+
+def test_state_sync_switched_off_stops_both_and_heartbeat_drops_the_commit(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))  # converged with sync on
+    unsynced = replace(reference, state_sync=replace(reference.state_sync, enabled=False))
+    ops = _director(unsynced, machine)
+    changes = changing(ops)
+    names = [op.name for op in ops]
+    assert changes["conntrackd stopped and disabled (state sync off)"] == [
+        "systemctl stop conntrackd.service", "systemctl disable conntrackd.service"]
+    assert changes["IPVS sync daemons stopped and disabled (state sync off)"] == [
+        "systemctl stop lvsha-ipvs-sync.service", "systemctl disable lvsha-ipvs-sync.service"]
+    assert f"No {render.IPVS_SYNC_UNIT}" in changes and f"No {render.CONNTRACKD_DROPIN}" in changes
+    # haresources loses lvsha-conntrackd: heartbeat restarts (backup first, each its own turn)
+    assert f"Write {render.HARESOURCES}" in changes and RESTARTS[1] in changes
+    assert names.index("IPVS sync daemons stopped and disabled (state sync off)") < names.index(RESTARTS[0])
+    # and switched on again from there: started before heartbeat restarts with the commit in its group
+    again = changing(_director(reference, converged_balancer(unsynced, unsynced.balancer("balancer1"))))
+    order = list(again)
+    assert order.index(SYNC_DAEMONS_OP) < order.index(RESTARTS[1])
+    assert order.index(CONNTRACKD_OP) < order.index(RESTARTS[1])

@@ -97,9 +97,12 @@ class Lab:
     cluster: Cluster
     first_deploy: object = None
 
-    def ssh(self, host: str, command: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+    def ssh(self, host: str, command: str, timeout: float = 60, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess:
+        """Run `command` on `host` as root (`input`: its standard input)."""
         argv = [*lab_api.ssh_argv(host), command]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **stdin)
         if check and result.returncode != 0:
             raise AssertionError(f"{host}: `{command}` failed ({result.returncode}): {result.stderr.strip()}")
         return result

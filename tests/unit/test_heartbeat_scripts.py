@@ -25,6 +25,7 @@ FAKES = {
         echo "systemctl $*" >> "$FAKE/calls"
         case "$1" in
         is-active) [ -f "$FAKE/active-$3" ]; exit $? ;;
+        show) cat "$FAKE/sync-since" 2>/dev/null || echo 0; exit 0 ;;
         stop) [ "$2" = heartbeat.service ] && rm -f "$FAKE/carries" ;;
         restart|start)
             [ "$1" = restart ] && rm -f "$FAKE/carries"  # heartbeat hands the group over when it stops
@@ -55,6 +56,7 @@ FAKES = {
     "pkill": 'echo "pkill $*" >> "$FAKE/calls"; exit 1',
     "logger": "exit 0",
     "lvsha-applied": 'echo "lvsha-applied $*" >> "$FAKE/calls"',
+    "state": 'echo "state $*" >> "$FAKE/calls"; exit "$(cat "$FAKE/state-rc" 2>/dev/null || echo 0)"',
     "floating-ips": """
         echo "floating-ips $*" >> "$FAKE/calls"
         eval "action=\\${$#}"
@@ -268,3 +270,46 @@ def test_failed_systemctl_restart_is_reported(fake):
     assert "systemctl restart heartbeat failed on balancer1" in result.stderr
 
 
+
+
+# ---- connection state sync ----------------------------------------------------
+
+@pytest.fixture
+def synced(tmp_path):
+    fake = Fake(tmp_path, LVSHA_STATE_SCRIPT=str(tmp_path / "bin" / "state"), LVSHA_SYNC_LISTEN="3")
+    fake.set("active-netfilter-persistent.service")
+    return fake
+
+
+def _uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def test_release_puts_conntrackd_back_to_backup_after_the_addresses_are_gone(synced):
+    synced.set("carries")
+    synced.set("state-rc", "1")  # a failed conntrackd request never keeps the addresses
+    result = synced.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    calls = synced.calls()
+    assert calls.index(f"floating-ips {ADDRESSES} stop") < calls.index("state stop")
+
+
+def test_rejoin_waits_until_the_sync_daemons_have_listened_one_refresh_period(synced):
+    synced.set("sync-since", str(int((_uptime() - 1) * 1_000_000)))  # started a second ago
+    started = time.monotonic()
+    result = synced.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert 1.5 <= time.monotonic() - started < 4
+    assert "active connections (IPVS sync refresh)" in result.stderr
+    synced.set("sync-since", str(int((_uptime() - 60) * 1_000_000)))  # long running: no wait
+    started = time.monotonic()
+    assert synced.run(GUARD, "rejoin").returncode == 0
+    assert time.monotonic() - started < 1.5
+
+
+def test_rejoin_without_the_sync_daemons_says_so_and_does_not_wait(synced):
+    started = time.monotonic()
+    result = synced.run(GUARD, "rejoin")  # systemctl show prints 0: not active
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 1.5
+    assert "established connections will not survive a takeover by this node" in result.stderr

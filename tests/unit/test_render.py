@@ -54,19 +54,86 @@ def test_haresources_identical_on_both_nodes(reference):
     assert _file(reference, "balancer1", render.HARESOURCES).content == _file(reference, "balancer2", render.HARESOURCES).content
 
 
-def test_haresources_moves_everything_as_one_group(reference):
-    lines = [l for l in _file(reference, "balancer1", render.HARESOURCES).content.splitlines() if l and not l.startswith("#")]
+def _haresources_line(cluster) -> list[str]:
+    content = [f for f in render.all_files(cluster)["balancer1"] if f.path == render.HARESOURCES][0].content
+    lines = [line for line in content.splitlines() if line and not line.startswith("#")]
     assert len(lines) == 1
-    resources = lines[0].split()
-    assert resources[0] == "balancer1"
-    # every floating address in one resource, and nothing else: IPVS is loaded on
-    # both balancers (ldirectord runs on both), and heartbeat refuses to start with
-    # a resource active on the idle node
+    return lines[0].split()
+
+
+def test_haresources_commits_connection_states_then_moves_every_address_as_one_group(reference):
+    node, *resources = _haresources_line(reference)
+    assert node == reference.master.name
+    # conntrackd primary first (started first, stopped last), then every floating
+    # address in one resource, and nothing else: IPVS is loaded on both balancers
+    # (ldirectord runs on both), and heartbeat refuses to start with a resource
+    # active on the idle node
+    assert resources[0] == Path(render.CONNTRACKD_SCRIPT).name
     script, *addresses = resources[1].split("::")
-    assert script == "lvsha-floating-ips"
-    assert addresses == ["192.168.0.254/24/eth1", "10.0.0.1/24/eth0", "10.0.0.3/24/eth0", "10.0.0.5/24/eth0",
-                         "10.0.0.21/24/eth0", "10.0.0.22/24/eth0", "10.0.0.23/24/eth0"]
+    assert script == Path(render.FLOATING_IPS_SCRIPT).name
+    assert addresses == render.floating_ips_arguments(reference) == [
+        f"{ip.cidr}/{ip.interface}" for ip in reference.floating_ips()]
     assert len(resources) == 2
+
+
+def test_without_state_sync_the_group_is_the_addresses_alone(reference):
+    from dataclasses import replace
+
+    unsynced = replace(reference, state_sync=replace(reference.state_sync, enabled=False))
+    node, *resources = _haresources_line(unsynced)
+    assert [r.split("::")[0] for r in resources] == [Path(render.FLOATING_IPS_SCRIPT).name]
+    files = {f.path: f for f in render.all_files(unsynced)["balancer1"]}
+    assert render.CONNTRACKD_CONF not in files and render.IPVS_SYNC_UNIT not in files
+    assert "8848" not in files[render.FIREWALL_RULES].content and "3780" not in files[render.FIREWALL_RULES].content
+    assert "LVSHA_STATE_SCRIPT=\n" in files[render.HEARTBEAT_ENV].content
+    assert "sync_refresh_period" not in files[render.SYSCTL_CONF].content
+    assert "conntrackd" not in files[render.HEARTBEAT_DROPIN].content
+
+
+def test_state_sync_runs_on_the_internal_link_from_and_to_the_peer_only(reference):
+    for balancer in reference.balancers:
+        peer = reference.peer(balancer)
+        files = {f.path: f.content for f in render.all_files(reference)[balancer.name]}
+        interface = balancer.internal_interface
+        unit = files[render.IPVS_SYNC_UNIT]
+        for role in ("master", "backup"):
+            assert (f"ExecStart=/sbin/ipvsadm --start-daemon {role} --mcast-interface {interface} "
+                    f"--syncid {reference.state_sync.syncid}") in unit
+        conntrackd = files[render.CONNTRACKD_CONF]
+        assert f"IPv4_address {balancer.internal_ip}\n" in conntrackd
+        assert f"IPv4_Destination_Address {peer.internal_ip}\n" in conntrackd
+        assert f"Interface {interface}\n" in conntrackd
+        # the addresses traffic is forwarded to are never ignored: mail NAT and IPVS
+        ignored = conntrackd.split("Address Ignore {")[1].split("}")[0]
+        for ip in reference.floating_ips():
+            assert (f"IPv4_address {ip.address}\n" in ignored) == (ip.address == reference.gateway), ip
+        rules = files[render.FIREWALL_RULES]
+        assert (f"-A INPUT -i {interface} -s {peer.internal_ip}/32 -d 224.0.0.81/32 -p udp -m udp --dport 8848 -j ACCEPT"
+                in rules)
+        assert (f"-A INPUT -i {interface} -s {peer.internal_ip}/32 -d {balancer.internal_ip}/32 -p udp -m udp "
+                f"--dport {reference.state_sync.conntrackd_port} -j ACCEPT") in rules
+        dropin = files[render.HEARTBEAT_DROPIN]
+        assert "After=conntrackd.service lvsha-ipvs-sync.service" in dropin
+        env = files[render.HEARTBEAT_ENV]
+        assert f"LVSHA_STATE_SCRIPT={render.CONNTRACKD_SCRIPT}\n" in env
+        assert f"LVSHA_SYNC_LISTEN={reference.state_sync.refresh_period + render.SYNC_LISTEN_MARGIN}\n" in env
+
+
+def test_a_dedicated_sync_link_carries_the_state_and_gets_its_own_address(reference):
+    from dataclasses import replace
+
+    b1, b2 = reference.balancers
+    dedicated = replace(
+        reference, state_sync=replace(reference.state_sync, network="192.168.100.0/24"),
+        balancers=(replace(b1, sync_interface="eth3", sync_ip="192.168.100.1"),
+                   replace(b2, sync_interface="eth3", sync_ip="192.168.100.2")))
+    files = {f.path: f.content for f in render.all_files(dedicated)[b1.name]}
+    assert "--mcast-interface eth3 " in files[render.IPVS_SYNC_UNIT]
+    assert "IPv4_Destination_Address 192.168.100.2\n" in files[render.CONNTRACKD_CONF]
+    assert "Address=192.168.100.1/24\n" in files[render.network_file_path("eth3")]
+    rules = files[render.FIREWALL_RULES]
+    assert "-A PREROUTING -i eth3 ! -s 192.168.100.0/24 -j DROP" in rules
+    assert "-A INPUT -i eth3 -s 192.168.100.2/32 -d 192.168.100.1/32 -p udp -m udp --dport 3780 -j ACCEPT" in rules
 
 
 def test_ldirectord_runs_with_the_drained_copy_of_its_file(reference):

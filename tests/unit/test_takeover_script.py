@@ -34,6 +34,7 @@ FAKES = {
              echo "$(cat "$FAKE/peer-releases")" >> "$FAKE/journal") &
         fi
         exit 0""",
+    "state": 'echo "state $*" >> "$FAKE/calls"; exit 0',
     "floating-ips": """
         echo "floating-ips $*" >> "$FAKE/calls"
         exit "$(cat "$FAKE/start-rc" 2>/dev/null || echo 0)" """,
@@ -41,7 +42,7 @@ FAKES = {
 
 
 class Fake:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, state_sync: bool = False):
         self.state, self.bin = root / "state", root / "bin"
         self.state.mkdir()
         self.bin.mkdir()
@@ -53,7 +54,8 @@ class Fake:
         self.env_file = root / "lvsha.env"
         self.env_file.write_text(
             "LVSHA_NODE=balancer1\nLVSHA_PEER=balancer2\n"
-            f"LVSHA_FLOATING_IPS_SCRIPT={self.bin / 'floating-ips'}\nLVSHA_FLOATING_IPS=\"{ADDRESSES}\"\n")
+            f"LVSHA_FLOATING_IPS_SCRIPT={self.bin / 'floating-ips'}\nLVSHA_FLOATING_IPS=\"{ADDRESSES}\"\n"
+            f"LVSHA_STATE_SCRIPT={self.bin / 'state' if state_sync else ''}\n")
 
     @property
     def journal(self) -> Path:
@@ -151,3 +153,12 @@ def test_a_failed_start_is_reported(fake):
     assert result.returncode == 1
     assert "adding the floating addresses failed: heartbeat's own acquisition retries" in result.stderr
     assert fake.calls()[-1] == f"floating-ips {ADDRESSES} start"
+
+
+def test_with_state_sync_the_states_are_committed_before_the_addresses_arrive(tmp_path):
+    fake = Fake(tmp_path, state_sync=True)
+    fake.set("peer-releases", ACQUIRE)
+    result = fake.run("balancer2", "10")
+    assert result.returncode == 0, result.stderr
+    calls = fake.calls()
+    assert calls.index("state start") < calls.index(f"floating-ips {ADDRESSES} start")

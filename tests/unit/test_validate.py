@@ -128,7 +128,41 @@ CASES = {
         "firewall.services[ssh].sources", "10.0.5.0/24", "dropped on arrival at the external interface"),
     "bad spoofed source": (lambda c: replace(c, firewall=replace(c.firewall, spoofed_sources=("10.0.0.0/33",))),
                            "firewall.spoofed_sources", "10.0.0.0/33", "not an IPv4 network"),
+    "sync id above 255": (lambda c: _with_sync(c, syncid=256), "state_sync.syncid", 256, "from 0 to 255"),
+    "conntrackd on heartbeat's port": (lambda c: _with_sync(c, conntrackd_port=694),
+                                       "state_sync.conntrackd_port", 694, "taken on the same link"),
+    "conntrackd port out of range": (lambda c: _with_sync(c, conntrackd_port=70000),
+                                     "state_sync.conntrackd_port", 70000, "port number"),
+    "no refresh period": (lambda c: _with_sync(c, refresh_period=0), "state_sync.refresh_period", 0, "above 0"),
+    "sync switch not a bool": (lambda c: _with_sync(c, enabled="no"), "state_sync.enabled", "no", "True or False"),
+    "sync address without a sync network": (lambda c: _with_balancer(c, 0, sync_interface="eth3", sync_ip="192.168.100.1"),
+                                            "balancers[balancer1].sync_ip", "192.168.100.1", "set state_sync.network"),
+    "sync network overlapping the internal one": (lambda c: _dedicated(c, network="192.168.0.0/16"),
+                                                  "state_sync.network", "192.168.0.0/16", "overlaps internal_network"),
+    "sync network without a balancer's address": (lambda c: _with_balancer(_dedicated(c), 1, sync_ip=None),
+                                                  "balancers[balancer2].sync_ip", None, "needs sync_interface and sync_ip"),
+    "sync address outside the sync network": (lambda c: _with_balancer(_dedicated(c), 0, sync_ip="192.168.101.1"),
+                                              "balancers[balancer1].sync_ip", "192.168.101.1", "outside the sync network"),
+    "sync address used twice": (lambda c: _with_balancer(_dedicated(c), 1, sync_ip="192.168.100.1"),
+                                "balancers[balancer2].sync_ip", "192.168.100.1", "used twice"),
+    "sync link on the internal interface": (lambda c: _with_balancer(_dedicated(c), 0, sync_interface="eth1"),
+                                            "balancers[balancer1].sync_interface", "eth1", "interface of its own"),
 }
+
+
+def _with_sync(c, **changes):
+    return replace(c, state_sync=replace(c.state_sync, **changes))
+
+
+def _dedicated(c, network="192.168.100.0/24"):
+    """The reference with a dedicated sync link (valid as it is)."""
+    c = _with_balancer(_with_balancer(c, 0, sync_interface="eth3", sync_ip="192.168.100.1"),
+                       1, sync_interface="eth3", sync_ip="192.168.100.2")
+    return _with_sync(c, network=network)
+
+
+def test_a_dedicated_sync_link_is_valid(reference):
+    assert problems(_dedicated(reference)) == []
 
 
 def test_narrowed_anti_spoofing_admits_a_private_management_network(reference):

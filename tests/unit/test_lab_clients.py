@@ -1,0 +1,143 @@
+"""The lab's long-lived connection clients (tests/lab/clients/sessions.py and
+peer.py), run for real on loopback: the lab runs them through the balancers,
+where a failure must be the balancers', not the clients'."""
+
+import json
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+CLIENTS = Path(__file__).resolve().parents[1] / "lab" / "clients"
+HOSTNAME = socket.gethostname()  # what both peer.py ends answer with, here
+
+
+class Web(BaseHTTPRequestHandler):
+    """A web host as the lab's: / names it, /stream is a slow body."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/stream":
+            self.send_response(200)
+            self.send_header("X-Served-By", "web1")
+            self.send_header("Content-Length", str(100 * 400))  # 20 s of body: longer than any test
+            self.end_headers()
+            try:
+                for _ in range(400):
+                    self.wfile.write(b"x" * 100)
+                    time.sleep(0.05)
+            except OSError:
+                pass  # the client is gone
+            return
+        body = b"x served by web1\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_):
+        pass
+
+
+@pytest.fixture
+def web():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Web)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_port
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def processes():
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=5)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def first_line(process, timeout=10):
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, "no output in time"
+    return process.stdout.readline().strip()
+
+
+def peer(processes, mode, port, from_stdin=False):
+    """peer.py in MODE on 127.0.0.1:PORT; from_stdin as the lab runs it (python3 - ...)."""
+    args = [mode, "127.0.0.1", str(port), "30"]
+    if from_stdin:
+        p = subprocess.Popen([sys.executable, "-", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        p.stdin.write((CLIENTS / "peer.py").read_text())
+        p.stdin.close()
+    else:
+        p = subprocess.Popen([sys.executable, str(CLIENTS / "peer.py"), *args], stdout=subprocess.PIPE, text=True)
+    processes.append(p)
+    return p
+
+
+def run_sessions(processes, tmp_path, web_port, *, from_stdin=False, midway=lambda listener: None):
+    """Every kind of connection for ~2 s; midway(listener) runs in the middle. The RESULT."""
+    smtp_port, outbound_port = free_port(), free_port()
+    listener = peer(processes, "listen", smtp_port, from_stdin)
+    assert first_line(listener) == "LISTENING"
+    sessions = subprocess.Popen(
+        [sys.executable, str(CLIENTS / "sessions.py"), "--state", str(tmp_path / "state.json"),
+         "--interval", "0.1", "--timeout", "5", "--source", "127.0.0.1",
+         "--http-port", str(web_port), "--smtp-port", str(smtp_port),
+         "--http", "127.0.0.1", "www.example", "--probe", "127.0.0.1", "www.example",
+         "--stream", "127.0.0.1", "www.example", "/stream", "--smtp", "127.0.0.1",
+         "--outbound", "127.0.0.1", str(outbound_port)],
+        stdout=subprocess.PIPE, text=True)
+    processes.append(sessions)
+    peer(processes, "connect", outbound_port)  # retries until sessions listens
+    assert first_line(sessions) == "READY"
+    time.sleep(0.8)
+    midway(listener)
+    time.sleep(1.2)
+    sessions.send_signal(signal.SIGTERM)
+    assert sessions.wait(timeout=5) == 0
+    lines = sessions.stdout.read().splitlines()
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert lines[-1].startswith("RESULT ") and result["ready"]
+    assert json.loads((tmp_path / "state.json").read_text()) == result  # the last state is the result
+    return {c["kind"]: c for c in result["connections"]}
+
+
+def test_every_connection_lasts_and_names_its_server(web, processes, tmp_path):
+    by_kind = run_sessions(processes, tmp_path, web)
+    assert set(by_kind) == {"http", "probe", "stream", "smtp", "outbound"}
+    for kind, c in by_kind.items():
+        assert c["established"] and c["error"] is None and c["failed_at"] is None, c
+        assert isinstance(c["local_port"], int) or kind == "probe", c  # a probe is many connections
+        assert c["longest_stall"] < 1.5, c
+    for kind in ("http", "stream", "smtp", "outbound"):
+        assert by_kind[kind]["round_trips"] > 3, by_kind[kind]
+    assert by_kind["probe"]["ok"] >= 2 and by_kind["probe"]["failed"] == 0
+    for kind, name in {"http": "web1", "probe": "web1", "stream": "web1", "smtp": HOSTNAME, "outbound": HOSTNAME}.items():
+        assert by_kind[kind]["names"] == [name] and by_kind[kind]["first_name"] == name, by_kind[kind]
+    assert by_kind["outbound"]["local_port"] == int(by_kind["outbound"]["target"].rpartition(":")[2])
+
+
+def test_a_lost_connection_is_reported_and_spares_the_others(web, processes, tmp_path):
+    by_kind = run_sessions(processes, tmp_path, web, from_stdin=True, midway=lambda listener: listener.kill())
+    smtp = by_kind.pop("smtp")
+    assert smtp["error"] in ("EOF", "RST") and smtp["failed_at"] is not None, smtp
+    assert smtp["established"] and smtp["round_trips"] > 3, smtp
+    for c in by_kind.values():
+        assert c["error"] is None, c
