@@ -15,6 +15,22 @@ from pathlib import Path
 import pytest
 
 from lvsha import render
+from tests.conftest import ROOT, load_with_test_secret
+
+# The settings file is lvsha.env as rendered for the reference cluster's master, with
+# the tools replaced by fakes and heartbeat's timers shortened (seconds, not tens).
+CLUSTER = load_with_test_secret(ROOT / "inventory.py")
+NODE, PEER = CLUSTER.master, CLUSTER.peer(CLUSTER.master)
+PROBE = NODE.internal_interface
+PEER_ADDRESS, GATEWAY = PEER.internal_ip, CLUSTER.internal_gateway
+ADDRESSES = " ".join(render.floating_ips_arguments(CLUSTER))
+FAST = {"LVSHA_KEEPALIVE": "1", "LVSHA_DEADTIME": "2", "LVSHA_REJOIN_TIMEOUT": "3", "LVSHA_SETTLE_TIMEOUT": "10"}
+
+
+def rendered_env(balancer) -> dict[str, str]:
+    """KEY: VALUE of lvsha.env as the deploy renders it for `balancer`."""
+    (env,) = [f for f in render.heartbeat_helper_files(CLUSTER, balancer) if f.path == render.HEARTBEAT_ENV]
+    return dict(line.split("=", 1) for line in env.content.splitlines() if line and not line.startswith("#"))
 
 GUARD = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_GUARD).name)
 RESTART = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_RESTART).name)
@@ -66,11 +82,8 @@ FAKES = {
         esac""",
 }
 
-ADDRESSES = "192.168.0.254/24/eth1 10.0.0.1/24/eth0"
-
-
 class Fake:
-    def __init__(self, root: Path, **settings):
+    def __init__(self, root: Path, balancer=NODE, **settings):
         self.root, self.state = root, root / "state"
         self.bin = root / "bin"
         self.state.mkdir(parents=True)
@@ -80,11 +93,9 @@ class Fake:
             path.write_text("#!/bin/sh\n" + "\n".join(line.strip() for line in body.splitlines()) + "\n")
             path.chmod(0o755)
         env = {
-            "LVSHA_NODE": "balancer1", "LVSHA_PEER": "balancer2", "LVSHA_MASTER": "balancer1",
-            "LVSHA_AUTO_FAILBACK": "on", "LVSHA_KEEPALIVE": "1", "LVSHA_DEADTIME": "2",
-            "LVSHA_REJOIN_TIMEOUT": "3", "LVSHA_SETTLE_TIMEOUT": "10",
-            "LVSHA_PROBE_INTERFACE": "eth1", "LVSHA_PEER_ADDRESS": "192.168.0.253", "LVSHA_GATEWAY": "192.168.0.254",
-            "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"), "LVSHA_FLOATING_IPS": f'"{ADDRESSES}"',
+            **rendered_env(balancer), **FAST,
+            "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"),
+            "LVSHA_STATE_SCRIPT": "", "LVSHA_SYNC_LISTEN": "",  # see the state sync tests below
             **settings,
         }
         self.env_file = root / "lvsha.env"
@@ -162,7 +173,7 @@ def test_rejoin_waits_until_the_peer_has_declared_this_node_dead(fake):
     waited = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert 3 <= waited < 10, waited
-    assert "does not answer on eth1: starting heartbeat alone" in result.stderr
+    assert f"does not answer on {PROBE}: starting heartbeat alone" in result.stderr
     assert not fake.stopped_marker.exists()
 
 
@@ -170,21 +181,21 @@ def test_rejoin_waits_for_the_peer_to_finish_taking_over(fake):
     """Peer up: wait until the internal gateway answers ARP (the peer's last resource is up)."""
     fake.run_dir.mkdir()
     fake.stopped_marker.write_text(str(int(time.time()) - 10))  # the peer had time to see us leave
-    fake.set("answers-192.168.0.253", "0")
-    fake.set("answers-192.168.0.254", "2")  # the gateway appears at the third probe
+    fake.set(f"answers-{PEER_ADDRESS}", "0")
+    fake.set(f"answers-{GATEWAY}", "2")  # the gateway appears at the third probe
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0, result.stderr
-    gateway_probes = [c for c in fake.calls() if c == "ping -q -n -c 1 -W 1 -I eth1 192.168.0.254"]
+    gateway_probes = [c for c in fake.calls() if c == f"ping -q -n -c 1 -W 1 -I {PROBE} {GATEWAY}"]
     assert len(gateway_probes) == 3
     assert "starting heartbeat anyway" not in result.stderr
     # every probe starts from a fresh neighbour entry, so a stale one cannot pass
-    assert fake.calls().count("ip neigh flush to 192.168.0.254 dev eth1") == 3
+    assert fake.calls().count(f"ip neigh flush to {GATEWAY} dev {PROBE}") == 3
 
 
 def test_rejoin_gives_up_waiting_for_a_peer_that_never_takes_over(fake):
     fake.run_dir.mkdir()
     fake.stopped_marker.write_text(str(int(time.time()) - 10))
-    fake.set("answers-192.168.0.253", "0")
+    fake.set(f"answers-{PEER_ADDRESS}", "0")
     started = time.monotonic()
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0
@@ -219,11 +230,10 @@ def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(tmp_pa
     result = fake.run(RESTART)
     assert result.returncode == 1
     assert "did not settle in 3 s (expected this node to carry the floating addresses)" in result.stderr
-    assert "balancer2 'active'" in result.stderr
+    assert f"{PEER.name} 'active'" in result.stderr
 
 
-@pytest.mark.parametrize("settings", [{"LVSHA_NODE": "balancer2", "LVSHA_PEER": "balancer1"},
-                                      {"LVSHA_AUTO_FAILBACK": "off"}])
+@pytest.mark.parametrize("settings", [{"balancer": PEER}, {"LVSHA_AUTO_FAILBACK": "off"}], ids=["backup", "no-failback"])
 def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings):
     fake = Fake(tmp_path, **settings)
     _pair(fake, rsc="none")
@@ -239,7 +249,7 @@ def test_the_only_node_serving_is_not_restarted(fake):
     _pair(fake, peer="dead", carries=True, rsc="all")
     result = fake.run(RESTART)
     assert result.returncode == 1
-    assert "refusing to restart heartbeat on balancer1: balancer2 is 'dead'" in result.stderr
+    assert f"refusing to restart heartbeat on {NODE.name}: {PEER.name} is 'dead'" in result.stderr
     assert not any(c.startswith("systemctl") for c in fake.calls())
 
 
@@ -267,7 +277,7 @@ def test_failed_systemctl_restart_is_reported(fake):
     fake.set("restart-fails")
     result = fake.run(RESTART)
     assert result.returncode == 1
-    assert "systemctl restart heartbeat failed on balancer1" in result.stderr
+    assert f"systemctl restart heartbeat failed on {NODE.name}" in result.stderr
 
 
 
@@ -277,6 +287,7 @@ def test_failed_systemctl_restart_is_reported(fake):
 @pytest.fixture
 def synced(tmp_path):
     fake = Fake(tmp_path, LVSHA_STATE_SCRIPT=str(tmp_path / "bin" / "state"), LVSHA_SYNC_LISTEN="3")
+    assert rendered_env(NODE)["LVSHA_STATE_SCRIPT"] == render.CONNTRACKD_SCRIPT  # the reference syncs
     fake.set("active-netfilter-persistent.service")
     return fake
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from lvsha import render
+from tests.unit.test_heartbeat_scripts import ADDRESSES, NODE, PEER, rendered_env
 
 SCRIPT = str(render.FILES / "heartbeat" / Path(render.TAKEOVER_SCRIPT).name)
-ADDRESSES = "192.168.0.254/24/eth1 10.0.0.1/24/eth0"
-ACQUIRE = "[771]: info: standby: acquire [all] resources from balancer2"
+ACQUIRE = f"[771]: info: standby: acquire [all] resources from {PEER.name}"
 
 FAKES = {
     # --follow --since ... --output cat FILTERS: the whole journal file, then what is appended
@@ -30,7 +30,7 @@ FAKES = {
         [ -f "$FAKE/hb-takeover-fails" ] && exit 1
         if [ -f "$FAKE/peer-releases" ]; then
             # heartbeat logs the acquisition once the peer has released: later, in the background
-            (sleep 0.5; echo "[771]: info: balancer2 wants to go standby [all]" >> "$FAKE/journal"
+            (sleep 0.5; echo "[771]: info: the peer wants to go standby [all]" >> "$FAKE/journal"
              echo "$(cat "$FAKE/peer-releases")" >> "$FAKE/journal") &
         fi
         exit 0""",
@@ -52,10 +52,10 @@ class Fake:
             path.chmod(0o755)
         self.journal.write_text("[771]: info: heartbeat: started\n")
         self.env_file = root / "lvsha.env"
-        self.env_file.write_text(
-            "LVSHA_NODE=balancer1\nLVSHA_PEER=balancer2\n"
-            f"LVSHA_FLOATING_IPS_SCRIPT={self.bin / 'floating-ips'}\nLVSHA_FLOATING_IPS=\"{ADDRESSES}\"\n"
-            f"LVSHA_STATE_SCRIPT={self.bin / 'state' if state_sync else ''}\n")
+        # lvsha.env as rendered for the reference master, its scripts replaced by fakes
+        env = {**rendered_env(NODE), "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"),
+               "LVSHA_STATE_SCRIPT": str(self.bin / "state") if state_sync else ""}
+        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
 
     @property
     def journal(self) -> Path:
@@ -86,7 +86,7 @@ def fake(tmp_path):
 
 def test_addresses_are_added_once_heartbeat_starts_acquiring(fake):
     fake.set("peer-releases", ACQUIRE)
-    result = fake.run("balancer2", "10")
+    result = fake.run(PEER.name, "10")
     assert result.returncode == 0, result.stderr
     calls = fake.calls()
     assert calls[0].startswith("renice -n -10 -p ")
@@ -106,30 +106,30 @@ def test_addresses_are_added_once_heartbeat_starts_acquiring(fake):
 def test_an_acquisition_logged_before_the_request_is_not_taken_for_this_one(fake):
     fake.journal.write_text(f"{ACQUIRE}\n")  # an earlier handover, still within --since
     started = time.monotonic()
-    result = fake.run("balancer2", "2")
+    result = fake.run(PEER.name, "2")
     assert result.returncode == 1
     assert 1.5 < time.monotonic() - started < 10
     assert not any(call.startswith("floating-ips") for call in fake.calls())
-    assert "did not start acquiring the resources of balancer2 within 2 s: nothing added here" in result.stderr
+    assert f"did not start acquiring the resources of {PEER.name} within 2 s: nothing added here" in result.stderr
     time.sleep(0.2)
     assert fake.followers_left() == []
 
 
 def test_an_acquisition_from_another_node_is_not_this_one(fake):
-    fake.set("peer-releases", "[771]: info: standby: acquire [all] resources from balancer3")
-    result = fake.run("balancer2", "2")
+    fake.set("peer-releases", f"[771]: info: standby: acquire [all] resources from {PEER.name}x")
+    result = fake.run(PEER.name, "2")
     assert result.returncode == 1
     assert not any(call.startswith("floating-ips") for call in fake.calls())
 
 
 def test_only_the_peer_can_be_taken_from(fake):
-    result = fake.run("balancer1", "10")
+    result = fake.run(NODE.name, "10")
     assert result.returncode == 2
-    assert "balancer1 is not the peer of balancer1 (balancer2)" in result.stderr
+    assert f"{NODE.name} is not the peer of {NODE.name} ({PEER.name})" in result.stderr
     assert fake.calls() == []
 
 
-@pytest.mark.parametrize("args", [(), ("balancer2", "5s"), ("balancer2", "5", "extra")])
+@pytest.mark.parametrize("args", [(), (PEER.name, "5s"), (PEER.name, "5", "extra")])
 def test_usage_errors_change_nothing(fake, args):
     result = fake.run(*args)
     assert result.returncode == 2
@@ -138,7 +138,7 @@ def test_usage_errors_change_nothing(fake, args):
 
 def test_a_failed_request_adds_nothing(fake):
     fake.set("hb-takeover-fails")
-    result = fake.run("balancer2", "10")
+    result = fake.run(PEER.name, "10")
     assert result.returncode == 1
     assert "hb_takeover failed" in result.stderr
     assert fake.calls()[-1] == "hb_takeover all"
@@ -149,7 +149,7 @@ def test_a_failed_request_adds_nothing(fake):
 def test_a_failed_start_is_reported(fake):
     fake.set("peer-releases", ACQUIRE)
     fake.set("start-rc", "1")
-    result = fake.run("balancer2", "10")
+    result = fake.run(PEER.name, "10")
     assert result.returncode == 1
     assert "adding the floating addresses failed: heartbeat's own acquisition retries" in result.stderr
     assert fake.calls()[-1] == f"floating-ips {ADDRESSES} start"
@@ -158,7 +158,7 @@ def test_a_failed_start_is_reported(fake):
 def test_with_state_sync_the_states_are_committed_before_the_addresses_arrive(tmp_path):
     fake = Fake(tmp_path, state_sync=True)
     fake.set("peer-releases", ACQUIRE)
-    result = fake.run("balancer2", "10")
+    result = fake.run(PEER.name, "10")
     assert result.returncode == 0, result.stderr
     calls = fake.calls()
     assert calls.index("state start") < calls.index(f"floating-ips {ADDRESSES} start")
