@@ -120,6 +120,13 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     ]
 
 
+def sync_listen(cluster: Cluster) -> int:
+    """Seconds a rejoining node's IPVS sync daemons listen before its heartbeat
+    starts (0: the model syncs no state)."""
+    sync = cluster.state_sync
+    return sync.refresh_period + SYNC_LISTEN_MARGIN if sync.enabled else 0
+
+
 def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     """What runs around heartbeat, read afresh at each use (no restart needed):
     the resource scripts, the guard, restart, key rotation and planned takeover
@@ -135,7 +142,7 @@ def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
             rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
             floating_ips_script=FLOATING_IPS_SCRIPT, floating_ips=floating_ips_arguments(cluster),
             state_script=CONNTRACKD_SCRIPT if sync.enabled else "",
-            sync_listen=sync.refresh_period + SYNC_LISTEN_MARGIN if sync.enabled else "")),
+            sync_listen=sync_listen(cluster) or "")),
     ]
 
 
@@ -170,7 +177,7 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
         RenderedFile(HEARTBEAT_DROPIN, _render(
             "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
             rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=30,
-            sync_listen=cluster.state_sync.refresh_period + SYNC_LISTEN_MARGIN if cluster.state_sync.enabled else 0,
+            sync_listen=sync_listen(cluster),
             sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),
         _shipped("systemd", LDIRECTORD_DROPIN, source="ldirectord-lvsha.conf"),
     ]

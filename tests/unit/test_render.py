@@ -55,7 +55,7 @@ def test_haresources_identical_on_both_nodes(reference):
 
 
 def _haresources_line(cluster) -> list[str]:
-    content = [f for f in render.all_files(cluster)["balancer1"] if f.path == render.HARESOURCES][0].content
+    content = _file(cluster, cluster.master.name, render.HARESOURCES).content
     lines = [line for line in content.splitlines() if line and not line.startswith("#")]
     assert len(lines) == 1
     return lines[0].split()
@@ -82,7 +82,7 @@ def test_without_state_sync_the_group_is_the_addresses_alone(reference):
     unsynced = replace(reference, state_sync=replace(reference.state_sync, enabled=False))
     node, *resources = _haresources_line(unsynced)
     assert [r.split("::")[0] for r in resources] == [Path(render.FLOATING_IPS_SCRIPT).name]
-    files = {f.path: f for f in render.all_files(unsynced)["balancer1"]}
+    files = {f.path: f for f in render.all_files(unsynced)[unsynced.master.name]}
     assert render.CONNTRACKD_CONF not in files and render.IPVS_SYNC_UNIT not in files
     assert "8848" not in files[render.FIREWALL_RULES].content and "3780" not in files[render.FIREWALL_RULES].content
     assert "LVSHA_STATE_SCRIPT=\n" in files[render.HEARTBEAT_ENV].content
@@ -116,7 +116,8 @@ def test_state_sync_runs_on_the_internal_link_from_and_to_the_peer_only(referenc
         assert "After=conntrackd.service lvsha-ipvs-sync.service" in dropin
         env = files[render.HEARTBEAT_ENV]
         assert f"LVSHA_STATE_SCRIPT={render.CONNTRACKD_SCRIPT}\n" in env
-        assert f"LVSHA_SYNC_LISTEN={reference.state_sync.refresh_period + render.SYNC_LISTEN_MARGIN}\n" in env
+        assert f"LVSHA_SYNC_LISTEN={render.sync_listen(reference)}\n" in env
+        assert render.sync_listen(reference) == reference.state_sync.refresh_period + render.SYNC_LISTEN_MARGIN
 
 
 def test_a_dedicated_sync_link_carries_the_state_and_gets_its_own_address(reference):
@@ -127,15 +128,16 @@ def test_a_dedicated_sync_link_carries_the_state_and_gets_its_own_address(refere
         reference, state_sync=replace(reference.state_sync, network="192.168.100.0/24"),
         balancers=(replace(b1, sync_interface="eth3", sync_ip="192.168.100.1"),
                    replace(b2, sync_interface="eth3", sync_ip="192.168.100.2")))
-    files = {f.path: f.content for f in render.all_files(dedicated)[b1.name]}
-    assert "--mcast-interface eth3 " in files[render.IPVS_SYNC_UNIT]
-    assert "IPv4_Destination_Address 192.168.100.2\n" in files[render.CONNTRACKD_CONF]
-    assert "Address=192.168.100.1/24\n" in files[render.network_file_path("eth3")]
+    node = dedicated.master
+    peer, net = dedicated.peer(node), dedicated.sync_net
+    files = {f.path: f.content for f in render.all_files(dedicated)[node.name]}
+    assert f"--mcast-interface {node.sync_interface} " in files[render.IPVS_SYNC_UNIT]
+    assert f"IPv4_Destination_Address {peer.sync_ip}\n" in files[render.CONNTRACKD_CONF]
+    assert f"Address={node.sync_ip}/{net.prefixlen}\n" in files[render.network_file_path(node.sync_interface)]
     rules = files[render.FIREWALL_RULES]
-    assert "-A PREROUTING -i eth3 ! -s 192.168.100.0/24 -j DROP" in rules
-    assert "-A INPUT -i eth3 -s 192.168.100.2/32 -d 192.168.100.1/32 -p udp -m udp --dport 3780 -j ACCEPT" in rules
-
-
+    assert f"-A PREROUTING -i {node.sync_interface} ! -s {net.cidr} -j DROP" in rules
+    assert (f"-A INPUT -i {node.sync_interface} -s {peer.sync_ip}/32 -d {node.sync_ip}/32 -p udp -m udp "
+            f"--dport {dedicated.state_sync.conntrackd_port} -j ACCEPT") in rules
 def test_ldirectord_runs_with_the_drained_copy_of_its_file(reference):
     dropin = _file(reference, "balancer1", render.LDIRECTORD_DROPIN).content
     assert f"ExecStartPre={render.DRAIN_SCRIPT} render" in dropin
