@@ -37,6 +37,11 @@ RESTART = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_RESTART).name)
 
 # Each fake logs "NAME ARGS..." to $FAKE/calls and answers from files in $FAKE.
 FAKES = {
+    # records how long a script would wait, and returns at once unless the test needs time to pass
+    "sleep": """
+        echo "sleep $*" >> "$FAKE/calls"
+        [ -f "$FAKE/sleep-for-real" ] && exec /bin/sleep "$@"
+        exit 0""",
     "systemctl": """
         echo "systemctl $*" >> "$FAKE/calls"
         case "$1" in
@@ -114,6 +119,10 @@ class Fake:
         path = self.state / "calls"
         return path.read_text().splitlines() if path.exists() else []
 
+    def waits(self) -> list[int]:
+        """The seconds of each sleep the scripts asked for."""
+        return [int(call.split()[1]) for call in self.calls() if call.startswith("sleep ")]
+
     @property
     def stopped_marker(self) -> Path:
         return self.run_dir / "heartbeat-stopped"
@@ -148,10 +157,9 @@ def test_release_that_cannot_remove_an_address_fails(fake):
 
 
 def test_rejoin_at_boot_releases_and_does_not_wait(fake):
-    started = time.monotonic()
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 2
+    assert fake.waits() == []
     assert fake.calls()[0] == f"floating-ips {ADDRESSES} stop"
     assert not any(c.startswith(("ping", "ip ")) for c in fake.calls())
     assert fake.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
@@ -168,11 +176,9 @@ def test_rejoin_waits_until_the_peer_has_declared_this_node_dead(fake):
     """Peer silent: wait deadtime (2) + 2 keepalives (1) since the stop, then start alone."""
     fake.run_dir.mkdir()
     fake.stopped_marker.write_text(str(int(time.time())))
-    started = time.monotonic()
     result = fake.run(GUARD, "rejoin")
-    waited = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert 3 <= waited < 10, waited
+    assert len(fake.waits()) == 1 and 2 <= fake.waits()[0] <= 4, fake.calls()  # 4 s since the stop, in whole seconds
     assert f"does not answer on {PROBE}: starting heartbeat alone" in result.stderr
     assert not fake.stopped_marker.exists()
 
@@ -196,10 +202,10 @@ def test_rejoin_gives_up_waiting_for_a_peer_that_never_takes_over(fake):
     fake.run_dir.mkdir()
     fake.stopped_marker.write_text(str(int(time.time()) - 10))
     fake.set(f"answers-{PEER_ADDRESS}", "0")
-    started = time.monotonic()
+    fake.set("sleep-for-real")  # the timeout is counted on the clock
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0
-    assert 2 <= time.monotonic() - started < 15  # the rejoin timeout (3 s, counted in whole seconds), loosely: a loaded machine
+    assert 1 <= len(fake.waits()) <= 3  # probes a second apart until the rejoin timeout (3 s, in whole seconds)
     assert "has not taken the floating addresses in 3 s; starting heartbeat anyway" in result.stderr
 
 
@@ -226,6 +232,7 @@ def test_master_with_auto_failback_restarts_and_settles_carrying_the_group(fake)
 
 def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(tmp_path):
     fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="3")
+    fake.set("sleep-for-real")  # the settle timeout is counted on the clock
     _pair(fake, carries=True)  # after the restart the group stays on the peer
     result = fake.run(RESTART)
     assert result.returncode == 1
@@ -241,6 +248,7 @@ def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings)
     assert result.returncode == 0, result.stderr
     assert "systemctl restart heartbeat.service" in fake.calls()
     fake2 = Fake(tmp_path / "carrying", **{**settings, "LVSHA_SETTLE_TIMEOUT": "3"})
+    fake2.set("sleep-for-real")
     _pair(fake2, rsc="all", carries_after_start=True)  # it took the group: not what a restart should do
     assert fake2.run(RESTART).returncode == 1
 
@@ -266,6 +274,7 @@ def test_a_node_alone_and_serving_nothing_restarts_without_waiting_for_the_peer(
 
 def test_transition_is_never_settled(tmp_path):
     fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="3")
+    fake.set("sleep-for-real")
     _pair(fake, carries_after_start=True, rsc="transition")
     result = fake.run(RESTART)
     assert result.returncode == 1
@@ -286,7 +295,7 @@ def test_failed_systemctl_restart_is_reported(fake):
 
 @pytest.fixture
 def synced(tmp_path):
-    fake = Fake(tmp_path, LVSHA_STATE_SCRIPT=str(tmp_path / "bin" / "state"), LVSHA_SYNC_LISTEN="3")
+    fake = Fake(tmp_path, LVSHA_STATE_SCRIPT=str(tmp_path / "bin" / "state"), LVSHA_SYNC_LISTEN="30")
     assert rendered_env(NODE)["LVSHA_STATE_SCRIPT"] == render.CONNTRACKD_SCRIPT  # the reference syncs
     fake.set("active-netfilter-persistent.service")
     return fake
@@ -306,21 +315,23 @@ def test_release_puts_conntrackd_back_to_backup_after_the_addresses_are_gone(syn
 
 
 def test_rejoin_waits_until_the_sync_daemons_have_listened_one_refresh_period(synced):
-    synced.set("sync-since", str(int((_uptime() - 1) * 1_000_000)))  # started a second ago
-    started = time.monotonic()
+    synced.set("sync-since", str(int((_uptime() - 10) * 1_000_000)))  # started 10 s ago
     result = synced.run(GUARD, "rejoin")
     assert result.returncode == 0, result.stderr
-    assert 1.5 <= time.monotonic() - started < 4
+    # the rest of the 30 s, give or take the whole seconds the script rounds to
+    assert len(synced.waits()) == 1 and 18 <= synced.waits()[0] <= 21, synced.calls()
     assert "active connections (IPVS sync refresh)" in result.stderr
-    synced.set("sync-since", str(int((_uptime() - 60) * 1_000_000)))  # long running: no wait
-    started = time.monotonic()
-    assert synced.run(GUARD, "rejoin").returncode == 0
-    assert time.monotonic() - started < 1.5
+
+
+def test_rejoin_after_the_sync_daemons_have_listened_long_enough_does_not_wait(synced):
+    synced.set("sync-since", str(int((_uptime() - 60) * 1_000_000)))
+    result = synced.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert synced.waits() == [] and "IPVS sync refresh" not in result.stderr
 
 
 def test_rejoin_without_the_sync_daemons_says_so_and_does_not_wait(synced):
-    started = time.monotonic()
     result = synced.run(GUARD, "rejoin")  # systemctl show prints 0: not active
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 1.5
+    assert synced.waits() == []
     assert "established connections will not survive a takeover by this node" in result.stderr

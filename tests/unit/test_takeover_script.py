@@ -108,7 +108,7 @@ def test_an_acquisition_logged_before_the_request_is_not_taken_for_this_one(fake
     started = time.monotonic()
     result = fake.run(PEER.name, "2")
     assert result.returncode == 1
-    assert 1.5 < time.monotonic() - started < 10
+    assert time.monotonic() - started >= 2  # it waited the whole timeout
     assert not any(call.startswith("floating-ips") for call in fake.calls())
     assert f"did not start acquiring the resources of {PEER.name} within 2 s: nothing added here" in result.stderr
     time.sleep(0.2)
