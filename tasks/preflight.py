@@ -17,7 +17,7 @@ from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
 from tasks.facts import InterfaceAddresses, NetworkInterfacesFile, SshConnection
 
-SUPPORTED = {("Debian", 12)}
+SUPPORTED = {("Debian", 12), ("Debian", 13)}  # the lab builds and deploys both (lvsha/lab/image.py)
 
 
 def check_distribution() -> None:

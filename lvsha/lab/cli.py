@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from . import LabError
+from . import LabError, image
 from . import lab as _lab
 
 _cluster_loader = None
@@ -51,7 +51,7 @@ def _fail(e: Exception):
 
 @click.group("lab")
 def lab():
-    """Real Debian 12 VMs under QEMU on this machine, to deploy and test against."""
+    """Real Debian 12 or 13 VMs under QEMU on this machine, to deploy and test against."""
 
 
 @lab.command()
@@ -59,12 +59,14 @@ def lab():
               help="module:attr giving the cluster model (object or zero-arg callable)")
 @click.option("--provisioned", is_flag=True,
               help="start the VMs with their role's packages installed (a quicker first deploy)")
+@click.option("--release", type=click.Choice(sorted(image.RELEASES)), envvar=image.RELEASE_ENV,
+              default=image.DEFAULT_RELEASE, show_default=True, help="the guests' Debian release")
 @click.pass_context
-def up(ctx, cluster_ref, provisioned):
+def up(ctx, cluster_ref, provisioned, release):
     """Build/reuse the image, start proxy, networks and one VM per host; wait for SSH."""
     cluster = _resolve_cluster(ctx, cluster_ref)
     try:
-        state = _lab.up(cluster, progress=lambda line: click.echo(line), provisioned=provisioned)
+        state = _lab.up(cluster, progress=lambda line: click.echo(line), provisioned=provisioned, release=release)
     except LabError as e:
         _fail(e)
     except _lab.Terminated as e:  # SIGTERM/SIGHUP: already torn down by up()

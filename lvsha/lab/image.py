@@ -1,9 +1,9 @@
-"""The lab's base image: Debian 12 built with debootstrap, turned into a raw ext4 disk.
+"""The lab's base image: Debian 12 or 13 built with debootstrap, turned into a raw ext4 disk.
 
 The result is cached in <cache>/images/<key>/ where key is a hash of the recipe
 (suite, package list, disk size, files/lab contents, the host mirror URLs and the
 source of the rootfs configuration step), so it is rebuilt when the recipe changes
-and reused otherwise. A cached image holds:
+and reused otherwise; the newest image of each release is kept. A cached image holds:
   disk.raw     ext4 filesystem image (root=/dev/vda), the read-only base of every VM
   disk-ROLE.raw  the same with ROLE's packages already installed (no service
                started, nothing configured): the base of a "provisioned" lab,
@@ -30,7 +30,11 @@ from pathlib import Path
 
 from . import LabError, cache_dir, host_apt_mirrors, run
 
-SUITE = "bookworm"
+# The Debian releases the deploy supports (tasks/preflight.py), by major version.
+RELEASES = {"12": "bookworm", "13": "trixie"}
+DEFAULT_RELEASE = "12"
+SECOND_MODEL_RELEASE = "13"  # `lab run` proves the other release with the second model (tests/lab/conftest.py)
+RELEASE_ENV = "LVSHA_LAB_RELEASE"  # `lab up` / `lab run --release`: every model's lab on that release
 RECIPE_VERSION = 3
 DISK_SIZE = "3G"
 PACKAGES = (
@@ -70,7 +74,16 @@ def provisioned_packages() -> dict[str, list[str]]:
     return {"balancer": list(BALANCER_PACKAGES), "web": list(WEB_SERVER_PACKAGES)}
 
 
-def recipe() -> dict:
+def suite(release: str) -> str:
+    """The Debian suite of `release` ("12" or "13"); LabError names the choices."""
+    try:
+        return RELEASES[str(release)]
+    except KeyError:
+        raise LabError(f"Debian release {release!r} is not one the lab builds "
+                       f"(choose one of: {', '.join(RELEASES)})") from None
+
+
+def recipe(release: str = DEFAULT_RELEASE) -> dict:
     """Everything the image depends on, as a JSON-able dict (mirrors as a hash only)."""
     files = {}
     for name in sorted(GUEST_FILES):
@@ -78,7 +91,7 @@ def recipe() -> dict:
     mirrors = json.dumps(host_apt_mirrors(), sort_keys=True).encode()
     return {
         "version": RECIPE_VERSION,
-        "suite": SUITE,
+        "suite": suite(release),
         "packages": list(PACKAGES),
         "disk_size": DISK_SIZE,
         "guest_files": {k: [files[k], GUEST_FILES[k][0], GUEST_FILES[k][1]] for k in files},
@@ -90,52 +103,52 @@ def recipe() -> dict:
     }
 
 
-def recipe_key() -> str:
-    """Short hash of recipe(): the cache key of the image."""
-    return hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()[:16]
+def recipe_key(release: str = DEFAULT_RELEASE) -> str:
+    """Short hash of recipe(release): the cache key of the image."""
+    return hashlib.sha256(json.dumps(recipe(release), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cached_image() -> dict | None:
-    """Paths of the cached image for the current recipe, or None if not built."""
-    d = cache_dir() / "images" / recipe_key()
+def cached_image(release: str = DEFAULT_RELEASE) -> dict | None:
+    """Paths of the cached image of `release` for the current recipe, or None if not built."""
+    d = cache_dir() / "images" / recipe_key(release)
     if (d / "complete").exists():
-        return {"dir": str(d), "disk": str(d / "disk.raw"), "format": "raw",
+        return {"dir": str(d), "release": str(release), "disk": str(d / "disk.raw"), "format": "raw",
                 "kernel": str(d / "vmlinuz"), "initrd": str(d / "initrd.img"),
                 "provisioned": {role: str(d / f"disk-{role}.raw") for role in provisioned_packages()}}
     return None
 
 
-def ensure_image(proxy_port: int, progress=print) -> dict:
-    """Return the cached image for the current recipe, building it first if needed.
+def ensure_image(proxy_port: int, release: str = DEFAULT_RELEASE, progress=print) -> dict:
+    """Return the cached image of `release` for the current recipe, building it first if needed.
 
     Building goes through the lab's apt proxy on 127.0.0.1:proxy_port (so packages
     are cached). Concurrent callers serialise on a lock file; a failed or
     interrupted build leaves nothing but an unfinished temp dir, which is removed.
     """
-    img = cached_image()
+    img = cached_image(release)
     if img:
         return img
     images = cache_dir() / "images"
     images.mkdir(parents=True, exist_ok=True)
     with open(images / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        img = cached_image()
+        img = cached_image(release)
         if img:
             return img
-        key = recipe_key()
+        key = recipe_key(release)
         tmp = images / f"{key}.tmp-{os.getpid()}"
         try:
-            _build(tmp, proxy_port, progress)
-            (tmp / "recipe.json").write_text(json.dumps(recipe(), indent=1, sort_keys=True))
+            _build(tmp, proxy_port, suite(release), progress)
+            (tmp / "recipe.json").write_text(json.dumps(recipe(release), indent=1, sort_keys=True))
             (tmp / "complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
             os.rename(tmp, images / key)
         finally:
             safe_rmtree(tmp)
         _prune_old_images(images, keep=key)
-    return cached_image()
+    return cached_image(release)
 
 
-def _build(out: Path, proxy_port: int, progress) -> None:
+def _build(out: Path, proxy_port: int, suite: str, progress) -> None:
     """debootstrap into out/rootfs, configure it, extract kernel/initrd, make disk.raw."""
     t0 = time.monotonic()
     rootfs = out / "rootfs"
@@ -143,12 +156,12 @@ def _build(out: Path, proxy_port: int, progress) -> None:
     mirrors = host_apt_mirrors()
     env = dict(os.environ, http_proxy=f"http://127.0.0.1:{proxy_port}", DEBIAN_FRONTEND="noninteractive")
     env.pop("https_proxy", None)
-    progress(f"image: debootstrap {SUITE} ({len(PACKAGES)} packages) via apt proxy")
-    _run_group(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+    progress(f"image: debootstrap {suite} ({len(PACKAGES)} packages) via apt proxy")
+    _run_group(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite,
                 rootfs, mirrors["debian"]], timeout=DEBOOTSTRAP_TIMEOUT, env=env, log=out / "debootstrap.log")
     _unmount_below(out)  # debootstrap should have, but be sure before anything else
     progress(f"image: debootstrap done in {time.monotonic() - t0:.0f}s; configuring")
-    _configure_rootfs(rootfs, mirrors)
+    _configure_rootfs(rootfs, mirrors, suite)
     for role, packages in provisioned_packages().items():
         progress(f"image: {role} variant with {', '.join(packages)} installed")
         _provision(rootfs, out, role, packages, proxy_port, env)
@@ -186,7 +199,7 @@ def _run_group(argv, timeout: float, env: dict, log: Path) -> None:
         raise LabError(f"{argv[0]} failed ({rc}):\n" + log.read_text(errors="replace")[-2000:])
 
 
-def _configure_rootfs(rootfs: Path, mirrors: dict) -> None:
+def _configure_rootfs(rootfs: Path, mirrors: dict, suite: str) -> None:
     """Turn a fresh debootstrap tree into the lab guest image (see module docs)."""
     src = guest_files_dir()
     for name, (dest, mode) in GUEST_FILES.items():
@@ -195,9 +208,9 @@ def _configure_rootfs(rootfs: Path, mirrors: dict) -> None:
         shutil.copyfile(src / name, target)
         os.chmod(target, mode)
     # apt: same mirror(s) as the host; guest reaches them through the proxy.
-    lines = [f"deb {mirrors['debian']} {SUITE} main", f"deb {mirrors['debian']} {SUITE}-updates main"]
+    lines = [f"deb {mirrors['debian']} {suite} main", f"deb {mirrors['debian']} {suite}-updates main"]
     if "security" in mirrors:
-        lines.append(f"deb {mirrors['security']} {SUITE}-security main")
+        lines.append(f"deb {mirrors['security']} {suite}-security main")
     (rootfs / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
     # Host name comes from the kernel cmdline (systemd.hostname=), per VM.
     for f in ("etc/hostname",):
@@ -280,8 +293,17 @@ def safe_rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _suite_of(image_dir: Path) -> str | None:
+    try:
+        return json.loads((image_dir / "recipe.json").read_text()).get("suite")
+    except (OSError, ValueError):
+        return None
+
+
 def _prune_old_images(images: Path, keep: str) -> None:
-    """Drop cached images of older recipes (and stale temp dirs of dead builds)."""
+    """Drop the cached images of older recipes of `keep`'s release (the other
+    release's newest image stays), and stale temp dirs of dead builds."""
+    kept_suite = _suite_of(images / keep)
     for d in images.iterdir():
         if not d.is_dir() or d.name == keep:
             continue
@@ -289,4 +311,6 @@ def _prune_old_images(images: Path, keep: str) -> None:
             pid = d.name.rsplit("-", 1)[-1]
             if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
                 continue  # another build still running
+        elif _suite_of(d) not in (kept_suite, None):
+            continue  # the newest image of another release
         safe_rmtree(d)

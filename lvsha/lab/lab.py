@@ -139,13 +139,15 @@ def _make_secrets(sdir: Path) -> dict:
     return {"ssh_key": str(key), "authorized_keys": str(auth), "heartbeat_secret_file": str(hb)}
 
 
-def up(cluster, progress=None, inventory: Path | None = None, provisioned: bool = False) -> dict:
+def up(cluster, progress=None, inventory: Path | None = None, provisioned: bool = False,
+       release: str = image.DEFAULT_RELEASE) -> dict:
     """Bring the whole lab up for `cluster`; return the final state dict.
 
     `inventory` is the file `cluster` came from (default: the lab's source
     inventory); the state remembers it, and the lab deploys its model.
     `provisioned`: the VMs start with their role's packages installed (see
     image.py); otherwise from bare Debian, as the deploy's install path needs.
+    `release`: the guests' Debian major version (image.RELEASES).
 
     Guarantees on return: one VM per model host, each answering SSH as root with
     the lab key on 127.0.0.1:<ssh_port>, host keys in known_hosts, client netns
@@ -154,6 +156,7 @@ def up(cluster, progress=None, inventory: Path | None = None, provisioned: bool 
     far is torn down before the exception propagates.
     """
     p = _Progress(progress)
+    image.suite(release)  # an unknown release is refused before anything starts
     sdir = state_dir()
     if state_file().exists():
         try:
@@ -165,7 +168,7 @@ def up(cluster, progress=None, inventory: Path | None = None, provisioned: bool 
     down(quiet=True)  # leftovers of a crashed run, if any
     with _signals_raise():
         try:
-            return _up(cluster, p, sdir, inventory or source_inventory(), provisioned)
+            return _up(cluster, p, sdir, inventory or source_inventory(), provisioned, str(release))
         except BaseException as e:
             with _signals_ignored():
                 p(f"up failed ({type(e).__name__}: {e}); tearing down")
@@ -174,13 +177,14 @@ def up(cluster, progress=None, inventory: Path | None = None, provisioned: bool 
             raise
 
 
-def _up(cluster, p: _Progress, sdir: Path, inventory: Path, provisioned: bool) -> dict:
+def _up(cluster, p: _Progress, sdir: Path, inventory: Path, provisioned: bool, release: str) -> dict:
     sdir.mkdir(parents=True, exist_ok=True)
     os.chmod(sdir, 0o700)
     caddr = network.client_address(cluster)
     state = {
         "version": 1, "status": "starting", "state_dir": str(sdir), "ssh_user": "root",
         "inventory": str(Path(inventory).resolve()), "cluster": cluster.name, "provisioned": provisioned,
+        "release": release,
         "known_hosts": str(sdir / "known_hosts"), "ssh_config": str(sdir / "ssh_config"),
         "lab_netns": network.LAB_NETNS,
         "client": {"netns": network.CLIENT_NETNS, "address": str(caddr)},
@@ -197,12 +201,12 @@ def _up(cluster, p: _Progress, sdir: Path, inventory: Path, provisioned: bool) -
     p(f"apt proxy up on 127.0.0.1:{state['proxy']['port']} (pid {state['proxy']['pid']})")
 
     t = time.monotonic()
-    cached = image.cached_image() is not None
-    img = image.ensure_image(state["proxy"]["port"], progress=p)
+    cached = image.cached_image(release) is not None
+    img = image.ensure_image(state["proxy"]["port"], release, progress=p)
     state["image"] = img
     state["timings"]["image_s"] = round(time.monotonic() - t, 1)
     state["timings"]["image_cached"] = cached
-    p(f"image ready ({'cached' if cached else 'built'}) {img['dir']}")
+    p(f"image ready (Debian {release}, {'cached' if cached else 'built'}) {img['dir']}")
 
     state["accel"] = vm.choose_accel(img, progress=p)
     p(f"accelerator: {state['accel']}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from lvsha.lab import cache_dir
+from lvsha.lab.image import DEFAULT_RELEASE, RELEASE_ENV, RELEASES, SECOND_MODEL_RELEASE
 from lvsha.lab.model import ROOT
 
 LAB_INVENTORY = ROOT / "lvsha" / "lab" / "inventory.py"
@@ -139,12 +140,16 @@ def add_commands(lab: click.Group) -> None:
         sys.exit(subprocess.call([sys.executable, "-m", "pytest", "tests/lab", *pytest_args], cwd=ROOT, env=env))
 
     @lab.command("run", context_settings={"ignore_unknown_options": True})
+    @click.option("--release", type=click.Choice(sorted(RELEASES)), default=None,
+                  help="every model's lab on this Debian release (default: the reference model's whole "
+                       f"tier on Debian {DEFAULT_RELEASE}, the second model's on Debian {SECOND_MODEL_RELEASE})")
     @click.argument("pytest_args", nargs=-1)
-    def run_command(pytest_args) -> None:
+    def run_command(release, pytest_args) -> None:
         """The whole lab: up, deploy, test (balancing, firewall, failover), report, down."""
+        env = {**os.environ, RELEASE_ENV: release} if release else None
         # -s shows the lab's progress lines as they happen; -v names each check.
         code = subprocess.call([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-v", "tests/lab",
-                                *pytest_args], cwd=ROOT)
+                                *pytest_args], cwd=ROOT, env=env)
         click.echo(format_report())
         sys.exit(code)
 

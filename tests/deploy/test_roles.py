@@ -207,11 +207,27 @@ def test_wrong_node_name_stops_before_any_operation(reference):
         _director(reference, machine)
 
 
-def test_unsupported_distribution_is_named(reference):
+@pytest.mark.parametrize("distro", [("Ubuntu", 22), ("Debian", 11), ("Debian", 14)])
+def test_unsupported_distribution_is_named(reference, distro):
     machine = converged_balancer(reference, reference.balancer("balancer1"))
-    machine.distro = ("Ubuntu", 22)
-    with pytest.raises(DeployError, match=r"Ubuntu 22 is not supported \(supported: Debian 12\)"):
+    machine.distro = distro
+    with pytest.raises(DeployError, match=rf"{distro[0]} {distro[1]} is not supported \(supported: Debian 12, Debian 13\)"):
         _director(reference, machine)
+
+
+def test_debian_13_hosts_get_the_same_deploy(reference):
+    """Debian 13's heartbeat, ldirectord, conntrackd and netfilter-persistent keep
+    Debian 12's names, paths and options (only their unit files moved to /usr/lib):
+    a converged Debian 13 host is a no-op, a fresh one gets the same operations."""
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.distro = ("Debian", 13)
+    assert changing(_director(reference, machine)) == {}
+    web = converged_web_host(reference, reference.web_host("hostA"))
+    web.distro = ("Debian", 13)
+    assert changing(_real_server(reference, web)) == {}
+    twelve, thirteen = fresh("balancer1", ["eth0", "eth1"]), fresh("balancer1", ["eth0", "eth1"])
+    thirteen.distro = ("Debian", 13)
+    assert list(changing(_director(reference, thirteen))) == list(changing(_director(reference, twelve)))
 
 
 def test_ifupdown_owned_interface_is_refused(reference):

@@ -8,8 +8,10 @@ lab the tier is skipped, except under CI, where that is a failure.
 Which models: with LVSHA_LAB_INVENTORY set, the whole tier on that inventory's
 model. Otherwise the whole tier on the reference `inventory.py`, then, on a
 second lab, the tests marked `every_model` on `examples/edge/inventory.py`
-(a cluster different in every dimension). Tests take every name, address,
-count and expectation from `lab.cluster`.
+(a cluster different in every dimension) on the other Debian release
+(image.SECOND_MODEL_RELEASE): deploy, balancing, firewall and a takeover on
+both releases. LVSHA_LAB_RELEASE puts every model's lab on one release. Tests
+take every name, address, count and expectation from `lab.cluster`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from lvsha.lab import lab as lab_api
-from lvsha.lab import cache_dir, wait_until
+from lvsha.lab import cache_dir, image, wait_until
 from lvsha.lab.model import LAB_INVENTORY_ENV, REFERENCE_INVENTORY, ROOT, lab_cluster, topology_cluster
 from lvsha.lab.run import LAB_INVENTORY, deploy, format_report, record, set_report_label, start_report
 from lvsha.model import Cluster
@@ -268,9 +270,10 @@ def lab(request):
         # The second model runs after the reference one has proven the install
         # path from bare Debian: its VMs start with their packages installed.
         second = inventory == EXAMPLE_INVENTORY and not os.environ.get(LAB_INVENTORY_ENV)
-        set_report_label(model.name if second else "")
+        release = os.environ.get(image.RELEASE_ENV) or (image.SECOND_MODEL_RELEASE if second else image.DEFAULT_RELEASE)
+        set_report_label(f"{model.name} (Debian {release})" if second else "")
         state = lab_api.up(model, progress=lambda m: print(f"[lab] {m}", flush=True), inventory=inventory,
-                           provisioned=second)
+                           provisioned=second, release=release)
         for key in ("image_s", "boot_s"):
             if key in state.get("timings", {}):
                 record({"image_s": "image (build or cache)", "boot_s": "boot to SSH, all VMs"}[key], state["timings"][key])

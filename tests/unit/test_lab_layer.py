@@ -16,7 +16,7 @@ from types import SimpleNamespace as NS
 import netaddr
 import pytest
 
-from lvsha.lab import host_apt_mirrors, image, network, vm
+from lvsha.lab import LabError, host_apt_mirrors, image, network, vm
 from lvsha.lab import lab as lablib
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,6 +102,30 @@ def test_guest_files_exist_and_recipe_key_tracks_packages(monkeypatch):
     assert k1 == image.recipe_key()
     monkeypatch.setattr(image, "PACKAGES", image.PACKAGES + ("less",))
     assert image.recipe_key() != k1
+
+
+def test_each_release_has_its_own_image_and_an_unknown_one_is_named(monkeypatch):
+    if not os.path.exists("/etc/apt"):
+        pytest.skip("no apt config on this machine")
+    assert image.recipe("12")["suite"] == "bookworm" and image.recipe("13")["suite"] == "trixie"
+    assert image.recipe_key("12") != image.recipe_key("13")
+    with pytest.raises(LabError, match=r"Debian release '14' is not one the lab builds \(choose one of: 12, 13\)"):
+        image.recipe_key("14")
+    with pytest.raises(LabError, match="'11'"):
+        lablib.up(stand_in_cluster(), release="11")  # refused before anything starts
+
+
+def test_a_new_image_replaces_the_older_one_of_its_release_only(tmp_path):
+    def built(key, suite):
+        (tmp_path / key).mkdir()
+        (tmp_path / key / "recipe.json").write_text(f'{{"suite": "{suite}"}}')
+
+    built("old12", "bookworm")
+    built("new12", "bookworm")
+    built("only13", "trixie")
+    (tmp_path / "x.tmp-999999999").mkdir()  # a dead build's leftovers
+    image._prune_old_images(tmp_path, keep="new12")
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["new12", "only13"]
 
 
 def test_no_mirror_host_in_repo_files():
