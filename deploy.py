@@ -12,7 +12,7 @@ failing check stops the whole run with nothing changed.
 from pyinfra import config, host
 
 from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
-from tasks.roles import director, real_server
+from tasks.roles import cluster_host
 
 # config.py says this for the connection phase when pyinfra runs from the
 # repository; said again here for the operations, from wherever it runs.
@@ -22,8 +22,4 @@ cluster = host.data.get(CLUSTER_KEY)
 if cluster is None:
     raise SystemExit(f"{host.name}: no cluster model in the inventory (build groups with lvsha.inventory.groups)")
 
-if "balancers" in host.groups:
-    director(cluster, cluster.balancer(host.name))
-
-if "web" in host.groups:
-    real_server(cluster, cluster.web_host(host.name), with_web_server=bool(host.data.get(WEB_SERVER_KEY)))
+cluster_host(cluster, host.name, with_web_server=bool(host.data.get(WEB_SERVER_KEY)))

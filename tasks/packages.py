@@ -10,25 +10,18 @@ BALANCER_PACKAGES = ["ipvsadm", "heartbeat", "ldirectord", "iptables", "iptables
 WEB_SERVER_PACKAGES = ["nginx", "ssl-cert"]
 
 
-def _installed(name: str, packages: list[str]):
-    """`packages` are installed, without recommends; the package lists are
-    refreshed only when one is missing, so a converged host reports no change
-    however old its apt cache (pyinfra's cache_time would report one)."""
+@deploy("Packages")
+def packages(names: list[str]):
+    """`names` are installed, without recommends (heartbeat's would pull in
+    pacemaker). The package lists are refreshed only when one is missing, so a
+    converged host reports no change however old its apt cache (pyinfra's
+    cache_time would report one).
+
+    Called from one place for every host (tasks/roles.py: cluster_host), this is
+    one pyinfra operation: the balancers' and the web hosts' installs run side by
+    side instead of one role after the other."""
+    if not names:
+        return
     installed = host.get_fact(DebPackages)
-    missing = [p for p in packages if p not in installed]
-    apt.packages(name=name, packages=packages, no_recommends=True, update=bool(missing))
-
-
-@deploy("Balancer packages")
-def balancer_packages():
-    """ipvsadm, heartbeat, ldirectord, iptables (with boot-time loading) and conntrackd are installed.
-
-    Recommends are skipped: heartbeat's would pull in pacemaker.
-    """
-    _installed("Install LVS, heartbeat, ldirectord, iptables and conntrackd", BALANCER_PACKAGES)
-
-
-@deploy("Web server packages")
-def web_server_packages():
-    """nginx and a self-signed certificate for HTTPS are installed."""
-    _installed("Install nginx", WEB_SERVER_PACKAGES)
+    missing = [p for p in names if p not in installed]
+    apt.packages(name=f"Install {', '.join(names)}", packages=names, no_recommends=True, update=bool(missing))

@@ -8,24 +8,53 @@ from tasks.firewall import firewall
 from tasks.heartbeat import heartbeat, ldirectord
 from tasks.kernel import kernel
 from tasks.network import balancer_network, web_host_network
-from tasks.packages import balancer_packages
+from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES, packages
 from tasks.statesync import state_sync
 from tasks.webserver import web_server
 
 
-@deploy("LVS director")
-def director(cluster: Cluster, balancer: Balancer):
-    """A balancer converged to the model: checked (distribution, both balancers in the run, `uname -n`,
-    interfaces, SSH surviving the firewall) before anything changes; then
-    packages, firewall, kernel (forwarding only once the firewall is loaded),
-    own addresses, ldirectord (IPVS loaded on both), connection state sync
-    (before heartbeat can take anything over), heartbeat."""
+def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
+    """The host `name` of the model converged to its role, the one entry point of deploy.py.
+
+    Every check of the role runs first (a failing one raises while pyinfra
+    prepares the run, before any operation runs on any host); then the role's
+    packages, in the one operation every host shares; then the role."""
+    balancer = next((b for b in cluster.balancers if b.name == name), None)
+    web_host = None if balancer else cluster.web_host(name)
+    if balancer:
+        check_director(cluster, balancer)
+    else:
+        check_real_server(web_host)
+    # pyinfra tells operations apart by the lines of the calls that made them:
+    # one call here, for every role, makes the installs one operation.
+    packages(BALANCER_PACKAGES if balancer else WEB_SERVER_PACKAGES if with_web_server else [])
+    if balancer:
+        director(cluster, balancer)
+    else:
+        real_server(cluster, web_host, with_web_server)
+
+
+def check_director(cluster: Cluster, balancer: Balancer):
+    """Distribution, both balancers in the run, `uname -n`, interfaces, SSH surviving the firewall."""
     preflight.check_distribution()
     preflight.check_pair_in_run(cluster)
     preflight.check_node_name(balancer)
     preflight.check_interfaces_free([interface for interface, _ in cluster.own_addresses(balancer)])
     preflight.check_ssh_survives_firewall(cluster, balancer)
-    balancer_packages()
+
+
+def check_real_server(web_host: WebHost):
+    """Distribution, interface."""
+    preflight.check_distribution()
+    preflight.check_interfaces_free([web_host.interface])
+
+
+@deploy("LVS director")
+def director(cluster: Cluster, balancer: Balancer):
+    """A balancer (checked, its packages installed: cluster_host) converged to
+    the model: firewall, kernel (forwarding only once the firewall is loaded),
+    own addresses, ldirectord (IPVS loaded on both), connection state sync
+    (before heartbeat can take anything over), heartbeat."""
     firewall(cluster, balancer)
     kernel(cluster)
     balancer_network(cluster, balancer)
@@ -36,10 +65,9 @@ def director(cluster: Cluster, balancer: Balancer):
 
 @deploy("Real server")
 def real_server(cluster: Cluster, web_host: WebHost, with_web_server: bool = False):
-    """A web host converged to the model: its site addresses and the floating
-    gateway as its only default route; optionally nginx serving every site."""
-    preflight.check_distribution()
-    preflight.check_interfaces_free([web_host.interface])
+    """A web host (checked, its packages installed: cluster_host) converged to the
+    model: its site addresses and the floating gateway as its only default
+    route; optionally nginx serving every site."""
     web_host_network(cluster, web_host)
     if with_web_server:
         web_server(cluster, web_host)

@@ -6,15 +6,14 @@ from pyinfra.operations import files, server
 from lvsha import render
 from lvsha.model import Cluster, WebHost
 from tasks.operations import unit
-from tasks.packages import web_server_packages
 from tasks.rendered import put
 
 
 @deploy("Web server")
 def web_server(cluster: Cluster, web_host: WebHost):
     """nginx answers on every site address, ports 80 and 443, with the site
-    and host name (which the health check's `receive` text matches)."""
-    web_server_packages()
+    and host name (which the health check's `receive` text matches); nginx
+    is installed by then (tasks/roles.py: cluster_host)."""
     site_config = put(render.web_server_file(cluster, web_host))
     enabled = files.link(
         name="Enable the lvsha sites",

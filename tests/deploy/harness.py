@@ -3,19 +3,25 @@
 `plan()` prepares a deploy for one host through pyinfra's API, then simulates
 execution in order: each operation's command generator runs against the
 fixed facts, and `_if` conditions see which earlier operations would change.
-An unknown fact fails the test loudly, naming it.
+An unknown fact fails the test loudly, naming it. `prepare_run()` prepares a
+deploy file for several hosts the way the `pyinfra` command does, to see which
+hosts share which operation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from unittest import mock
 
+import pyinfra
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
+from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
+from pyinfra_cli.util import load_deploy_file
 
 
 @dataclass
@@ -82,3 +88,26 @@ def _text(command) -> str:
 
 def changing(ops: list[PlannedOp]) -> dict[str, list[str]]:
     return {op.name: op.commands for op in ops if op.changes}
+
+
+def prepare_run(deploy_file: Path, machines: dict, data: dict) -> list[tuple[list[str], list[str]]]:
+    """(operation names, hosts it runs on) of each operation, in order, when the
+    `pyinfra` command prepares `deploy_file` for `machines` ({name: facts object
+    with `.fact(name, kwargs)`}), every host with host data `data`. As on the
+    command line, pyinfra tells operations apart by the lines of the calls that
+    made them: one operation with several hosts runs on all of them at once."""
+    names = list(machines)
+    inventory = Inventory((names, {}), all_hosts=([(n, data) for n in names], {}))
+    state = State(inventory, Config())
+    for name in names:
+        state.activate_host(inventory.get_host(name))
+    state.set_stage(StateStage.Prepare)
+
+    def get_fact(self, cls, *fact_args, **kwargs):
+        return machines[self.name].fact(cls.__name__, kwargs)
+
+    with mock.patch.object(pyinfra, "is_cli", True), mock.patch.object(Host, "get_fact", get_fact), \
+         ctx_state.use(state):
+        load_deploy_file(state, str(deploy_file))
+    return [(sorted(state.get_op_meta(op_hash).names), [h.name for h in inventory if op_hash in h.op_hash_order])
+            for op_hash in state.get_op_order()]

@@ -7,19 +7,22 @@ import pytest
 from pyinfra.api.exceptions import DeployError
 
 from lvsha import render
-from tasks.roles import director, real_server
+from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
+from lvsha.lab.model import ROOT
+from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
+from tasks.roles import cluster_host
 from tests.conftest import TEST_SECRET
-from tests.deploy.harness import changing, plan
+from tests.deploy.harness import changing, plan, prepare_run
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 
 def _director(cluster, machine, name="balancer1", others=None):
     others = tuple(b.name for b in cluster.balancers) if others is None else others
-    return plan(director, cluster, cluster.balancer(name), host_name=name, facts=machine.fact, others=others)
+    return plan(cluster_host, cluster, name, host_name=name, facts=machine.fact, others=others)
 
 
 def _real_server(cluster, machine, name="hostA", web=True):
-    return plan(real_server, cluster, cluster.web_host(name), web, host_name=name, facts=machine.fact)
+    return plan(cluster_host, cluster, name, web, host_name=name, facts=machine.fact)
 
 
 @pytest.mark.parametrize("name", ["balancer1", "balancer2"])
@@ -492,3 +495,15 @@ def test_state_sync_switched_off_stops_both_and_heartbeat_drops_the_commit(refer
     order = list(again)
     assert order.index(SYNC_DAEMONS_OP) < order.index(RESTARTS[1])
     assert order.index(CONNTRACKD_OP) < order.index(RESTARTS[1])
+
+
+def test_every_host_installs_its_packages_in_one_operation_of_the_real_deploy_file(reference):
+    """deploy.py as the `pyinfra` command prepares it: the balancers' and the web
+    hosts' installs are one operation (side by side), the first of the run."""
+    machines = {b.name: fresh(b.name, [i for i, _ in reference.own_addresses(b)]) for b in reference.balancers}
+    machines |= {h.name: fresh(h.name, [h.interface]) for h in reference.web_hosts}
+    operations = prepare_run(ROOT / "deploy.py", machines, {CLUSTER_KEY: reference, WEB_SERVER_KEY: True})
+    names, hosts = operations[0]
+    assert sorted(hosts) == sorted(machines)
+    assert names == ["Packages | Install " + ", ".join(BALANCER_PACKAGES), "Packages | Install " + ", ".join(WEB_SERVER_PACKAGES)]
+    assert not any("Install" in name for names, _ in operations[1:] for name in names)
