@@ -258,6 +258,17 @@ def _network_file(cluster, interface, purpose, addresses, gateway=None, keep_for
     )
 
 
+def carried_gateway_path(interface: str) -> str:
+    return f"{network_file_path(interface)}.d/ifupdown-gateway.conf"
+
+
+def carried_gateway_file(cluster: Cluster, interface: str, gateway, source: str) -> RenderedFile:
+    """A balancer's default route from ifupdown (`source`), kept by systemd-networkd
+    once `interface` is networkd's, when the model names no external gateway."""
+    return RenderedFile(carried_gateway_path(interface),
+                        _render("carried-gateway.conf.j2", cluster, interface=interface, gateway=gateway, source=source))
+
+
 def balancer_network_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     (ext, ext_addresses), (intl, int_addresses), *sync = cluster.own_addresses(balancer)
     files = [

@@ -8,7 +8,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import FactBase
 
-from lvsha import render
+from lvsha import ifupdown, render
 
 
 class InterfaceAddresses(FactBase):
@@ -63,20 +63,29 @@ class SshConnection(FactBase):
         return {"client": client, "client_port": int(client_port), "server": server, "server_port": int(server_port)}
 
 
-class NetworkInterfacesFile(FactBase):
-    """Interfaces that ifupdown configures in /etc/network/interfaces(.d)."""
+class IfupdownFiles(FactBase):
+    """ifupdown's configuration as text: {path: text} of /etc/network/interfaces
+    and the files it sources from /etc/network/interfaces.d (Debian's default);
+    {} without ifupdown."""
 
-    default = list
+    default = dict
+    _MARK = "@@lvsha-file "
 
     def command(self) -> str:
         return (
-            "cat /etc/network/interfaces /etc/network/interfaces.d/* 2>/dev/null "
-            "| awk '$1 == \"iface\" {print $2} $1 == \"auto\" || $1 == \"allow-hotplug\" {for (i = 2; i <= NF; i++) print $i}' "
-            "|| true"
+            f"for f in {ifupdown.INTERFACES} {ifupdown.INTERFACES_D}/*; do "
+            f'[ -f "$f" ] && printf "{self._MARK}%s\\n" "$f" && awk 1 "$f"; done; true'  # awk: a last line ends too
         )
 
     def process(self, output):
-        return sorted({word for line in output for word in line.split()})
+        files, current = {}, None
+        for line in output:
+            if line.startswith(self._MARK):
+                current = line[len(self._MARK):]
+                files[current] = []
+            elif current is not None:
+                files[current].append(line)
+        return {path: "\n".join(lines) + "\n" for path, lines in files.items()}
 
 
 class Applied(FactBase):

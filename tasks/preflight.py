@@ -12,10 +12,10 @@ from pyinfra import host, state
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Hostname, LinuxDistribution
 
-from lvsha import render
+from lvsha import ifupdown, render
 from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
-from tasks.facts import InterfaceAddresses, NetworkInterfacesFile, SshConnection
+from tasks.facts import IfupdownFiles, InterfaceAddresses, SshConnection
 
 SUPPORTED = {("Debian", 12), ("Debian", 13)}  # the lab builds and deploys both (lvsha/lab/image.py)
 
@@ -55,18 +55,43 @@ def check_node_name(balancer: Balancer) -> None:
         )
 
 
-def check_interfaces_free(interfaces: list[str]) -> None:
-    """The deploy configures these interfaces with systemd-networkd; ifupdown must not also."""
-    clashing = sorted(set(interfaces) & set(host.get_fact(NetworkInterfacesFile)))
-    if clashing:
-        raise DeployError(
-            f"{host.name}: {', '.join(clashing)} configured in /etc/network/interfaces; "
-            "lvsha manages them with systemd-networkd: remove those stanzas first"
-        )
+def check_interfaces(own_addresses: list[tuple[str, list[str]]]) -> None:
+    """The model's interfaces exist, and those ifupdown configures (a stock Debian
+    install's primary NIC) can move to systemd-networkd as they are: IPv4,
+    static, with addresses the model gives them, nothing else ifupdown would run.
+    The move then keeps every address in place, and the session with it."""
     present = host.get_fact(InterfaceAddresses)
-    missing = [i for i in interfaces if i not in present]
+    missing = [i for i, _ in own_addresses if i not in present]
     if missing:
         raise DeployError(f"{host.name}: interface(s) {', '.join(missing)} named in the model do not exist")
+    files = host.get_fact(IfupdownFiles)
+    try:
+        stanzas, started = ifupdown.parse(files)
+    except ifupdown.IfupdownError as error:
+        raise DeployError(f"{host.name}: {error}") from None
+    for interface, model_cidrs in own_addresses:
+        where = f"{host.name}: {interface} in {', '.join(sorted({s.path for s in stanzas.get(interface, [])}) or ifupdown.INTERFACES)}"
+        model = ", ".join(model_cidrs)
+        for stanza in stanzas.get(interface, []):
+            if stanza.family != "inet":
+                raise DeployError(f"{where}: `iface {interface} {stanza.family} {stanza.method}`; lvsha's model is "
+                                  "IPv4 and systemd-networkd would drop it: remove that stanza first")
+            if stanza.method not in ("static", "manual"):
+                raise DeployError(f"{where}: ifupdown configures it by {stanza.method}; lvsha gives it the model's "
+                                  f"static address(es) {model}: configure it statically (or remove the stanza) first")
+            lost = stanza.uncarried_options()
+            if lost:
+                raise DeployError(f"{where}: ifupdown also does {', '.join(lost)} for it, which systemd-networkd would "
+                                  "not: move that elsewhere or remove it first")
+            try:
+                ifupdown_cidrs = [str(a) for a in stanza.addresses()]
+            except ValueError as error:
+                raise DeployError(f"{where}: cannot read its address: {error}") from None
+            foreign = [c for c in ifupdown_cidrs if c not in model_cidrs]
+            if foreign:
+                raise DeployError(f"{where}: ifupdown gives it {', '.join(foreign)}, which the model does not "
+                                  f"(the model: {model}); moving it to systemd-networkd would remove it: "
+                                  "put the address in the model or remove it from the host first")
 
 
 def check_ssh_survives_firewall(cluster: Cluster, balancer: Balancer) -> None:

@@ -24,7 +24,7 @@ def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
     if balancer:
         check_director(cluster, balancer)
     else:
-        check_real_server(web_host)
+        check_real_server(cluster, web_host)
     # pyinfra tells operations apart by the lines of the calls that made them:
     # one call here, for every role, makes the installs one operation.
     packages(BALANCER_PACKAGES if balancer else WEB_SERVER_PACKAGES if with_web_server else [])
@@ -39,14 +39,14 @@ def check_director(cluster: Cluster, balancer: Balancer):
     preflight.check_distribution()
     preflight.check_pair_in_run(cluster)
     preflight.check_node_name(balancer)
-    preflight.check_interfaces_free([interface for interface, _ in cluster.own_addresses(balancer)])
+    preflight.check_interfaces(cluster.own_addresses(balancer))
     preflight.check_ssh_survives_firewall(cluster, balancer)
 
 
-def check_real_server(web_host: WebHost):
+def check_real_server(cluster: Cluster, web_host: WebHost):
     """Distribution, interface."""
     preflight.check_distribution()
-    preflight.check_interfaces_free([web_host.interface])
+    preflight.check_interfaces(cluster.own_addresses(web_host))
 
 
 @deploy("LVS director")

@@ -40,11 +40,13 @@ DISK_SIZE = "3G"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "udev", "openssh-server", "iproute2", "python3",
     "kmod", "linux-image-amd64", "ca-certificates", "iputils-ping", "procps",
+    "ifupdown",  # as on a stock install (lvsha/lab/stock.py); it configures only lo elsewhere
 )
 # Guest-side files shipped from the repo: source name -> path in the image, mode.
 GUEST_FILES = {
     "lvsha-lab-init": ("/usr/local/sbin/lvsha-lab-init", 0o755),
     "lvsha-lab-init.service": ("/etc/systemd/system/lvsha-lab-init.service", 0o644),
+    "lvsha-lab-ipmon.service": ("/etc/systemd/system/lvsha-lab-ipmon.service", 0o644),
     "10-lvsha-mgmt.network": ("/etc/systemd/network/10-lvsha-mgmt.network", 0o644),
     "sshd-lvsha.conf": ("/etc/ssh/sshd_config.d/lvsha.conf", 0o644),
     "apt-proxy.conf": ("/etc/apt/apt.conf.d/01lvsha-proxy", 0o644),
@@ -228,7 +230,8 @@ def _configure_rootfs(rootfs: Path, mirrors: dict, suite: str) -> None:
     conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
     run(["chroot", rootfs, "update-initramfs", "-u", "-k", "all"], timeout=600)
     chroot = ["chroot", rootfs, "systemctl"]
-    run(chroot + ["enable", "systemd-networkd.service", "ssh.service", "lvsha-lab-init.service"])
+    run(chroot + ["enable", "systemd-networkd.service", "ssh.service", "lvsha-lab-init.service",
+                  "lvsha-lab-ipmon.service"])
     run(chroot + ["mask", *MASKED_UNITS])
     # No package leftovers in the image.
     shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)

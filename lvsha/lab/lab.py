@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from . import LabError, pid_cmdline, pid_is_ours, run, state_dir
-from . import aptproxy, image, network, vm
+from . import aptproxy, image, network, stock, vm
 from .model import source_inventory
 
 SSH_TIMEOUT = 300  # s, from QEMU start to SSH accepting the lab key, per boot
@@ -222,7 +222,8 @@ def _up(cluster, p: _Progress, sdir: Path, inventory: Path, provisioned: bool, r
         port = aptproxy.pick_port(vm.FIRST_SSH_PORT, 100, taken)
         taken.add(port)
         ports.append(port)
-    specs = vm.make_specs(cluster, sdir, ports)
+    state["stock_installs"] = stock.stock_installs(cluster, caddr)
+    specs = vm.make_specs(cluster, sdir, ports, state["stock_installs"])
     for spec in specs:
         for nic in spec["nics"]:
             network.add_tap(nic["tap"], nic["segment"])

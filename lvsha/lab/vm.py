@@ -61,8 +61,10 @@ def nic_plan(cluster) -> list[tuple[str, str, dict[str, str]]]:
     return plan
 
 
-def make_specs(cluster, sdir: Path, ports: list[int]) -> list[dict]:
-    """VM specs for the model (see module doc); ports[i] is the i-th VM's SSH port."""
+def make_specs(cluster, sdir: Path, ports: list[int], stock_installs: dict | None = None) -> list[dict]:
+    """VM specs for the model (see module doc); ports[i] is the i-th VM's SSH port;
+    `stock_installs` ({name: {"interfaces": text, ...}}, lvsha/lab/stock.py): the
+    VMs that boot with a stock install's /etc/network/interfaces."""
     specs = []
     for i, (name, role, ifmap) in enumerate(nic_plan(cluster)):
         idx = sorted(_eth_index(n) for n in ifmap)
@@ -79,6 +81,7 @@ def make_specs(cluster, sdir: Path, ports: list[int]) -> list[dict]:
             "memory": BALANCER_MEMORY if role == "balancer" else WEB_MEMORY,
             "ssh_port": ports[i], "dir": str(vdir), "overlay": str(vdir / "disk.qcow2"),
             "nics": nics, "management_interface": f"eth{len(nics)}",
+            "stock_interfaces": (stock_installs or {}).get(name, {}).get("interfaces"),
         })
     return specs
 
@@ -87,6 +90,8 @@ def create_overlay(spec: dict, image: dict, provisioned: bool = False) -> None:
     """qcow2 overlay over the cached base image (or, `provisioned`, over the
     variant with the VM's role's packages installed), in the VM's state dir."""
     Path(spec["dir"]).mkdir(parents=True, exist_ok=True)
+    if spec.get("stock_interfaces"):
+        (Path(spec["dir"]) / "interfaces").write_text(spec["stock_interfaces"])
     base = image["provisioned"][spec["role"]] if provisioned else image["disk"]
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", image["format"],
          spec["overlay"]], timeout=60)
@@ -106,6 +111,7 @@ def qemu_argv(spec: dict, image: dict, accel: str, proxy_port: int, keys_file: s
         "-drive", f"file={spec['overlay']},format=qcow2,if=virtio",
         "-device", "virtio-rng-pci",
         "-fw_cfg", f"name=opt/lvsha/authorized_keys,file={keys_file}",
+        *(["-fw_cfg", f"name=opt/lvsha/interfaces,file={d}/interfaces"] if spec.get("stock_interfaces") else []),
         "-serial", f"file:{d}/console.log",
         "-qmp", f"unix:{d}/qmp.sock,server=on,wait=off",
     ]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from pyinfra.operations.apt import APT_UPDATE_FILENAME
 
-from lvsha import render
+from lvsha import ifupdown, render
 from tests.deploy.harness import UnknownFact
 from tasks.kernel import _sysctls
 from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
@@ -30,7 +30,6 @@ class Machine:
     addresses: dict = field(default_factory=lambda: {"lo": ["127.0.0.1/8"]})
     routes: list = field(default_factory=list)
     ssh: dict | None = None
-    ifupdown: list = field(default_factory=list)
     apt_updated: datetime | None = None
     owners: dict = field(default_factory=dict)  # path -> user, when not root
     applied: dict = field(default_factory=dict)  # what lvsha-applied show prints, parsed
@@ -99,8 +98,9 @@ class Machine:
             return list(self.ipvs)
         if name == "Applied":
             return {k: list(v) for k, v in self.applied.items()}
-        if name == "NetworkInterfacesFile":
-            return list(self.ifupdown)
+        if name == "IfupdownFiles":
+            return {path: content for path, (content, _) in sorted(self.files.items())
+                    if path == ifupdown.INTERFACES or path.startswith(ifupdown.INTERFACES_D + "/")}
         raise UnknownFact(f"the simulated host has no answer for fact {name} {kw}")
 
 

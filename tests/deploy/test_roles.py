@@ -233,13 +233,6 @@ def test_debian_13_hosts_get_the_same_deploy(reference):
     assert list(changing(_director(reference, thirteen))) == list(changing(_director(reference, twelve)))
 
 
-def test_ifupdown_owned_interface_is_refused(reference):
-    machine = converged_balancer(reference, reference.balancer("balancer1"))
-    machine.ifupdown = ["lo", "eth0"]
-    with pytest.raises(DeployError, match=r"eth0 configured in /etc/network/interfaces"):
-        _director(reference, machine)
-
-
 def test_firewall_that_would_cut_ssh_is_refused(reference):
     machine = converged_balancer(reference, reference.balancer("balancer1"))
     machine.addresses["eth2"] = ["172.30.0.5/24"]

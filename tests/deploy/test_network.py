@@ -1,0 +1,127 @@
+"""A stock Debian install's network (ifupdown on the primary NIC) moved to
+systemd-networkd by the deploy, at the operation level."""
+
+from dataclasses import replace
+
+import pytest
+from netaddr import IPAddress
+from pyinfra.api.exceptions import DeployError
+
+from lvsha import ifupdown, render
+from lvsha.lab.stock import installer_interfaces
+from tasks.roles import cluster_host
+from tests.deploy.harness import changing, plan
+from tests.deploy.machine import converged_balancer, fresh
+
+GATEWAY = "10.0.0.250"  # the stock install's upstream router (not in the model)
+
+
+def _plan(cluster, machine, name):
+    others = tuple(b.name for b in cluster.balancers)
+    return plan(cluster_host, cluster, name, True, host_name=name, facts=machine.fact, others=others)
+
+
+def _stock_balancer(cluster, name="balancer1"):
+    balancer = cluster.balancer(name)
+    (interface, (cidr,)), *_ = cluster.own_addresses(balancer)
+    machine = fresh(name, [i for i, _ in cluster.own_addresses(balancer)])
+    machine.addresses[interface] = [cidr]
+    machine.files[ifupdown.INTERFACES] = (installer_interfaces(interface, cidr, GATEWAY), 644)
+    return machine, interface, cidr
+
+
+def test_a_stock_balancer_moves_its_primary_nic_to_networkd_without_taking_it_down(reference):
+    machine, interface, cidr = _stock_balancer(reference)
+    ops = _plan(reference, machine, "balancer1")
+    changes = changing(ops)
+    names = list(changes)
+    commands = "\n".join(c for cs in changes.values() for c in cs)
+    # nothing ever removes the address or takes the link down
+    for cut in ("ifdown", f"ip addr del {cidr}", f"ip link set dev {interface} down", f"flush dev {interface}"):
+        assert cut not in commands
+    # the model's file first, the installer's file kept, then the stanza commented out, then networkd reloaded
+    written = names.index(f"Write {render.network_file_path(interface)}")
+    kept = names.index(f"Keep ifupdown's files as they were under {ifupdown.ORIGINALS}")
+    handed = names.index(f"Write {ifupdown.INTERFACES}")
+    forgotten = names.index(f"ifupdown forgets {interface} (no ifdown will touch it)")
+    assert written < kept < handed < forgotten < names.index("Reload systemd-networkd")
+    assert changes[names[kept]] == [f"mkdir -p {ifupdown.ORIGINALS} && cp -n {ifupdown.INTERFACES} {ifupdown.ORIGINALS}/interfaces"]
+    assert changes[names[forgotten]] == [f"[ ! -f {ifupdown.STATE} ] || sed -i -e /^{interface}=/d {ifupdown.STATE}"]
+    # no external_gateway in the reference model: the balancer keeps ifupdown's default route, persisted
+    assert reference.external_gateway is None
+    carried = render.carried_gateway_path(interface)
+    assert f"Write {carried}" in names
+    assert f"Gateway={GATEWAY}" in render.carried_gateway_file(reference, interface, IPAddress(GATEWAY),
+                                                                 ifupdown.INTERFACES).content
+
+
+def test_a_moved_balancer_is_a_no_op_and_reboots_with_networkd_alone(reference):
+    machine, interface, cidr = _stock_balancer(reference)
+    text, mode = machine.files[ifupdown.INTERFACES]
+    handed_over = ifupdown.hand_over(text, {interface})
+    converged = converged_balancer(reference, reference.balancer("balancer1"))
+    converged.files[ifupdown.INTERFACES] = (handed_over, mode)
+    converged.put(render.carried_gateway_file(reference, interface, IPAddress(GATEWAY), ifupdown.INTERFACES))
+    assert changing(_plan(reference, converged, "balancer1")) == {}
+    # what ifupdown brings up at the next boot: the loopback only
+    assert ifupdown.configured({ifupdown.INTERFACES: handed_over}) == set()
+
+
+def test_a_model_with_an_external_gateway_does_not_carry_ifupdowns(reference):
+    cluster = replace(reference, external_gateway=IPAddress("10.0.0.249"))
+    machine, interface, _ = _stock_balancer(cluster)
+    names = list(changing(_plan(cluster, machine, "balancer1")))
+    carried = render.carried_gateway_path(interface)
+    assert f"Write {carried}" not in names
+    ops = [op.name for op in _plan(cluster, machine, "balancer1")]
+    assert f"No default route carried over from ifupdown on {interface}" in ops
+
+
+def test_a_stock_web_host_drops_ifupdowns_gateway_for_the_floating_one(reference):
+    web = reference.web_hosts[-1]
+    ((interface, cidrs),) = reference.own_addresses(web)
+    machine = fresh(web.name, [interface])
+    machine.addresses[interface] = [cidrs[0]]
+    machine.routes = [{"gateway": GATEWAY, "dev": interface}]
+    machine.files[ifupdown.INTERFACES] = (installer_interfaces(interface, cidrs[0], GATEWAY), 644)
+    changes = changing(plan(cluster_host, reference, web.name, True, host_name=web.name, facts=machine.fact))
+    assert f"Write {ifupdown.INTERFACES}" in changes
+    assert not any(name.startswith(f"Write {render.network_file_path(interface)}.d") for name in changes)
+    route = changes["Default route via the floating gateway"]
+    assert any(f"del default via {GATEWAY}" in c for c in route) and any(str(reference.internal_gateway) in c for c in route)
+
+
+def test_a_stanza_in_interfaces_d_is_moved_and_its_original_kept_outside_interfaces_d(reference):
+    machine, interface, cidr = _stock_balancer(reference)
+    text, _ = machine.files.pop(ifupdown.INTERFACES)
+    machine.files[ifupdown.INTERFACES] = ("source /etc/network/interfaces.d/*\nauto lo\niface lo inet loopback\n", 644)
+    machine.files[f"{ifupdown.INTERFACES_D}/{interface}"] = (text.split("# The primary network interface\n")[1], 644)
+    changes = changing(_plan(reference, machine, "balancer1"))
+    assert f"Write {ifupdown.INTERFACES_D}/{interface}" in changes
+    assert f"Write {ifupdown.INTERFACES}" not in changes
+    (keep,) = changes[f"Keep ifupdown's files as they were under {ifupdown.ORIGINALS}"]
+    assert keep.endswith(f"cp -n {ifupdown.INTERFACES_D}/{interface} {ifupdown.ORIGINALS}/interfaces.d/{interface}")
+
+
+@pytest.mark.parametrize("stanza, message", [
+    ("iface {i} inet dhcp\n", r"{i} in /etc/network/interfaces: ifupdown configures it by dhcp; lvsha gives it "
+                              r"the model's static address\(es\) {cidr}"),
+    ("iface {i} inet6 static\n\taddress 2001:db8::1/64\n", r"`iface {i} inet6 static`; lvsha's model is IPv4"),
+    ("iface {i} inet static\n\taddress 10.0.0.10/24\n", r"ifupdown gives it 10.0.0.10/24, which the model does not "
+                                                       r"\(the model: {cidr}\)"),
+    ("iface {i} inet static\n\taddress {cidr}\n\tpost-up ip route add 172.16.0.0/12 via 10.0.0.1\n",
+     r"ifupdown also does post-up for it, which systemd-networkd would not"),
+], ids=["dhcp", "inet6", "foreign-address", "post-up"])
+def test_what_cannot_move_as_it_is_stops_the_run_before_any_change(reference, stanza, message):
+    machine, interface, cidr = _stock_balancer(reference)
+    machine.files[ifupdown.INTERFACES] = (f"auto lo\niface lo inet loopback\nallow-hotplug {interface}\n"
+                                          + stanza.format(i=interface, cidr=cidr), 644)
+    with pytest.raises(DeployError, match=message.format(i=interface, cidr=cidr)):
+        _plan(reference, machine, "balancer1")
+
+
+def test_a_missing_interface_is_named(reference):
+    machine, interface, _ = _stock_balancer(reference)
+    del machine.addresses[interface]
+    with pytest.raises(DeployError, match=rf"interface\(s\) {interface} named in the model do not exist"):
+        _plan(reference, machine, "balancer1")
