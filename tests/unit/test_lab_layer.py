@@ -16,7 +16,7 @@ from types import SimpleNamespace as NS
 import netaddr
 import pytest
 
-from lvsha.lab import LabError, host_apt_mirrors, image, network, vm
+from lvsha.lab import LabError, host_apt_mirrors, image, network, stock, vm
 from lvsha.lab import lab as lablib
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,6 +63,24 @@ def test_specs_follow_the_model(tmp_path):
     taps = [n["tap"] for s in specs for n in s["nics"]]
     assert len(set(macs)) == len(macs) and vm.MGMT_MAC not in macs
     assert len(set(taps)) == len(taps) and all(len(t) <= 15 for t in taps)
+
+
+def test_the_backup_balancer_and_the_last_web_host_boot_as_a_stock_install(tmp_path, reference):
+    client = network.client_address(reference)
+    stocks = stock.stock_installs(reference, client)
+    backup, last = reference.peer(reference.master), reference.web_hosts[-1]
+    assert list(stocks) == [backup.name, last.name]
+    assert stocks[backup.name]["cidr"] == f"{backup.external_ip}/{reference.external_net.prefixlen}"
+    assert stocks[backup.name]["gateway"] == str(reference.external_ping_nodes()[0])  # the model's upstream router
+    assert stocks[last.name]["gateway"] == str(reference.master.internal_ip)  # not the floating gateway
+    assert f"iface {last.interface} inet static" in stocks[last.name]["interfaces"]
+    ports = list(range(2201, 2201 + len(reference.balancers) + len(reference.web_hosts)))
+    specs = {s["name"]: s for s in vm.make_specs(reference, tmp_path, ports, stocks)}
+    img = {"disk": "/x/disk.raw", "format": "raw", "kernel": "/x/vmlinuz", "initrd": "/x/initrd.img"}
+    for name, spec in specs.items():
+        argv = " ".join(vm.qemu_argv(spec, img, "tcg", 3142, "/x/keys", [7, 8]))
+        assert ("name=opt/lvsha/interfaces" in argv) == (name in stocks), name
+    assert specs[last.name]["stock_interfaces"] == stocks[last.name]["interfaces"]
 
 
 def test_swapped_interfaces_swap_segments(tmp_path):
