@@ -250,11 +250,11 @@ def kernel_files(cluster: Cluster) -> list[RenderedFile]:
     ]
 
 
-def _network_file(cluster, interface, purpose, addresses, gateway=None, keep_foreign=False) -> RenderedFile:
+def _network_file(cluster, interface, purpose, addresses, gateway=None, floating=False) -> RenderedFile:
     return RenderedFile(
         network_file_path(interface),
         _render("interface.network.j2", cluster, interface=interface, purpose=purpose,
-                addresses=addresses, gateway=gateway, keep_foreign=keep_foreign),
+                addresses=addresses, gateway=gateway, floating=floating),
     )
 
 
@@ -273,9 +273,9 @@ def balancer_network_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
     (ext, ext_addresses), (intl, int_addresses), *sync = cluster.own_addresses(balancer)
     files = [
         _network_file(cluster, ext, "External network: this balancer's own address.",
-                      ext_addresses, cluster.external_gateway, keep_foreign=True),
+                      ext_addresses, cluster.external_gateway, floating=True),
         _network_file(cluster, intl, "Internal network: this balancer's own address.",
-                      int_addresses, keep_foreign=True),
+                      int_addresses, floating=True),
     ]
     for interface, addresses in sync:
         files.append(_network_file(cluster, interface, "Connection state sync link: this balancer's own address.",

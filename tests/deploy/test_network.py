@@ -51,8 +51,9 @@ def test_a_stock_balancer_moves_its_primary_nic_to_networkd_without_taking_it_do
     assert reference.external_gateway is None
     carried = render.carried_gateway_path(interface)
     assert f"Write {carried}" in names
-    assert f"Gateway={GATEWAY}" in render.carried_gateway_file(reference, interface, IPAddress(GATEWAY),
-                                                                 ifupdown.INTERFACES).content
+    content = render.carried_gateway_file(reference, interface, IPAddress(GATEWAY), ifupdown.INTERFACES).content
+    # as ifupdown added it, so that networkd adopts the route instead of deleting and adding it
+    assert f"[Route]\nGateway={GATEWAY}\nGatewayOnLink=yes\nProtocol=boot\n" in content
 
 
 def test_a_moved_balancer_is_a_no_op_and_reboots_with_networkd_alone(reference):
