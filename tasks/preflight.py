@@ -66,7 +66,7 @@ def check_interfaces(own_addresses: list[tuple[str, list[str]]]) -> None:
         raise DeployError(f"{host.name}: interface(s) {', '.join(missing)} named in the model do not exist")
     files = host.get_fact(IfupdownFiles)
     try:
-        stanzas, started = ifupdown.parse(files)
+        stanzas, _ = ifupdown.parse(files)
     except ifupdown.IfupdownError as error:
         raise DeployError(f"{host.name}: {error}") from None
     for interface, model_cidrs in own_addresses:
