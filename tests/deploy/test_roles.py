@@ -222,15 +222,16 @@ def test_debian_13_hosts_get_the_same_deploy(reference):
     """Debian 13's heartbeat, ldirectord, conntrackd and netfilter-persistent keep
     Debian 12's names, paths and options (only their unit files moved to /usr/lib):
     a converged Debian 13 host is a no-op, a fresh one gets the same operations."""
-    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine = converged_balancer(reference, reference.master)
     machine.distro = ("Debian", 13)
-    assert changing(_director(reference, machine)) == {}
-    web = converged_web_host(reference, reference.web_host("hostA"))
+    assert changing(_director(reference, machine, reference.master.name)) == {}
+    web = converged_web_host(reference, reference.web_hosts[0])
     web.distro = ("Debian", 13)
-    assert changing(_real_server(reference, web)) == {}
-    twelve, thirteen = fresh("balancer1", ["eth0", "eth1"]), fresh("balancer1", ["eth0", "eth1"])
+    assert changing(_real_server(reference, web, reference.web_hosts[0].name)) == {}
+    name, interfaces = reference.master.name, [i for i, _ in reference.own_addresses(reference.master)]
+    twelve, thirteen = fresh(name, interfaces), fresh(name, interfaces)
     thirteen.distro = ("Debian", 13)
-    assert list(changing(_director(reference, thirteen))) == list(changing(_director(reference, twelve)))
+    assert list(changing(_director(reference, thirteen, name))) == list(changing(_director(reference, twelve, name)))
 
 
 def test_firewall_that_would_cut_ssh_is_refused(reference):
