@@ -57,11 +57,13 @@ SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
 NETWORKD_DIR = "/etc/systemd/network"
 NGINX_SITES = "/etc/nginx/sites-available/lvsha-sites"
+NGINX_SITE_LINK = "/etc/nginx/sites-enabled/lvsha-sites"
+NGINX_DEFAULT_SITE_LINK = "/etc/nginx/sites-enabled/default"
 # Every folder a managed file lives in: the deploy reads them all in one command.
 MANAGED_DIRECTORIES = tuple(sorted({
     str(PurePosixPath(path).parent) for path in (
         HA_CF, FLOATING_IPS_SCRIPT, FIREWALL_RULES, SYSCTL_CONF, MODULES_CONF, HEARTBEAT_GUARD,
-        HEARTBEAT_DROPIN, LDIRECTORD_DROPIN, FIREWALL_DROPIN, NGINX_SITES, f"{NETWORKD_DIR}/x",
+        HEARTBEAT_DROPIN, LDIRECTORD_DROPIN, FIREWALL_DROPIN, NGINX_SITES, NGINX_SITE_LINK, f"{NETWORKD_DIR}/x",
         CONNTRACKD_CONF, IPVS_SYNC_UNIT, CONNTRACKD_DROPIN,
     )
 }))

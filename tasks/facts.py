@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api import FactBase
+from pyinfra.context import ctx_host
 
 from lvsha import ifupdown, render
 
@@ -74,7 +78,9 @@ class IfupdownFiles(FactBase):
     def command(self) -> str:
         return (
             f"for f in {ifupdown.INTERFACES} {ifupdown.INTERFACES_D}/*; do "
-            f'[ -f "$f" ] && printf "{self._MARK}%s\\n" "$f" && awk 1 "$f"; done; true'  # awk: a last line ends too
+            f'[ -f "$f" ] || continue; printf "{self._MARK}%s\\n" "$f"; '
+            # the shell's own read (no program started per file); a last line without newline ends too
+            f'while IFS= read -r line || [ -n "$line" ]; do printf "%s\\n" "$line"; done < "$f"; done; true'
         )
 
     def process(self, output):
@@ -115,15 +121,16 @@ class IpvsVirtualServices(FactBase):
 
 
 class ManagedFiles(FactBase):
-    """Every regular file directly in `directories`, read in one command:
-    {path: {"sha1": ..., "mode": "644", "user": "root", "group": "root"}}.
-    What lets a converged host be checked in one round trip instead of a few per file."""
+    """Every regular file and symbolic link directly in `directories`, read in one
+    command: {path: {"sha1": ..., "mode": "644", "user": "root", "group": "root"}}
+    for a file, {path: {"link": target}} for a link."""
 
     default = dict
 
     def command(self, directories) -> str:
         folders = " ".join(shlex.quote(d) for d in directories)
-        return (f"find {folders} -maxdepth 1 -type f -printf 'meta %m %u %g %p\\n' 2>/dev/null; "
+        return (f"find {folders} -maxdepth 1 \\( -type f -printf 'meta %m %u %g %p\\n' \\) "
+                f"-o \\( -type l -printf 'link %p %l\\n' \\) 2>/dev/null; "
                 f"find {folders} -maxdepth 1 -type f -exec sha1sum {{}} + 2>/dev/null; true")
 
     def process(self, output):
@@ -132,12 +139,274 @@ class ManagedFiles(FactBase):
             fields = line.split()
             if fields[:1] == ["meta"] and len(fields) == 5:
                 found.setdefault(fields[4], {}).update(mode=fields[1], user=fields[2], group=fields[3])
+            elif fields[:1] == ["link"] and len(fields) == 3:
+                found[fields[1]] = {"link": fields[2]}
             elif len(fields) == 2:
                 found.setdefault(fields[1], {})["sha1"] = fields[0]
         return found
 
 
+class LoadedModules(FactBase):
+    """Names of the kernel modules loaded now, or built in with parameters (as IPVS's
+    are): the folders of /sys/module."""
+
+    default = set
+
+    def command(self) -> str:
+        return 'for m in /sys/module/*; do echo "${m##*/}"; done'
+
+    def process(self, output):
+        return {line.strip().replace("-", "_") for line in output if line.strip()}
+
+class NodeName(FactBase):
+    """The kernel's node name (what `uname -n` prints, heartbeat's name for the node)."""
+
+    def command(self) -> str:
+        return "read -r name < /proc/sys/kernel/hostname && echo \"$name\""
+
+    def process(self, output):
+        return output[0].strip() if output else None
+
+
+class SysctlValues(FactBase):
+    """The current value of each sysctl in `keys`, as text: {"net.ipv4.ip_forward": "1"};
+    a key the kernel does not have is left out. (Not the shell's `read`: an
+    integer sysctl read byte by byte, as dash reads, ends after its first byte.)"""
+
+    default = dict
+
+    def command(self, keys) -> str:
+        return "sysctl -e " + " ".join(shlex.quote(k) for k in keys) + " 2>/dev/null; true"
+
+    def requires_command(self, keys) -> str:
+        return "sysctl"
+
+    def process(self, output):
+        return {key.strip(): value.strip() for key, sep, value in (line.partition("=") for line in output) if sep}
+
+
+class InstalledPackages(FactBase):
+    """Which of the Debian packages `names` are installed: a set of names."""
+
+    default = set
+
+    def command(self, names) -> str:
+        return "dpkg-query -W -f '${db:Status-Abbrev} ${Package}\\n' " + " ".join(shlex.quote(n) for n in names) + " 2>/dev/null; true"
+
+    def requires_command(self, names) -> str:
+        return "dpkg-query"
+
+    def process(self, output):
+        return {fields[1].split(":")[0] for fields in (line.split() for line in output)
+                if len(fields) == 2 and fields[0] == "ii"}
+
+
+class OsRelease(FactBase):
+    """/etc/os-release as {"ID": "debian", "VERSION_ID": "12", ...} (quotes removed)."""
+
+    default = dict
+
+    def command(self) -> str:
+        return 'while IFS= read -r line; do printf "%s\\n" "$line"; done < /etc/os-release'  # no program to start
+
+    def process(self, output):
+        pairs = (line.split("=", 1) for line in output if "=" in line and not line.startswith("#"))
+        return {key.strip(): " ".join(shlex.split(value)) for key, value in pairs}
+
+
+class UnitStates(FactBase):
+    """Whether each of `units` runs and starts at boot, as pyinfra's SystemdStatus and
+    SystemdEnabled tell, in one `systemctl show`:
+    {"nginx.service": {"running": True, "enabled": True}}."""
+
+    default = dict
+    RUNNING = ("running", "waiting", "exited", "listening", "mounted")
+    ENABLED = ("enabled", "static")
+
+    def command(self, units) -> str:
+        return ("systemctl show --all --property Id --property SubState --property UnitFileState "
+                + " ".join(shlex.quote(u) for u in units))
+
+    def requires_command(self, units) -> str:
+        return "systemctl"
+
+    def process(self, output):
+        states, current = {}, None
+        for line in output:
+            key, _, value = line.partition("=")
+            if key == "Id":
+                current = states.setdefault(value, {"running": False, "enabled": False})
+            elif current is not None and key == "SubState":
+                current["running"] = value in self.RUNNING
+            elif current is not None and key == "UnitFileState":
+                current["enabled"] = value in self.ENABLED
+        return states
+
+
+# The units lvsha starts, stops, enables or watches: their states are read in one
+# command (`systemctl show` of every unit costs seconds on a slow guest).
+MANAGED_UNITS = ("heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "nginx",
+                 "conntrackd", "lvsha-ipvs-sync")
+
+
+# Reading facts: once per host while nothing changes, all at once to begin with.
+#
+# pyinfra 3 runs a fact's command every time an operation asks for it, one SSH
+# round trip each, and a run waits for every host at each operation: a no-op
+# deploy of ~80 operations cost ~35 round trips per host. Here every task reads
+# facts through `read()`, which keeps what it read until an operation runs a
+# command on any host of the run (a change on one balancer can move addresses on
+# the other), and the first read loads every fact the host's role declared
+# (`read_together`) in one command. Operations read their facts before they
+# yield a command, as pyinfra's own do.
+
+@dataclass(frozen=True)
+class FactRequest:
+    """One fact with its arguments, as a hashable key."""
+
+    fact: type[FactBase]
+    arguments: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, fact: type[FactBase], **arguments) -> FactRequest:
+        return cls(fact, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arguments.items())))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.arguments}
+
+    def __repr__(self) -> str:
+        return f"{self.fact.__name__}({', '.join(f'{k}={v!r}' for k, v in self.arguments)})"
+
+
+class FactBundle(FactBase):
+    """Several facts read by one command: {FactRequest: value} of each whose
+    command ran (a missing program gives the fact's default, as pyinfra's own
+    loading does while it prepares); a fact whose command failed is left out,
+    for a read of its own to report."""
+
+    default = dict
+    _MARK = "@@lvsha-fact"
+    _MISSING = "@@lvsha-missing-command"
+
+    def command(self, requests: list[FactRequest]) -> str:
+        self._requests = [(request, request.fact()) for request in requests]  # process() parses with the same objects
+        parts = []
+        for index, (request, fact) in enumerate(self._requests):
+            command = fact.command(**request.kwargs)
+            command = command.get_raw_value() if hasattr(command, "get_raw_value") else command
+            required = fact.requires_command(**request.kwargs)
+            if required:
+                command = (f"if command -v {required} >/dev/null 2>&1; then ( {command} ); "
+                           f"else echo {self._MISSING}; fi")
+            else:
+                command = f"( {command} )"
+            # The newline ends a last line the fact's output leaves open.
+            parts.append(f"{command} 2>/dev/null; printf '\\n{self._MARK} {index} %s\\n' $?")
+        return "\n".join(parts)
+
+    def process(self, output):
+        values, lines = {}, []
+        for line in output:
+            fields = line.split()
+            if fields[:1] != [self._MARK] or len(fields) != 3:
+                lines.append(line)
+                continue
+            if lines and lines[-1] == "":
+                lines.pop()
+            request, fact = self._requests[int(fields[1])]
+            if fields[2] == "0":
+                try:
+                    values[request] = fact.default() if lines in ([], [self._MISSING]) else fact.process(lines)
+                except Exception:  # left to a read of its own, which reports it with pyinfra's context
+                    pass
+            lines = []
+        return values
+
+
+@dataclass
+class _HostFacts:
+    declared: tuple[FactRequest, ...] = ()
+    scope: tuple | None = None
+    values: dict = field(default_factory=dict)
+    bundle_read: bool = False
+
+
+_HOSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _host_facts() -> _HostFacts:
+    return _HOSTS.setdefault(ctx_host.get(), _HostFacts())
+
+
+def _commands_run() -> int:
+    """Operations that have run commands so far, on any host of the run."""
+    count = 0
+    for each_host in state.inventory:
+        for op_hash in each_host.op_hash_order:
+            try:
+                count += state.get_op_data_for_host(each_host, op_hash).operation_meta.executed
+            except KeyError:  # the operation being prepared now
+                pass
+    return count
+
+
+def _scope() -> tuple:
+    # Without -y, pyinfra shows the changes and waits for a yes before it runs
+    # them: the run reads again. With -y it goes straight on, nothing read is stale.
+    stage = state.current_stage if state.check_for_changes else None
+    return stage, _commands_run()
+
+
+def read_together(requests: list[FactRequest]) -> None:
+    """Declare the facts the current host's deploy reads: the first `read()` loads
+    them all in one command."""
+    _host_facts().declared = tuple(dict.fromkeys(requests))
+
+
+def read(request: FactRequest) -> Any:
+    """The value of `request` on the current host, loaded at most once until an
+    operation runs a command in this run."""
+    facts = _host_facts()
+    scope = _scope()
+    if facts.scope != scope:
+        facts.scope, facts.values, facts.bundle_read = scope, {}, False
+    if request not in facts.values:
+        if facts.declared and not facts.bundle_read and scope[1] == 0:
+            facts.bundle_read = True
+            facts.values.update(host.get_fact(FactBundle, requests=list(facts.declared)))
+        if request not in facts.values:
+            facts.values[request] = host.get_fact(request.fact, **request.kwargs)
+    return facts.values[request]
+
+
+def fact(cls: type[FactBase], **arguments) -> Any:
+    """`read()` of `cls` with `arguments`."""
+    return read(FactRequest.of(cls, **arguments))
+
+
+MANAGED_FILES = FactRequest.of(ManagedFiles, directories=list(render.MANAGED_DIRECTORIES))
+
+
+def units(services: list[str]) -> FactRequest:
+    """The fact reading the state of each of `services` (of MANAGED_UNITS) at once."""
+    unknown = [s for s in services if s not in MANAGED_UNITS]
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} not in MANAGED_UNITS")
+    return FactRequest.of(UnitStates, units=[f"{name}.service" for name in services])
+
+
+def unit_state(service: str) -> dict[str, bool]:
+    """{"running": bool, "enabled": bool} of `service`.service, from the units
+    fact the host's role declared (or its own, for a unit the role did not name)."""
+    name = f"{service}.service"
+    request = next((r for r in _host_facts().declared if r.fact is UnitStates and name in r.kwargs["units"]),
+                   None) or units([service])
+    return read(request).get(name, {"running": False, "enabled": False})
+
+
 def managed_state(path: str) -> dict | None:
-    """{"sha1", "mode", "user", "group"} of `path` as the host has it now (one
-    fact for every managed file of the host), or None when it is missing."""
-    return host.get_fact(ManagedFiles, directories=render.MANAGED_DIRECTORIES).get(path)
+    """{"sha1", "mode", "user", "group"} of `path` as the host has it now, {"link":
+    target} for a symbolic link (one fact for every managed file of the host),
+    or None when it is missing."""
+    return read(MANAGED_FILES).get(path)

@@ -1,13 +1,11 @@
 """ldirectord keeps IPVS loaded on both balancers; heartbeat owns the floating addresses."""
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import Applied, managed_state
+from tasks.facts import Applied, fact, managed_state, unit_state
 from tasks.operations import (
     absent_file,
     only_model_addresses,
@@ -16,20 +14,19 @@ from tasks.operations import (
     secret_file,
     sha1_of,
     unit,
-    unit_states,
 )
 from tasks.rendered import put
 
 
 def running(service: str) -> bool:
-    return unit_states(SystemdStatus).get(f"{service}.service", False)
+    return unit_state(service)["running"]
 
 
 def runs_stale(service: str, rendered: list) -> bool:
     """`service` is running with other files than `rendered` (lvsha-applied's record,
     compared file by file, as far as `rendered` goes): written by a run that died
     before the restart, or edited and restarted by hand."""
-    recorded = host.get_fact(Applied).get(service, [])
+    recorded = fact(Applied).get(service, [])
     return running(service) and recorded[:len(rendered)] != render.applied_record(rendered)
 
 

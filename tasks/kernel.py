@@ -1,17 +1,25 @@
 """IP forwarding and IPVS for the directors."""
 
 from pyinfra.api import deploy
-from pyinfra.operations import server
 
 from lvsha import render
 from lvsha.model import Cluster
-from tasks.operations import sysctl_values
+from tasks.facts import FactRequest, SysctlValues
+from tasks.operations import modules_loaded, sysctl_values
 from tasks.rendered import put
 
 
 def _sysctls(content: str) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in content.splitlines() if "=" in line and not line.startswith("#"))
     return {key.strip(): value.strip() for key, value in pairs}
+
+
+FORWARDING = {"net.ipv4.ip_forward": "1"}
+
+
+def sysctls_read(cluster: Cluster) -> FactRequest:
+    """The one fact that reads every sysctl the kernel deploy sets."""
+    return FactRequest.of(SysctlValues, keys=sorted({**_sysctls(render.kernel_files(cluster)[0].content), **FORWARDING}))
 
 
 @deploy("Kernel: forwarding and IPVS")
@@ -22,13 +30,9 @@ def kernel(cluster: Cluster):
     turns forwarding on once it has loaded the firewall)."""
     sysctl_file, modules_file = render.kernel_files(cluster)
     put(modules_file)
-    server.modprobe(
-        name="Load IPVS modules",
-        module=[m for m in modules_file.content.splitlines() if m and not m.startswith("#")],
-    )
+    modules_loaded(name="Load IPVS modules",
+                   modules=[m for m in modules_file.content.splitlines() if m and not m.startswith("#")])
     put(sysctl_file)
-    ipvs = _sysctls(sysctl_file.content)
-    forwarding = {"net.ipv4.ip_forward": "1"}
-    every_key = tuple(sorted({**ipvs, **forwarding}))  # one fact reads them all
-    sysctl_values(name="IPVS sysctls", values=ipvs, keys=every_key)
-    sysctl_values(name="Forward between the networks (the firewall is loaded)", values=forwarding, keys=every_key)
+    every_key = tuple(sysctls_read(cluster).kwargs["keys"])  # one fact reads them all
+    sysctl_values(name="IPVS sysctls", values=_sysctls(sysctl_file.content), keys=every_key)
+    sysctl_values(name="Forward between the networks (the firewall is loaded)", values=FORWARDING, keys=every_key)

@@ -2,13 +2,12 @@
 
 from pathlib import PurePosixPath
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from lvsha import ifupdown, render
 from lvsha.model import Balancer, Cluster, WebHost
-from tasks.facts import IfupdownFiles
+from tasks.facts import IfupdownFiles, fact
 from tasks.operations import addresses_present, only_default_route, only_model_addresses, unit
 from tasks.rendered import RenderedFile, put
 
@@ -23,7 +22,7 @@ def _from_ifupdown(cluster: Cluster, interfaces: list[str], carry_gateway: bool)
     `carry_gateway` (a balancer, no external_gateway in the model) ifupdown's
     default route is carried over into a networkd drop-in. Nothing on a host
     ifupdown does not configure them on."""
-    found = host.get_fact(IfupdownFiles)
+    found = fact(IfupdownFiles)
     stanzas, started = ifupdown.parse(found)
     moving = (set(stanzas) | started) & set(interfaces)
     if not moving:

@@ -10,12 +10,11 @@ from pathlib import PurePosixPath
 from netaddr import IPNetwork
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
-from pyinfra.facts.server import Sysctl
-from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files
 
 from lvsha import render
-from tasks.facts import Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, managed_state
+from tasks.facts import (Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, LoadedModules, SysctlValues,
+                         fact, managed_state, unit_state)
 
 
 def sha1_of(text: str) -> str:
@@ -57,7 +56,7 @@ def iptables_rules(rules: str, path: str, mode: str = "0640"):
     firewall as they were.
     """
     want = sha1_of(rules)
-    applied = host.get_fact(Applied)
+    applied = fact(Applied)
     recorded = applied.get("firewall", [None, None])
     loaded_as_rendered = recorded[0] == want and recorded[1:] == applied.get("firewall-now", [None])
     on_disk = (managed_state(path) or {}).get("sha1") == want
@@ -81,7 +80,7 @@ def iptables_rules(rules: str, path: str, mode: str = "0640"):
 def addresses_present(interface: str, addresses: list[str]):
     """Ensure `interface` is up and carries each CIDR in `addresses` now
     (the persisted configuration covers reboots)."""
-    current = host.get_fact(InterfaceAddresses)
+    current = fact(InterfaceAddresses)
     if interface not in current:
         raise ValueError(f"interface {interface} does not exist on {host.name}")
     missing = [a for a in addresses if a not in current[interface]]
@@ -96,7 +95,7 @@ def addresses_present(interface: str, addresses: list[str]):
 @operation()
 def only_default_route(gateway: str, interface: str):
     """Ensure the one IPv4 default route is via `gateway` on `interface`."""
-    routes = host.get_fact(DefaultRoutes)
+    routes = fact(DefaultRoutes)
     wanted = {"gateway": gateway, "dev": interface}
     if routes == [wanted]:
         host.noop(f"the only default route is via {gateway} dev {interface}")
@@ -114,7 +113,7 @@ def only_model_addresses(interface: str, network: str, keep: list[str]):
     """No address of `network` on `interface` but those in `keep` (CIDRs): an
     address the model no longer has (a removed site's VIP, a web host's old
     address) does not outlive it. Already gone by the time it runs is fine."""
-    current = host.get_fact(InterfaceAddresses).get(interface, [])
+    current = fact(InterfaceAddresses).get(interface, [])
     net = IPNetwork(network)
     stale = [cidr for cidr in current if IPNetwork(cidr).ip in net and cidr not in keep]
     if not stale:
@@ -129,7 +128,7 @@ def only_model_addresses(interface: str, network: str, keep: list[str]):
 def only_model_ipvs_services(services: list[str]):
     """No IPVS virtual service but `services` ("TCP 10.0.0.1:0"): a removed site's
     service does not outlive it (ldirectord only manages what its file names)."""
-    extra = [svc for svc in host.get_fact(IpvsVirtualServices) if svc not in services]
+    extra = [svc for svc in fact(IpvsVirtualServices) if svc not in services]
     if not extra:
         host.noop("IPVS has no virtual service the model does not have")
         return
@@ -165,7 +164,7 @@ def absent_file(path: str):
 def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
     """Each sysctl in `values` holds its value now (persisting is a sysctl.d file's
     job). `keys` is every key the caller sets, read in one fact."""
-    current = host.get_fact(Sysctl, keys=list(keys))
+    current = fact(SysctlValues, keys=list(keys))
     wrong = {key: value for key, value in values.items() if str(current.get(key)) != str(value)}
     if not wrong:
         host.noop(f"{', '.join(values)} set")
@@ -174,27 +173,14 @@ def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
         yield StringCommand("sysctl", f"{key}={value}")
 
 
-# The units lvsha starts, stops, enables or watches: their states are read in one
-# command (`systemctl show` of every unit costs seconds on a slow guest).
-MANAGED_UNITS = ("heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "nginx",
-                 "conntrackd", "lvsha-ipvs-sync")
-
-
-def unit_states(fact) -> dict[str, bool]:
-    """SystemdStatus or SystemdEnabled of every managed unit, one fact per host."""
-    return host.get_fact(fact, services=[f"{name}.service" for name in MANAGED_UNITS])
-
-
 @operation()
 def unit(service: str, running: bool | None = None, enabled: bool | None = None):
     """systemd's `service`.service is running or stopped, enabled or disabled, as
     asked (None: left as it is). Every managed unit's state is read by one fact
     per host (pyinfra's systemd.service reads two per service)."""
-    if service not in MANAGED_UNITS:
-        raise ValueError(f"{service} is not in MANAGED_UNITS")
     name = f"{service}.service"
-    is_running = bool(unit_states(SystemdStatus).get(name))
-    is_enabled = bool(unit_states(SystemdEnabled).get(name))
+    state = unit_state(service)
+    is_running, is_enabled = state["running"], state["enabled"]
     commands = []
     if running is not None and running != is_running:
         commands.append(StringCommand("systemctl", "start" if running else "stop", name))
@@ -204,3 +190,29 @@ def unit(service: str, running: bool | None = None, enabled: bool | None = None)
         host.noop(f"{name} is as it should be")
         return
     yield from commands
+
+
+@operation()
+def modules_loaded(modules: list[str]):
+    """Each kernel module in `modules` is loaded (or built in); loading at boot is
+    a modules-load.d file's job."""
+    present = fact(LoadedModules)
+    missing = [m for m in modules if m.replace("-", "_") not in present]
+    if not missing:
+        host.noop(f"{', '.join(modules)} loaded")
+        return
+    yield StringCommand("modprobe", "-a", *missing)
+
+
+@operation()
+def symlink(path: str, target: str | None):
+    """`path` (in one of the managed directories) is a symbolic link to `target`,
+    or, with None, absent."""
+    found = managed_state(path)
+    if (found or {}).get("link") == target or (found is None and target is None):
+        host.noop(f"{path} is {'absent' if target is None else f'a link to {target}'}")
+        return
+    if target is None:
+        yield StringCommand("rm", "-f", path)
+    else:
+        yield StringCommand("ln", "-sfnT", target, path)

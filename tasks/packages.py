@@ -1,13 +1,18 @@
 """Packages for the balancers and web hosts (Debian)."""
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt
+
+from tasks.facts import FactRequest, InstalledPackages, read
 
 # conntrackd whether or not the model syncs state: switching sync on needs no install.
 BALANCER_PACKAGES = ["ipvsadm", "heartbeat", "ldirectord", "iptables", "iptables-persistent", "conntrackd"]
 WEB_SERVER_PACKAGES = ["nginx", "ssl-cert"]
+
+
+def installed(names: list[str]) -> FactRequest:
+    """The fact telling which of `names` are installed."""
+    return FactRequest.of(InstalledPackages, names=sorted(names))
 
 
 @deploy("Packages")
@@ -15,13 +20,14 @@ def packages(names: list[str]):
     """`names` are installed, without recommends (heartbeat's would pull in
     pacemaker). The package lists are refreshed only when one is missing, so a
     converged host reports no change however old its apt cache (pyinfra's
-    cache_time would report one).
+    cache_time would report one). On a host that has them all, no operation:
+    apt's own would read the package list once more.
 
     Called from one place for every host (tasks/roles.py: cluster_host), this is
     one pyinfra operation: the balancers' and the web hosts' installs run side by
     side instead of one role after the other."""
     if not names:
         return
-    installed = host.get_fact(DebPackages)
-    missing = [p for p in names if p not in installed]
-    apt.packages(name=f"Install {', '.join(names)}", packages=names, no_recommends=True, update=bool(missing))
+    if set(names) <= read(installed(names)):
+        return
+    apt.packages(name=f"Install {', '.join(names)}", packages=names, no_recommends=True, update=True)

@@ -10,20 +10,21 @@ from __future__ import annotations
 from netaddr import IPAddress, IPNetwork
 from pyinfra import host, state
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.server import Hostname, LinuxDistribution
 
 from lvsha import ifupdown, render
 from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
-from tasks.facts import IfupdownFiles, InterfaceAddresses, SshConnection
+from tasks.facts import IfupdownFiles, InterfaceAddresses, NodeName, OsRelease, SshConnection, fact
 
 SUPPORTED = {("Debian", 12), ("Debian", 13)}  # the lab builds and deploys both (lvsha/lab/image.py)
 
 
 def check_distribution() -> None:
     """Only distributions the deploy was tested on are touched."""
-    distro = host.get_fact(LinuxDistribution) or {}
-    found = (distro.get("name"), distro.get("major"))
+    release = fact(OsRelease)
+    version = release.get("VERSION_ID", "").split(".")[0]
+    found = ("Debian" if release.get("ID") == "debian" else release.get("NAME") or release.get("ID"),
+             int(version) if version.isdigit() else None)
     if found not in SUPPORTED:
         supported = ", ".join(f"{n} {v}" for n, v in sorted(SUPPORTED))
         raise DeployError(
@@ -47,7 +48,7 @@ def check_pair_in_run(cluster: Cluster) -> None:
 
 def check_node_name(balancer: Balancer) -> None:
     """heartbeat silently refuses to start when a node name is not `uname -n`."""
-    actual = host.get_fact(Hostname)
+    actual = fact(NodeName)
     if actual != balancer.name:
         raise DeployError(
             f"{host.name}: `uname -n` is {actual!r} but the model names this balancer {balancer.name!r}; "
@@ -60,11 +61,11 @@ def check_interfaces(own_addresses: list[tuple[str, list[str]]]) -> None:
     install's primary NIC) can move to systemd-networkd as they are: IPv4,
     static, with addresses the model gives them, nothing else ifupdown would run.
     The move then keeps every address in place, and the session with it."""
-    present = host.get_fact(InterfaceAddresses)
+    present = fact(InterfaceAddresses)
     missing = [i for i, _ in own_addresses if i not in present]
     if missing:
         raise DeployError(f"{host.name}: interface(s) {', '.join(missing)} named in the model do not exist")
-    files = host.get_fact(IfupdownFiles)
+    files = fact(IfupdownFiles)
     try:
         stanzas, _ = ifupdown.parse(files)
     except ifupdown.IfupdownError as error:
@@ -101,11 +102,11 @@ def check_ssh_survives_firewall(cluster: Cluster, balancer: Balancer) -> None:
     judged against the whole rendered ruleset (raw, nat, filter), so that both
     this session and the next deploy's get through, also after a reboot.
     """
-    conn = host.get_fact(SshConnection)
+    conn = fact(SshConnection)
     if conn is None:
         return
     server, client, port = IPAddress(conn["server"]), IPAddress(conn["client"]), conn["server_port"]
-    addresses = host.get_fact(InterfaceAddresses)
+    addresses = fact(InterfaceAddresses)
     arriving_on = [name for name, cidrs in addresses.items() if any(IPNetwork(c).ip == server for c in cidrs)]
     session = f"this deploy's SSH session ({client} -> {server}:{port} on {', '.join(arriving_on) or 'an unknown interface'})"
     fix = ("allow it in firewall.services (own external address), narrow firewall.spoofed_sources, "

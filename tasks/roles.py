@@ -4,11 +4,13 @@ from pyinfra.api import deploy
 
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
+from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
+                         IpvsVirtualServices, LoadedModules, NodeName, OsRelease, SshConnection, read_together, units)
 from tasks.firewall import firewall
 from tasks.heartbeat import heartbeat, ldirectord
-from tasks.kernel import kernel
+from tasks.kernel import kernel, sysctls_read
 from tasks.network import balancer_network, web_host_network
-from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES, packages
+from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES, installed, packages
 from tasks.statesync import state_sync
 from tasks.webserver import web_server
 
@@ -18,9 +20,11 @@ def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
 
     Every check of the role runs first (a failing one raises while pyinfra
     prepares the run, before any operation runs on any host); then the role's
-    packages, in the one operation every host shares; then the role."""
+    packages, in the one operation every host shares; then the role. Every fact
+    the role reads is loaded in one command, once (tasks/facts.py)."""
     balancer = next((b for b in cluster.balancers if b.name == name), None)
     web_host = None if balancer else cluster.web_host(name)
+    read_together(facts_read(cluster, is_balancer=balancer is not None, with_web_server=with_web_server))
     if balancer:
         check_director(cluster, balancer)
     else:
@@ -32,6 +36,23 @@ def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
         director(cluster, balancer)
     else:
         real_server(cluster, web_host, with_web_server)
+
+
+BALANCER_UNITS = ["heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "conntrackd", "lvsha-ipvs-sync"]
+WEB_HOST_UNITS = ["systemd-networkd"]
+WEB_SERVER_UNITS = [*WEB_HOST_UNITS, "nginx"]
+
+
+def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> list[FactRequest]:
+    """What a role's checks and operations read on a converged host."""
+    every_host = [FactRequest.of(f) for f in (OsRelease, InterfaceAddresses, IfupdownFiles, DefaultRoutes)]
+    every_host.append(MANAGED_FILES)
+    if not is_balancer:
+        if not with_web_server:
+            return every_host + [units(WEB_HOST_UNITS)]
+        return every_host + [units(WEB_SERVER_UNITS), installed(WEB_SERVER_PACKAGES)]
+    balancer_only = [FactRequest.of(f) for f in (NodeName, SshConnection, Applied, IpvsVirtualServices, LoadedModules)]
+    return every_host + balancer_only + [units(BALANCER_UNITS), installed(BALANCER_PACKAGES), sysctls_read(cluster)]
 
 
 def check_director(cluster: Cluster, balancer: Balancer):

@@ -39,3 +39,9 @@ def reference():
 def edge():
     """The second example cluster's model (examples/edge)."""
     return load_with_test_secret(ROOT / "examples" / "edge" / "inventory.py")
+
+
+@pytest.fixture(scope="session", params=["reference", "edge"])
+def every_model(request):
+    """Each example cluster's model in turn."""
+    return request.getfixturevalue(request.param)

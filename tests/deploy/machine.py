@@ -34,7 +34,7 @@ class Machine:
     owners: dict = field(default_factory=dict)  # path -> user, when not root
     applied: dict = field(default_factory=dict)  # what lvsha-applied show prints, parsed
     ipvs: list = field(default_factory=list)  # "TCP 10.0.0.1:0"
-    asked: set = field(default_factory=set)  # the distinct facts the deploy read
+    loads: list = field(default_factory=list)  # each fact loaded, in order: one SSH round trip each on a real host
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -48,7 +48,12 @@ class Machine:
         return found
 
     def fact(self, name, kw):
-        self.asked.add((name, repr(sorted(kw.items()))))  # one command on a real host
+        self.loads.append(name)
+        if name == "FactBundle":
+            return {request: self._answer(request.fact.__name__, request.kwargs) for request in kw["requests"]}
+        return self._answer(name, kw)
+
+    def _answer(self, name, kw):
         path = kw.get("path")
         if name == "File":
             if path == APT_UPDATE_FILENAME:
@@ -70,19 +75,20 @@ class Machine:
             return "/tmp"
         if name == "Date":
             return NOW
-        if name == "DebPackages":
+        if name == "DebPackages":  # apt.packages's own read
             return {p: {"1.0"} for p in self.packages}
-        if name == "KernelModules":
-            return {m: {} for m in self.modules}
-        if name == "Sysctl":
+        if name == "InstalledPackages":
+            return {p for p in kw["names"] if p in self.packages}
+        if name == "LoadedModules":
+            return set(self.modules)
+        if name == "SysctlValues":
             return {k: self.sysctls[k] for k in kw["keys"] if k in self.sysctls}
-        if name == "SystemdStatus":
-            return dict(self.running)
-        if name == "SystemdEnabled":
-            return dict(self.enabled)
-        if name == "LinuxDistribution":
-            return {"name": self.distro[0], "major": self.distro[1], "minor": None, "release_meta": {}}
-        if name == "Hostname":
+        if name == "UnitStates":
+            return {unit: {"running": self.running.get(unit, False), "enabled": self.enabled.get(unit, False)}
+                    for unit in kw["units"] if unit in self.running or unit in self.enabled}
+        if name == "OsRelease":
+            return {"ID": self.distro[0].lower(), "NAME": self.distro[0], "VERSION_ID": str(self.distro[1])}
+        if name == "NodeName":
             return self.hostname
         if name == "InterfaceAddresses":
             return {k: list(v) for k, v in self.addresses.items()}
@@ -93,7 +99,9 @@ class Machine:
         if name == "ManagedFiles":
             return {path: {"sha1": hashlib.sha1(content.encode()).hexdigest(), "mode": str(mode),
                            "user": self.owners.get(path, "root"), "group": "root"}
-                    for path, (content, mode) in self.files.items() if path.rsplit("/", 1)[0] in kw["directories"]}
+                    for path, (content, mode) in self.files.items() if path.rsplit("/", 1)[0] in kw["directories"]} | {
+                    path: {"link": target} for path, target in self.links.items()
+                    if path.rsplit("/", 1)[0] in kw["directories"]}
         if name == "IpvsVirtualServices":
             return list(self.ipvs)
         if name == "Applied":
@@ -148,7 +156,7 @@ def converged_web_host(cluster, web_host, web_server=True) -> Machine:
     m.apt_updated = NOW - timedelta(minutes=5)
     if web_server:
         m.put(render.web_server_file(cluster, web_host))
-        m.links["/etc/nginx/sites-enabled/lvsha-sites"] = render.NGINX_SITES
+        m.links[render.NGINX_SITE_LINK] = render.NGINX_SITES
         m.packages |= set(WEB_SERVER_PACKAGES)
         _service(m, "nginx", True, True)
     return m
