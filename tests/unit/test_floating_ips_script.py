@@ -22,15 +22,16 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a netw
 
 
 class Netns:
-    def __init__(self, name: str, send_arp_log: str, send_arp: str):
-        self.name, self.send_arp_log, self.send_arp = name, send_arp_log, send_arp
+    def __init__(self, name: str, send_arp_log: str, send_arp: str, state_dir: str):
+        self.name, self.send_arp_log, self.send_arp, self.state_dir = name, send_arp_log, send_arp, state_dir
 
     def sh(self, command: str) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.name, "sh", "-c", command],
                               capture_output=True, text=True, timeout=30)
 
     def resource(self, *args: str, send_arp: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
-        env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp)
+        env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp,
+                   LVSHA_STATE_DIR=self.state_dir)
         # A PATH with fakes first applies inside the namespace only (`ip netns exec` is the real ip).
         inside = ["env", f"PATH={path}:{env['PATH']}"] if path else []
         return subprocess.run(["ip", "netns", "exec", self.name, *inside, SCRIPT, *args],
@@ -58,7 +59,7 @@ def netns(tmp_path):
         fake = tmp_path / "send_arp"
         fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
         fake.chmod(0o755)
-        ns = Netns(name, str(log), str(fake))
+        ns = Netns(name, str(log), str(fake), str(tmp_path / "state"))
         for veth in ("lvt0", "lvt1"):
             assert ns.sh(f"ip link add {veth} type veth peer name {veth}p && ip link set {veth} up "
                          f"&& ip link set {veth}p up").returncode == 0
@@ -76,10 +77,12 @@ def test_start_adds_every_address_and_announces_each(netns):
     result = netns.resource(*GROUP, "start")
     assert result.returncode == 0, result.stderr
     assert netns.addresses() == {"192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"}
+    # each with a pid file of its own: send_arp kills the process its pid file names
+    pid = f"-p {netns.state_dir}/send_arp-"
     assert netns.announcements(3) == [
-        "-i 200 -r 5 lvt0 10.50.0.1 auto not_used not_used",
-        "-i 200 -r 5 lvt0 10.50.0.21 auto not_used not_used",
-        "-i 200 -r 5 lvt1 192.168.50.254 auto not_used not_used",
+        f"-i 200 -r 5 {pid}10.50.0.1 lvt0 10.50.0.1 auto not_used not_used",
+        f"-i 200 -r 5 {pid}10.50.0.21 lvt0 10.50.0.21 auto not_used not_used",
+        f"-i 200 -r 5 {pid}192.168.50.254 lvt1 192.168.50.254 auto not_used not_used",
     ]
     status = netns.resource(*GROUP, "status")
     assert (status.returncode, status.stdout.strip()) == (0, "running")
