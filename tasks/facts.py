@@ -158,32 +158,6 @@ class LoadedModules(FactBase):
     def process(self, output):
         return {line.strip().replace("-", "_") for line in output if line.strip()}
 
-class NodeName(FactBase):
-    """The kernel's node name (what `uname -n` prints, heartbeat's name for the node)."""
-
-    def command(self) -> str:
-        return "read -r name < /proc/sys/kernel/hostname && echo \"$name\""
-
-    def process(self, output):
-        return output[0].strip() if output else None
-
-
-class SysctlValues(FactBase):
-    """The current value of each sysctl in `keys`, as text: {"net.ipv4.ip_forward": "1"};
-    a key the kernel does not have is left out. (Not the shell's `read`: an
-    integer sysctl read byte by byte, as dash reads, ends after its first byte.)"""
-
-    default = dict
-
-    def command(self, keys) -> str:
-        return "sysctl -e " + " ".join(shlex.quote(k) for k in keys) + " 2>/dev/null; true"
-
-    def requires_command(self, keys) -> str:
-        return "sysctl"
-
-    def process(self, output):
-        return {key.strip(): value.strip() for key, sep, value in (line.partition("=") for line in output) if sep}
-
 
 class InstalledPackages(FactBase):
     """Which of the Debian packages `names` are installed: a set of names."""

@@ -1,10 +1,11 @@
 """IP forwarding and IPVS for the directors."""
 
 from pyinfra.api import deploy
+from pyinfra.facts.server import Sysctl
 
 from lvsha import render
 from lvsha.model import Cluster
-from tasks.facts import FactRequest, SysctlValues
+from tasks.facts import FactRequest
 from tasks.operations import modules_loaded, sysctl_values
 from tasks.rendered import put
 
@@ -19,7 +20,7 @@ FORWARDING = {"net.ipv4.ip_forward": "1"}
 
 def sysctls_read(cluster: Cluster) -> FactRequest:
     """The one fact that reads every sysctl the kernel deploy sets."""
-    return FactRequest.of(SysctlValues, keys=sorted({**_sysctls(render.kernel_files(cluster)[0].content), **FORWARDING}))
+    return FactRequest.of(Sysctl, keys=sorted({**_sysctls(render.kernel_files(cluster)[0].content), **FORWARDING}))
 
 
 @deploy("Kernel: forwarding and IPVS")

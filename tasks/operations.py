@@ -10,11 +10,12 @@ from pathlib import PurePosixPath
 from netaddr import IPNetwork
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.facts.server import Sysctl
 from pyinfra.operations import files
 
 from lvsha import render
-from tasks.facts import (Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, LoadedModules, SysctlValues,
-                         fact, managed_state, unit_state)
+from tasks.facts import (Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, LoadedModules, fact,
+                         managed_state, unit_state)
 
 
 def sha1_of(text: str) -> str:
@@ -164,7 +165,7 @@ def absent_file(path: str):
 def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
     """Each sysctl in `values` holds its value now (persisting is a sysctl.d file's
     job). `keys` is every key the caller sets, read in one fact."""
-    current = fact(SysctlValues, keys=list(keys))
+    current = fact(Sysctl, keys=list(keys))
     wrong = {key: value for key, value in values.items() if str(current.get(key)) != str(value)}
     if not wrong:
         host.noop(f"{', '.join(values)} set")

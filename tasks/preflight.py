@@ -10,11 +10,12 @@ from __future__ import annotations
 from netaddr import IPAddress, IPNetwork
 from pyinfra import host, state
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import Hostname
 
 from lvsha import ifupdown, render
 from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
-from tasks.facts import IfupdownFiles, InterfaceAddresses, NodeName, OsRelease, SshConnection, fact
+from tasks.facts import IfupdownFiles, InterfaceAddresses, OsRelease, SshConnection, fact
 
 SUPPORTED = {("Debian", 12), ("Debian", 13)}  # the lab builds and deploys both (lvsha/lab/image.py)
 
@@ -48,7 +49,7 @@ def check_pair_in_run(cluster: Cluster) -> None:
 
 def check_node_name(balancer: Balancer) -> None:
     """heartbeat silently refuses to start when a node name is not `uname -n`."""
-    actual = fact(NodeName)
+    actual = fact(Hostname)
     if actual != balancer.name:
         raise DeployError(
             f"{host.name}: `uname -n` is {actual!r} but the model names this balancer {balancer.name!r}; "

@@ -1,11 +1,12 @@
 """The two roles of the cluster, composed from the smaller deploys."""
 
 from pyinfra.api import deploy
+from pyinfra.facts.server import Hostname
 
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
-                         IpvsVirtualServices, LoadedModules, NodeName, OsRelease, SshConnection, read_together, units)
+                         IpvsVirtualServices, LoadedModules, OsRelease, SshConnection, read_together, units)
 from tasks.firewall import firewall
 from tasks.heartbeat import heartbeat, ldirectord
 from tasks.kernel import kernel, sysctls_read
@@ -51,7 +52,7 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
         if not with_web_server:
             return every_host + [units(WEB_HOST_UNITS)]
         return every_host + [units(WEB_SERVER_UNITS), installed(WEB_SERVER_PACKAGES)]
-    balancer_only = [FactRequest.of(f) for f in (NodeName, SshConnection, Applied, IpvsVirtualServices, LoadedModules)]
+    balancer_only = [FactRequest.of(f) for f in (Hostname, SshConnection, Applied, IpvsVirtualServices, LoadedModules)]
     return every_host + balancer_only + [units(BALANCER_UNITS), installed(BALANCER_PACKAGES), sysctls_read(cluster)]
 
 

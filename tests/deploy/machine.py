@@ -81,14 +81,14 @@ class Machine:
             return {p for p in kw["names"] if p in self.packages}
         if name == "LoadedModules":
             return set(self.modules)
-        if name == "SysctlValues":
+        if name == "Sysctl":
             return {k: self.sysctls[k] for k in kw["keys"] if k in self.sysctls}
         if name == "UnitStates":
             return {unit: {"running": self.running.get(unit, False), "enabled": self.enabled.get(unit, False)}
                     for unit in kw["units"] if unit in self.running or unit in self.enabled}
         if name == "OsRelease":
             return {"ID": self.distro[0].lower(), "NAME": self.distro[0], "VERSION_ID": str(self.distro[1])}
-        if name == "NodeName":
+        if name == "Hostname":
             return self.hostname
         if name == "InterfaceAddresses":
             return {k: list(v) for k, v in self.addresses.items()}

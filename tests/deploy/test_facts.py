@@ -16,10 +16,10 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import StateOperationHostData, StateStage
 from pyinfra.connectors.util import CommandOutput
 from pyinfra.context import ctx_host, ctx_state
-from pyinfra.facts.server import Hostname
+from pyinfra.facts.server import Hostname, Sysctl
 
-from tasks.facts import (FactBundle, FactRequest, IfupdownFiles, LoadedModules, ManagedFiles, NodeName, OsRelease,
-                         SysctlValues, UnitStates, read, read_together)
+from tasks.facts import (FactBundle, FactRequest, IfupdownFiles, LoadedModules, ManagedFiles, OsRelease, UnitStates,
+                         read, read_together)
 
 
 class Lines(FactBase):
@@ -61,8 +61,7 @@ def test_a_bundle_reads_each_fact_as_its_own_command_would(tmp_path):
     (tmp_path / "enabled").symlink_to("/etc/some/target")
     requests = [
         FactRequest.of(Hostname),
-        FactRequest.of(NodeName),
-        FactRequest.of(SysctlValues, keys=["kernel.ostype", "net.no.such.key", "kernel.pid_max"]),
+        FactRequest.of(Sysctl, keys=["kernel.ostype", "net.no.such.key", "kernel.pid_max"]),
         FactRequest.of(LoadedModules),
         FactRequest.of(Lines, text="a\nb"),  # no newline at the end
         FactRequest.of(Lines, text="c\n\nd\n"),
@@ -70,11 +69,11 @@ def test_a_bundle_reads_each_fact_as_its_own_command_would(tmp_path):
         FactRequest.of(ManagedFiles, directories=[str(tmp_path)]),
     ]
     values = _run_bundle(requests)
-    assert values[requests[0]] == values[requests[1]] == os.uname().nodename
+    assert values[requests[0]] == os.uname().nodename
     with open("/proc/sys/kernel/pid_max") as pid_max:
-        assert values[requests[2]] == {"kernel.ostype": "Linux", "kernel.pid_max": pid_max.read().strip()}
-    assert os.listdir("/sys/module") and values[requests[3]] == set(os.listdir("/sys/module"))
-    requests = requests[:1] + requests[4:]
+        assert values[requests[1]] == {"kernel.ostype": "Linux", "kernel.pid_max": int(pid_max.read())}
+    assert os.listdir("/sys/module") and values[requests[2]] == set(os.listdir("/sys/module"))
+    requests = requests[:1] + requests[3:]
     assert values[requests[1]] == ["a", "b"]
     assert values[requests[2]] == ["c", "", "d"]
     assert values[requests[3]] == []  # no output: the fact's default
