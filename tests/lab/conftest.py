@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from lvsha.lab import lab as lab_api
-from lvsha.lab import cache_dir, image, wait_until
+from lvsha.lab import LabError, cache_dir, image, wait_until
 from lvsha.lab.model import LAB_INVENTORY_ENV, REFERENCE_INVENTORY, ROOT, lab_cluster, topology_cluster
 from lvsha.lab.run import LAB_INVENTORY, deploy, format_report, record, set_report_label, start_report
 from lvsha.model import Cluster
@@ -196,9 +196,27 @@ class Lab:
                 return False
             return len(table) == len(self.cluster.sites) and all(len(r) == reals for r in table.values()) and self.serving()
 
-        wait_until(lambda: any(settled_on(name) for name in candidates), timeout, interval=2,
-                   what=f"{owner or 'a balancer'} to carry the cluster and serve every site")
+        try:
+            wait_until(lambda: any(settled_on(name) for name in candidates), timeout, interval=2,
+                       what=f"{owner or 'a balancer'} to carry the cluster and serve every site")
+        except LabError as error:
+            raise LabError(f"{error}\n{self.diagnosis()}") from None
         return time.monotonic() - started
+
+    def diagnosis(self, since: str = "-10min") -> str:
+        """What each balancer holds and says, and which sites answer: printed when a wait fails."""
+        parts = []
+        for balancer in self.cluster.balancers:
+            out = self.ssh(balancer.name, "ip -4 -o addr show; ipvsadm -Ln; cl_status rscstatus; "
+                           f"cl_status nodestatus {self.other(balancer.name)}; "
+                           f"journalctl -q -o short-precise --since={since} --no-pager -t heartbeat -t ipfail "
+                           "-t ResourceManager -t lvsha-heartbeat-guard -t lvsha-floating-ips -t lvsha-takeover "
+                           "| grep -v -e debug: -e 'WARN: Consider' | tail -n 80", check=False, timeout=60)
+            parts.append(f"--- {balancer.name} (rc {out.returncode})\n{out.stdout}{out.stderr}")
+        for site in self.cluster.sites:
+            r = self.client("curl", "-s", "--max-time", "5", f"http://{site.vip}/", timeout=10)
+            parts.append(f"--- {site.name} http://{site.vip}/: rc {r.returncode} {r.stdout.strip()[:80]!r}")
+        return "\n".join(parts)
 
 
 class Watch:
