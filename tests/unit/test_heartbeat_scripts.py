@@ -46,7 +46,12 @@ FAKES = {
         echo "systemctl $*" >> "$FAKE/calls"
         case "$1" in
         is-active) [ -f "$FAKE/active-$3" ]; exit $? ;;
-        show) cat "$FAKE/sync-since" 2>/dev/null || echo 0; exit 0 ;;
+        show)
+            case "$*" in
+            *ExecMainExitTimestampMonotonic*) cat "$FAKE/exited" 2>/dev/null || echo 0 ;;
+            *) cat "$FAKE/sync-since" 2>/dev/null || echo 0 ;;
+            esac
+            exit 0 ;;
         stop) [ "$2" = heartbeat.service ] && rm -f "$FAKE/carries" ;;
         restart|start)
             [ "$1" = restart ] && rm -f "$FAKE/carries"  # heartbeat hands the group over when it stops
@@ -58,7 +63,7 @@ FAKES = {
         echo "cl_status $*" >> "$FAKE/calls"
         case "$1" in
         hbstatus) [ -f "$FAKE/hb-running" ] ;;
-        rscstatus) cat "$FAKE/rscstatus" ;;
+        rscstatus) [ -f "$FAKE/hb-running" ] && cat "$FAKE/rscstatus" ;;
         nodestatus) cat "$FAKE/peer" ;;
         esac""",
     "ip": """
@@ -142,11 +147,21 @@ def test_release_records_the_stop_and_gives_up_every_address_keeping_ldirectord(
     result = fake.run(GUARD, "release")
     assert result.returncode == 0, result.stderr
     assert abs(int(fake.stopped_marker.read_text()) - time.time()) < 5
-    assert fake.calls() == [
+    assert [c for c in fake.calls() if not c.startswith("systemctl show")] == [
         f"floating-ips {ADDRESSES} stop",
         "pkill -KILL -f ^heartbeat: ",
     ]
     assert "holds no floating address" in result.stderr
+
+
+def test_release_records_when_heartbeats_process_ended_not_when_the_release_runs(fake):
+    """The peer's deadtime runs from heartbeat's last packet: the rejoin waits from the
+    main process's exit (systemd's monotonic stamp), which ExecStopPost follows by seconds."""
+    fake.set("exited", str(int((_uptime() - 8) * 1_000_000)))
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert 0 <= int(fake.stopped_marker.read_text()) - (time.time() - 8) <= 2  # rounded up, never early
+    assert "systemctl show -P ExecMainExitTimestampMonotonic heartbeat.service" in fake.calls()
 
 
 def test_release_that_cannot_remove_an_address_fails(fake):
@@ -228,6 +243,21 @@ def test_master_with_auto_failback_restarts_and_settles_carrying_the_group(fake)
     assert result.returncode == 0, result.stderr
     assert "systemctl restart heartbeat.service" in fake.calls()
     assert "settled" in result.stdout and "this node carries the floating addresses" in result.stdout
+
+
+def test_settled_takes_three_checks_a_keepalive_apart_counted_from_each_checks_start(tmp_path):
+    fake = Fake(tmp_path, LVSHA_KEEPALIVE="1")
+    fake.set("sleep-for-real")
+    _pair(fake, carries=True, carries_after_start=True)
+    started = time.monotonic()
+    result = fake.run(RESTART)
+    assert result.returncode == 0, result.stderr
+    sleeps = [float(c.split()[1]) for c in fake.calls() if c.startswith("sleep ")]
+    assert len(sleeps) == 2 and all(0 < s <= 1 for s in sleeps), sleeps  # the check's own time is not slept again
+    assert 2 <= time.monotonic() - started < 4
+    # one look at heartbeat per check: the final words say what the third check saw
+    assert sum(c.startswith("cl_status rscstatus") for c in fake.calls()) == 3
+    assert not any(c.startswith("cl_status hbstatus") for c in fake.calls())
 
 
 def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(tmp_path):
