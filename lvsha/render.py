@@ -35,6 +35,8 @@ HEARTBEAT_GUARD = "/usr/local/sbin/lvsha-heartbeat-guard"
 HEARTBEAT_RESTART = "/usr/local/sbin/lvsha-heartbeat-restart"
 AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
 TAKEOVER_SCRIPT = "/usr/local/sbin/lvsha-takeover"
+# Run by heartbeat (respawn): the addresses up as soon as heartbeat takes over from the peer.
+TAKEOVER_WATCH = "/usr/local/sbin/lvsha-takeover-watch"
 # Connection state sync: conntrackd primary/backup (the group's first resource),
 # its configuration, and the unit running the kernel's IPVS sync daemons.
 CONNTRACKD_SCRIPT = "/etc/ha.d/resource.d/lvsha-conntrackd"
@@ -113,7 +115,7 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
             HA_CF,
             _render("ha.cf.j2", cluster, balancer=balancer, hb=hb, peers=cluster.heartbeat_peers(balancer),
                     udp_port=HEARTBEAT_UDP_PORT, ping_nodes=cluster.external_ping_nodes(),
-                    ping_group=cluster.internal_ping_group(), ipfail=IPFAIL),
+                    ping_group=cluster.internal_ping_group(), ipfail=IPFAIL, takeover_watch=TAKEOVER_WATCH),
         ),
         RenderedFile(HARESOURCES, _render("haresources.j2", cluster, resources=haresources_group(cluster),
                                           floating_ips=cluster.floating_ips(),
@@ -138,11 +140,12 @@ def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
     return [
         *(_shipped("heartbeat", path, mode="0755")
           for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT, TAKEOVER_SCRIPT,
-                       CONNTRACKD_SCRIPT)),
+                       TAKEOVER_WATCH, CONNTRACKD_SCRIPT)),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
             rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
             floating_ips_script=FLOATING_IPS_SCRIPT, floating_ips=floating_ips_arguments(cluster),
+            takeover_watch=TAKEOVER_WATCH,
             state_script=CONNTRACKD_SCRIPT if sync.enabled else "",
             sync_listen=sync_listen(cluster) or "")),
     ]

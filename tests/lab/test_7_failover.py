@@ -67,9 +67,11 @@ def _sessions_fared(lab, sessions, event: str) -> None:
 def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(lab, sessions):
     active = lab.carrier()
     standby = lab.other(active)
+    since = _guest_clock(lab, standby)
     lab.ssh(active, "systemctl stop heartbeat")
     try:
         record("takeover after heartbeat stop", lab.wait_settled(standby))
+        assert_the_watch_took_over(lab, standby, since)
         assert lab.carries_none(active)  # no address; ldirectord (IPVS) keeps running
         shown = status(lab, expect_exit=1, raw="after-takeover")  # degraded: one heartbeat stopped
         assert shown["holder"] == standby and f"{active}: heartbeat is not running" in shown["problems"]
@@ -83,6 +85,16 @@ def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(la
     _sessions_fared(lab, sessions, "heartbeat stop and return")
 
 
+def _guest_clock(lab, name: str) -> int:
+    return int(lab.ssh(name, "date +%s").stdout)
+
+
+def assert_the_watch_took_over(lab, taker: str, since: int) -> None:
+    """`taker` added the addresses through lvsha-takeover-watch, ahead of heartbeat's chain."""
+    said = lab.ssh(taker, f"journalctl -q -o cat --since=@{since} -t lvsha-takeover-watch", check=False).stdout
+    assert f"heartbeat takes over from {lab.other(taker)}: every floating address added" in said, said
+
+
 def _snapshot(lab, name: str) -> str:
     """Managed files' hashes and the services' states on host `name`."""
     paths = [f.path for f in all_files(lab.cluster)[name]]
@@ -93,11 +105,13 @@ def _snapshot(lab, name: str) -> str:
 def test_power_off_moves_everything_and_the_reboot_follows_auto_failback(lab, sessions):
     active = lab.carrier()
     standby = lab.other(active)
+    since = _guest_clock(lab, standby)
     lab_api.vm_stop(active)
     started = time.monotonic()
     try:
         lab.wait_settled(standby)
         record("takeover after power-off", time.monotonic() - started)
+        assert_the_watch_took_over(lab, standby, since)
         # A deploy that cannot reach one balancer changes nothing anywhere.
         others = [name for name in lab.state["hosts"] if name != active]
         before = {name: _snapshot(lab, name) for name in others}

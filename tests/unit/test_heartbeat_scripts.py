@@ -148,6 +148,7 @@ def test_release_records_the_stop_and_gives_up_every_address_keeping_ldirectord(
     assert result.returncode == 0, result.stderr
     assert abs(int(fake.stopped_marker.read_text()) - time.time()) < 5
     assert [c for c in fake.calls() if not c.startswith("systemctl show")] == [
+        f"pkill -KILL -f ^/bin/sh {render.TAKEOVER_WATCH}",  # before the addresses go: it adds none after
         f"floating-ips {ADDRESSES} stop",
         "pkill -KILL -f ^heartbeat: ",
     ]
@@ -175,7 +176,7 @@ def test_rejoin_at_boot_releases_and_does_not_wait(fake):
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0, result.stderr
     assert fake.waits() == []
-    assert fake.calls()[0] == f"floating-ips {ADDRESSES} stop"
+    assert fake.calls()[:2] == [f"pkill -KILL -f ^/bin/sh {render.TAKEOVER_WATCH}", f"floating-ips {ADDRESSES} stop"]
     assert not any(c.startswith(("ping", "ip ")) for c in fake.calls())
     assert fake.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
 

@@ -1,0 +1,122 @@
+"""files/heartbeat/lvsha-takeover-watch, run for real against fakes of what it calls:
+journalctl (prints a journal file and ends, as if the journal stopped), renice,
+logger, the connection state script and the floating addresses' resource script
+(which answers `status` from a file).
+
+The lab's power-off and heartbeat-stop takeover tests run it under the real heartbeat.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from lvsha import render
+from tests.unit.test_heartbeat_scripts import ADDRESSES, NODE, PEER, rendered_env
+
+SCRIPT = str(render.FILES / "heartbeat" / Path(render.TAKEOVER_WATCH).name)
+# heartbeat logs each line twice: its syslog copy and its stderr (with a date in front)
+ACQUIRING = [f"[2980]: info: Resources being acquired from {PEER.name}.",
+             f"Nov 28 08:38:43 {NODE.name} heartbeat: [2980]: info: Resources being acquired from {PEER.name}."]
+
+FAKES = {
+    "journalctl": 'echo "journalctl $*" >> "$FAKE/calls"; cat "$FAKE/journal"',
+    "logger": 'shift 2; [ "$1" = -- ] && shift; echo "logged $*" >> "$FAKE/calls"',
+    "renice": 'echo "renice $*" >> "$FAKE/calls"',
+    "state": 'echo "state $*" >> "$FAKE/calls"; exit "$(cat "$FAKE/state-rc" 2>/dev/null || echo 0)"',
+    "floating-ips": """
+        echo "floating-ips $*" >> "$FAKE/calls"
+        eval "action=\\${$#}"
+        case $action in
+        status) [ -f "$FAKE/carries" ] || exit 3 ;;
+        start) [ -f "$FAKE/start-fails" ] && exit 1; touch "$FAKE/carries" ;;
+        esac
+        exit 0""",
+}
+
+
+class Fake:
+    def __init__(self, root: Path, state_sync: bool = True):
+        self.state, self.bin = root / "state", root / "bin"
+        self.state.mkdir()
+        self.bin.mkdir()
+        for name, body in FAKES.items():
+            path = self.bin / name
+            path.write_text("#!/bin/sh\n" + "\n".join(line.strip() for line in body.splitlines()) + "\n")
+            path.chmod(0o755)
+        self.env_file = root / "lvsha.env"
+        # lvsha.env as rendered for the reference master, its scripts replaced by fakes
+        env = {**rendered_env(NODE), "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"),
+               "LVSHA_STATE_SCRIPT": str(self.bin / "state") if state_sync else ""}
+        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+
+    def set(self, name: str, content: str = "") -> None:
+        (self.state / name).write_text(content)
+
+    def run(self, journal: list[str]) -> subprocess.CompletedProcess:
+        self.set("journal", "".join(f"{line}\n" for line in journal))
+        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file)}
+        return subprocess.run([SCRIPT], capture_output=True, text=True, env=env, timeout=30)
+
+    def calls(self) -> list[str]:
+        path = self.state / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def actions(self) -> list[str]:
+        """What the script did to the node (not how it looked or what it said)."""
+        return [c for c in self.calls() if c.startswith(("state", "floating-ips")) and not c.endswith(" status")]
+
+
+def test_follows_only_what_heartbeat_logs_from_now_on(tmp_path):
+    fake = Fake(tmp_path)
+    result = fake.run([])
+    assert result.returncode == 1  # the journal ended: heartbeat starts the watch again
+    assert "journalctl --follow --lines=0 --output=cat SYSLOG_IDENTIFIER=heartbeat" in fake.calls()
+    assert fake.calls()[0].startswith("renice -n -10")  # ahead of heartbeat's storm of scripts
+    assert fake.actions() == []
+
+
+def test_takes_over_once_in_the_groups_order_when_heartbeat_acquires_from_the_peer(tmp_path):
+    fake = Fake(tmp_path)
+    fake.run(["[2980]: info: Received shutdown notice from 'x'.", *ACQUIRING, "[2980]: info: mach_down takeover complete."])
+    # connection states committed before the addresses bring traffic; the second copy of the line finds them carried
+    assert fake.actions() == ["state start", f"floating-ips {ADDRESSES} start"]
+    assert fake.calls().count(f"floating-ips {ADDRESSES} status") == 2
+    assert f"logged heartbeat takes over from {PEER.name}: every floating address added ahead of its resource chain" \
+        in fake.calls()
+
+
+def test_without_state_sync_only_the_addresses(tmp_path):
+    fake = Fake(tmp_path, state_sync=False)
+    fake.run(ACQUIRING[:1])
+    assert fake.actions() == [f"floating-ips {ADDRESSES} start"]
+
+
+def test_a_node_that_carries_the_group_already_changes_nothing(tmp_path):
+    """The backup died (it held nothing): nothing added, no states committed again."""
+    fake = Fake(tmp_path)
+    fake.set("carries")
+    fake.run(ACQUIRING)
+    assert fake.actions() == []
+
+
+def test_other_lines_change_nothing(tmp_path):
+    fake = Fake(tmp_path)
+    fake.run([
+        "[2980]: info: Resource takeover cancelled - shutdown in progress.",  # never while heartbeat stops here
+        f"[2980]: info: Resources being acquired from {NODE.name}.",  # not the peer (this node's own name)
+        "[2980]: info: Resources being acquired from 10.0.0.250.",  # a ping node
+        f"[2980]: info: standby: acquire [all] resources from {PEER.name}",  # lvsha-takeover's, not this one's
+        f"[2980]: info: Resources being acquired from {PEER.name}.x",
+    ])
+    assert fake.actions() == []
+
+
+def test_a_failed_start_is_said_and_left_to_heartbeats_own_acquisition(tmp_path):
+    fake = Fake(tmp_path)
+    fake.set("start-fails")
+    fake.set("state-rc", "1")
+    fake.run(ACQUIRING[:1])
+    assert fake.actions() == ["state start", f"floating-ips {ADDRESSES} start"]
+    assert f"logged {fake.bin / 'state'} start failed" in fake.calls()
+    assert any("adding the floating addresses failed: heartbeat's own acquisition retries" in c for c in fake.calls())
