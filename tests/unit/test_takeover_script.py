@@ -42,11 +42,11 @@ FAKES = {
 
 
 class Fake:
-    def __init__(self, root: Path, state_sync: bool = False):
+    def __init__(self, root: Path, state_sync: bool = False, fakes: dict[str, str] = FAKES):
         self.state, self.bin = root / "state", root / "bin"
         self.state.mkdir()
         self.bin.mkdir()
-        for name, body in FAKES.items():
+        for name, body in fakes.items():
             path = self.bin / name
             path.write_text("#!/bin/sh\n" + "\n".join(line.strip() for line in body.splitlines()) + "\n")
             path.chmod(0o755)

@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 
 from lvsha import render
-from tests.unit.test_heartbeat_scripts import ADDRESSES, NODE, PEER, rendered_env
+from tests.unit import test_takeover_script as takeover
+from tests.unit.test_heartbeat_scripts import ADDRESSES, NODE, PEER
 
 SCRIPT = str(render.FILES / "heartbeat" / Path(render.TAKEOVER_WATCH).name)
 # heartbeat logs each line twice: its syslog copy and its stderr (with a date in front)
@@ -35,32 +36,16 @@ FAKES = {
 }
 
 
-class Fake:
-    def __init__(self, root: Path, state_sync: bool = True):
-        self.state, self.bin = root / "state", root / "bin"
-        self.state.mkdir()
-        self.bin.mkdir()
-        for name, body in FAKES.items():
-            path = self.bin / name
-            path.write_text("#!/bin/sh\n" + "\n".join(line.strip() for line in body.splitlines()) + "\n")
-            path.chmod(0o755)
-        self.env_file = root / "lvsha.env"
-        # lvsha.env as rendered for the reference master, its scripts replaced by fakes
-        env = {**rendered_env(NODE), "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"),
-               "LVSHA_STATE_SCRIPT": str(self.bin / "state") if state_sync else ""}
-        self.env_file.write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+class Fake(takeover.Fake):
+    """The planned takeover's fakes folder and settings, with this script's fakes."""
 
-    def set(self, name: str, content: str = "") -> None:
-        (self.state / name).write_text(content)
+    def __init__(self, root: Path, state_sync: bool = True):
+        super().__init__(root, state_sync, fakes=FAKES)
 
     def run(self, journal: list[str]) -> subprocess.CompletedProcess:
         self.set("journal", "".join(f"{line}\n" for line in journal))
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file)}
         return subprocess.run([SCRIPT], capture_output=True, text=True, env=env, timeout=30)
-
-    def calls(self) -> list[str]:
-        path = self.state / "calls"
-        return path.read_text().splitlines() if path.exists() else []
 
     def actions(self) -> list[str]:
         """What the script did to the node (not how it looked or what it said)."""
