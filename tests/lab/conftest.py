@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from lvsha import render
 from lvsha.lab import lab as lab_api
 from lvsha.lab import LabError, cache_dir, image, wait_until
 from lvsha.lab.model import LAB_INVENTORY_ENV, REFERENCE_INVENTORY, ROOT, lab_cluster, topology_cluster
@@ -35,6 +36,10 @@ from lvsha.model import Cluster
 EXAMPLE_INVENTORY = ROOT / "examples" / "edge" / "inventory.py"
 
 PREREQUISITES = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ip", "ssh", "curl", "apt-cacher-ng")
+# Whose log lines a failed wait shows: heartbeat's own and every lvsha script acting around it.
+LOGGED_BY = " ".join(f"-t {name}" for name in ("heartbeat", "ipfail", "ResourceManager", *(
+    Path(script).name for script in (render.HEARTBEAT_GUARD, render.FLOATING_IPS_SCRIPT, render.CONNTRACKD_SCRIPT,
+                                     render.TAKEOVER_SCRIPT, render.TAKEOVER_WATCH))))
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
 _lab_used = False
 _report_started = False
@@ -209,8 +214,7 @@ class Lab:
         for balancer in self.cluster.balancers:
             out = self.ssh(balancer.name, "ip -4 -o addr show; ipvsadm -Ln; cl_status rscstatus; "
                            f"cl_status nodestatus {self.other(balancer.name)}; "
-                           f"journalctl -q -o short-precise --since={since} --no-pager -t heartbeat -t ipfail "
-                           "-t ResourceManager -t lvsha-heartbeat-guard -t lvsha-floating-ips -t lvsha-takeover "
+                           f"journalctl -q -o short-precise --since={since} --no-pager {LOGGED_BY} "
                            "| grep -v -e debug: -e 'WARN: Consider' | tail -n 80", check=False, timeout=60)
             parts.append(f"--- {balancer.name} (rc {out.returncode})\n{out.stdout}{out.stderr}")
         for site in self.cluster.sites:

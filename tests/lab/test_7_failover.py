@@ -6,9 +6,11 @@ with the model's state sync they all carry on, on the same web host, through
 the takeover and the return; without it (the edge model) they break."""
 
 import time
+from pathlib import Path
 
 import pytest
 
+from lvsha import render
 from lvsha.lab import lab as lab_api
 from lvsha.lab import wait_until
 from lvsha.lab.run import deploy, record
@@ -91,7 +93,8 @@ def _guest_clock(lab, name: str) -> int:
 
 def assert_the_watch_took_over(lab, taker: str, since: int) -> None:
     """`taker` added the addresses through lvsha-takeover-watch, ahead of heartbeat's chain."""
-    said = lab.ssh(taker, f"journalctl -q -o cat --since=@{since} -t lvsha-takeover-watch", check=False).stdout
+    said = lab.ssh(taker, f"journalctl -q -o cat --since=@{since} -t {Path(render.TAKEOVER_WATCH).name}",
+                   check=False).stdout
     assert f"heartbeat takes over from {lab.other(taker)}: every floating address added" in said, said
 
 
