@@ -311,6 +311,8 @@ def _fit_to_carry(status: live.ClusterStatus, target: str) -> list[str]:
         reasons.append(f"{target} sees its peer as {view.peer_seen_as or 'unknown'}")
     if view.ldirectord != "active":
         reasons.append(f"ldirectord is {view.ldirectord} on {target}: its IPVS is not loaded")
+    if view.ipvs != live.IPVS_COMPLETE:
+        reasons.append(f"the IPVS table of {target} is {view.ipvs}: it would not serve those sites")
     if view.firewall != "loaded as rendered":
         reasons.append(f"the firewall of {target} is {view.firewall}")
     if not any(state == "up" for state in view.links.values()):

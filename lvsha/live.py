@@ -175,6 +175,14 @@ def floating_held(cluster: Cluster, addresses: dict[str, list[str]]) -> int:
     return sum(ip.cidr in addresses.get(ip.interface, []) for ip in cluster.floating_ips())
 
 
+IPVS_COMPLETE = "every virtual service"  # BalancerStatus.ipvs of a table with every site's virtual service
+
+
+def missing_virtual_services(cluster: Cluster, ipvs: dict[str, VirtualService]) -> list[str]:
+    """The model's virtual services (VIP:PORT) that the IPVS table `ipvs` does not have."""
+    return [vs.address for vs in cluster.virtual_servers() if vs.address not in ipvs]
+
+
 def serves_every_site(cluster: Cluster, ipvs: dict[str, VirtualService]) -> bool:
     """Every site's virtual service is in `ipvs` with a real server of weight above 0."""
     return all(vs.address in ipvs and any(r.weight > 0 for r in ipvs[vs.address].reals.values())
@@ -217,6 +225,7 @@ class BalancerStatus:
     peer_seen_as: str
     links: dict[str, str]
     ldirectord: str
+    ipvs: str  # "every virtual service", "missing VIP:PORT, ..." (a takeover by it would not serve those), "unknown"
     firewall: str  # "loaded as rendered", "differs from the model", "not recorded", "unknown"
     config: str  # heartbeat and ldirectord run with the model's files: "current" / "stale: ..." / "unknown"
     drained: list[list[str]]
@@ -306,7 +315,7 @@ def cluster_status(cluster: Cluster, views: dict[str, BalancerView]) -> ClusterS
 def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) -> BalancerStatus:
     if not view.reachable:
         return BalancerStatus(view.name, False, view.error, "unreachable", "", "", {}, "unknown", "unknown",
-                              "unknown", [])
+                              "unknown", "unknown", [])
     balancer = cluster.balancer(view.name)
     peer = cluster.peer(balancer).name
     hb = view.heartbeat
@@ -321,6 +330,12 @@ def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) 
     ldirectord = view.units.get("ldirectord", "unknown")
     if ldirectord != "active":
         problems.append(f"{view.name}: ldirectord is {ldirectord}")
+    # Both balancers' tables count: the standby's is what serves the moment it takes over.
+    missing = missing_virtual_services(cluster, view.ipvs)
+    ipvs = f"missing {', '.join(missing)}" if missing else IPVS_COMPLETE
+    if missing:
+        problems.append(f"{view.name}: IPVS lacks the virtual service(s) {', '.join(missing)}: "
+                        f"{view.name} would not serve those sites if it carried the addresses (deploy to repair)")
 
     rules = render.firewall_file(cluster, balancer)
     recorded = view.applied.get("firewall")
@@ -344,7 +359,7 @@ def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) 
         problems.append(f"{view.name}: {' and '.join(stale)} run with other files than the model's")
 
     return BalancerStatus(view.name, True, "", "running" if hb.running else "stopped", hb.resources, hb.peer,
-                          dict(hb.links), ldirectord, firewall, config, [list(d) for d in sorted(view.drained)])
+                          dict(hb.links), ldirectord, ipvs, firewall, config, [list(d) for d in sorted(view.drained)])
 
 
 def format_status(status: ClusterStatus) -> str:
@@ -360,7 +375,7 @@ def format_status(status: ClusterStatus) -> str:
         links = ", ".join(f"{k} {v}" for k, v in sorted(b.links.items())) or "-"
         lines.append(f"  {b.name}: heartbeat {b.heartbeat}, resources {b.resources or '-'}, "
                      f"peer {b.peer_seen_as or '-'}, links {links}")
-        lines.append(f"  {' ' * len(b.name)}  ldirectord {b.ldirectord}, firewall {b.firewall}, configuration {b.config}")
+        lines.append(f"  {' ' * len(b.name)}  ldirectord {b.ldirectord}, IPVS {b.ipvs}, firewall {b.firewall}, configuration {b.config}")
     lines.append("")
     lines.append("floating addresses:")
     width = max(len(a.address) for a in status.addresses)

@@ -193,6 +193,27 @@ def test_failover_refuses_a_receiver_that_is_not_fit(edge):
     assert _fit_to_carry(unreachable, other) == [f"{other} is unreachable (cannot connect: refused)"]
 
 
+def test_a_standby_with_an_empty_ipvs_table_is_degraded_and_never_handed_the_group(edge):
+    """The fresh-machine run's outage: ldirectord active on the standby, its IPVS table empty."""
+    settled = views(edge, "edge-settled")
+    status = live.cluster_status(edge, settled)
+    standby = next(b.name for b in edge.balancers if b.name != status.holder)
+    empty = "IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n"
+    status = live.cluster_status(edge, views(edge, "edge-settled", **{standby: {"ipvs": (0, empty)}}))
+    every = ", ".join(vs.address for vs in edge.virtual_servers())
+    view = next(b for b in status.balancers if b.name == standby)
+    assert view.ldirectord == "active" and view.ipvs == f"missing {every}"
+    assert not status.healthy
+    assert any(p.startswith(f"{standby}: IPVS lacks the virtual service(s) {every}") for p in status.problems)
+    assert f"IPVS missing {every}" in live.format_status(status)
+    assert _fit_to_carry(status, standby) == [f"the IPVS table of {standby} is missing {every}: it would not serve those sites"]
+    # one site missing is named alone
+    first = edge.virtual_servers()[0]
+    del settled[standby].ipvs[first.address]
+    partial = live.cluster_status(edge, settled)
+    assert next(b for b in partial.balancers if b.name == standby).ipvs == f"missing {first.address}"
+
+
 def test_what_failover_waits_for(edge):
     raw = {name: outputs("edge-settled", name) for name in ("lb-a", "lb-b")}
     held = {name: live.floating_held(edge, live.parse_addresses(raw[name]["addresses"][1])) for name in raw}
