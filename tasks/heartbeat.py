@@ -5,7 +5,7 @@ from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import Applied, fact, managed_state, unit_state
+from tasks.facts import Applied, IpvsVirtualServices, fact, managed_state, unit_state
 from tasks.operations import (
     absent_file,
     only_model_addresses,
@@ -59,8 +59,12 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     A running ldirectord is restarted when its configuration or its unit
     drop-in changed (a reload cannot add or remove virtual services), or when
     it runs with another file than the model's (lvsha-applied), such as one
-    written by a run that died before the restart. What the model no longer
-    has is removed from IPVS (ldirectord only manages what its file names).
+    written by a run that died before the restart, or when its IPVS table lacks
+    a virtual service of the model (drift: the node would not serve that site
+    after a takeover). What the model no longer has is removed from IPVS
+    (ldirectord only manages what its file names). systemd stops ldirectord
+    itself and waits for it (the drop-in), so a restart never races the old
+    daemon, and with `cleanstop=no` the table is edited in place.
     """
     put(render.drain_script())
     _, dropin_file = render.unit_dropin_files(cluster)
@@ -68,17 +72,21 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     systemd.daemon_reload(name="Reload systemd for ldirectord's drop-in", _if=dropin.did_change)
     config = render.ldirectord_file(cluster)
     stale = runs_stale("ldirectord", [config])
+    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
+    # A running ldirectord whose table lacks a model's virtual service is drift: the node
+    # would serve nothing of that site if it carried the addresses. A restart loads it again.
+    lacking = [svc.split()[1] for svc in services if svc not in fact(IpvsVirtualServices)] if running("ldirectord") else []
     written = put(config)
     started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
                    running=True, enabled=True)
     server.shell(
-        name="Restart ldirectord for its new configuration",
+        name=(f"Restart ldirectord: its IPVS table lacks {', '.join(lacking)}" if lacking
+              else "Restart ldirectord for its new configuration"),
         commands=["systemctl restart ldirectord.service"],
         # One just started has read the new files already.
-        _if=lambda: not started.did_change() and (stale or written.did_change() or dropin.did_change()),
+        _if=lambda: not started.did_change() and bool(stale or lacking or written.did_change() or dropin.did_change()),
     )
-    only_model_ipvs_services(name="No IPVS service the model does not have",
-                             services=[f"TCP {vs.address}" for vs in cluster.virtual_servers()])
+    only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
 
 
 @deploy("heartbeat")

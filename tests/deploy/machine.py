@@ -128,6 +128,7 @@ def converged_balancer(cluster, balancer) -> Machine:
     m.modules |= {"ip_vs", "nf_conntrack", *cluster.scheduler_modules()}
     m.sysctls.update({"net.ipv4.ip_forward": 1, **_sysctls(render.kernel_files(cluster)[0].content)})
     _service(m, "ldirectord", True, True)
+    m.ipvs = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
     if cluster.state_sync.enabled:
         _service(m, "conntrackd", True, True)
         _service(m, "lvsha-ipvs-sync", True, True)

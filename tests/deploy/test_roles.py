@@ -182,6 +182,23 @@ def test_ldirectord_running_with_files_it_was_never_restarted_for_is_restarted(r
         LDIRECTORD_RESTART: ["systemctl restart ldirectord.service"]}
 
 
+@pytest.mark.parametrize("kept", [0, 1])
+def test_a_running_ldirectord_whose_ipvs_lacks_a_virtual_service_is_restarted(reference, kept):
+    """The fresh-machine run's outage: ldirectord active over an empty (or partial) table.
+    The deploy treats it as drift and restarts ldirectord there, nothing else."""
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.ipvs = machine.ipvs[:kept]
+    lacking = ", ".join(vs.address for vs in reference.virtual_servers()[kept:])
+    assert changing(_director(reference, machine, "balancer2")) == {
+        f"Restart ldirectord: its IPVS table lacks {lacking}": ["systemctl restart ldirectord.service"]}
+
+
+def test_a_stopped_ldirectord_with_an_empty_table_is_started_not_restarted(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.ipvs, machine.running["ldirectord.service"] = [], False
+    assert changing(_director(reference, machine, "balancer2")) == {LDIRECTORD_OP: ["systemctl start ldirectord.service"]}
+
+
 def test_heartbeat_running_with_files_it_was_never_restarted_for_is_restarted(reference):
     machine = converged_balancer(reference, reference.balancer("balancer2"))
     machine.applied["heartbeat"] = ["digest-of-an-older-ha.cf"]
