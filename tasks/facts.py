@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -336,6 +337,15 @@ def read_together(requests: list[FactRequest]) -> None:
     """Declare the facts the current host's deploy reads: the first `read()` loads
     them all in one command."""
     _host_facts().declared = tuple(dict.fromkeys(requests))
+
+
+@contextmanager
+def on_host(name: str):
+    """Inside the block, the facts read are those of the run's host `name` (the
+    balancer's peer: a decision for the pair is made from both nodes' facts),
+    from the one command of what its role declares, as its own deploy reads them."""
+    with ctx_host.use(state.inventory.get_host(name)):
+        yield
 
 
 def read(request: FactRequest) -> Any:

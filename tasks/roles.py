@@ -6,7 +6,8 @@ from pyinfra.facts.server import Hostname
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
-                         IpvsVirtualServices, LoadedModules, OsRelease, SshConnection, read_together, units)
+                         IpvsVirtualServices, LoadedModules, OsRelease, SshConnection, on_host, read_together,
+                         units)
 from tasks.firewall import firewall
 from tasks.heartbeat import heartbeat, ldirectord
 from tasks.kernel import kernel, sysctls_read
@@ -27,7 +28,9 @@ def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
     web_host = None if balancer else cluster.web_host(name)
     read_together(facts_read(cluster, is_balancer=balancer is not None, with_web_server=with_web_server))
     if balancer:
-        check_director(cluster, balancer)
+        check_director(cluster, balancer)  # the peer is in the run: its facts are read too (tasks/heartbeat.py),
+        with on_host(cluster.peer(balancer).name):  # in the one command of its own role
+            read_together(facts_read(cluster, is_balancer=True, with_web_server=False))
     else:
         check_real_server(cluster, web_host)
     # pyinfra tells operations apart by the lines of the calls that made them:

@@ -44,11 +44,14 @@ class UnknownFact(AssertionError):
 
 
 def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None,
-         others: tuple[str, ...] = ()) -> list[PlannedOp]:
+         others: tuple[str, ...] | dict = ()) -> list[PlannedOp]:
     """Operations (with the commands each would run) of `deploy_func(*args)` on a
     host whose facts are answered by `facts(fact_name, kwargs)`; `others` are
-    the other hosts in the run (planned for nothing)."""
+    the other hosts in the run (planned for nothing): names, or {name: facts}
+    for those whose facts the deploy reads too (a balancer's peer). One without
+    facts of its own answers as the planned host does."""
     names = [host_name, *(n for n in others if n != host_name)]
+    answers = {name: facts for name in names} | (dict(others) if isinstance(others, dict) else {})
     inventory = Inventory((names, {}), **{"all_hosts": ([(n, data or {} if n == host_name else {}) for n in names], {})})
     state = State(inventory, Config())
     for name in names:  # connected: in the run
@@ -56,7 +59,7 @@ def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None,
     host = inventory.get_host(host_name)
 
     def get_fact(self, cls, *fact_args, **kwargs):
-        return facts(cls.__name__, kwargs)
+        return answers[self.name](cls.__name__, kwargs)
 
     simulated: dict[str, bool] = {}
     with mock.patch.object(Host, "get_fact", get_fact), \
