@@ -1,11 +1,13 @@
 """ldirectord keeps IPVS loaded on both balancers; heartbeat owns the floating addresses."""
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import Applied, IpvsVirtualServices, fact, managed_state, unit_state
+from tasks.facts import Applied, IpvsVirtualServices, fact, managed_state, on_host, unit_state
 from tasks.operations import (
     absent_file,
     only_model_addresses,
@@ -37,6 +39,52 @@ ROTATION = (
     ("resign", "sign with the new key's final index"),
     ("final", "the new key alone, as rendered"),
 )
+
+
+def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
+    """(whether `balancer` rotates heartbeat's key in this run, whether the pair's
+    heartbeat restarts come before the rotation), decided for the pair from both
+    nodes' facts, so that both balancers run the same operations in the same order.
+
+    A rotation is due when a node whose heartbeat runs has another authkeys than
+    the model's. Every node whose heartbeat runs then takes part, one a failed
+    run left done or a phase ahead included: lvsha-authkeys does nothing where a
+    node has got that far, so the two are never more than a phase apart (a node
+    rotated alone would sign with a key index its peer does not have for two
+    phases). A node whose heartbeat is stopped gets the file written and is
+    started with it after its peer's rotation.
+
+    The restarts come first when a running node's heartbeat runs an ha.cf or
+    haresources other than the one on disk (lvsha-applied), such as one a run
+    that died before the restart wrote: the rotation's SIGHUP makes heartbeat
+    reread ha.cf too, and a changed one turns the reread into heartbeat's own
+    restart (it execs itself), with none of lvsha-heartbeat-restart's care.
+    Restarted first by the usual path (the backup first, each waiting for the
+    pair to settle), with the authkeys both nodes share, the pair then rotates
+    with the files it runs. The rotation is not folded into that restart: a
+    node restarted with the new key alone could not authenticate its peer and
+    would take the group over. Otherwise the rotation comes first, before
+    anything heartbeat rereads changes (an ha.cf new in this run is written and
+    restarted for after it). A pair that would need both orders, its restarts
+    first and a stopped node started with the new key only after its peer's
+    rotation, is refused (the restart waits for the stopped node to serve)."""
+    nodes = {}
+    for b in cluster.balancers:
+        with on_host(b.name):
+            ha_cf, haresources, authkeys = render.heartbeat_files(cluster, b)
+            runs = running("heartbeat")
+            on_disk = [(managed_state(f.path) or {}).get("sha1") for f in (ha_cf, haresources)]
+            nodes[b.name] = (runs, (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content),
+                             runs and fact(Applied).get("heartbeat", [])[:2] != on_disk)
+    due = any(runs and differs for runs, differs, _ in nodes.values())
+    restart_first = due and any(pending for _, _, pending in nodes.values())
+    stopped = [name for name, (runs, _, _) in nodes.items() if not runs]
+    if restart_first and stopped:
+        raise DeployError(
+            f"{host.name}: the heartbeat secret changes while heartbeat is stopped on {', '.join(stopped)} and runs "
+            "on its peer with an ha.cf or haresources other than those on disk: the restart needs the stopped node "
+            "serving, the new key needs its peer rotated first. Start heartbeat there and deploy again.")
+    return due and nodes[balancer.name][0], restart_first
 
 
 def rotate_authkeys(authkeys):
@@ -105,7 +153,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
     to restart the only node serving and returns once the pair has settled.
     A new heartbeat secret is rotated in place on a running pair (see
-    rotate_authkeys), never by restarts with keys that differ. It is also
+    rotate_authkeys), never by restarts with keys that differ, decided for the
+    pair and ordered around the restarts as key_rotation says. It is also
     restarted when it runs with other files than the model's (lvsha-applied).
     """
     for helper in render.heartbeat_helper_files(cluster, balancer):
@@ -114,11 +163,9 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     heartbeat_dropin = put(dropin_file)
     systemd.daemon_reload(name="Reload systemd for lvsha's unit drop-ins", _if=heartbeat_dropin.did_change)
     ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
-    # A new secret on a running heartbeat is rotated in place, before anything
-    # else changes (a reread with a changed ha.cf would restart heartbeat).
-    rotate = running("heartbeat") and (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content)
-    if rotate:
-        rotate_authkeys(authkeys)
+    rotate, restart_first = key_rotation(cluster, balancer)
+    if rotate and not restart_first:
+        rotate_authkeys(authkeys)  # before anything heartbeat rereads changes
     heartbeat_stale = runs_stale("heartbeat", [ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
     changes = [put(ha_cf), put(haresources)]
     if not rotate:
@@ -139,6 +186,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
             _if=lambda name=name: balancer.name == name and not started.did_change()
             and (heartbeat_stale or any(op.did_change() for op in changes)),
         )
+    if rotate and restart_first:
+        rotate_authkeys(authkeys)  # heartbeat runs the files on disk now: its SIGHUP rereads authkeys alone
     # What the model no longer has is gone too: heartbeat only manages what its current files name.
     floating = cluster.floating_ips()
     networks = {balancer.external_interface: cluster.external_network,

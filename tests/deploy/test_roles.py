@@ -16,8 +16,12 @@ from tests.deploy.harness import changing, plan, prepare_run
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 
-def _director(cluster, machine, name="balancer1", others=None):
-    others = tuple(b.name for b in cluster.balancers) if others is None else others
+def _director(cluster, machine, name="balancer1", others=None, peer=None):
+    """The operations on balancer `name` (facts: `machine`); its peer is `peer`,
+    by default converged."""
+    if others is None:
+        peer = peer or converged_balancer(cluster, cluster.peer(cluster.balancer(name)))
+        others = {b.name: peer.fact for b in cluster.balancers if b.name != name}
     return plan(cluster_host, cluster, name, host_name=name, facts=machine.fact, others=others)
 
 
@@ -400,6 +404,75 @@ def test_a_new_secret_on_a_stopped_heartbeat_is_written(reference):
     changes = changing(_director(reference, machine))
     assert f"Write {render.AUTHKEYS}" in changes
     assert not any(name.startswith("Rotate") for name in changes)
+
+
+OLD_AUTHKEYS = "auth 1\n1 sha1 the-old-secret-0123456789\n"
+# lvsha-authkeys's resign phase done, its final not: the new key as 1 and as 2
+HALF_ROTATED = f"auth 1\n1 sha1 {TEST_SECRET}\n2 sha1 {TEST_SECRET}\n"
+ROTATION_PHASES = ("accept", "sign", "bridge", "resign", "final")
+
+
+def _rotation(changes: dict) -> list:
+    return [(name, commands) for name, commands in changes.items()
+            if name == "Stage the new authkeys" or name.startswith("Rotate the heartbeat key")]
+
+
+def _with_authkeys(cluster, name, content, running=True):
+    machine = converged_balancer(cluster, cluster.balancer(name))
+    machine.files[render.AUTHKEYS] = (content, 600)
+    machine.running["heartbeat.service"] = running
+    return machine
+
+
+@pytest.mark.parametrize("done", ["balancer1", "balancer2"])
+def test_a_rotation_a_failed_run_left_done_on_one_node_runs_on_both(reference, done):
+    """The last run's final phase failed on one node after it had run on the other:
+    the next run rotates the pair, both nodes the same phases (the one done does
+    nothing in them: tests/unit/test_authkeys_rotation.py), not the unfinished
+    node alone, which would sign with an index the other does not have."""
+    behind = reference.peer(reference.balancer(done)).name
+    machines = {done: converged_balancer(reference, reference.balancer(done)),
+                behind: _with_authkeys(reference, behind, HALF_ROTATED)}
+    plans = {name: changing(_director(reference, machines[name], name, peer=machines[other]))
+             for name, other in ((done, behind), (behind, done))}
+    for name, changes in plans.items():
+        assert [commands for _, commands in _rotation(changes)][1:] == [
+            [f"{render.AUTHKEYS_SCRIPT} {phase}"] for phase in ROTATION_PHASES], name
+    assert set(plans[done]) == {name for name, _ in _rotation(plans[done])}
+
+
+def test_a_node_whose_heartbeat_is_stopped_does_not_hold_up_its_peers_rotation(reference):
+    machine = _with_authkeys(reference, "balancer1", OLD_AUTHKEYS)
+    peer = _with_authkeys(reference, "balancer2", OLD_AUTHKEYS, running=False)
+    assert len(_rotation(changing(_director(reference, machine, peer=peer)))) == 1 + len(ROTATION_PHASES)
+    changes = changing(_director(reference, peer, "balancer2", peer=machine))
+    assert f"Write {render.AUTHKEYS}" in changes and not _rotation(changes)
+
+
+@pytest.mark.parametrize("stale", ["balancer1", "balancer2"])
+def test_a_pending_heartbeat_restart_comes_before_the_rotation(reference, stale):
+    """heartbeat on `stale` runs an ha.cf other than the one on disk (a run died
+    before the restart): the rotation's SIGHUP would make heartbeat restart
+    itself. The pair restarts first (the backup first), then rotates, on both."""
+    machines = {name: _with_authkeys(reference, name, OLD_AUTHKEYS) for name in ("balancer1", "balancer2")}
+    machines[stale].applied["heartbeat"] = ["digest-of-an-older-ha.cf", *machines[stale].applied["heartbeat"][1:]]
+    for name, other in (("balancer1", "balancer2"), ("balancer2", "balancer1")):
+        ops = _director(reference, machines[name], name, peer=machines[other])
+        names = [op.name for op in ops]
+        changes = changing(ops)
+        rotation = [name for name, _ in _rotation(changes)]
+        assert len(rotation) == 1 + len(ROTATION_PHASES)
+        assert names.index(RESTARTS[1]) < names.index(rotation[0])
+        mine = f"Restart heartbeat for its new configuration ({'1 of 2' if name == 'balancer2' else '2 of 2'}: {name})"
+        assert (mine in changes) == (name == stale)
+
+
+def test_a_pending_restart_with_a_stopped_peer_and_a_new_secret_is_refused(reference):
+    machine = _with_authkeys(reference, "balancer1", OLD_AUTHKEYS)
+    machine.applied["heartbeat"] = ["digest-of-an-older-ha.cf", *machine.applied["heartbeat"][1:]]
+    peer = _with_authkeys(reference, "balancer2", OLD_AUTHKEYS, running=False)
+    with pytest.raises(DeployError, match="heartbeat is stopped on balancer2 .* Start heartbeat there"):
+        _director(reference, machine, peer=peer)
 
 
 @pytest.mark.parametrize("role", ["balancer1", "balancer2", "web host", "web host without web server"])
