@@ -55,6 +55,7 @@ IPVS_READY_TIMEOUT = 60
 # Named "ldirectord" so that ldirectord's pid file stays Debian's /run/ldirectord.ldirectord.pid.
 LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
+FIREWALL6_RULES = "/etc/iptables/rules.v6"
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
 NETWORKD_DIR = "/etc/systemd/network"
@@ -143,7 +144,7 @@ def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
                        TAKEOVER_WATCH, CONNTRACKD_SCRIPT)),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
-            rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
+            udp_port=HEARTBEAT_UDP_PORT, rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
             floating_ips_script=FLOATING_IPS_SCRIPT, floating_ips=floating_ips_arguments(cluster),
             takeover_watch=TAKEOVER_WATCH,
             state_script=CONNTRACKD_SCRIPT if sync.enabled else "",
@@ -232,6 +233,17 @@ def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     return RenderedFile(FIREWALL_RULES, content, mode="0640")
 
 
+def firewall6_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
+    """The IPv6 ruleset: the model has no IPv6 address, so no new IPv6
+    connection is accepted (sshd listens on every address, IPv6 too)."""
+    return RenderedFile(FIREWALL6_RULES, _render("rules.v6.j2", cluster, balancer=balancer), mode="0640")
+
+
+def firewall_files(cluster: Cluster, balancer: Balancer) -> dict[int, RenderedFile]:
+    """Each IP family's ruleset, by family (4, 6), IPv4's first."""
+    return {4: firewall_file(cluster, balancer), 6: firewall6_file(cluster, balancer)}
+
+
 def applied_script() -> RenderedFile:
     """lvsha-applied: records what the services and the firewall were started with."""
     return _shipped("lvsha", APPLIED_SCRIPT, mode="0755")
@@ -310,7 +322,7 @@ def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
         *unit_dropin_files(cluster),
         ldirectord_file(cluster),
         *(state_sync_files(cluster, balancer) if cluster.state_sync.enabled else []),
-        firewall_file(cluster, balancer),
+        *firewall_files(cluster, balancer).values(),
         firewall_dropin_file(),
         applied_script(),
         *kernel_files(cluster),

@@ -31,7 +31,8 @@ def test_every_host_gets_its_files(reference):
     assert sorted(files) == ["balancer1", "balancer2", "hostA", "hostB", "hostC"]
     for name in ("balancer1", "balancer2"):
         paths = {f.path for f in files[name]}
-        assert {render.HA_CF, render.HARESOURCES, render.AUTHKEYS, render.LDIRECTORD_CF, render.FIREWALL_RULES} <= paths
+        assert {render.HA_CF, render.HARESOURCES, render.AUTHKEYS, render.LDIRECTORD_CF, render.FIREWALL_RULES,
+                render.FIREWALL6_RULES} <= paths
     for name in ("hostA", "hostB", "hostC"):
         assert render.network_file_path("eth0") in {f.path for f in files[name]}
 
@@ -238,24 +239,26 @@ def test_firewall_never_filters_in_nat_table(reference):
     assert "-s 192.168.0.4/32,192.168.0.5/32,192.168.0.6/32 -p tcp -m tcp --dport 25 -j SNAT --to-source 10.0.0.22" in nat
 
 
-def _iptables_restore():
-    exe = shutil.which("iptables-restore") or shutil.which("iptables-restore", path="/usr/sbin:/sbin")
+def _iptables_restore(program="iptables-restore"):
+    exe = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
     if exe is None:
         if os.environ.get("CI"):
-            pytest.fail("iptables-restore is not installed; .ci/run must install iptables")
-        pytest.skip("iptables-restore is not installed")
+            pytest.fail(f"{program} is not installed; .ci/run must install iptables")
+        pytest.skip(f"{program} is not installed")
     if os.geteuid() != 0:
         if os.environ.get("CI"):
-            pytest.fail("iptables-restore --test needs root")
-        pytest.skip("iptables-restore --test needs root")
+            pytest.fail(f"{program} --test needs root")
+        pytest.skip(f"{program} --test needs root")
     return exe
 
 
+@pytest.mark.parametrize("path, program", [(render.FIREWALL_RULES, "iptables-restore"),
+                                           (render.FIREWALL6_RULES, "ip6tables-restore")])
 @pytest.mark.parametrize("balancer", ["balancer1", "balancer2"])
-def test_rules_pass_iptables_restore_test(reference, balancer, tmp_path):
-    exe = _iptables_restore()
-    rules = tmp_path / "rules.v4"
-    rules.write_text(_file(reference, balancer, render.FIREWALL_RULES).content)
+def test_rules_pass_iptables_restore_test(reference, balancer, path, program, tmp_path):
+    exe = _iptables_restore(program)
+    rules = tmp_path / path.rsplit("/", 1)[1]
+    rules.write_text(_file(reference, balancer, path).content)
     result = subprocess.run([exe, "--test", str(rules)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -266,6 +269,35 @@ def test_iptables_restore_test_rejects_filtering_in_nat(tmp_path):
     bad = tmp_path / "bad.v4"
     bad.write_text("*nat\n:PREROUTING DROP [0:0]\n-A PREROUTING -s 10.0.0.0/8 -j DROP\nCOMMIT\n")
     assert subprocess.run([exe, "--test", str(bad)], capture_output=True).returncode != 0
+
+
+def _tables(rules: str) -> dict[str, tuple[dict[str, str], list[list[str]]]]:
+    """iptables-restore input -> {table: ({chain: policy}, [rule as words])}."""
+    tables, current = {}, None
+    for line in rules.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], ({}, []))
+        elif line.startswith(":"):
+            chain, policy, _ = line[1:].split()
+            current[0][chain] = policy
+        elif line.startswith("-A"):
+            current[1].append(line.split())
+    return tables
+
+
+@pytest.mark.parametrize("balancer", ["balancer1", "balancer2"])
+def test_ipv6_ruleset_accepts_no_new_connection(reference, balancer):
+    """sshd listens on IPv6 too: the v6 ruleset (the model has no IPv6 address)
+    accepts loopback and replies only, nothing to port 22, no ICMPv6."""
+    tables = _tables(_file(reference, balancer, render.FIREWALL6_RULES).content)
+    assert list(tables) == ["filter"]
+    policies, rules = tables["filter"]
+    assert policies == {"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "ACCEPT"}
+    accepted = [rule for rule in rules if rule[-2:] == ["-j", "ACCEPT"]]
+    assert accepted == rules  # only accepts: everything else meets the policy
+    assert [rule[:4] for rule in accepted] == [["-A", "INPUT", "-i", "lo"], ["-A", "INPUT", "-m", "conntrack"]]
+    assert accepted[1][4:6] == ["--ctstate", "RELATED,ESTABLISHED"]
+    assert not any("22" in rule or "ssh" in rule or "ipv6-icmp" in rule or "icmpv6" in rule for rule in rules)
 
 
 def test_render_never_writes_authkeys_wider_than_0600(reference, tmp_path, monkeypatch):
