@@ -56,6 +56,8 @@ IPVS_READY_TIMEOUT = 60
 LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 FIREWALL6_RULES = "/etc/iptables/rules.v6"
+# What lvsha-applied records each IP family's loaded ruleset as ("firewall" predates IPv6).
+FIREWALL_RECORDS = {4: "firewall", 6: "firewall6"}
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
 NETWORKD_DIR = "/etc/systemd/network"

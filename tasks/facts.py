@@ -98,7 +98,8 @@ class IfupdownFiles(FactBase):
 class Applied(FactBase):
     """What the services and the firewall run with, as lvsha-applied recorded it:
     {"heartbeat": [digest], "ldirectord": [digest], "firewall": [rules sha1, ruleset digest],
-     "firewall-now": [digest of the ruleset loaded now]}; {} before lvsha-applied is installed."""
+     "firewall-now": [digest of the ruleset loaded now], and "firewall6", "firewall6-now" the
+     same for IPv6}; {} before lvsha-applied is installed."""
 
     default = dict
 

@@ -1,4 +1,4 @@
-"""The balancers' iptables firewall and NAT."""
+"""The balancers' iptables firewall and NAT (IPv4), and their IPv6 firewall."""
 
 from pyinfra.api import deploy
 from pyinfra.operations import systemd
@@ -11,15 +11,15 @@ from tasks.rendered import put
 
 @deploy("Firewall")
 def firewall(cluster: Cluster, balancer: Balancer):
-    """The model's ruleset is the loaded one (tested, then loaded atomically)
-    and netfilter-persistent loads it at boot, then turns forwarding on: a
-    ruleset that fails to load leaves the host not forwarding. Runs before
-    anything turns forwarding on. Run `preflight.check_ssh_survives_firewall`
-    first (the director role does): it refuses a ruleset that would cut the
-    deploy's own SSH session."""
+    """The model's rulesets, IPv4's and IPv6's, are the loaded ones (each
+    tested, then loaded atomically) and netfilter-persistent loads both at
+    boot, then turns forwarding on: a ruleset that fails to load leaves the
+    host not forwarding. Runs before anything turns forwarding on. Run
+    `preflight.check_ssh_survives_firewall` first (the director role does): it
+    refuses a ruleset that would cut the deploy's own SSH session."""
     put(render.applied_script())  # records what was loaded
     dropin = put(render.firewall_dropin_file())
     systemd.daemon_reload(name="Reload systemd for the firewall's drop-in", _if=dropin.did_change)
-    rules = render.firewall_file(cluster, balancer)
-    iptables_rules(name=f"Load {rules.path}", rules=rules.content, path=rules.path, mode=rules.mode)
+    for family, rules in render.firewall_files(cluster, balancer).items():
+        iptables_rules(name=f"Load {rules.path}", family=family, rules=rules.content, path=rules.path, mode=rules.mode)
     unit(name="Load the firewall at boot", service="netfilter-persistent", running=True, enabled=True)

@@ -45,21 +45,27 @@ def secret_file(content: str, path: str):
     yield StringCommand("mv", "-f", staged, path)
 
 
+# Each IP family's loader (the kernel's rulesets are per family).
+IPTABLES_RESTORE = {4: "iptables-restore", 6: "ip6tables-restore"}
+
+
 @operation()
-def iptables_rules(rules: str, path: str, mode: str = "0640"):
-    """Ensure `rules` are the loaded ruleset and that `path` holds them.
+def iptables_rules(family: int, rules: str, path: str, mode: str = "0640"):
+    """Ensure `rules` are the loaded ruleset of IP `family` (4 or 6) and that
+    `path` holds them.
 
     The loaded ruleset is compared with what was recorded when these rules were
     last loaded (lvsha-applied), so a failed load, a run that died half-way or
     a live `iptables -F` is noticed and undone. New rules are checked with
-    `iptables-restore --test`, loaded in one transaction, and only then
-    replace `path`: a ruleset that fails leaves both the file and the running
-    firewall as they were.
+    `iptables-restore --test` (ip6tables-restore for IPv6), loaded in one
+    transaction, and only then replace `path`: a ruleset that fails leaves both
+    the file and the running firewall as they were.
     """
+    restore, record = IPTABLES_RESTORE[family], render.FIREWALL_RECORDS[family]
     want = sha1_of(rules)
     applied = fact(Applied)
-    recorded = applied.get("firewall", [None, None])
-    loaded_as_rendered = recorded[0] == want and recorded[1:] == applied.get("firewall-now", [None])
+    recorded = applied.get(record, [None, None])
+    loaded_as_rendered = recorded[0] == want and recorded[1:] == applied.get(f"{record}-now", [None])
     on_disk = (managed_state(path) or {}).get("sha1") == want
     if on_disk and loaded_as_rendered:
         host.noop(f"{path} is up to date and is the loaded ruleset")
@@ -70,9 +76,9 @@ def iptables_rules(rules: str, path: str, mode: str = "0640"):
     candidate = f"{path}.lvsha-candidate"
     yield StringCommand("install", "-m", "600", "-D", "/dev/null", candidate)
     yield FileUploadCommand(StringIO(rules), candidate)
-    yield StringCommand("iptables-restore", "--test", candidate)
-    yield StringCommand("iptables-restore", candidate)
-    yield StringCommand(render.APPLIED_SCRIPT, "record", "firewall", want)
+    yield StringCommand(restore, "--test", candidate)
+    yield StringCommand(restore, candidate)
+    yield StringCommand(render.APPLIED_SCRIPT, "record", record, want)
     yield from files.put._inner(src=StringIO(rules), dest=path, mode=mode)
     yield StringCommand("rm", "-f", candidate)
 

@@ -138,13 +138,14 @@ def converged_balancer(cluster, balancer) -> Machine:
     m.addresses[balancer.external_interface] = [f"{balancer.external_ip}/{cluster.external_net.prefixlen}"]
     m.addresses[balancer.internal_interface] = [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]
     m.ssh = {"client": "10.0.0.99", "client_port": 50000, "server": balancer.external_ip, "server_port": 22}
-    # heartbeat runs with the model's files and the model's firewall is the loaded one
+    # heartbeat runs with the model's files and the model's rulesets are the loaded ones
     m.applied = {"heartbeat": render.applied_record(render.heartbeat_files(cluster, balancer)),
                  "ldirectord": render.applied_record([render.ldirectord_file(cluster)]),
-                 "conntrackd": render.applied_record(render.state_sync_files(cluster, balancer)[1:2]),
-                 "firewall": [hashlib.sha1(render.firewall_file(cluster, balancer).content.encode()).hexdigest(),
-                              "ruleset-digest"],
-                 "firewall-now": ["ruleset-digest"]}
+                 "conntrackd": render.applied_record(render.state_sync_files(cluster, balancer)[1:2])}
+    for family, rules in render.firewall_files(cluster, balancer).items():
+        record = render.FIREWALL_RECORDS[family]
+        m.applied[record] = render.applied_record([rules]) + [f"{record}-digest"]
+        m.applied[f"{record}-now"] = [f"{record}-digest"]
     return m
 
 

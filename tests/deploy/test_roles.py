@@ -9,6 +9,7 @@ from pyinfra.api.exceptions import DeployError
 from lvsha import render
 from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
 from lvsha.lab.model import ROOT
+from tasks.operations import IPTABLES_RESTORE
 from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
 from tasks.roles import cluster_host
 from tests.conftest import TEST_SECRET
@@ -58,19 +59,45 @@ def test_fresh_balancer_is_fully_configured(reference):
     # heartbeat is started after its files and the firewall are in place
     names = list(changes)
     assert names.index("Enable and start heartbeat") > names.index("Write /etc/ha.d/haresources")
-    assert names.index("Enable and start heartbeat") > names.index(f"Load {render.FIREWALL_RULES}")
+    for rules in render.firewall_files(reference, reference.balancer("balancer1")).values():
+        assert names.index("Enable and start heartbeat") > names.index(f"Load {rules.path}")
 
 
-def test_firewall_is_tested_before_it_replaces_anything(reference):
+def _rules_path(cluster, family: int) -> str:
+    return render.firewall_files(cluster, cluster.balancers[0])[family].path
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_firewall_is_tested_before_it_replaces_anything(reference, family):
+    path, restore, record = _rules_path(reference, family), IPTABLES_RESTORE[family], render.FIREWALL_RECORDS[family]
     ops = _director(reference, fresh("balancer1", ["eth0", "eth1"]))
-    (load,) = [op for op in ops if op.name == f"Load {render.FIREWALL_RULES}"]
-    candidate = f"{render.FIREWALL_RULES}.lvsha-candidate"
-    test_at = load.commands.index(f"iptables-restore --test {candidate}")
-    load_at = load.commands.index(f"iptables-restore {candidate}")
-    record_at = next(i for i, c in enumerate(load.commands) if c.startswith(f"{render.APPLIED_SCRIPT} record firewall"))
-    upload_to_rules = next(i for i, c in enumerate(load.commands) if "FileUploadCommand" in c and f"{render.FIREWALL_RULES})" in c)
+    (load,) = [op for op in ops if op.name == f"Load {path}"]
+    candidate = f"{path}.lvsha-candidate"
+    test_at = load.commands.index(f"{restore} --test {candidate}")
+    load_at = load.commands.index(f"{restore} {candidate}")
+    record_at = next(i for i, c in enumerate(load.commands) if c.startswith(f"{render.APPLIED_SCRIPT} record {record} "))
+    upload_to_rules = next(i for i, c in enumerate(load.commands) if "FileUploadCommand" in c and f"{path})" in c)
     # tested, loaded, recorded, and only then the file replaced
     assert test_at < load_at < record_at < upload_to_rules
+    # pyinfra stops at a failed command: a ruleset that fails its test leaves the file
+    # and the loaded firewall alone (only the candidate was written)
+    before_test = load.commands[:test_at + 1]
+    assert not any(path in c.replace(candidate, "") for c in before_test)
+    assert not any(c.startswith(f"{restore} ") and "--test" not in c for c in before_test)
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_changed_ruleset_is_tested_then_loaded_and_nothing_else(reference, family):
+    path, restore = _rules_path(reference, family), IPTABLES_RESTORE[family]
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    older = render.RenderedFile(path, "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n", mode="0640")
+    machine.put(older)  # the rules an older model rendered, loaded and recorded
+    machine.applied[render.FIREWALL_RECORDS[family]][:1] = render.applied_record([older])
+    changes = changing(_director(reference, machine))
+    assert list(changes) == [f"Load {path}"]
+    candidate = f"{path}.lvsha-candidate"
+    load = changes[f"Load {path}"]
+    assert load.index(f"{restore} --test {candidate}") < load.index(f"{restore} {candidate}")
 
 
 def test_authkeys_secret_never_appears_in_commands(reference):
@@ -210,18 +237,20 @@ def test_heartbeat_running_with_files_it_was_never_restarted_for_is_restarted(re
         "Restart heartbeat for its new configuration (1 of 2: balancer2)": [render.HEARTBEAT_RESTART]}
 
 
+@pytest.mark.parametrize("family", [4, 6])
 @pytest.mark.parametrize("drift", ["flushed by hand", "never recorded"])
-def test_a_loaded_firewall_that_differs_from_the_model_is_loaded_again(reference, drift):
+def test_a_loaded_firewall_that_differs_from_the_model_is_loaded_again(reference, drift, family):
+    path, restore, record = _rules_path(reference, family), IPTABLES_RESTORE[family], render.FIREWALL_RECORDS[family]
     machine = converged_balancer(reference, reference.balancer("balancer1"))
     if drift == "flushed by hand":
-        machine.applied["firewall-now"] = ["digest-of-an-empty-ruleset"]
+        machine.applied[f"{record}-now"] = ["digest-of-an-empty-ruleset"]
     else:
-        del machine.applied["firewall"]
+        del machine.applied[record]
     changes = changing(_director(reference, machine))
-    assert list(changes) == [f"Load {render.FIREWALL_RULES}"]
-    load = changes[f"Load {render.FIREWALL_RULES}"]
-    assert f"iptables-restore {render.FIREWALL_RULES}.lvsha-candidate" in load
-    assert any(c.startswith(f"{render.APPLIED_SCRIPT} record firewall ") for c in load)
+    assert list(changes) == [f"Load {path}"]
+    load = changes[f"Load {path}"]
+    assert f"{restore} {path}.lvsha-candidate" in load
+    assert any(c.startswith(f"{render.APPLIED_SCRIPT} record {record} ") for c in load)
 
 
 def test_wrong_node_name_stops_before_any_operation(reference):
@@ -331,10 +360,12 @@ def test_missing_package_refreshes_the_lists_then_installs(reference):
     assert install[0].startswith("apt-get update") and "ldirectord" in install[-1]
 
 
-def test_firewall_is_loaded_before_forwarding_is_turned_on(reference):
+@pytest.mark.parametrize("family", [4, 6])
+def test_firewall_is_loaded_before_forwarding_is_turned_on(reference, family):
+    load = f"Load {_rules_path(reference, family)}"
     names = [op.name for op in _director(reference, fresh("balancer1", ["eth0", "eth1"]))]
-    assert names.index(f"Load {render.FIREWALL_RULES}") < names.index("Forward between the networks (the firewall is loaded)")
-    assert not any("ip_forward" in n for n in names[:names.index(f"Load {render.FIREWALL_RULES}")])
+    assert names.index(load) < names.index("Forward between the networks (the firewall is loaded)")
+    assert not any("ip_forward" in n for n in names[:names.index(load)])
 
 
 def test_ssh_from_an_anti_spoofed_source_is_refused_before_anything_changes(reference):
