@@ -101,12 +101,17 @@ def check_ssh_survives_firewall(cluster: Cluster, balancer: Balancer) -> None:
 
     The session's first packet, as a new connection from the same client, is
     judged against the whole rendered ruleset (raw, nat, filter), so that both
-    this session and the next deploy's get through, also after a reboot.
+    this session and the next deploy's get through, also after a reboot. A
+    session over IPv6 is refused: rules.v6 accepts no new IPv6 connection.
     """
     conn = fact(SshConnection)
     if conn is None:
         return
     server, client, port = IPAddress(conn["server"]), IPAddress(conn["client"]), conn["server_port"]
+    if server.version == 6:
+        raise DeployError(f"{host.name}: this deploy's SSH session ({client} -> [{server}]:{port}) is over IPv6, "
+                          "which the new firewall drops (the model is IPv4: rules.v6 accepts no new connection); "
+                          "connect to the balancer's IPv4 address")
     addresses = fact(InterfaceAddresses)
     arriving_on = [name for name, cidrs in addresses.items() if any(IPNetwork(c).ip == server for c in cidrs)]
     session = f"this deploy's SSH session ({client} -> {server}:{port} on {', '.join(arriving_on) or 'an unknown interface'})"

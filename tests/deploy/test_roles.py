@@ -368,12 +368,18 @@ def test_firewall_is_loaded_before_forwarding_is_turned_on(reference, family):
     assert not any("ip_forward" in n for n in names[:names.index(load)])
 
 
-def test_ssh_from_an_anti_spoofed_source_is_refused_before_anything_changes(reference):
-    """An operator at 10.0.5.20: allowed by firewall.services (0.0.0.0/0), dropped in raw."""
+@pytest.mark.parametrize("client, server, match", [
+    # an operator at 10.0.5.20: allowed by firewall.services (0.0.0.0/0), dropped in raw
+    ("10.0.5.20", "10.0.0.254", r"10.0.5.20 -> 10.0.0.254:22 on eth0\) would be dropped by the new "
+                                r"firewall \(-A PREROUTING -i eth0 -s 10.0.4.0/22 -j DROP\)"),
+    # rules.v6 accepts no new connection: the next deploy could not connect this way
+    ("fe80::1", "fe80::5054:ff:fe00:1", r"SSH session \(fe80::1 -> \[fe80::5054:ff:fe00:1\]:22\) is over IPv6, "
+                                        r"which the new firewall drops"),
+], ids=["from an anti-spoofed source", "over IPv6"])
+def test_ssh_the_new_firewall_drops_is_refused_before_anything_changes(reference, client, server, match):
     machine = converged_balancer(reference, reference.balancer("balancer1"))
-    machine.ssh = {"client": "10.0.5.20", "client_port": 40000, "server": "10.0.0.254", "server_port": 22}
-    with pytest.raises(DeployError, match=r"10.0.5.20 -> 10.0.0.254:22 on eth0\) would be dropped by the new "
-                                          r"firewall \(-A PREROUTING -i eth0 -s 10.0.4.0/22 -j DROP\)"):
+    machine.ssh = {"client": client, "client_port": 40000, "server": server, "server_port": 22}
+    with pytest.raises(DeployError, match=match):
         _director(reference, machine)
 
 
