@@ -78,6 +78,8 @@ MANAGED_DIRECTORIES = tuple(sorted({
 REJOIN_TIMEOUT = 120
 # lvsha-heartbeat-restart fails if the pair has not settled after this long.
 SETTLE_TIMEOUT = 600
+# s heartbeat.service may take to stop before systemd kills it (Debian's: 30 min, no SIGKILL).
+STOP_TIMEOUT = 60
 # systemd restarts a heartbeat that stopped by itself after this many seconds.
 RESTART_DELAY = 2
 # A node's IPVS sync daemons listen this long past one refresh period before its
@@ -184,7 +186,7 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
     return [
         RenderedFile(HEARTBEAT_DROPIN, _render(
             "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
-            rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=30,
+            rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=30, stop_timeout=STOP_TIMEOUT,
             sync_listen=sync_listen(cluster),
             sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),
         _shipped("systemd", LDIRECTORD_DROPIN, source="ldirectord-lvsha.conf"),

@@ -41,6 +41,7 @@ FAKES = {
     "sleep": """
         echo "sleep $*" >> "$FAKE/calls"
         [ -f "$FAKE/sleep-for-real" ] && exec /bin/sleep "$@"
+        case $1 in *.*) exec /bin/sleep "$@" ;; esac  # short pauses (a killed process dying) are real
         exit 0""",
     "systemctl": """
         echo "systemctl $*" >> "$FAKE/calls"
@@ -49,6 +50,7 @@ FAKES = {
         show)
             case "$*" in
             *ExecMainExitTimestampMonotonic*) cat "$FAKE/exited" 2>/dev/null || echo 0 ;;
+            *ControlGroup*) cat "$FAKE/control-group" 2>/dev/null || echo ;;
             *) cat "$FAKE/sync-since" 2>/dev/null || echo 0 ;;
             esac
             exit 0 ;;
@@ -69,6 +71,8 @@ FAKES = {
     "ip": """
         echo "ip $*" >> "$FAKE/calls"
         case "$*" in
+        "-o -4 addr show")  # the first floating address alone, when the node carries some of them
+            [ -f "$FAKE/carries-some" ] && echo "3: eth1    inet $SOME/24 brd + scope global eth1" ;;
         "-4 neigh show to "*)
             address=$5
             if [ -f "$FAKE/answers-$address" ]; then
@@ -79,6 +83,20 @@ FAKES = {
         esac
         exit 0""",
     "ping": 'echo "ping $*" >> "$FAKE/calls"; exit 1',
+    # The filter table with its counters: the peer's heartbeat packets grow by 3 between
+    # two reads while the peer's heartbeat is alive ("peer-alive"), not while it is silent.
+    "iptables-save": """
+        echo "iptables-save $*" >> "$FAKE/calls"
+        [ -f "$FAKE/no-heartbeat-rule" ] && { echo "*filter"; echo "[9:900] -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"; exit 0; }
+        n=$(cat "$FAKE/packets" 2>/dev/null || echo 40)
+        [ -f "$FAKE/peer-alive" ] && echo $((n + 3)) > "$FAKE/packets"
+        echo "*filter"
+        echo ":INPUT DROP [12:3400]"
+        echo "[9:900] -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"
+        echo "[$n:$((n * 150))] -A INPUT -i $PROBE -s $PEER_ADDRESS/32 -p udp -m udp --dport $PORT -j ACCEPT"
+        echo "[$n:$((n * 150))] -A INPUT -i $OTHER -s $PEER_OTHER/32 -p udp -m udp --dport $PORT -j ACCEPT"
+        echo "[5:500] -A INPUT -p udp -m udp --dport 6940 -j ACCEPT"
+        echo COMMIT""",
     "pkill": 'echo "pkill $*" >> "$FAKE/calls"; exit 1',
     "logger": "exit 0",
     "lvsha-applied": 'echo "lvsha-applied $*" >> "$FAKE/calls"',
@@ -117,7 +135,12 @@ class Fake:
 
     def run(self, script: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file),
-               "LVSHA_STATE_DIR": str(self.run_dir), "SERVICE_RESULT": "signal"}
+               "LVSHA_STATE_DIR": str(self.run_dir), "SERVICE_RESULT": "signal",
+               "LVSHA_CGROUP_ROOT": str(self.root / "cgroup"),
+               # what the fake iptables-save prints: the reference's heartbeat rules
+               "PROBE": PROBE, "PEER_ADDRESS": PEER_ADDRESS, "OTHER": NODE.external_interface,
+               "PEER_OTHER": PEER.external_ip, "PORT": str(render.HEARTBEAT_UDP_PORT),
+               "SOME": ADDRESSES.split("/")[0]}
         return subprocess.run([script, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
     def calls(self) -> list[str]:
@@ -125,8 +148,8 @@ class Fake:
         return path.read_text().splitlines() if path.exists() else []
 
     def waits(self) -> list[int]:
-        """The seconds of each sleep the scripts asked for."""
-        return [int(call.split()[1]) for call in self.calls() if call.startswith("sleep ")]
+        """The seconds of each whole-second sleep the scripts asked for (not the short pauses)."""
+        return [int(call.split()[1]) for call in self.calls() if call.startswith("sleep ") and "." not in call]
 
     @property
     def stopped_marker(self) -> Path:
@@ -137,20 +160,27 @@ class Fake:
 def fake(tmp_path):
     fake = Fake(tmp_path)
     fake.set("active-netfilter-persistent.service")  # the firewall loaded
+    fake.set("peer-alive")  # the peer's heartbeat packets arrive (tests of a silent peer remove it)
     return fake
 
 
 # ---- lvsha-heartbeat-guard ----------------------------------------------------
 
+def _not_listening(calls: list[str]) -> list[str]:
+    return [c for c in calls if not c.startswith(("systemctl show", "iptables-save", "sleep "))]
+
+
 def test_release_records_the_stop_and_gives_up_every_address_keeping_ldirectord(fake):
     fake.set("carries")
     result = fake.run(GUARD, "release")
     assert result.returncode == 0, result.stderr
-    assert abs(int(fake.stopped_marker.read_text()) - time.time()) < 5
-    assert [c for c in fake.calls() if not c.startswith("systemctl show")] == [
+    assert abs(int(fake.stopped_marker.read_text()) - _uptime()) < 5  # seconds since boot
+    assert _not_listening(fake.calls()) == [
+        # no cgroup to read (not under systemd): the takeover watch and heartbeat's processes by name
         f"pkill -KILL -f ^/bin/sh {render.TAKEOVER_WATCH}",  # before the addresses go: it adds none after
-        f"floating-ips {ADDRESSES} stop",
         "pkill -KILL -f ^heartbeat: ",
+        f"floating-ips {ADDRESSES} status",
+        f"floating-ips {ADDRESSES} stop",
     ]
     assert "holds no floating address" in result.stderr
 
@@ -161,8 +191,96 @@ def test_release_records_when_heartbeats_process_ended_not_when_the_release_runs
     fake.set("exited", str(int((_uptime() - 8) * 1_000_000)))
     result = fake.run(GUARD, "release")
     assert result.returncode == 0, result.stderr
-    assert 0 <= int(fake.stopped_marker.read_text()) - (time.time() - 8) <= 2  # rounded up, never early
+    assert 0 <= int(fake.stopped_marker.read_text()) - (_uptime() - 8) <= 2  # rounded up, never early
     assert "systemctl show -P ExecMainExitTimestampMonotonic heartbeat.service" in fake.calls()
+
+
+def test_the_stop_is_recorded_on_the_monotonic_clock_whatever_the_wall_clock_says(fake):
+    """A clock step at boot (chrony's makestep) must not end a wait early or make it endless."""
+    fake.set("exited", str(int((_uptime() - 8) * 1_000_000)))
+    date = fake.bin / "date"
+    date.write_text("#!/bin/sh\necho 4102444800\n")  # the year 2100
+    date.chmod(0o755)
+    assert fake.run(GUARD, "release").returncode == 0
+    assert abs(int(fake.stopped_marker.read_text()) - (_uptime() - 7)) <= 2
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    # deadtime 2 + 2 keepalives since the stop, 8 s ago: no wait left whatever the date says
+    assert fake.waits() == [2], fake.calls()  # only the listening (a keepalive and a second)
+
+
+@pytest.fixture
+def heartbeat_cgroup(fake):
+    """heartbeat.service's cgroup with processes left in it: heartbeat's children and the
+    shell chain one of them runs (here: long sleeps that could add an address later)."""
+    group = "/system.slice/heartbeat.service"
+    fake.set("control-group", group + "\n")
+    folder = fake.root / "cgroup" / group.lstrip("/")
+    folder.mkdir(parents=True)
+    children = [subprocess.Popen(["sleep", "300"]) for _ in range(3)]
+    (folder / "cgroup.procs").write_text("".join(f"{c.pid}\n" for c in children))
+    yield children
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+def test_release_ends_every_process_of_heartbeats_cgroup_before_removing_the_addresses(fake, heartbeat_cgroup):
+    """A resource chain still running (harc, ResourceManager, a resource script, the
+    watch's child) could add the addresses back after release: it is ended first."""
+    fake.set("carries")
+    fake.set("watched", "".join(f"{c.pid}\n" for c in heartbeat_cgroup))
+    probe = fake.bin / "floating-ips"
+    # the address script records which of the cgroup's processes were still alive when it ran
+    probe.write_text(probe.read_text().replace(
+        'echo "floating-ips $*" >> "$FAKE/calls"',
+        'echo "floating-ips $*" >> "$FAKE/calls"\n'
+        'for p in $(cat "$FAKE/watched"); do read -r st < /proc/$p/stat; st=${st##*) }; '
+        '[ "${st%% *}" = Z ] || echo "alive $p" >> "$FAKE/calls"; done'))  # a zombie is dead
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    for child in heartbeat_cgroup:
+        assert child.wait(timeout=5) == -9  # SIGKILL
+    calls = fake.calls()
+    assert not any(c.startswith("alive ") for c in calls), calls
+    assert not any(c.startswith("pkill") for c in calls)  # the cgroup says it all
+    assert calls.index(f"floating-ips {ADDRESSES} stop") > calls.index("systemctl show -P ControlGroup heartbeat.service")
+
+
+def test_the_only_node_serving_keeps_its_addresses_while_its_peers_heartbeat_is_silent(fake):
+    """Maintenance on the peer (its heartbeat stopped, its machine up), then heartbeat
+    here crashes or restarts: nobody else can take the addresses, so they stay."""
+    (fake.state / "peer-alive").unlink()
+    fake.set("carries")
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert (fake.state / "carries").exists()
+    assert f"floating-ips {ADDRESSES} stop" not in fake.calls()
+    assert f"{PEER.name}'s heartbeat is silent" in result.stderr and "keeps the floating addresses" in result.stderr
+    assert fake.waits() == [int(FAST["LVSHA_KEEPALIVE"]) + 1]  # listened a keepalive and a second
+    # and heartbeat starts again at once: no wait for a peer that will not take over
+    fake.set("exited", str(int(_uptime() * 1_000_000)))
+    rejoined = fake.run(GUARD, "rejoin")
+    assert rejoined.returncode == 0, rejoined.stderr
+    assert (fake.state / "carries").exists()
+    assert fake.waits() == [2, 2], fake.calls()  # each listened once, nothing more
+    assert not any(c.startswith(("ping", "ip neigh")) for c in fake.calls())
+
+
+@pytest.mark.parametrize("rule", ["no-heartbeat-rule", "no-iptables"])
+def test_a_peer_whose_heartbeat_cannot_be_heard_of_is_taken_as_alive(fake, rule):
+    """No counters to read (no rule for heartbeat's port loaded, no iptables-save):
+    the release removes the addresses as before, rather than guess."""
+    (fake.state / "peer-alive").unlink()
+    fake.set("carries")
+    if rule == "no-iptables":
+        (fake.bin / "iptables-save").write_text("#!/bin/sh\nexit 1\n")
+    else:
+        fake.set(rule)
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert f"floating-ips {ADDRESSES} stop" in fake.calls()
+    assert fake.waits() == []  # nothing to listen to
 
 
 def test_release_that_cannot_remove_an_address_fails(fake):
@@ -176,8 +294,10 @@ def test_rejoin_at_boot_releases_and_does_not_wait(fake):
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0, result.stderr
     assert fake.waits() == []
-    assert fake.calls()[:2] == [f"pkill -KILL -f ^/bin/sh {render.TAKEOVER_WATCH}", f"floating-ips {ADDRESSES} stop"]
-    assert not any(c.startswith(("ping", "ip ")) for c in fake.calls())
+    assert _not_listening(fake.calls())[:4] == [
+        f"pkill -KILL -f ^/bin/sh {render.TAKEOVER_WATCH}", "pkill -KILL -f ^heartbeat: ",
+        f"floating-ips {ADDRESSES} status", f"floating-ips {ADDRESSES} stop"]
+    assert not any(c.startswith(("ping", "ip ", "iptables-save")) for c in fake.calls())
     assert fake.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
 
 
@@ -188,21 +308,27 @@ def test_rejoin_refuses_to_start_heartbeat_without_the_firewall(fake):
     assert "the firewall is not loaded" in result.stderr
 
 
+def _stopped(fake, seconds_ago: float) -> None:
+    fake.run_dir.mkdir(exist_ok=True)
+    fake.stopped_marker.write_text(str(int(_uptime() - seconds_ago)))
+
+
 def test_rejoin_waits_until_the_peer_has_declared_this_node_dead(fake):
-    """Peer silent: wait deadtime (2) + 2 keepalives (1) since the stop, then start alone."""
-    fake.run_dir.mkdir()
-    fake.stopped_marker.write_text(str(int(time.time())))
+    """Peer's heartbeat alive, its machine silent on the probe link: wait deadtime (2) +
+    2 keepalives (1) since the stop, listening included, then start alone."""
+    _stopped(fake, 0)
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0, result.stderr
-    assert len(fake.waits()) == 1 and 2 <= fake.waits()[0] <= 4, fake.calls()  # 4 s since the stop, in whole seconds
+    listen, *rest = fake.waits()
+    # 4 s since the stop (the fake sleep takes no time, so the listening shortened nothing)
+    assert listen == 2 and len(rest) == 1 and 3 <= rest[0] <= 4, fake.calls()
     assert f"does not answer on {PROBE}: starting heartbeat alone" in result.stderr
     assert not fake.stopped_marker.exists()
 
 
 def test_rejoin_waits_for_the_peer_to_finish_taking_over(fake):
     """Peer up: wait until the internal gateway answers ARP (the peer's last resource is up)."""
-    fake.run_dir.mkdir()
-    fake.stopped_marker.write_text(str(int(time.time()) - 10))  # the peer had time to see us leave
+    _stopped(fake, 10)  # the peer had time to see us leave
     fake.set(f"answers-{PEER_ADDRESS}", "0")
     fake.set(f"answers-{GATEWAY}", "2")  # the gateway appears at the third probe
     result = fake.run(GUARD, "rejoin")
@@ -215,14 +341,28 @@ def test_rejoin_waits_for_the_peer_to_finish_taking_over(fake):
 
 
 def test_rejoin_gives_up_waiting_for_a_peer_that_never_takes_over(fake):
-    fake.run_dir.mkdir()
-    fake.stopped_marker.write_text(str(int(time.time()) - 10))
+    _stopped(fake, 10)
     fake.set(f"answers-{PEER_ADDRESS}", "0")
     fake.set("sleep-for-real")  # the timeout is counted on the clock
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0
-    assert 1 <= len(fake.waits()) <= 3  # probes a second apart until the rejoin timeout (3 s, in whole seconds)
+    probes = fake.waits()[1:]  # after the listening
+    assert 1 <= len(probes) <= 3  # probes a second apart until the rejoin timeout (3 s, in whole seconds)
     assert "has not taken the floating addresses in 3 s; starting heartbeat anyway" in result.stderr
+
+
+def test_both_heartbeats_restarting_at_once_do_not_wait_for_each_other(fake):
+    """A healed partition, both crashed, `apt upgrade` on both: each node's peer answers
+    ARP but its heartbeat is silent. Neither waits for the other to take the gateway
+    (before: each waited the whole rejoin timeout); both start as at boot."""
+    (fake.state / "peer-alive").unlink()
+    _stopped(fake, 0)
+    fake.set(f"answers-{PEER_ADDRESS}", "0")
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert fake.waits() == [int(FAST["LVSHA_KEEPALIVE"]) + 1]  # the listening alone: no deadtime, no gateway
+    assert not any(c.startswith(("ping", "ip neigh")) for c in fake.calls())
+    assert f"{PEER.name}'s heartbeat is silent: nobody is taking over, heartbeat starts now" in result.stderr
 
 
 # ---- lvsha-heartbeat-restart --------------------------------------------------
@@ -284,6 +424,32 @@ def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings)
     assert fake2.run(RESTART).returncode == 1
 
 
+def test_a_node_carrying_some_addresses_is_not_settled_carrying_none(tmp_path):
+    """The backup must end with none of the group: some of it is not none."""
+    fake = Fake(tmp_path, balancer=PEER, LVSHA_SETTLE_TIMEOUT="3")
+    fake.set("sleep-for-real")
+    _pair(fake, rsc="none")
+    fake.set("carries-some")
+    result = fake.run(RESTART)
+    assert result.returncode == 1
+    assert "expected this node to carry none of the floating addresses" in result.stderr
+    assert "carries some of the floating addresses, not all" in result.stderr
+
+
+def test_the_settle_deadline_is_taken_from_the_monotonic_clock(tmp_path):
+    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="2")
+    fake.set("sleep-for-real")
+    date = fake.bin / "date"
+    date.write_text("#!/bin/sh\necho 4102444800\n")  # a clock stepped to 2100 mid-wait would end it at once
+    date.chmod(0o755)
+    _pair(fake, rsc="transition", carries_after_start=True)
+    started = time.monotonic()
+    result = fake.run(RESTART)
+    assert result.returncode == 1 and "did not settle in 2 s" in result.stderr
+    assert time.monotonic() - started >= 2  # lower bound only: the deadline was honoured
+    assert not any(c.startswith("date") for c in fake.calls())
+
+
 def test_the_only_node_serving_is_not_restarted(fake):
     _pair(fake, peer="dead", carries=True, rsc="all")
     result = fake.run(RESTART)
@@ -329,6 +495,7 @@ def synced(tmp_path):
     fake = Fake(tmp_path, LVSHA_STATE_SCRIPT=str(tmp_path / "bin" / "state"), LVSHA_SYNC_LISTEN="30")
     assert rendered_env(NODE)["LVSHA_STATE_SCRIPT"] == render.CONNTRACKD_SCRIPT  # the reference syncs
     fake.set("active-netfilter-persistent.service")
+    fake.set("peer-alive")
     return fake
 
 

@@ -74,3 +74,16 @@ def test_a_site_without_real_servers_stops_the_wait_at_the_timeout_not_the_sync(
 def test_a_bad_timeout_is_a_usage_error(run):
     rc, err, _ = run("soon", HEADER)
     assert rc == 2
+
+
+def test_the_timeout_is_counted_on_the_monotonic_clock(run, reference, tmp_path):
+    """chrony's makestep at boot: a wall clock stepped forward must not end the wait
+    early (nor one stepped back make it endless)."""
+    date = tmp_path / "date"
+    # stepped 100 s forward at every reading
+    date.write_text(f"#!/bin/sh\nn=$(cat {tmp_path}/now 2>/dev/null || echo 1700000000)\n"
+                    f"echo $((n + 100)) > {tmp_path}/now\necho $n\n")
+    date.chmod(0o755)
+    every = len(reference.virtual_servers())
+    rc, err, took = run("2", table(reference, every, reals=False))
+    assert rc == 0 and took > 1, err  # the 2 s timeout, not the first tick of a racing clock

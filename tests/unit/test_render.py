@@ -325,3 +325,15 @@ def test_forwarding_is_turned_on_by_the_firewall_unit_not_at_boot(reference):
     assert "ip_forward" not in "".join(l for l in sysctls.splitlines() if not l.startswith("#"))
     dropin = _file(reference, "balancer1", render.FIREWALL_DROPIN).content
     assert "ExecStartPost=/usr/sbin/sysctl -q -w net.ipv4.ip_forward=1" in dropin
+
+
+def test_a_hung_heartbeat_is_killed_within_the_stop_timeout_not_debians_half_hour(reference):
+    """Debian's heartbeat.service: TimeoutStopSec=30min, SendSIGKILL=no. A hung heartbeat
+    would keep the addresses that long; lvsha's drop-in bounds it, then release runs."""
+    dropin, ldirectord = render.unit_dropin_files(reference)
+    lines = dropin.content.splitlines()
+    assert f"TimeoutStopSec={render.STOP_TIMEOUT}" in lines and "SendSIGKILL=yes" in lines
+    assert f"ExecStopPost={render.HEARTBEAT_GUARD} release" in lines
+    # and ldirectord is stopped by systemd itself, which waits for it (never Debian's fire-and-forget stop)
+    assert {"ExecStop=", "KillMode=control-group"} <= set(ldirectord.content.splitlines())
+    assert "cleanstop=no" in render.ldirectord_file(reference).content.splitlines()
