@@ -3,11 +3,13 @@ primary commits the peer's states, backup shortens the kernel's timers, and a
 failed conntrackd request never stops the addresses from moving."""
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from lvsha import render
+from lvsha.lab import wait_until
 
 SCRIPT = str(render.FILES / "heartbeat" / Path(render.CONNTRACKD_SCRIPT).name)
 
@@ -15,21 +17,39 @@ SCRIPT = str(render.FILES / "heartbeat" / Path(render.CONNTRACKD_SCRIPT).name)
 @pytest.fixture
 def run(tmp_path):
     fake = tmp_path / "conntrackd"
-    fake.write_text('#!/bin/sh\necho "$*" >> "$FAKE/calls"\n[ -f "$FAKE/fails" ] && { echo "cannot connect" >&2; exit 1; }\nexit 0\n')
+    fake.write_text('#!/bin/sh\necho "$*" >> "$FAKE/calls"\n[ -f "$FAKE/fails" ] && { echo "cannot connect" >&2; exit 1; }\n'
+                    '[ -f "$FAKE/hangs" ] && exec sleep 300\n'
+                    # "held": every request but the commit waits until the test lets it go
+                    'if [ -f "$FAKE/held" ] && [ "$3" != -c ]; then while [ ! -f "$FAKE/go" ]; do sleep 0.05; done; fi\n'
+                    'exit 0\n')
     fake.chmod(0o755)
     logger = tmp_path / "logger"
     logger.write_text("#!/bin/sh\nexit 0\n")
     logger.chmod(0o755)
 
-    def run(action):
+    logged = tmp_path / "logged"
+    logger.write_text(f'#!/bin/sh\nshift 2; shift; echo "$*" >> {logged}\n')  # logger -t NAME -- MESSAGE
+
+    def run(action, settle=True):
+        """Run ACTION; with `settle`, also wait for start's background part (its last log line)."""
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_CONNTRACKD": str(fake),
-               "LVSHA_CONNTRACKD_CONFIG": "/etc/conntrackd/conntrackd.conf", "LVSHA_STATE_DIR": str(tmp_path / "run")}
+               "LVSHA_CONNTRACKD_CONFIG": "/etc/conntrackd/conntrackd.conf", "LVSHA_STATE_DIR": str(tmp_path / "run"),
+               "LVSHA_CONNTRACKD_TIMEOUT": "2"}
         result = subprocess.run([SCRIPT, action], capture_output=True, text=True, env=env, timeout=30)
+        if action == "start" and settle:
+            wait_until(lambda: "primary" in (logged.read_text() if logged.exists() else ""), 20, interval=0.1,
+                       what="start's background part to finish")
         calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
         (tmp_path / "calls").unlink(missing_ok=True)
         return result, calls
 
+    run.logged = lambda: logged.read_text() if logged.exists() else ""
+
     run.fail = lambda: (tmp_path / "fails").write_text("")
+    run.refresh_pid = lambda: tmp_path / "run" / "conntrackd-primary.refresh"
+    run.hang = lambda: (tmp_path / "hangs").write_text("")
+    run.hold = lambda: (tmp_path / "held").write_text("")
+    run.go = lambda: (tmp_path / "go").write_text("")
     return run
 
 
@@ -57,8 +77,42 @@ def test_failed_requests_are_logged_but_never_stop_the_takeover(run):
     assert result.returncode == 0
     assert len(calls) == 4  # every step is still tried
     assert "conntrackd -c (commit the peer's states into the kernel) failed: cannot connect" in result.stderr
-    assert "4 failed conntrackd request(s)" in result.stderr
+    assert "4 failed conntrackd request(s)" in run.logged()
     assert run("stop")[0].returncode == 0
+
+
+def test_only_the_commit_comes_before_the_addresses(run):
+    """start returns once the peer's states are committed; flushing, refilling and
+    sending this node's own states (a second or more on a slow machine) follow."""
+    run.hold()  # the flush cannot finish until start has returned
+    result, calls = run("start", settle=False)
+    assert result.returncode == 0 and result.stdout.strip() == "running"
+    assert "failed" not in result.stderr  # nothing waited for the held requests
+    assert calls[0] == "-C /etc/conntrackd/conntrackd.conf -c" and "-C /etc/conntrackd/conntrackd.conf -B" not in calls
+    assert run("status")[0].returncode == 0  # primary already
+    run.go()
+    wait_until(lambda: "primary: the peer's connection states are committed" in run.logged(), 20, interval=0.1,
+               what="start's background part to finish")
+
+
+def test_a_hung_conntrackd_never_keeps_the_addresses_down(run):
+    run.hang()
+    started = time.monotonic()
+    result, calls = run("start", settle=False)
+    assert result.returncode == 0 and result.stdout.strip() == "running"
+    assert time.monotonic() - started >= 2  # the 2 s bound was waited for, no less
+    assert "conntrackd -c (commit the peer's states into the kernel) failed: no answer in 2 s" in result.stderr
+    stopped, _ = run("stop")  # bounded too, and it ends start's background part
+    assert stopped.returncode == 0 and "no answer in 2 s" in stopped.stderr
+
+
+def test_stop_ends_a_start_still_refreshing(run):
+    run.hang()
+    run("start", settle=False)
+    pid = int(Path(run.refresh_pid()).read_text())
+    run("stop")
+    wait_until(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3],
+               10, interval=0.1, what="start's background part to end")
 
 
 def test_unknown_action_is_a_usage_error(run):
