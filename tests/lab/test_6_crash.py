@@ -9,9 +9,14 @@ these crashes is taken over: test_7_failover runs next on the same pair.
 import subprocess
 import time
 
+import pytest
+
+from lvsha import render
+from lvsha.lab import lab as lab_api
 from lvsha.lab import wait_until
 from lvsha.lab.run import record
 from tests.lab.conftest import Watch
+from tests.lab.test_8_day2 import _poll_during
 
 KILL_HEARTBEAT = "pkill -KILL -f '^heartbeat: '"  # every heartbeat process: a crash, an OOM kill
 KILL_LDIRECTORD = "pkill -KILL -x ldirectord"
@@ -143,3 +148,63 @@ def test_a_healed_partition_leaves_one_carrier_and_both_heartbeats(lab):
     lab.wait_settled(lab.cluster.master.name if lab.cluster.heartbeat.auto_failback else None)
     record("partition healed: settled", time.monotonic() - healed_at)
     assert lab.carries_none(lab.other(lab.carrier()))
+
+
+def _guard_said(lab, balancer: str, since: int) -> str:
+    return lab.ssh(balancer, f"journalctl -q -o cat --since=@{since} -t lvsha-heartbeat-guard", check=False).stdout
+
+
+@pytest.mark.every_model
+def test_both_heartbeats_restarting_at_once_serve_again_without_waiting_for_each_other(lab):
+    """A healed partition, `apt upgrade` on both, an operator: heartbeat restarts on both
+    nodes at the same moment. Each sees its peer's machine answer but its heartbeat
+    silent, so neither waits the rejoin timeout for the other to take the gateway
+    (before: ~150-210 s with nobody serving); they meet as at boot."""
+    lab.carrier()
+    since = {b.name: int(lab.ssh(b.name, "date +%s").stdout) for b in lab.cluster.balancers}
+    restarts = [subprocess.Popen([*lab_api.ssh_argv(b.name), "systemctl restart heartbeat"], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for b in lab.cluster.balancers]
+    started = time.monotonic()
+    for restart in restarts:
+        restart.wait(timeout=render.REJOIN_TIMEOUT + 300)
+    watch = Watch(lab)
+
+    def serving_again():
+        return watch.exactly_one_carrier() and _heartbeats_active(lab) and lab.serving()
+
+    wait_until(serving_again, render.REJOIN_TIMEOUT + 180, interval=2, what="one carrier serving after both restarts")
+    took = time.monotonic() - started
+    record("heartbeat restarted on both at once: one carrier serving again", took)
+    said = {name: _guard_said(lab, name, at) for name, at in since.items()}
+    assert not any("starting heartbeat anyway" in s for s in said.values()), said  # nobody waited out the timeout
+    assert any("heartbeat is silent" in s for s in said.values()), said  # at least one saw the other silent
+    assert took < render.REJOIN_TIMEOUT, said
+    assert watch.both == [], f"on both at once: {watch.both}"
+    lab.wait_settled(lab.home_after_return(lab.carrier()))
+
+
+def test_the_only_serving_node_keeps_serving_when_heartbeat_dies_while_the_peers_is_stopped(lab):
+    """Maintenance on the standby (heartbeat stopped, machine up), then heartbeat crashes on
+    the active node: nobody else can take the addresses, so they stay and the sites are
+    served throughout; heartbeat comes back and takes the group over again."""
+    active = lab.carrier()
+    standby = lab.other(active)
+    lab.ssh(standby, "systemctl stop heartbeat")
+    try:
+        since = int(lab.ssh(active, "date +%s").stdout)
+
+        def crash_and_come_back():
+            lab.ssh(active, KILL_HEARTBEAT)
+            # heartbeat back (systemd), the group its own again after initdead
+            wait_until(lambda: lab.ssh(active, "cl_status rscstatus", check=False).stdout.strip() == "all",
+                       lab.cluster.heartbeat.initdead + 120, interval=2, what=f"heartbeat on {active} to hold the group")
+
+        longest, _, out = _poll_during(lab, crash_and_come_back)
+        record("heartbeat killed on the only serving node (peer's stopped): longest client wait", longest)
+        assert "keeps the floating addresses and serves on" in _guard_said(lab, active, since)
+        assert longest < 3, out[-2000:]  # every poll answered: nothing ever left
+        assert lab.floating() <= lab.carries(active)[0]
+    finally:
+        lab.ssh(standby, "systemctl start heartbeat")
+    lab.wait_settled(lab.home_after_return(active))
+    wait_until(lambda: lab.carries_none(standby), 120, interval=3, what=f"{standby} to rejoin carrying nothing")

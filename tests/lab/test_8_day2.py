@@ -10,7 +10,7 @@ import time
 import pytest
 
 from lvsha.lab import cache_dir, wait_until
-from lvsha.lab.run import record
+from lvsha.lab.run import deploy, record
 
 
 def status(lab, expect_exit: int | None = 0, raw: str | None = None) -> dict:
@@ -159,3 +159,27 @@ def test_failover_is_refused_when_the_peer_is_not_healthy(lab):
         lab.ssh(standby, "systemctl start heartbeat")
     wait_until(lambda: status(lab, expect_exit=None)["problems"] == [], 180, interval=5,
                what="the pair to be healthy again")
+
+
+@pytest.mark.every_model
+def test_a_standby_with_an_empty_ipvs_table_is_shouted_never_handed_the_group_and_repaired(lab):
+    """The fresh-machine run's outage: ldirectord active on the standby over an empty
+    IPVS table. status names it, failover refuses to hand the group over, and the
+    next deploy treats it as drift and loads the table again."""
+    active = lab.carrier()
+    standby = lab.other(active)
+    lab.ssh(standby, "ipvsadm -C")  # ldirectord keeps running: its table is gone
+    shown = status(lab, expect_exit=1)
+    lacking = ", ".join(vs.address for vs in lab.cluster.virtual_servers())
+    assert any(p.startswith(f"{standby}: IPVS lacks the virtual service(s) {lacking}") for p in shown["problems"]), \
+        shown["problems"]
+    refused = lab.lvsha("failover", "--to", standby)
+    assert refused.returncode != 0 and f"the IPVS table of {standby} is missing {lacking}" in refused.stderr, \
+        refused.stderr
+    assert lab.carrier() == active
+    repaired = deploy()
+    assert repaired.ok, repaired.output[-4000:]
+    assert f"Restart ldirectord: its IPVS table lacks {lacking}" in repaired.output
+    wait_until(lambda: lab.carries_none(standby), 60, interval=2, what=f"{standby}'s IPVS to hold the model's table")
+    assert lab.carrier() == active  # the repair moved no address
+    wait_until(lambda: status(lab, expect_exit=None)["problems"] == [], 120, interval=5, what="the pair to be healthy")
