@@ -28,6 +28,7 @@ from lvsha.model import Cluster
 FAILOVER_TIMEOUT = 120  # s: a handover moves addresses only (IPVS is loaded on both)
 # lvsha-takeover waits this long for heartbeat to start the handover (the holder's release included).
 TAKEOVER_REQUEST_TIMEOUT = 60
+COMMAND_TIMEOUT = 60  # s: any one command on a balancer (a read takes a second; a drain's reload a few)
 DRAIN_WAIT_TIMEOUT = 600
 # ldirectord applies a reload (new weights) after rereading its file: seconds, more on a slow guest.
 WEIGHT_TIMEOUT = 90
@@ -67,14 +68,23 @@ class Pair:
             t.join()
         return self
 
-    def run(self, name: str, command: str) -> tuple[int, str, str]:
-        """(0 or 1, stdout, stderr) of `command` on balancer `name`."""
+    def run(self, name: str, command: str, timeout: int = COMMAND_TIMEOUT) -> tuple[int, str, str]:
+        """(0 or 1, stdout, stderr) of `command` on balancer `name`; a command that does
+        not finish within `timeout` seconds, or a connection lost under it, is a Day2Error
+        naming the balancer and the command (never a hang, never a traceback)."""
         kwargs = {"_sudo": True} if self.sudo else {}
-        ok, output = self.hosts[name].run_shell_command(command, **kwargs)
+        try:
+            ok, output = self.hosts[name].run_shell_command(command, _timeout=timeout, **kwargs)
+        except TimeoutError:
+            raise Day2Error(f"{name}: no answer to `{command}` within {timeout} s "
+                            "(the balancer, or the SSH connection to it, hangs)") from None
+        except Exception as error:  # noqa: BLE001 -- paramiko, socket and gevent errors alike
+            raise Day2Error(f"{name}: the connection was lost during `{command}`: "
+                            f"{str(error) or type(error).__name__}") from None
         return (0 if ok else 1), output.stdout, output.stderr
 
-    def require(self, name: str, command: str, what: str) -> str:
-        rc, out, err = self.run(name, command)
+    def require(self, name: str, command: str, what: str, timeout: int = COMMAND_TIMEOUT) -> str:
+        rc, out, err = self.run(name, command, timeout)
         if rc != 0:
             raise Day2Error(f"{name}: {what} failed (`{command}`): {(err or out).strip() or 'no output'}")
         return out
@@ -210,9 +220,17 @@ def _change_drain(inventory, host, site, sudo, action: str) -> tuple[Pair, list[
         raise Day2Error(f"{', '.join(f'{n} ({pair.errors[n]})' for n in unreachable)}: cannot {action}: "
                         "the drained list lives on both balancers; bring it back first")
     arguments = " ".join(f"{v} {r}" for v, r in pairs)
+    done = []
     for name in pair.reachable():
-        pair.require(name, f"{render.DRAIN_SCRIPT} {'add' if action == 'drain' else 'remove'} {arguments}",
-                     f"{action} {host}")
+        try:
+            pair.require(name, f"{render.DRAIN_SCRIPT} {'add' if action == 'drain' else 'remove'} {arguments}",
+                         f"{action} {host}")
+        except Day2Error as error:
+            held = (f"; {', '.join(done)} has it already, so the balancers disagree until "
+                    f"`lvsha {action} {host}` succeeds on both (running it again is safe)") if done else \
+                "; nothing was changed"
+            raise Day2Error(f"{error}{held}") from None
+        done.append(name)
     return pair, pairs
 
 
@@ -352,7 +370,8 @@ def failover_command(inventory, target, timeout, sudo):
               f"(at most {request_timeout} s for {holder} to release it)")
     # On the receiver: hb_takeover, then the addresses added the moment heartbeat
     # starts acquiring them (files/heartbeat/lvsha-takeover).
-    pair.require(target, f"{render.TAKEOVER_SCRIPT} {holder} {request_timeout}", "the takeover request")
+    pair.require(target, f"{render.TAKEOVER_SCRIPT} {holder} {request_timeout}", "the takeover request",
+                 timeout=request_timeout + COMMAND_TIMEOUT)
     total = len(pair.cluster.floating_ips())
     held = left = 0
     serves = False

@@ -11,10 +11,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import pytest
 
 from lvsha import live, render
-from lvsha.day2 import Day2Error, _fit_to_carry, active_connections, drain_pairs
+from lvsha import day2
+from lvsha.day2 import Day2Error, Pair, _fit_to_carry, active_connections, drain_pairs, read_view
 
 CAPTURES = Path(__file__).parent / "captures"
 
@@ -222,3 +225,62 @@ def test_what_failover_waits_for(edge):
     drained_everywhere = raw["lb-a"]["ipvs"][1].replace("Masq    1", "Masq    0")
     assert not live.serves_every_site(edge, live.parse_ipvsadm(drained_everywhere))
     assert not live.serves_every_site(edge, {})
+
+
+# ---- commands on a balancer: bounded, and a lost connection named ----------------
+
+class _Host:
+    """A connected balancer whose commands answer, hang or lose the connection."""
+
+    def __init__(self, answer=None, error=None):
+        self.answer, self.error, self.calls = answer, error, []
+
+    def run_shell_command(self, command, _timeout=None, **kwargs):
+        self.calls.append((command, _timeout))
+        if self.error:
+            raise self.error
+        return True, SimpleNamespace(stdout=self.answer or "", stderr="")
+
+
+def test_a_command_that_hangs_is_bounded_and_named(edge):
+    name = edge.balancers[0].name
+    host = _Host(error=TimeoutError())  # what pyinfra raises when _timeout passes
+    pair = Pair(edge, inventory=None, hosts={name: host})
+    with pytest.raises(Day2Error, match=rf"{name}: no answer to `cl_status rscstatus` within 60 s"):
+        pair.run(name, "cl_status rscstatus")
+    assert host.calls == [("cl_status rscstatus", 60)]
+    with pytest.raises(Day2Error, match=r"within 5 s"):
+        pair.require(name, "true", "a check", timeout=5)
+
+
+def test_a_connection_lost_mid_command_is_named_not_a_traceback(edge):
+    name = edge.balancers[0].name
+    pair = Pair(edge, inventory=None, hosts={name: _Host(error=EOFError())})
+    with pytest.raises(Day2Error, match=rf"{name}: the connection was lost during `ipvsadm -Ln`: EOFError"):
+        pair.run(name, "ipvsadm -Ln")
+    # status reads it as that balancer unreachable, with the reason
+    view = read_view(pair, name)
+    assert not view.reachable and "the connection was lost" in view.error
+
+
+def test_a_drain_that_fails_on_the_second_balancer_says_the_first_has_it(edge, monkeypatch):
+    first, second = (b.name for b in edge.balancers)
+
+    class Failing(_Host):
+        def run_shell_command(self, command, _timeout=None, **kwargs):
+            self.calls.append((command, _timeout))
+            return False, SimpleNamespace(stdout="", stderr="lvsha-drain: /var/lib/lvsha/drained is locked")
+
+    hosts = {first: _Host(), second: Failing()}
+    pair = Pair(edge, inventory=None, hosts=hosts)
+    monkeypatch.setattr(day2, "load_pair", lambda inventory, sudo: pair)
+    monkeypatch.setattr(Pair, "connect", lambda self: self)
+    host = edge.web_hosts[0].name
+    with pytest.raises(Day2Error) as raised:
+        day2._change_drain("inventory.py", host, None, False, "drain")
+    message = str(raised.value)
+    assert message.startswith(f"{second}: drain {host} failed")
+    assert f"{first} has it already, so the balancers disagree until `lvsha drain {host}` succeeds on both" in message
+    hosts[first] = Failing()
+    with pytest.raises(Day2Error, match="nothing was changed"):
+        day2._change_drain("inventory.py", host, None, False, "drain")
