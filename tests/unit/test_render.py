@@ -288,16 +288,21 @@ def _tables(rules: str) -> dict[str, tuple[dict[str, str], list[list[str]]]]:
 @pytest.mark.parametrize("balancer", ["balancer1", "balancer2"])
 def test_ipv6_ruleset_accepts_no_new_connection(reference, balancer):
     """sshd listens on IPv6 too: the v6 ruleset (the model has no IPv6 address)
-    accepts loopback and replies only, nothing to port 22, no ICMPv6."""
+    accepts loopback, replies and on-link neighbour discovery only, nothing to port 22."""
     tables = _tables(_file(reference, balancer, render.FIREWALL6_RULES).content)
     assert list(tables) == ["filter"]
     policies, rules = tables["filter"]
     assert policies == {"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "ACCEPT"}
     accepted = [rule for rule in rules if rule[-2:] == ["-j", "ACCEPT"]]
     assert accepted == rules  # only accepts: everything else meets the policy
-    assert [rule[:4] for rule in accepted] == [["-A", "INPUT", "-i", "lo"], ["-A", "INPUT", "-m", "conntrack"]]
+    assert [rule[:4] for rule in accepted[:2]] == [["-A", "INPUT", "-i", "lo"], ["-A", "INPUT", "-m", "conntrack"]]
     assert accepted[1][4:6] == ["--ctstate", "RELATED,ESTABLISHED"]
-    assert not any("22" in rule or "ssh" in rule or "ipv6-icmp" in rule or "icmpv6" in rule for rule in rules)
+    # neighbour discovery, on-link only (hop limit 255): router and neighbour solicitation/advertisement
+    nd = accepted[2:]
+    assert [rule[rule.index("--icmpv6-type") + 1] for rule in nd] == ["133", "134", "135", "136"]
+    assert all(rule[:4] == ["-A", "INPUT", "-p", "ipv6-icmp"] and "--hl-eq" in rule and
+               rule[rule.index("--hl-eq") + 1] == "255" for rule in nd)
+    assert not any("--dport" in rule or "tcp" in rule or "udp" in rule for rule in rules)
 
 
 def test_render_never_writes_authkeys_wider_than_0600(reference, tmp_path, monkeypatch):
