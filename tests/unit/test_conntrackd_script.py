@@ -21,7 +21,8 @@ def run(tmp_path):
     fake.write_text('#!/bin/sh\necho "$*" >> "$FAKE/calls"\n[ -f "$FAKE/fails" ] && { echo "cannot connect" >&2; exit 1; }\n'
                     '[ -f "$FAKE/hangs" ] && exec sleep 300\n'
                     # "held": every request but the commit waits until the test lets it go
-                    'if [ -f "$FAKE/held" ] && [ "$3" != -c ]; then while [ ! -f "$FAKE/go" ]; do sleep 0.05; done; fi\n'
+                    'if [ -f "$FAKE/held" ] && [ "$3" != -c ]; then '
+                    'n=0; while [ ! -f "$FAKE/go" ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n + 1)); done; fi\n'
                     'exit 0\n')
     fake.chmod(0o755)
     logger = tmp_path / "logger"
