@@ -54,18 +54,25 @@ class DefaultRoutes(FactBase):
 
 class SshConnection(FactBase):
     """The SSH connection this deploy runs over, from the server's side:
-    {"client": ip, "client_port": n, "server": ip, "server_port": n}, or None
-    when not connected over SSH (e.g. @local)."""
+    {"client": ip, "client_port": n, "server": ip, "server_port": n, "route_interface":
+    the interface the kernel routes the session's packets to the client by (None if
+    it cannot tell)}, or None when not connected over SSH (e.g. @local). With the weak
+    host model a session can arrive on another interface than the one holding the
+    server's address (a management NIC, asymmetric routing): the route is what counts."""
 
     def command(self) -> str:
-        return 'echo "${SSH_CONNECTION:-}"'
+        return ('set -- ${SSH_CONNECTION:-}; echo "$*"; '
+                '[ $# -eq 4 ] && ip -o route get "$1" from "$3" 2>/dev/null; true')
 
     def process(self, output):
-        fields = " ".join(output).split()
+        fields = (output[0] if output else "").split()
         if len(fields) != 4:
             return None
         client, client_port, server, server_port = fields
-        return {"client": client, "client_port": int(client_port), "server": server, "server_port": int(server_port)}
+        route = " ".join(output[1:]).split()
+        interface = route[route.index("dev") + 1] if "dev" in route[:-1] else None
+        return {"client": client, "client_port": int(client_port), "server": server, "server_port": int(server_port),
+                "route_interface": interface}
 
 
 class IfupdownFiles(FactBase):

@@ -113,8 +113,15 @@ def check_ssh_survives_firewall(cluster: Cluster, balancer: Balancer) -> None:
                           "which the new firewall drops (the model is IPv4: rules.v6 accepts no new connection); "
                           "connect to the balancer's IPv4 address")
     addresses = fact(InterfaceAddresses)
-    arriving_on = [name for name, cidrs in addresses.items() if any(IPNetwork(c).ip == server for c in cidrs)]
-    session = f"this deploy's SSH session ({client} -> {server}:{port} on {', '.join(arriving_on) or 'an unknown interface'})"
+    # The interface the kernel routes the session by (the weak host model lets it arrive on
+    # another one than the address's: a management NIC, asymmetric routing); failing that,
+    # the one holding the server's address.
+    holding = [name for name, cidrs in addresses.items() if any(IPNetwork(c).ip == server for c in cidrs)]
+    arriving_on = [conn["route_interface"]] if conn.get("route_interface") else holding
+    routed = f", routed by {arriving_on[0]} though {holding[0]} holds {server}" \
+        if conn.get("route_interface") and holding and holding != arriving_on else ""
+    session = (f"this deploy's SSH session ({client} -> {server}:{port} on "
+               f"{', '.join(arriving_on) or 'an unknown interface'}{routed})")
     fix = ("allow it in firewall.services (own external address), narrow firewall.spoofed_sources, "
            "or set the balancer's management_interface")
     if len(arriving_on) != 1:

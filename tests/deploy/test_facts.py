@@ -189,3 +189,18 @@ def test_ifupdown_files_are_read_as_they_are(tmp_path):
         str(interfaces): interfaces.read_text(),
         str(sourced / "eth0"): (sourced / "eth0").read_text() + "\n",
     }
+
+
+def test_the_ssh_session_is_read_with_the_interface_the_kernel_routes_it_by():
+    """SshConnection runs its own command in a shell here, with SSH_CONNECTION as sshd
+    sets it, against the real `ip route get` (loopback: routed by lo)."""
+    from tasks.facts import SshConnection
+
+    fact = SshConnection()
+    env = {**os.environ, "SSH_CONNECTION": "127.0.0.1 50000 127.0.0.1 22"}
+    out = subprocess.run(["sh", "-c", fact.command()], capture_output=True, text=True, env=env, check=True).stdout
+    assert fact.process(out.splitlines()) == {"client": "127.0.0.1", "client_port": 50000, "server": "127.0.0.1",
+                                              "server_port": 22, "route_interface": "lo"}
+    out = subprocess.run(["sh", "-c", fact.command()], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}, check=True).stdout
+    assert fact.process(out.splitlines()) is None  # not over SSH (@local)

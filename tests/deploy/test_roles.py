@@ -301,6 +301,21 @@ def test_ssh_over_the_management_interface_is_kept(reference):
     assert changing(_director(cluster, machine)) == {}
 
 
+def test_ssh_routed_by_an_interface_the_firewall_drops_is_refused(reference):
+    """Weak host model: the session's address is on the external interface, but the
+    kernel routes it by a NIC outside the model (asymmetric routing), which the ruleset
+    drops: judged by the route, refused before anything changes."""
+    balancer = reference.balancer("balancer1")
+    machine = converged_balancer(reference, balancer)
+    machine.addresses["eth3"] = ["172.31.0.5/24"]
+    machine.ssh = {**machine.ssh, "route_interface": "eth3"}
+    with pytest.raises(DeployError, match=rf"routed by eth3 though {balancer.external_interface} holds "
+                                          rf"{balancer.external_ip}\) would be dropped by the new firewall"):
+        _director(reference, machine)
+    machine.ssh = {**machine.ssh, "route_interface": balancer.external_interface}
+    assert changing(_director(reference, machine)) == {}
+
+
 def test_ssh_from_outside_allowed_sources_is_refused(reference):
     from lvsha.model import Service
     cluster = replace(reference, firewall=replace(reference.firewall, services=(Service("ssh", "tcp", 22, ("198.51.100.0/24",)),)))
