@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from lvsha.model import Cluster
@@ -107,7 +108,11 @@ def production_connections(
     # Everything else, and any setting not given above, as the operator's ssh would have it.
     lines += ["Host *", "    Include ~/.ssh/config"]
     config_dir.mkdir(parents=True, exist_ok=True)
-    config.write_text("\n".join(lines) + "\n")
+    # Written beside it and renamed over it: an ssh (a running deploy's ProxyCommand)
+    # reading it meanwhile sees the old file or the new one, never half of one.
+    with tempfile.NamedTemporaryFile("w", dir=config_dir, prefix=f".{config.name}.", delete=False) as staged:
+        staged.write("\n".join(lines) + "\n")
+    os.replace(staged.name, config)
     for h in cluster.web_hosts:
         connections[h.name] = {**base, "ssh_hostname": h.internal_ips[0], "ssh_config_file": str(config)}
     return connections

@@ -1,10 +1,13 @@
 """Put files rendered from the model (lvsha.render) onto a host."""
 
 from io import StringIO
+from pathlib import PurePosixPath
 
-from pyinfra import host
-from pyinfra.api import operation
-from pyinfra.operations import files
+from pyinfra import host, logger, state
+from pyinfra.api import FileUploadCommand, StringCommand, operation
+from pyinfra.api.output import format_text
+from pyinfra.facts.files import FileContents
+from pyinfra.operations.util.files import generate_color_diff
 
 from lvsha.render import RenderedFile
 from tasks.facts import managed_state
@@ -20,13 +23,29 @@ def is_as_rendered(path: str, content: str, mode: str) -> bool:
 @operation()
 def rendered_file(rendered: RenderedFile):
     """`rendered.path` holds `rendered.content`, root:root, `rendered.mode`.
-    Checked against one fact for the whole host; only a file that differs goes
-    through pyinfra's files.put (which shows its diff under --diff)."""
+    Checked against one fact for the whole host; only a file that differs is
+    written, and never in place: it is uploaded beside the file, given its owner
+    and mode, then renamed over it, so a service reading it at that moment (a
+    script heartbeat runs, lvsha.env that every helper reads) sees the old file
+    or the new one, never half of one. With --diff the change is shown as
+    pyinfra's files.put shows it."""
     if is_as_rendered(rendered.path, rendered.content, rendered.mode):
         host.noop(f"{rendered.path} is up to date")
         return
-    yield from files.put._inner(src=StringIO(rendered.content), dest=rendered.path, user="root", group="root",
-                                mode=rendered.mode)
+    if state.config.DIFF:
+        current = host.get_fact(FileContents, path=rendered.path)
+        host.log(f"Will {'modify' if current is not None else 'create'} {format_text(rendered.path, bold=True)}",
+                 logger.info)
+        for line in generate_color_diff([f"{line}\n" for line in current or []],
+                                        rendered.content.splitlines(keepends=True)):
+            logger.info("  %s", line)
+        logger.info("")
+    staged = f"{rendered.path}.lvsha-new"
+    yield StringCommand("mkdir", "-p", str(PurePosixPath(rendered.path).parent))
+    yield FileUploadCommand(StringIO(rendered.content), staged, remote_temp_filename=host.get_temp_filename(staged))
+    yield StringCommand("chown", "root:root", staged)
+    yield StringCommand("chmod", rendered.mode, staged)
+    yield StringCommand("mv", "-f", staged, rendered.path)
 
 
 def put(rendered: RenderedFile):

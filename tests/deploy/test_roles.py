@@ -646,3 +646,18 @@ def test_every_host_installs_its_packages_in_one_operation_of_the_real_deploy_fi
     assert sorted(hosts) == sorted(machines)
     assert names == ["Packages | Install " + ", ".join(BALANCER_PACKAGES), "Packages | Install " + ", ".join(WEB_SERVER_PACKAGES)]
     assert not any("Install" in name for names, _ in operations[1:] for name in names)
+
+
+def test_a_changed_file_is_staged_beside_it_and_renamed_over_it(reference):
+    """A running service (a script heartbeat runs, lvsha.env every helper reads) never
+    reads half a file: the upload goes to a name beside it, gets its owner and mode,
+    then one rename replaces the file."""
+    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    machine.put(render.RenderedFile(render.HEARTBEAT_ENV, "LVSHA_NODE=an-older-one\n", mode="0644"))
+    changes = changing(_director(reference, machine, "balancer2"))
+    staged = f"{render.HEARTBEAT_ENV}.lvsha-new"
+    mkdir, upload, chown, chmod, rename = changes[f"Write {render.HEARTBEAT_ENV}"]
+    assert mkdir == f"mkdir -p {render.HEARTBEAT_ENV.rsplit('/', 1)[0]}"
+    assert staged in upload.split(" via ")[0]  # uploaded to the staged name, not over the file
+    assert (chown, chmod, rename) == (f"chown root:root {staged}", f"chmod 0644 {staged}",
+                                      f"mv -f {staged} {render.HEARTBEAT_ENV}")

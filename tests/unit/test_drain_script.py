@@ -5,6 +5,7 @@ ldirectord runs with, nothing else changes, and a running ldirectord is reloaded
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -151,3 +152,22 @@ def test_a_weight_already_in_the_file_is_replaced(balancer):
     balancer.config.write_text(text.replace(f"real={token} masq\n", f"real={token} masq 5\n"))
     assert balancer.run("add", vs.address, token).returncode == 0
     assert balancer.weights()[(vs.address, token)] == "0"
+
+
+def test_two_renders_at_once_never_write_into_each_others_file(balancer, tmp_path):
+    """A drain's render and ldirectord's start (ExecStartPre) at the same moment: each
+    writes a file of its own and renames it, so both succeed and the live file is whole."""
+    balancer.run("render")
+    expected = balancer.live.read_text()
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    (slow / "awk").write_text("#!/bin/sh\nsleep 1\nexec /usr/bin/awk \"$@\"\n")  # the first render's awk starts late
+    (slow / "awk").chmod(0o755)
+    first = subprocess.Popen([SCRIPT, "render"], env={**balancer.env, "PATH": f"{slow}:{balancer.env['PATH']}"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    second = balancer.run("render")
+    out, err = first.communicate(timeout=30)
+    assert (first.returncode, second.returncode) == (0, 0), (err, second.stderr)
+    assert balancer.live.read_text() == expected
+    assert [p.name for p in balancer.live.parent.iterdir()] == [balancer.live.name]  # nothing left behind

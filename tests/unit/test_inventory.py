@@ -156,3 +156,19 @@ def test_jump_fails_when_no_balancer_answers(fake_ssh, monkeypatch):
 
 def test_jump_usage(fake_ssh):
     assert jump.main(["/cfg", "host", "22"]) == 2
+
+
+def test_the_ssh_config_is_replaced_whole_never_rewritten_in_place(reference, home, monkeypatch):
+    """A deploy's ssh reads the file while another inventory load writes it: the new
+    file is written beside it and renamed over it (one rename, nothing left behind)."""
+    first = inventory.production_connections(reference, ssh_user="ops")
+    config = Path(first[reference.web_hosts[0].name]["ssh_config_file"])
+    with open(config) as reader:  # held open, as a running ssh would
+        renamed = []
+        real_replace = os.replace
+        monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append((src, str(dst))), real_replace(src, dst)))
+        inventory.production_connections(reference, ssh_user="someone-else")
+        assert "User ops" in reader.read()  # the reader's file was never truncated or rewritten
+    assert len(renamed) == 1 and renamed[0][1] == str(config) and Path(renamed[0][0]).parent == config.parent
+    assert "User someone-else" in config.read_text()
+    assert sorted(p.name for p in config.parent.iterdir() if p.name.startswith(f".{config.name}")) == []
