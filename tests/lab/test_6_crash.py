@@ -213,3 +213,39 @@ def test_the_only_serving_node_rejoins_at_once_when_heartbeat_dies_while_the_pee
         lab.ssh(standby, "systemctl start heartbeat")
     lab.wait_settled(lab.home_after_return(active))
     wait_until(lambda: lab.carries_none(standby), 120, interval=3, what=f"{standby} to rejoin carrying nothing")
+
+
+def test_a_frozen_heartbeat_is_ended_so_that_one_node_holds_the_addresses_again(lab):
+    """SIGSTOP on the active node's heartbeat (a stuck disk looks the same): it sends
+    nothing, so its peer takes over after deadtime while it keeps its addresses. Its
+    takeover watch ends it once its API has not answered for deadtime, and the guard
+    gives the addresses up: two holders for seconds, not until someone notices."""
+    active = lab.carrier()
+    standby = lab.other(active)
+    hb = lab.cluster.heartbeat
+    since = int(lab.ssh(active, "date +%s").stdout)
+    lab.ssh(active, "pkill -STOP -f '^heartbeat: master control process'")
+    frozen = time.monotonic()
+    both_since = None
+    both_for = 0.0
+    try:
+        def one_holder_again():
+            nonlocal both_since, both_for
+            on_standby = lab.floating() <= lab.carries(standby)[0]
+            on_active = bool(lab.carries(active)[0] & lab.floating())
+            now = time.monotonic()
+            if on_standby and on_active:
+                both_since = both_since or now
+            elif both_since is not None:
+                both_for, both_since = now - both_since, None
+            return on_standby and not on_active
+
+        wait_until(one_holder_again, hb.deadtime + 120, interval=1, what=f"{standby} alone to hold the addresses")
+    finally:
+        lab.ssh(active, "pkill -CONT -f '^heartbeat: master control process'", check=False)
+    record("frozen heartbeat on the active node: the peer alone holds the addresses", time.monotonic() - frozen)
+    record("frozen heartbeat: both held the addresses for (sampled every ~2 s)", both_for)
+    said = lab.ssh(active, f"journalctl -q -o cat --since=@{since} -t lvsha-takeover-watch", check=False).stdout
+    assert "heartbeat has not answered for" in said, said
+    assert both_for < hb.deadtime + 10, both_for
+    lab.wait_settled(lab.home_after_return(standby))

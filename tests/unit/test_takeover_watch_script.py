@@ -8,10 +8,13 @@ The lab's power-off and heartbeat-stop takeover tests run it under the real hear
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 from lvsha import render
+from lvsha.lab import wait_until
 from tests.unit import test_takeover_script as takeover
 from tests.unit.test_heartbeat_scripts import ADDRESSES, NODE, PEER
 
@@ -21,7 +24,15 @@ ACQUIRING = [f"[2980]: info: Resources being acquired from {PEER.name}.",
              f"Nov 28 08:38:43 {NODE.name} heartbeat: [2980]: info: Resources being acquired from {PEER.name}."]
 
 FAKES = {
-    "journalctl": 'echo "journalctl $*" >> "$FAKE/calls"; cat "$FAKE/journal"',
+    # the journal, then (with "follow") it stays open as a real --follow does
+    "journalctl": 'echo "journalctl $*" >> "$FAKE/calls"; cat "$FAKE/journal"; '
+                  '[ -f "$FAKE/follow" ] && exec sleep 60; exit 0',
+    # heartbeat's API: answers at once, or never while heartbeat is frozen
+    "cl_status": '[ -f "$FAKE/frozen" ] && exec sleep 60; echo "cl_status $*" >> "$FAKE/calls"; exit 0',
+    "systemctl": """
+        echo "systemctl $*" >> "$FAKE/calls"
+        case $1 in is-active) cat "$FAKE/unit-state" 2>/dev/null || echo active ;; esac
+        exit 0""",
     "logger": 'shift 2; [ "$1" = -- ] && shift; echo "logged $*" >> "$FAKE/calls"',
     "renice": 'echo "renice $*" >> "$FAKE/calls"',
     "state": 'echo "state $*" >> "$FAKE/calls"; exit "$(cat "$FAKE/state-rc" 2>/dev/null || echo 0)"',
@@ -42,10 +53,20 @@ class Fake(takeover.Fake):
     def __init__(self, root: Path, state_sync: bool = True):
         super().__init__(root, state_sync, fakes=FAKES)
 
+    def env(self) -> dict[str, str]:
+        return {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file)}
+
     def run(self, journal: list[str]) -> subprocess.CompletedProcess:
         self.set("journal", "".join(f"{line}\n" for line in journal))
-        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file)}
-        return subprocess.run([SCRIPT], capture_output=True, text=True, env=env, timeout=30)
+        return subprocess.run([SCRIPT], capture_output=True, text=True, env=self.env(), timeout=30)
+
+    def start(self) -> subprocess.Popen:
+        """The watch running, its journal open (as under heartbeat), with fast timers."""
+        self.set("journal", "")
+        self.set("follow")
+        self.env_file.write_text(self.env_file.read_text() + "LVSHA_KEEPALIVE=1\nLVSHA_DEADTIME=2\n")
+        return subprocess.Popen([SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env(),
+                                start_new_session=True)  # its own process group, as heartbeat starts a client
 
     def actions(self) -> list[str]:
         """What the script did to the node (not how it looked or what it said)."""
@@ -105,3 +126,41 @@ def test_a_failed_start_is_said_and_left_to_heartbeats_own_acquisition(tmp_path)
     assert fake.actions() == ["state start", f"floating-ips {ADDRESSES} start"]
     assert f"logged {fake.bin / 'state'} start failed" in fake.calls()
     assert any("adding the floating addresses failed: heartbeat's own acquisition retries" in c for c in fake.calls())
+
+
+def _stop(watch: subprocess.Popen) -> None:
+    """As heartbeat ends a client: its whole process group."""
+    os.killpg(watch.pid, signal.SIGTERM)
+    watch.communicate(timeout=30)
+
+
+def test_a_frozen_heartbeat_is_killed_after_deadtime_so_the_guard_releases(tmp_path):
+    """SIGSTOP, a stuck disk: heartbeat's API stops answering and its peer takes over
+    after deadtime; the watch ends heartbeat's main process, and the guard (ExecStopPost)
+    gives the addresses up: two holders for seconds, not until someone notices."""
+    fake = Fake(tmp_path)
+    fake.set("frozen")
+    watch = fake.start()
+    try:
+        wait_until(lambda: "systemctl kill --kill-whom=main --signal=KILL heartbeat.service" in fake.calls(), 30,
+                   interval=0.2, what="the watch to end the frozen heartbeat")
+        said = [c for c in fake.calls() if c.startswith("logged heartbeat has not answered")]
+        assert said and "(deadtime 2: its peer takes over)" in said[0], fake.calls()
+        assert fake.calls().count("systemctl kill --kill-whom=main --signal=KILL heartbeat.service") == 1
+    finally:
+        _stop(watch)
+
+
+def test_a_heartbeat_that_answers_or_is_stopping_is_left_alone(tmp_path):
+    fake = Fake(tmp_path)
+    watch = fake.start()
+    try:
+        wait_until(lambda: fake.calls().count("cl_status hbstatus") >= 4, 30, interval=0.2,
+                   what="four answered checks")
+        fake.set("unit-state", "deactivating\n")  # systemctl stop heartbeat: its API goes quiet while it stops
+        fake.set("frozen")
+        wait_until(lambda: fake.calls().count("systemctl is-active heartbeat.service") >= 2, 30, interval=0.2,
+                   what="the watch to look at the stopping unit twice")
+        assert not any(c.startswith("systemctl kill") for c in fake.calls())
+    finally:
+        _stop(watch)
