@@ -78,6 +78,10 @@ MANAGED_DIRECTORIES = tuple(sorted({
 REJOIN_TIMEOUT = 120
 # lvsha-heartbeat-restart fails if the pair has not settled after this long.
 SETTLE_TIMEOUT = 600
+# s heartbeat.service's start may take beyond its waits (deadtime, rejoin, sync listen):
+# the guard's listening (warntime), ending a crashed heartbeat's processes (<= 5 s),
+# conntrackd's bounded requests, heartbeat's own start.
+START_MARGIN = 60
 # s heartbeat.service's stop may take, twice (heartbeat -k, then SIGTERM), before systemd
 # kills it (Debian's: 30 min, no SIGKILL). A clean stop takes ~8 s on a slow guest.
 STOP_TIMEOUT = 30
@@ -187,7 +191,7 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
     return [
         RenderedFile(HEARTBEAT_DROPIN, _render(
             "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
-            rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=30, stop_timeout=STOP_TIMEOUT,
+            rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=START_MARGIN, stop_timeout=STOP_TIMEOUT,
             sync_listen=sync_listen(cluster),
             sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),
         _shipped("systemd", LDIRECTORD_DROPIN, source="ldirectord-lvsha.conf"),
