@@ -2,6 +2,7 @@
 
     lvsha validate inventory.py        # or: python3 -m lvsha ...
     lvsha render inventory.py out/
+    lvsha diagram inventory.py -o cluster.svg
     lvsha status inventory.py          # day 2: the live pair (also drain, undrain, failover)
     lvsha lab run                      # the whole lab: up, deploy, test, report, down
 """
@@ -52,6 +53,31 @@ def render(inventory: str, out: str) -> None:
     cluster = _load(inventory)
     for path in write_tree(cluster, Path(out)):
         click.echo(str(path))
+
+
+@main.command()
+@click.argument("inventory", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="the picture's file: FILE.svg (or .png, .pdf, .dot)")
+@click.option("--live", "live_", is_flag=True,
+              help="mark who holds the floating addresses now and each real server's state (reads what `status` reads)")
+@click.option("--sudo", is_flag=True, help="with --live: run the balancers' commands with sudo (non-root SSH user)")
+def diagram(inventory: str, output: str, live_: bool, sudo: bool) -> None:
+    """Draw INVENTORY's cluster (networks, balancers, floating addresses, sites, web hosts) into OUTPUT."""
+    from lvsha import diagram as picture
+
+    try:
+        picture.target(output)  # a bad path fails before anything is read
+        if live_:
+            from lvsha.day2 import load_pair, read_status
+
+            pair = load_pair(inventory, sudo).connect()
+            cluster, status = pair.cluster, read_status(pair)
+        else:
+            cluster, status = picture.load(inventory), None
+        click.echo(str(picture.write(cluster, output, status)))
+    except (InventoryError, picture.DiagramError) as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _mount_day2() -> None:
