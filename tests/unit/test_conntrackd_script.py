@@ -33,14 +33,16 @@ def run(tmp_path):
     logger.write_text(f'#!/bin/sh\nshift 2; shift; echo "$*" >> {logged}\n')  # logger -t NAME -- MESSAGE
 
     def run(action, settle=True):
-        """Run ACTION; with `settle`, also wait for start's background part (its last log line)."""
+        """Run ACTION; with `settle`, also wait for its background part (its last log line)."""
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_CONNTRACKD": str(fake),
                "LVSHA_CONNTRACKD_CONFIG": "/etc/conntrackd/conntrackd.conf", "LVSHA_STATE_DIR": str(tmp_path / "run"),
                "LVSHA_CONNTRACKD_TIMEOUT": "2"}
         result = subprocess.run([SCRIPT, action], capture_output=True, text=True, env=env, timeout=30)
-        if action == "start" and settle:
-            wait_until(lambda: "primary" in (logged.read_text() if logged.exists() else ""), 20, interval=0.1,
-                       what="start's background part to finish")
+        done = {"start": "primary", "stop": "backup"}.get(action)
+        if done and settle:
+            wait_until(lambda: done in (logged.read_text() if logged.exists() else ""), 20, interval=0.1,
+                       what=f"{action}'s background part to finish")
+            logged.write_text(logged.read_text().replace(done, "(settled)"))
         calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
         (tmp_path / "calls").unlink(missing_ok=True)
         return result, calls
@@ -48,7 +50,6 @@ def run(tmp_path):
     run.logged = lambda: logged.read_text() if logged.exists() else ""
 
     run.fail = lambda: (tmp_path / "fails").write_text("")
-    run.refresh_pid = lambda: tmp_path / "run" / "conntrackd-primary.refresh"
     run.hang = lambda: (tmp_path / "hangs").write_text("")
     run.hold = lambda: (tmp_path / "held").write_text("")
     run.go = lambda: (tmp_path / "go").write_text("")
@@ -104,8 +105,24 @@ def test_a_hung_conntrackd_never_keeps_the_addresses_down(run):
     assert result.returncode == 0 and result.stdout.strip() == "running"
     assert time.monotonic() - started >= 2  # the 2 s bound was waited for, no less
     assert "conntrackd -c (commit the peer's states into the kernel) failed: no answer in 2 s" in result.stderr
-    stopped, _ = run("stop")  # bounded too, and it ends start's background part
-    assert stopped.returncode == 0 and "no answer in 2 s" in stopped.stderr
+    stopped, _ = run("stop")  # returns at once; its requests, after start's, bounded too
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped"
+    assert "conntrackd -n (ask the peer for its states) failed: no answer in 2 s" in run.logged()
+
+
+def test_stop_returns_at_once_and_a_start_ends_a_stop_still_asking(run):
+    """A node handing over releases without waiting for conntrackd (its peer waits for
+    the release to end); a start right after ends that stop's requests, unwanted now."""
+    run("start")
+    run.hold()
+    stopped, _ = run("stop", settle=False)  # -t held: stop has returned all the same
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped"
+    assert run("status")[0].returncode == 3  # backup at once
+    started, _ = run("start", settle=False)
+    assert started.returncode == 0 and run("status")[0].returncode == 0
+    run.go()
+    wait_until(lambda: "primary" in run.logged(), 20, interval=0.1, what="the second start's background part")
+    assert "backup" not in run.logged(), run.logged()  # the ended stop's part never finished
 
 
 def test_stop_comes_after_a_start_still_refreshing(run):
