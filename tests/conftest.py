@@ -45,3 +45,15 @@ def edge():
 def every_model(request):
     """Each example cluster's model in turn."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def dedicated_sync(reference):
+    """The reference model with state sync on a link of its own (eth3, 192.168.100.0/24)."""
+    from dataclasses import replace
+
+    b1, b2 = reference.balancers
+    return replace(
+        reference, state_sync=replace(reference.state_sync, network="192.168.100.0/24"),
+        balancers=(replace(b1, sync_interface="eth3", sync_ip="192.168.100.1"),
+                   replace(b2, sync_interface="eth3", sync_ip="192.168.100.2")))

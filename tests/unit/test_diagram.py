@@ -97,12 +97,8 @@ def test_one_heartbeat_edge_per_link_and_state_sync_when_enabled(reference, edge
     assert source.count('label="heartbeat ') == 1 and "heartbeat ucast on eth1" in source
 
 
-def test_a_dedicated_sync_network_is_drawn(reference):
-    b1, b2 = reference.balancers
-    dedicated = replace(
-        reference, state_sync=replace(reference.state_sync, network="192.168.100.0/24"),
-        balancers=(replace(b1, sync_interface="eth3", sync_ip="192.168.100.1"),
-                   replace(b2, sync_interface="eth3", sync_ip="192.168.100.2")))
+def test_a_dedicated_sync_network_is_drawn(dedicated_sync):
+    dedicated = dedicated_sync
     source = diagram.build(dedicated).source
     assert "sync network</b> 192.168.100.0/24" in source
     for i, b in enumerate(dedicated.balancers):
