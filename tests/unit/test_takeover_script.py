@@ -1,7 +1,7 @@
 """files/heartbeat/lvsha-takeover, run for real against fakes of what it calls:
 journalctl (follows a journal file), logger (writes to it), heartbeat's
 hb_takeover (the peer's release shows as heartbeat's acquisition line, or not),
-renice and the floating addresses' resource script.
+renice, chrt and the floating addresses' resource script.
 
 The lab's failover test runs it against the real heartbeat and journal.
 """
@@ -25,6 +25,7 @@ FAKES = {
     "journalctl": 'echo "journalctl $*" >> "$FAKE/calls"; exec tail -n +1 -f "$FAKE/journal"',
     "logger": 'shift 2; [ "$1" = -- ] && shift; echo "$*" >> "$FAKE/journal"',
     "renice": 'echo "renice $*" >> "$FAKE/calls"',
+    "chrt": 'echo "chrt $*" >> "$FAKE/calls"',  # scheduling changes recorded, never made here
     "hb_takeover": """
         echo "hb_takeover $*" >> "$FAKE/calls"
         [ -f "$FAKE/hb-takeover-fails" ] && exit 1
@@ -89,7 +90,7 @@ def test_addresses_are_added_once_heartbeat_starts_acquiring(fake):
     result = fake.run(PEER.name, "10")
     assert result.returncode == 0, result.stderr
     calls = fake.calls()
-    assert calls[0].startswith("renice -n -10 -p ")
+    assert calls[0].startswith("chrt -f -p 10 ")  # the CPU first, ahead of heartbeat's storm of scripts
     # journalctl may start after the request: it reads from one second before it
     follow = next(call for call in calls if call.startswith("journalctl"))
     assert follow.startswith("journalctl --follow --since @") and follow.endswith(

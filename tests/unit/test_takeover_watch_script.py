@@ -35,6 +35,7 @@ FAKES = {
         exit 0""",
     "logger": 'shift 2; [ "$1" = -- ] && shift; echo "logged $*" >> "$FAKE/calls"',
     "renice": 'echo "renice $*" >> "$FAKE/calls"',
+    "chrt": 'echo "chrt $*" >> "$FAKE/calls"',  # scheduling changes recorded, never made here
     "state": 'echo "state $*" >> "$FAKE/calls"; exit "$(cat "$FAKE/state-rc" 2>/dev/null || echo 0)"',
     "floating-ips": """
         echo "floating-ips $*" >> "$FAKE/calls"
@@ -88,6 +89,13 @@ def test_takes_over_once_in_the_groups_order_when_heartbeat_acquires_from_the_pe
     # connection states committed before the addresses bring traffic; the second copy of the line finds them carried
     assert fake.actions() == ["state start", f"floating-ips {ADDRESSES} start"]
     assert fake.calls().count(f"floating-ips {ADDRESSES} status") == 2
+    # real-time while it acts, back to normal after, on the process doing it (not the parent shell)
+    chrt = [c for c in fake.calls() if c.startswith("chrt")]
+    assert [c.rsplit(" ", 1)[0] for c in chrt] == ["chrt -f -p 10", "chrt -o -p 0"] * 2
+    assert len({c.rsplit(" ", 1)[1] for c in chrt}) == 1
+    calls = fake.calls()
+    assert calls.index(chrt[0]) < calls.index("state start") < calls.index(f"floating-ips {ADDRESSES} start") \
+        < len(calls) - 1 - calls[::-1].index(chrt[1])
     assert f"logged heartbeat takes over from {PEER.name}: every floating address added ahead of its resource chain" \
         in fake.calls()
 
