@@ -10,13 +10,14 @@ hosts share which operation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from unittest import mock
 
 import pyinfra
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.deploy import add_deploy
+from pyinfra.api.command import FileUploadCommand
 from pyinfra.api.host import Host
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import StateStage
@@ -29,6 +30,7 @@ class PlannedOp:
     path: str  # "LVS director | heartbeat | Write /etc/ha.d/ha.cf"
     commands: list[str]
     serial: bool = False  # pyinfra runs it one host at a time (_serial)
+    uploads: dict = field(default_factory=dict)  # {remote path: the text uploaded there}
 
     @property
     def name(self) -> str:
@@ -75,10 +77,22 @@ def plan(deploy_func, *args, host_name: str, facts, data: dict | None = None,
                 commands = []
             else:
                 with ctx_state.use(state), ctx_host.use(host):
-                    commands = [_text(c) for c in op_data.command_generator()]
+                    generated = list(op_data.command_generator())
+                commands = [_text(c) for c in generated]
+            uploads = {c.dest: _uploaded(c) for c in (generated if commands else []) if isinstance(c, FileUploadCommand)}
             simulated[op_hash] = bool(commands)
-            planned.append(PlannedOp(name, commands, bool(state.get_op_meta(op_hash).global_arguments["_serial"])))
+            planned.append(PlannedOp(name, commands, bool(state.get_op_meta(op_hash).global_arguments["_serial"]),
+                                     uploads))
     return planned
+
+
+def _uploaded(command) -> str:
+    """The text a FileUploadCommand sends (a StringIO or a local file's path)."""
+    src = command.src
+    if hasattr(src, "getvalue"):
+        return src.getvalue()
+    with open(src) as f:
+        return f.read()
 
 
 def _text(command) -> str:

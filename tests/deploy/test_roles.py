@@ -109,6 +109,10 @@ def test_authkeys_secret_never_appears_in_commands(reference):
     assert authkeys.commands[1].startswith(f"install -m 600 -o root -g root /dev/null {render.AUTHKEYS}")
     assert authkeys.commands[2].endswith(f" via {PRIVATE_STAGING}/authkeys.lvsha-new")
     assert all(TEST_SECRET not in c for op in ops for c in op.commands)
+    # what is uploaded: the secret goes only into authkeys' private staging, nowhere else
+    carrying = {(op.name, path) for op in ops for path, text in op.uploads.items() if TEST_SECRET in text}
+    assert carrying == {(f"Write {render.AUTHKEYS}", f"{render.AUTHKEYS}.lvsha-new")}, carrying
+    assert sum(len(op.uploads) for op in ops) > 20  # every rendered file was seen, not none
 
 
 def test_changed_ha_cf_restarts_heartbeat_but_not_ldirectord(reference):
