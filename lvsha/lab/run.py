@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -80,6 +81,14 @@ def deploy(*extra: str, timeout: float = 1800, echo: bool = False) -> DeployResu
 
 
 # ---- the report ----------------------------------------------------------------
+#
+# One run's figures: {"run": {"commit", "machine", "started"}, "figures": {name: seconds}}.
+# A run starts a new report (start_report), so a report never carries an earlier run's
+# figures (a test skipped now, a lab that did not come up now, show nothing).
+
+REPORT_BEGIN = "<!-- lvsha lab report: begin (lvsha lab report --markdown --into FILE writes between these) -->"
+REPORT_END = "<!-- lvsha lab report: end -->"
+
 
 def report_path() -> Path:
     return cache_dir() / "last-report.json"
@@ -94,29 +103,84 @@ def set_report_label(label: str) -> None:
     _label = label
 
 
+def _load_report() -> dict:
+    path = report_path()
+    data = json.loads(path.read_text()) if path.exists() else {}
+    if "figures" not in data:  # none yet, or a report of an older lvsha: figures only
+        data = {"run": {}, "figures": data}
+    return data
+
+
+def _write_report(data: dict) -> None:
+    path = report_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(json.dumps(data, indent=1) + "\n")
+    staged.replace(path)
+
+
 def record(name: str, seconds: float) -> None:
     """Add one timing (seconds) to the report of the current run."""
     if _label:
         name = f"{_label}: {name}"
-    path = report_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[name] = round(seconds, 1)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    data = _load_report()
+    data["figures"][name] = round(seconds, 1)
+    _write_report(data)
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _machine() -> str:
+    try:
+        kib = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                       if line.startswith("MemTotal:")).split()[1])
+        memory = f", {round(kib / 1024 / 1024)} GiB"
+    except (OSError, StopIteration, ValueError, IndexError):
+        memory = ""
+    return f"{os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, QEMU guests"
 
 
 def start_report() -> None:
-    report_path().unlink(missing_ok=True)
+    """A new report for the run that starts now: its commit and machine, no figures."""
+    _write_report({"run": {"commit": _commit(), "machine": _machine(),
+                           "started": time.strftime("%Y-%m-%d %H:%M %Z")}, "figures": {}})
 
 
-def format_report() -> str:
-    path = report_path()
-    if not path.exists():
+def format_report(markdown: bool = False) -> str:
+    """The current run's figures: aligned text, or a markdown table (with its commit and machine)."""
+    data = _load_report()
+    figures, run = data["figures"], data["run"]
+    if not figures:
         return "lab report: no figures recorded"
-    data = json.loads(path.read_text())
-    width = max(map(len, data)) if data else 0
-    lines = ["lab report (seconds):"] + [f"  {k.ljust(width)}  {v:>7}" for k, v in data.items()]
+    about = ", ".join(f"{key} {run[key]}" for key in ("commit", "machine", "started") if run.get(key))
+    if markdown:
+        lines = [f"Measured by `lvsha lab run` ({about or 'run not recorded'}), seconds unless marked (x):", "",
+                 "| figure | seconds |", "| --- | ---: |"]
+        lines += [f"| {name.replace('|', '/')} | {value} |" for name, value in figures.items()]
+        return "\n".join(lines)
+    width = max(map(len, figures))
+    lines = [f"lab report (seconds{'; ' + about if about else ''}):"]
+    lines += [f"  {k.ljust(width)}  {v:>7}" for k, v in figures.items()]
     return "\n".join(lines)
+
+
+def write_report_into(path: Path) -> None:
+    """Replace what stands between REPORT_BEGIN and REPORT_END in `path` with the report's table."""
+    text = path.read_text()
+    if REPORT_BEGIN not in text or REPORT_END not in text.split(REPORT_BEGIN, 1)[1]:
+        raise click.ClickException(f"{path}: no place for the report (a line {REPORT_BEGIN!r}, later {REPORT_END!r})")
+    head, rest = text.split(REPORT_BEGIN, 1)
+    _, tail = rest.split(REPORT_END, 1)
+    staged = path.with_name(f".{path.name}.new")
+    staged.write_text(f"{head}{REPORT_BEGIN}\n{format_report(markdown=True)}\n{REPORT_END}{tail}")
+    staged.replace(path)
 
 
 # ---- commands --------------------------------------------------------------------
@@ -160,6 +224,7 @@ def add_commands(lab: click.Group) -> None:
         from lvsha.lab import LabError
         from lvsha.lab.bench import bench, format_figures, ratios
 
+        start_report()  # a run of its own: its report holds its figures alone
         try:
             figures = bench(rounds, progress=click.echo)
         except LabError as error:
@@ -171,6 +236,13 @@ def add_commands(lab: click.Group) -> None:
             record(f"bench: {name} / floor (x)", ratio)
 
     @lab.command("report")
-    def report_command() -> None:
-        """Print the timings of the last lab run."""
-        click.echo(format_report())
+    @click.option("--markdown", is_flag=True, help="a markdown table, with the run's commit and machine")
+    @click.option("--into", "into", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                  help="write the markdown table into FILE, between its report markers (docs/performance.md)")
+    def report_command(markdown: bool, into: Path | None) -> None:
+        """Print the figures of the last lab run (only that run's)."""
+        if into is not None:
+            write_report_into(into)
+            click.echo(f"lab report written into {into}")
+            return
+        click.echo(format_report(markdown=markdown))

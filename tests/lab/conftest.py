@@ -280,14 +280,14 @@ def lab(request):
     _lab_used = True
     inventory = Path(request.param)
     reuse = os.environ.get("LVSHA_LAB_REUSE") == "1" and lab_api.status().get("status") == "up"
+    if not _report_started:  # this run's figures only, a reused lab's too (never an earlier run's)
+        start_report()
+        _report_started = True
     if reuse:
         state = lab_api.load_state()
         if Path(state.get("inventory", REFERENCE_INVENTORY)) != inventory:
             pytest.skip(f"the running lab has the model of {state.get('inventory')}, not {inventory}")
     else:
-        if not _report_started:
-            start_report()
-            _report_started = True
         model = topology_cluster(inventory)
         # The second model runs after the reference one has proven the install
         # path from bare Debian: its VMs start with their packages installed.
