@@ -303,7 +303,7 @@ def lab(request):
         cluster = lab_cluster(state)
         handle = Lab(state, cluster)
         if not reuse:
-            first = deploy()
+            first = deploy(progress=lambda line: print(f"[lab] first deploy {line}", flush=True))
             first.save(cache_dir() / f"first-deploy-{cluster.name}.log")
             assert first.ok, f"first deploy failed:\n{first.output[-6000:]}"
             record("first deploy", first.seconds)
