@@ -221,17 +221,19 @@ def test_ldirectord_running_with_files_it_was_never_restarted_for_is_restarted(r
 def test_a_running_ldirectord_whose_ipvs_lacks_a_virtual_service_is_restarted(reference, kept):
     """The fresh-machine run's outage: ldirectord active over an empty (or partial) table.
     The deploy treats it as drift and restarts ldirectord there, nothing else."""
-    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    backup = reference.peer(reference.master)
+    machine = converged_balancer(reference, backup)
     machine.ipvs = machine.ipvs[:kept]
     lacking = ", ".join(vs.address for vs in reference.virtual_servers()[kept:])
-    assert changing(_director(reference, machine, "balancer2")) == {
+    assert changing(_director(reference, machine, backup.name)) == {
         f"Restart ldirectord: its IPVS table lacks {lacking}": ["systemctl restart ldirectord.service"]}
 
 
 def test_a_stopped_ldirectord_with_an_empty_table_is_started_not_restarted(reference):
-    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    backup = reference.peer(reference.master)
+    machine = converged_balancer(reference, backup)
     machine.ipvs, machine.running["ldirectord.service"] = [], False
-    assert changing(_director(reference, machine, "balancer2")) == {LDIRECTORD_OP: ["systemctl start ldirectord.service"]}
+    assert changing(_director(reference, machine, backup.name)) == {LDIRECTORD_OP: ["systemctl start ldirectord.service"]}
 
 
 def test_heartbeat_running_with_files_it_was_never_restarted_for_is_restarted(reference):
@@ -656,9 +658,10 @@ def test_a_changed_file_is_staged_beside_it_and_renamed_over_it(reference):
     """A running service (a script heartbeat runs, lvsha.env every helper reads) never
     reads half a file: the upload goes to a name beside it, gets its owner and mode,
     then one rename replaces the file."""
-    machine = converged_balancer(reference, reference.balancer("balancer2"))
+    backup = reference.peer(reference.master)
+    machine = converged_balancer(reference, backup)
     machine.put(render.RenderedFile(render.HEARTBEAT_ENV, "LVSHA_NODE=an-older-one\n", mode="0644"))
-    changes = changing(_director(reference, machine, "balancer2"))
+    changes = changing(_director(reference, machine, backup.name))
     staged = f"{render.HEARTBEAT_ENV}.lvsha-new"
     mkdir, upload, chown, chmod, rename = changes[f"Write {render.HEARTBEAT_ENV}"]
     assert mkdir == f"mkdir -p {render.HEARTBEAT_ENV.rsplit('/', 1)[0]}"
