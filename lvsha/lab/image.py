@@ -162,13 +162,14 @@ def _build(out: Path, proxy_port: int, suite: str, progress) -> None:
     env.pop("https_proxy", None)
     progress(f"image: debootstrap {suite} ({len(PACKAGES)} packages) via apt proxy")
     _run_group(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite,
-                rootfs, mirrors["debian"]], timeout=DEBOOTSTRAP_TIMEOUT, env=env, log=out / "debootstrap.log")
+                rootfs, mirrors["debian"]], timeout=DEBOOTSTRAP_TIMEOUT, env=env, log=out / "debootstrap.log",
+               progress=progress)
     _unmount_below(out)  # debootstrap should have, but be sure before anything else
     progress(f"image: debootstrap done in {time.monotonic() - t0:.0f}s; configuring")
     _configure_rootfs(rootfs, mirrors, suite)
     for role, packages in provisioned_packages().items():
         progress(f"image: {role} variant with {', '.join(packages)} installed")
-        _provision(rootfs, out, role, packages, proxy_port, env)
+        _provision(rootfs, out, role, packages, proxy_port, env, progress)
     boot = rootfs / "boot"
     kernels = sorted(boot.glob("vmlinuz-*"))
     initrds = sorted(boot.glob("initrd.img-*"))
@@ -182,17 +183,30 @@ def _build(out: Path, proxy_port: int, suite: str, progress) -> None:
     progress(f"image: built in {time.monotonic() - t0:.0f}s")
 
 
-def _run_group(argv, timeout: float, env: dict, log: Path) -> None:
+def _run_group(argv, timeout: float, env: dict, log: Path, progress=None, quiet: float = 30.0) -> None:
     """Run argv in its own process group; on failure, timeout or interrupt kill the whole group.
 
     debootstrap runs dpkg & co. in the chroot; killing only debootstrap would leave
-    them writing into a tree we are about to remove.
+    them writing into a tree we are about to remove. With `progress`, every `quiet`
+    seconds it says what it is still waiting for, with the log's last line.
     """
     with open(log, "wb") as f:
         proc = subprocess.Popen([str(a) for a in argv], env=env, stdin=subprocess.DEVNULL,
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    started = time.monotonic()
     try:
-        rc = proc.wait(timeout=timeout)
+        while True:
+            left = started + timeout - time.monotonic()
+            try:
+                rc = proc.wait(timeout=max(0.1, min(quiet, left)))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() - started >= timeout:
+                    raise LabError(f"{log.stem} did not finish within {timeout:g} s; "
+                                   f"its log {log} ends:\n{_last_lines(log, 10)}") from None
+                if progress:
+                    progress(f"image: still running {log.stem} ({time.monotonic() - started:.0f} s), "
+                             f"last logged: {_last_lines(log, 1)[:100]}")
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # the group we created, nothing else
@@ -201,6 +215,14 @@ def _run_group(argv, timeout: float, env: dict, log: Path) -> None:
         raise
     if rc != 0:
         raise LabError(f"{argv[0]} failed ({rc}):\n" + log.read_text(errors="replace")[-2000:])
+
+
+def _last_lines(log: Path, count: int) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return "\n".join(lines[-count:])
 
 
 def _configure_rootfs(rootfs: Path, mirrors: dict, suite: str) -> None:
@@ -242,7 +264,8 @@ def _configure_rootfs(rootfs: Path, mirrors: dict, suite: str) -> None:
         deb.unlink()
 
 
-def _provision(rootfs: Path, out: Path, role: str, packages: list[str], proxy_port: int, env: dict) -> None:
+def _provision(rootfs: Path, out: Path, role: str, packages: list[str], proxy_port: int, env: dict,
+               progress=None) -> None:
     """out/disk-ROLE.raw: a copy of the configured rootfs with `packages`
     installed in a chroot (natively: minutes saved per VM under TCG). Services
     are not started (policy-rc.d); Debian's postinst enables them, as an apt
@@ -255,9 +278,10 @@ def _provision(rootfs: Path, out: Path, role: str, packages: list[str], proxy_po
         policy.chmod(0o755)
         proxy = ["-o", f"Acquire::http::Proxy=http://127.0.0.1:{proxy_port}"]
         apt = ["chroot", work, "apt-get", "-q", *proxy]
-        _run_group([*apt, "update"], timeout=600, env=env, log=out / f"provision-{role}.log")
+        _run_group([*apt, "update"], timeout=600, env=env, log=out / f"provision-{role}.log",
+                   progress=progress)
         _run_group([*apt, "install", "-y", "--no-install-recommends", *packages], timeout=1200, env=env,
-                   log=out / f"provision-{role}-install.log")
+                   log=out / f"provision-{role}-install.log", progress=progress)
         policy.unlink()
         shutil.rmtree(work / "var/lib/apt/lists", ignore_errors=True)
         (work / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)

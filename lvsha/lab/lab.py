@@ -269,7 +269,12 @@ def _wait_ssh(state: dict, names: list[str], p: _Progress, t0: float, timeout: f
     pending = list(names)
     ready = {}
     deadline = time.monotonic() + timeout
+    said = time.monotonic()
     while pending:
+        if time.monotonic() - said >= 30:  # never silent for long: say what it waits for
+            p(f"waiting for SSH on {', '.join(pending)} ({time.monotonic() - t0:.0f}s after boot start, "
+              f"at most {timeout:.0f}s)")
+            said = time.monotonic()
         for name in pending:
             if pid_cmdline(state["hosts"][name]["pid"]) is None:
                 log = Path(state["vms"][name]["dir"], "qemu.log").read_text(errors="replace")[-1000:]
@@ -448,6 +453,19 @@ def client_exec(args, timeout: float = 60, check: bool = False) -> subprocess.Co
     return subprocess.run(["ip", "netns", "exec", state["client"]["netns"], *map(str, args)],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout, check=check)
+
+
+CLIENTS = Path(__file__).resolve().parent / "clients"  # programs run in the client netns (poll, hold)
+
+
+def client_program(path: Path | str, *args) -> subprocess.Popen:
+    """Start the Python program `path` (a name: lvsha/lab/clients/NAME.py) in the
+    client netns, unbuffered, its output (text lines) on the Popen's stdout."""
+    path = Path(path) if Path(path).suffix == ".py" else CLIENTS / f"{path}.py"
+    state = load_state()
+    return subprocess.Popen(["ip", "netns", "exec", state["client"]["netns"], "python3", "-u", str(path),
+                             *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
 
 
 def ssh_argv(name: str) -> list[str]:

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import select
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from lvsha.lab import cache_dir
+from lvsha.lab import LabError, cache_dir
 from lvsha.lab.image import DEFAULT_RELEASE, RELEASE_ENV, RELEASES, SECOND_MODEL_RELEASE
 from lvsha.lab.model import ROOT
 
@@ -50,33 +51,83 @@ class DeployResult:
         return self.returncode == 0 and self.errors == 0
 
 
+QUIET = 30.0  # s: a deploy silent this long is reported as still running
+
+
+def follow(fd: int, deadline: float, on_line, on_quiet, quiet: float = QUIET) -> None:
+    """Read the pipe `fd` line by line, calling on_line(line) for each line and
+    on_quiet(seconds) after every `quiet` seconds without one; a LabError at
+    `deadline` (time.monotonic()) if the pipe has not ended by then.
+
+    Waits with select() in the calling thread, never a reader thread: the test
+    tier runs under pyinfra's gevent, where a thread blocked on a pipe stalls the
+    whole process (gevent's select is cooperative)."""
+    pending, last = b"", time.monotonic()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LabError("no end of output by the deadline")
+        ready, _, _ = select.select([fd], [], [], max(0.0, min(quiet - (time.monotonic() - last), left)))
+        if not ready:
+            if time.monotonic() - last >= quiet and time.monotonic() < deadline:
+                on_quiet(time.monotonic() - last)
+                last = time.monotonic()  # the next report after another quiet stretch
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            if pending:
+                on_line(pending.decode(errors="replace"))
+            return
+        last = time.monotonic()
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            on_line(line.decode(errors="replace") + "\n")
+
+
 def deploy(*extra: str, timeout: float = 1800, echo: bool = False, progress=None) -> DeployResult:
     """Run `pyinfra [-y] lvsha/lab/inventory.py deploy.py EXTRA...` from the repository.
 
     `-y` (no prompt) is given except with --dry: pyinfra's -y also skips
     change detection, which is what a dry run is for. With `progress` (a function
-    taking a line), each operation is reported as it starts, with the seconds since
-    the deploy began. (Read in this thread, line by line: the test tier runs under
-    pyinfra's gevent, where a reader thread and a blocking pipe would stall it.)"""
+    taking a line), each operation is reported as it starts, and a long one every
+    30 s while it runs (with the seconds since the deploy began), so a long deploy
+    is never silent. A deploy still running after `timeout` seconds is ended and a
+    LabError says where it was, with its last lines."""
     yes = [] if "--dry" in extra else ["-y"]
     argv = [sys.executable, "-m", "pyinfra", *yes, str(LAB_INVENTORY), str(DEPLOY), *extra]
     started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     lines, timed = [], []
+    current = ["connecting and reading facts"]
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        timed.append(f"{time.monotonic() - started:7.1f} {line}")
+        if echo:
+            click.echo(line, nl=False)
+        if progress and line.startswith(OPERATION_START):
+            current[0] = line[len(OPERATION_START):].strip()
+            progress(f"{time.monotonic() - started:6.1f}s {current[0]}")
+
+    def on_quiet(silent: float) -> None:
+        if progress:
+            progress(f"{time.monotonic() - started:6.1f}s still running: {current[0]}")
+
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            timed.append(f"{time.monotonic() - started:7.1f} {line}")
-            if echo:
-                click.echo(line, nl=False)
-            if progress and line.startswith(OPERATION_START):
-                progress(f"{time.monotonic() - started:6.1f}s {line[len(OPERATION_START):].strip()}")
-        proc.wait(timeout=timeout)
+        follow(proc.stdout.fileno(), started + timeout, on_line, on_quiet)
+        proc.wait(timeout=max(1.0, started + timeout - time.monotonic()))
+    except (LabError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+        raise LabError(f"the deploy did not finish within {timeout:g} s (at: {current[0]}); its last lines:\n"
+                       + "".join(lines[-20:])) from None
     except BaseException:
         proc.kill()
         proc.wait()
         raise
+    finally:
+        proc.stdout.close()
     output = "".join(lines)
     changed = errors = 0
     match = GRAND_TOTAL.search(output)
@@ -88,12 +139,21 @@ def deploy(*extra: str, timeout: float = 1800, echo: bool = False, progress=None
 
 # ---- the report ----------------------------------------------------------------
 #
-# One run's figures: {"run": {"commit", "machine", "started"}, "figures": {name: seconds}}.
+# One run's figures: {"run": {"kind", "commit", "machine", "started"}, "figures": {name: seconds}}.
 # A run starts a new report (start_report), so a report never carries an earlier run's
-# figures (a test skipped now, a lab that did not come up now, show nothing).
+# figures (a test skipped now, a lab that did not come up now, show nothing). Its kind
+# is the command that made it: "run" (the lab's test tier), "demo" or "bench"; a page
+# has one place per kind (markers), so a demo's report never overwrites a run's.
 
 REPORT_BEGIN = "<!-- lvsha lab report: begin (lvsha lab report --markdown --into FILE writes between these) -->"
 REPORT_END = "<!-- lvsha lab report: end -->"
+
+
+def report_markers(kind: str = "run") -> tuple[str, str]:
+    """The lines between which `lvsha lab report --into FILE` writes a report of `kind`."""
+    if kind == "run":
+        return REPORT_BEGIN, REPORT_END
+    return f"<!-- lvsha lab report ({kind}): begin -->", f"<!-- lvsha lab report ({kind}): end -->"
 
 
 def report_path() -> Path:
@@ -153,9 +213,9 @@ def _machine() -> str:
     return f"{os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}, QEMU guests"
 
 
-def start_report() -> None:
-    """A new report for the run that starts now: its commit and machine, no figures."""
-    _write_report({"run": {"commit": _commit(), "machine": _machine(),
+def start_report(kind: str = "run") -> None:
+    """A new report for the run that starts now (`lvsha lab KIND`): its commit and machine, no figures."""
+    _write_report({"run": {"kind": kind, "commit": _commit(), "machine": _machine(),
                            "started": time.strftime("%Y-%m-%d %H:%M %Z")}, "figures": {}})
 
 
@@ -167,7 +227,8 @@ def format_report(markdown: bool = False) -> str:
         return "lab report: no figures recorded"
     about = ", ".join(f"{key} {run[key]}" for key in ("commit", "machine", "started") if run.get(key))
     if markdown:
-        lines = [f"Measured by `lvsha lab run` ({about or 'run not recorded'}), seconds unless marked (x):", "",
+        lines = [f"Measured by `lvsha lab {run.get('kind', 'run')}` ({about or 'run not recorded'}), "
+                 "seconds unless marked (x):", "",
                  "| figure | seconds |", "| --- | ---: |"]
         lines += [f"| {name.replace('|', '/')} | {value} |" for name, value in figures.items()]
         return "\n".join(lines)
@@ -178,14 +239,15 @@ def format_report(markdown: bool = False) -> str:
 
 
 def write_report_into(path: Path) -> None:
-    """Replace what stands between REPORT_BEGIN and REPORT_END in `path` with the report's table."""
+    """Replace what stands between the markers of the report's kind in `path` with its table."""
+    begin, end = report_markers(_load_report()["run"].get("kind", "run"))
     text = path.read_text()
-    if REPORT_BEGIN not in text or REPORT_END not in text.split(REPORT_BEGIN, 1)[1]:
-        raise click.ClickException(f"{path}: no place for the report (a line {REPORT_BEGIN!r}, later {REPORT_END!r})")
-    head, rest = text.split(REPORT_BEGIN, 1)
-    _, tail = rest.split(REPORT_END, 1)
+    if begin not in text or end not in text.split(begin, 1)[1]:
+        raise click.ClickException(f"{path}: no place for the report (a line {begin!r}, later {end!r})")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     staged = path.with_name(f".{path.name}.new")
-    staged.write_text(f"{head}{REPORT_BEGIN}\n{format_report(markdown=True)}\n{REPORT_END}{tail}")
+    staged.write_text(f"{head}{begin}\n{format_report(markdown=True)}\n{end}{tail}")
     staged.replace(path)
 
 
@@ -223,6 +285,16 @@ def add_commands(lab: click.Group) -> None:
         click.echo(format_report())
         sys.exit(code)
 
+    @lab.command("demo")
+    @click.option("--keep", is_flag=True, help="leave the lab up at the end, to try things by hand")
+    @click.option("--release", type=click.Choice(sorted(RELEASES)), envvar=RELEASE_ENV, default=DEFAULT_RELEASE,
+                  show_default=True, help="the guests' Debian release")
+    def demo_command(keep: bool, release: str) -> None:
+        """See it work: lab up, deploy, balance, power off the active balancer, back, down."""
+        from lvsha.lab.demo import run_demo
+
+        sys.exit(run_demo(click.echo, keep=keep, release=release))
+
     @lab.command("bench")
     @click.option("--rounds", default=3, show_default=True, help="measurements of each kind, interleaved")
     def bench_command(rounds: int) -> None:
@@ -230,7 +302,7 @@ def add_commands(lab: click.Group) -> None:
         from lvsha.lab import LabError
         from lvsha.lab.bench import bench, format_figures, ratios
 
-        start_report()  # a run of its own: its report holds its figures alone
+        start_report("bench")  # a run of its own: its report holds its figures alone
         try:
             figures = bench(rounds, progress=click.echo)
         except LabError as error:

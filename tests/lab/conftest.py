@@ -118,11 +118,10 @@ class Lab:
         return lab_api.client_exec(list(args), timeout=timeout)
 
     def client_program(self, name: str, *args) -> subprocess.Popen:
-        """Start tests/lab/clients/NAME.py in the client netns (text lines on stdout)."""
-        argv = ["ip", "netns", "exec", self.state["client"]["netns"], "python3", "-u",
-                str(Path(__file__).parent / "clients" / f"{name}.py"), *map(str, args)]
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL)
+        """Start the client program NAME (lvsha/lab/clients/NAME.py, else
+        tests/lab/clients/NAME.py) in the client netns (text lines on stdout)."""
+        own = Path(__file__).parent / "clients" / f"{name}.py"
+        return lab_api.client_program(name if (lab_api.CLIENTS / f"{name}.py").exists() else own, *args)
 
     def lvsha(self, *args, timeout: float = 300) -> subprocess.CompletedProcess:
         """The real `lvsha` CLI (python -m lvsha) with the lab's inventory: `lab.lvsha("status")`."""

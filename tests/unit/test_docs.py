@@ -18,7 +18,7 @@ README = REPO / "README.md"
 MODEL_DOC = REPO / "docs" / "model.md"
 DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
 
-LAB_COMMAND = "bin/setup && .venv/bin/lvsha lab run"
+LAB_COMMAND = "bin/setup && .venv/bin/lvsha lab demo"
 TEST_COMMAND = "bin/setup && .venv/bin/python -m pytest"
 README_MAX_LINES = 160
 

@@ -189,3 +189,21 @@ def test_shared_connection_keeps_the_lab_key_and_host_key_checking():
     assert options["StrictHostKeyChecking"] == "yes" and options["UserKnownHostsFile"] == "/state/known_hosts"
     assert options["ControlMaster"] == "auto" and options["ControlPath"] == "/state/mux-balancer1"
     assert "ControlPath" not in " ".join(vm.ssh_base("/state/id_ed25519", 2201))  # boot probes log in afresh
+
+
+def test_a_long_image_step_says_what_it_still_waits_for(tmp_path):
+    """A silent build step (debootstrap, a chroot apt-get) reports itself with its log's
+    last line while it runs."""
+    said = []
+    log = tmp_path / "debootstrap.log"
+    image._run_group(["sh", "-c", "echo 'I: Retrieving Packages'; sleep 1"], timeout=30, env=dict(os.environ),
+                     log=log, progress=said.append, quiet=0.2)
+    assert said and all(line.startswith("image: still running debootstrap (") for line in said), said
+    assert said[-1].endswith("last logged: I: Retrieving Packages")
+
+
+def test_an_image_step_past_its_timeout_is_ended_with_its_log(tmp_path):
+    log = tmp_path / "provision-web-install.log"
+    with pytest.raises(LabError, match=r"provision-web-install did not finish within 0.5 s.*\n.*Unpacking nginx"):
+        image._run_group(["sh", "-c", "echo 'Unpacking nginx'; exec sleep 30"], timeout=0.5, env=dict(os.environ),
+                         log=log, quiet=0.2)

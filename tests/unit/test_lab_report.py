@@ -98,3 +98,97 @@ def test_the_deploy_reports_each_operation_as_it_starts(monkeypatch):
     result = run.deploy(progress=said.append)
     assert result.ok and result.changed == 4
     assert [line.split("s ", 1)[1] for line in said] == ["Packages | Install heartbeat", "Firewall | Load rules.v4"]
+
+
+# ---- a long deploy is never silent, and never endless --------------------------
+# The writers are real processes (sh), not threads: this tier runs under pyinfra's
+# gevent once the deploy tests have imported it.
+
+def _writer(script: str):
+    import subprocess
+
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return proc
+
+
+def test_a_quiet_stretch_is_reported_while_the_lines_come_through():
+    import time
+
+    seen, quiet = [], []
+    proc = _writer('echo "--> Starting operation: Packages | Install"; sleep 1; echo "--> Starting operation: Firewall"')
+    run.follow(proc.stdout.fileno(), time.monotonic() + 30, seen.append, quiet.append, quiet=0.2)
+    proc.wait()
+    assert seen == ["--> Starting operation: Packages | Install\n", "--> Starting operation: Firewall\n"]
+    assert len(quiet) >= 2 and all(q >= 0.2 for q in quiet)  # reported while the install ran
+
+
+def test_a_last_line_without_newline_is_not_lost():
+    import time
+
+    seen = []
+    proc = _writer('printf "one\\ntwo"')
+    run.follow(proc.stdout.fileno(), time.monotonic() + 30, seen.append, lambda s: None, quiet=5)
+    proc.wait()
+    assert seen == ["one\n", "two"]
+
+
+def test_output_that_never_ends_stops_at_the_deadline():
+    import time
+
+    from lvsha.lab import LabError
+
+    proc = _writer('echo "a line"; exec sleep 60')
+    try:
+        with pytest.raises(LabError, match="no end of output by the deadline"):
+            run.follow(proc.stdout.fileno(), time.monotonic() + 0.5, lambda line: None, lambda s: None, quiet=0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _fake_pyinfra(monkeypatch, script: str):
+    import subprocess
+
+    real = subprocess.Popen
+    monkeypatch.setattr(run.subprocess, "Popen", lambda argv, **kwargs: real(["sh", "-c", script], **kwargs))
+    monkeypatch.setattr(run, "QUIET", 0.3)
+    monkeypatch.setattr(run.follow, "__defaults__", (0.3,))  # "quiet" after 0.3 s here, 30 s for real
+
+
+def test_the_deploy_reports_each_operation_and_a_long_one_while_it_runs(monkeypatch):
+    _fake_pyinfra(monkeypatch, 'echo "--> Starting operation: Packages | Install heartbeat"; sleep 1; '
+                               'echo "--> Starting operation: Firewall | Load rules.v4"; '
+                               'echo "    Grand total     10     4      -      6"')
+    said = []
+    result = run.deploy(progress=said.append)
+    assert result.ok and result.changed == 4
+    assert said[0].endswith("s Packages | Install heartbeat") and said[-1].endswith("s Firewall | Load rules.v4")
+    assert any("still running: Packages | Install heartbeat" in line for line in said[1:-1]), said
+
+
+def test_a_deploy_that_hangs_is_ended_at_its_timeout_saying_where(monkeypatch):
+    _fake_pyinfra(monkeypatch, 'echo "--> Starting operation: Packages | Install heartbeat"; exec sleep 60')
+    from lvsha.lab import LabError
+
+    with pytest.raises(LabError, match=r"did not finish within 1 s \(at: Packages \| Install heartbeat\)"):
+        run.deploy(timeout=1, progress=lambda line: None)
+
+
+def test_a_demos_report_goes_to_its_own_place_never_over_the_runs(tmp_path):
+    run_begin, run_end = run.report_markers("run")
+    demo_begin, demo_end = run.report_markers("demo")
+    page = tmp_path / "performance.md"
+    page.write_text(f"{run_begin}\nthe run's table\n{run_end}\n\n{demo_begin}\nold\n{demo_end}\n")
+    run.start_report("demo")
+    run.record("demo: the whole demo", 612.0)
+    run.write_report_into(page)
+    text = page.read_text()
+    assert "the run's table" in text and "old" not in text
+    assert "Measured by `lvsha lab demo`" in text and "| demo: the whole demo | 612.0 |" in text
+
+
+def test_the_performance_page_has_a_place_for_the_demos_report():
+    page = Path(__file__).resolve().parents[2] / "docs" / "performance.md"
+    begin, end = run.report_markers("demo")
+    text = page.read_text()
+    assert text.index(begin) < text.index(end)
