@@ -249,3 +249,29 @@ def test_a_frozen_heartbeat_is_ended_so_that_one_node_holds_the_addresses_again(
     assert "heartbeat has not answered for" in said, said
     assert both_for < hb.deadtime + 10, both_for
     lab.wait_settled(lab.home_after_return(standby))
+
+
+HUNG_CONNTRACKD_BOUND = 60  # s: a takeover after a heartbeat stop (~10-20 s) plus conntrackd's 5 s bound, with margin
+
+
+def test_a_hung_conntrackd_on_the_taker_never_keeps_the_addresses_down(lab):
+    """conntrackd stopped, not dead (SIGSTOP: as if hung), on the standby; the active's
+    heartbeat stops. The takeover's conntrackd requests end at their time bound and
+    the standby serves every site all the same; its journal names the hung request."""
+    if not lab.cluster.state_sync.enabled:
+        pytest.skip(f"{lab.cluster.name} syncs no state: no conntrackd")
+    active = lab.carrier()
+    standby = lab.other(active)
+    since = int(lab.ssh(standby, "date +%s").stdout)
+    lab.ssh(standby, "pkill -STOP -x conntrackd")
+    try:
+        lab.ssh(active, "systemctl stop heartbeat")
+        took = lab.wait_settled(standby, timeout=HUNG_CONNTRACKD_BOUND)
+        record("takeover after heartbeat stop, the taker's conntrackd hung", took)
+        said = lab.ssh(standby, f"journalctl -q -o cat --since=@{since} -t lvsha-conntrackd", check=False).stdout
+        assert "(conntrackd hung?)" in said, said
+    finally:
+        lab.ssh(standby, "pkill -CONT -x conntrackd", check=False)
+        lab.ssh(active, "systemctl start heartbeat", check=False)
+    lab.wait_settled(lab.home_after_return(standby))
+    assert lab.carries_none(lab.other(lab.home_after_return(standby)))
