@@ -9,9 +9,10 @@ from tasks.facts import KeepalivedApplied, fact, unit_state
 from tasks.operations import only_model_addresses, only_model_ipvs_services, sha1_of, unit
 from tasks.rendered import put
 
-# keepalived's own check of a file (Debian's path); any non-zero exit is a failure
-# (2.2.7 reports some configuration errors with 4 or 5, some warnings too).
-KEEPALIVED_CHECK = "/usr/sbin/keepalived -t -f {}"
+# keepalived's own check of a file (Debian's path), bounded; any non-zero exit is a
+# failure (2.2.7 reports configuration errors with 3 to 5, 124 is the time limit).
+CHECK_TIMEOUT = 60
+KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} /usr/sbin/keepalived -t -f {{}}"
 
 
 @deploy("keepalived")
