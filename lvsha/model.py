@@ -15,6 +15,16 @@ from functools import cached_property
 from netaddr import IPAddress, IPNetwork, IPSet
 
 HEARTBEAT_UDP_PORT = 694
+# The failover engines a model may name (`Cluster.engine`).
+ENGINES = ("heartbeat", "keepalived")
+# keepalived: VRRP (IP protocol 112), unicast between the balancers on one link; one
+# virtual router, whose id both nodes must share (no virtual MAC is used, and the
+# firewall accepts VRRP from the peer's address only, so the id names nothing outside).
+VRRP_PROTOCOL = 112
+VRRP_ROUTER_ID = 51
+# The master's and the backup's VRRP priorities (balancer order); a failed link
+# check costs more than their difference, so the node that reaches less yields.
+VRRP_PRIORITIES = (150, 100)
 # IPVS connection sync: the kernel's fixed multicast group and port (TTL 1).
 IPVS_SYNC_GROUP = "224.0.0.81"
 IPVS_SYNC_PORT = 8848
@@ -269,6 +279,9 @@ class Cluster:
     state_sync: StateSync = field(default_factory=StateSync)
     # The upstream router of the external network, if the balancers need one.
     external_gateway: str | None = None
+    # The failover engine: "heartbeat" (heartbeat 3 + ldirectord) or "keepalived"
+    # (VRRP and IPVS health checks in one daemon), both from this same model.
+    engine: str = "heartbeat"
 
     def to_json(self) -> dict:
         """What `pyinfra debug-inventory` shows: the model, secret hidden."""
@@ -391,6 +404,25 @@ class Cluster:
         """What the balancers ping on the external network (link failure detection)."""
         nodes = self.heartbeat.ping_nodes or ((self.external_gateway,) if self.external_gateway else ())
         return [IPAddress(a) for a in nodes]
+
+    # ---- keepalived (engine "keepalived") ------------------------------------
+    def vrrp_link(self, balancer: Balancer) -> tuple[str, IPAddress, IPAddress]:
+        """(interface, own address, the peer's address) of the link VRRP advertisements
+        travel on, unicast: the first of `heartbeat.links`."""
+        link = self.heartbeat.links[0]
+        peer = self.peer(balancer)
+        if link == "external":
+            return balancer.external_interface, IPAddress(balancer.external_ip), IPAddress(peer.external_ip)
+        return balancer.internal_interface, IPAddress(balancer.internal_ip), IPAddress(peer.internal_ip)
+
+    def vrrp_priority(self, balancer: Balancer) -> int:
+        """The balancer's VRRP priority: the master's is the higher (balancer order)."""
+        return VRRP_PRIORITIES[[b.name for b in self.balancers].index(balancer.name)]
+
+    def vrrp_down_adverts(self) -> int:
+        """Missed advertisements after which the backup declares the master dead:
+        `deadtime` in whole `keepalive`s (validation refuses what does not divide)."""
+        return self.heartbeat.deadtime // self.heartbeat.keepalive
 
     def internal_ping_group(self) -> list[IPAddress]:
         """The web hosts' first internal addresses: the internal link is up while one answers."""

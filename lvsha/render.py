@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from netaddr import IPAddress
 
-from lvsha.model import HEARTBEAT_UDP_PORT, IPVS_SYNC_GROUP, IPVS_SYNC_PORT, Balancer, Cluster, WebHost
+from lvsha.model import (HEARTBEAT_UDP_PORT, IPVS_SYNC_GROUP, IPVS_SYNC_PORT, VRRP_PRIORITIES, VRRP_PROTOCOL,
+                         VRRP_ROUTER_ID, Balancer, Cluster, WebHost)
 from lvsha.validate import validate
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -54,6 +55,17 @@ IPVS_READY_TIMEOUT = 60
 # What ldirectord.service runs with: LDIRECTORD_CF with the drained real servers at weight 0.
 # Named "ldirectord" so that ldirectord's pid file stays Debian's /run/ldirectord.ldirectord.pid.
 LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
+# keepalived (engine "keepalived"): its configuration, lvsha's unit drop-in, the
+# program it runs (notify, track_script, record), conntrackd's primary/backup
+# script (the one heartbeat runs from haresources, installed where keepalived's
+# script security accepts it), and the sha1 of the file it runs with.
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
+KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
+KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
+KEEPALIVED_APPLIED = "/run/lvsha/keepalived.applied"
+# The one VRRP instance: every floating address.
+VRRP_INSTANCE = "lvsha"
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 FIREWALL6_RULES = "/etc/iptables/rules.v6"
 # What lvsha-applied records each IP family's loaded ruleset as ("firewall" predates IPv6).
@@ -69,7 +81,7 @@ MANAGED_DIRECTORIES = tuple(sorted({
     str(PurePosixPath(path).parent) for path in (
         HA_CF, FLOATING_IPS_SCRIPT, FIREWALL_RULES, SYSCTL_CONF, MODULES_CONF, HEARTBEAT_GUARD,
         HEARTBEAT_DROPIN, LDIRECTORD_DROPIN, FIREWALL_DROPIN, NGINX_SITES, NGINX_SITE_LINK, f"{NETWORKD_DIR}/x",
-        CONNTRACKD_CONF, IPVS_SYNC_UNIT, CONNTRACKD_DROPIN,
+        CONNTRACKD_CONF, IPVS_SYNC_UNIT, CONNTRACKD_DROPIN, KEEPALIVED_CONF, KEEPALIVED_DROPIN,
     )
 }))
 
@@ -168,8 +180,7 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     # Both balancers' own addresses and the gateway: no forwarded connection ends there.
     ignored = sorted({IPAddress(a) for b in cluster.balancers for a in (b.external_ip, b.internal_ip, b.sync_ip) if a}
                      | {cluster.gateway})
-    return [
-        _shipped("lvsha", IPVS_READY_SCRIPT, mode="0755"),
+    files = [
         RenderedFile(CONNTRACKD_CONF, _render(
             "conntrackd.conf.j2", cluster, balancer=balancer, peer=peer, link=link, sync=cluster.state_sync,
             state_script=Path(CONNTRACKD_SCRIPT).name, ignored=ignored)),
@@ -179,6 +190,8 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
             group=IPVS_SYNC_GROUP, port=IPVS_SYNC_PORT, ready_script=IPVS_READY_SCRIPT,
             ready_timeout=IPVS_READY_TIMEOUT)),
     ]
+    # keepalived has loaded IPVS when systemd calls it started: no wait (ipvs-sync.service.j2).
+    return files if cluster.engine == "keepalived" else [_shipped("lvsha", IPVS_READY_SCRIPT, mode="0755"), *files]
 
 
 def drain_script() -> RenderedFile:
@@ -227,6 +240,68 @@ def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     return group
 
 
+@dataclass(frozen=True)
+class TrackScript:
+    """A keepalived `vrrp_script`: while it fails, the node's priority is `weight` lower."""
+
+    name: str
+    script: str
+    fall: int
+    weight: int
+    why: str
+
+
+def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
+    """ipfail's rule on keepalived: with external ping nodes, one check per node and one
+    for the web hosts as a group. Each failing check costs more than the difference of
+    the two nodes' priorities, so the node that reaches fewer of them than its peer
+    yields the group; one that both miss moves nothing. A check fails after as many
+    misses as heartbeat's deadping allows (before the peer would be declared dead)."""
+    nodes = cluster.external_ping_nodes()
+    if not nodes:
+        return []
+    weight = -(VRRP_PRIORITIES[0] - VRRP_PRIORITIES[1] + 1)
+    fall = max(1, cluster.heartbeat.deadping // cluster.heartbeat.keepalive)
+    checks = [TrackScript(f"lvsha_ping_{str(node).replace('.', '_')}", f"{KEEPALIVED_PROGRAM} reach {node}", fall, weight,
+                          f"ping node {node} (external network)")
+              for node in nodes]
+    group = " ".join(str(a) for a in cluster.internal_ping_group())
+    checks.append(TrackScript("lvsha_web_hosts", f"{KEEPALIVED_PROGRAM} reach {group}", fall, weight,
+                              "the web hosts, one group: the internal link is up while one answers"))
+    return checks
+
+
+def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
+    """keepalived.conf of `balancer`: one VRRP instance carrying every floating
+    address, and a virtual server per site with ldirectord's checks."""
+    interface, address, peer_address = cluster.vrrp_link(balancer)
+    sync = cluster.state_sync
+    notify = f"{KEEPALIVED_PROGRAM} notify {KEEPALIVED_CONNTRACKD_SCRIPT} {Path(IPVS_SYNC_UNIT).name}" if sync.enabled else ""
+    # The instance's own interface is tracked by keepalived anyway (naming it is an error).
+    tracked = [i for i in dict.fromkeys(i for i, _ in cluster.heartbeat_peers(balancer)) if i != interface]
+    return RenderedFile(KEEPALIVED_CONF, _render(
+        "keepalived.conf.j2", cluster, balancer=balancer, hb=cluster.heartbeat, instance=VRRP_INSTANCE,
+        router_id=VRRP_ROUTER_ID, priority=cluster.vrrp_priority(balancer), down_adverts=cluster.vrrp_down_adverts(),
+        preempt_delay=sync_listen(cluster), vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
+        tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster),
+        floating_ips=cluster.floating_ips(), notify=notify, virtual_servers=cluster.virtual_servers()))
+
+
+def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    """What keepalived runs with: lvsha's program (before the file that names it:
+    `keepalived -t` checks the scripts), conntrackd's primary/backup script with state
+    sync on, the unit drop-in, then keepalived.conf."""
+    sync_units = ["conntrackd.service"] if cluster.state_sync.enabled else []
+    files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755")]
+    if cluster.state_sync.enabled:
+        files.append(_shipped("heartbeat", KEEPALIVED_CONNTRACKD_SCRIPT, mode="0755"))
+    files.append(RenderedFile(KEEPALIVED_DROPIN, _render(
+        "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM,
+        config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY)))
+    files.append(keepalived_conf(cluster, balancer))
+    return files
+
+
 def ldirectord_file(cluster: Cluster) -> RenderedFile:
     return RenderedFile(LDIRECTORD_CF, _render("ldirectord.cf.j2", cluster, virtual_servers=cluster.virtual_servers()))
 
@@ -236,7 +311,9 @@ def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
         "rules.v4.j2", cluster, balancer=balancer, peer_links=cluster.heartbeat_peers(balancer),
         spoofed_sources=cluster.spoofed_sources(), mail_routes=cluster.mail_routes(),
         external_floating=[ip for ip in cluster.floating_ips() if ip.interface == balancer.external_interface],
-        udp_port=HEARTBEAT_UDP_PORT, sync=cluster.state_sync, sync_net=cluster.sync_net,
+        udp_port=HEARTBEAT_UDP_PORT, vrrp_protocol=VRRP_PROTOCOL,
+        vrrp_link=cluster.vrrp_link(balancer) if cluster.engine == "keepalived" else None,
+        sync=cluster.state_sync, sync_net=cluster.sync_net,
         sync_link=cluster.sync_link(balancer), ipvs_sync_group=IPVS_SYNC_GROUP, ipvs_sync_port=IPVS_SYNC_PORT,
     )
     return RenderedFile(FIREWALL_RULES, content, mode="0640")
@@ -323,13 +400,22 @@ def web_server_file(cluster: Cluster, host: WebHost) -> RenderedFile:
                                              site_addresses=cluster.site_addresses(host)))
 
 
-def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+def engine_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    """The failover engine's files: heartbeat's and ldirectord's, or keepalived's."""
+    if cluster.engine == "keepalived":
+        return keepalived_files(cluster, balancer)
     return [
         *heartbeat_files(cluster, balancer),
         *heartbeat_helper_files(cluster, balancer),
         drain_script(),
         *unit_dropin_files(cluster),
         ldirectord_file(cluster),
+    ]
+
+
+def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    return [
+        *engine_files(cluster, balancer),
         *(state_sync_files(cluster, balancer) if cluster.state_sync.enabled else []),
         *firewall_files(cluster, balancer).values(),
         firewall_dropin_file(),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork, IPSet
 
-from lvsha.model import HEARTBEAT_UDP_PORT, IPVS_SYNC_PORT, Cluster
+from lvsha.model import ENGINES, HEARTBEAT_UDP_PORT, IPVS_SYNC_PORT, Cluster
 
 IPVS_SCHEDULERS = {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"}
 LDIRECTORD_SERVICES = {
@@ -21,6 +21,15 @@ LDIRECTORD_SERVICES = {
 }
 LDIRECTORD_CHECKTYPES = {"negotiate", "connect", "ping", "off", "on"}
 HEARTBEAT_AUTH_METHODS = {"sha1", "md5", "crc"}
+# keepalived (VRRPv2, Debian 12's 2.2.7 and 13's 2.3.3): an advertisement interval of
+# 1-255 whole seconds; the master is declared dead after down_timer_adverts (1-100)
+# missed ones, and lvsha asks for 3 at least (the RFC's count: one lost packet is no takeover).
+VRRP_ADVERT_MAX = 255
+VRRP_DOWN_ADVERTS = (3, 100)
+# What keepalived's checkers can run of ldirectord's checks: a negotiate check of these
+# services (HTTP_GET / SSL_GET), and connect (TCP_CHECK), ping (PING_CHECK), on (no check).
+KEEPALIVED_NEGOTIATE_SERVICES = {"http", "https"}
+KEEPALIVED_CHECKTYPES = {"negotiate", "connect", "ping", "on"}
 INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 VIRTUAL_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -156,7 +165,10 @@ def problems(cluster: Cluster) -> list[Problem]:
     _check_balancers(c, cluster, own, ext, intl)
     _check_sites(c, cluster, own, ext)
     _check_web_hosts(c, cluster, own, ext, intl)
-    _check_heartbeat(c, cluster)
+    engine = _check_engine(c, cluster)
+    _check_heartbeat(c, cluster, engine)
+    if engine == "keepalived":
+        _check_keepalived(c, cluster)
     for i, node in enumerate(cluster.heartbeat.ping_nodes):
         if node == cluster.external_gateway:  # the gateway itself, named as a ping node
             continue
@@ -277,14 +289,26 @@ def _check_web_hosts(c: _Checker, cluster: Cluster, own, ext, intl) -> None:
             own(f"{where}.public_ip", h.public_ip, ext, "external network")
 
 
-def _check_heartbeat(c: _Checker, cluster: Cluster) -> None:
+def _check_engine(c: _Checker, cluster: Cluster) -> str | None:
+    """The engine's name, or None when it is not one (reported)."""
+    if cluster.engine not in ENGINES:
+        c.fail("engine", cluster.engine, f"is not a failover engine ({', '.join(ENGINES)})")
+        return None
+    return cluster.engine
+
+
+def _check_heartbeat(c: _Checker, cluster: Cluster, engine: str | None = "heartbeat") -> None:
+    """heartbeat's settings; on keepalived, the timers, links and ping nodes (which
+    it maps) are checked and the rules of heartbeat's own machinery are not."""
     hb = cluster.heartbeat
+    on_heartbeat = engine == "heartbeat"
     timers = all(
         c.positive(f"heartbeat.{name}", getattr(hb, name)) for name in ("keepalive", "deadtime", "warntime", "initdead")
     )
     if timers:
         if hb.deadtime <= hb.keepalive:
             c.fail("heartbeat.deadtime", hb.deadtime, f"must be above keepalive ({hb.keepalive})")
+    if timers and on_heartbeat:
         if not hb.keepalive <= hb.warntime < hb.deadtime:
             c.fail("heartbeat.warntime", hb.warntime, f"must be from keepalive ({hb.keepalive}) to below deadtime ({hb.deadtime})")
         if hb.initdead < 2 * hb.deadtime:
@@ -296,7 +320,7 @@ def _check_heartbeat(c: _Checker, cluster: Cluster) -> None:
             c.fail("heartbeat.links", link, "must be 'internal' or 'external'")
     if len(set(hb.links)) != len(hb.links):
         c.fail("heartbeat.links", hb.links, "names a link twice")
-    if hb.ping_nodes or cluster.external_gateway:
+    if (hb.ping_nodes or cluster.external_gateway) and on_heartbeat:
         if "external" not in hb.links:
             c.fail("heartbeat.links", hb.links, "ping nodes need heartbeat on the external link too: "
                    "ipfail acts when a heartbeat link dies")
@@ -307,6 +331,8 @@ def _check_heartbeat(c: _Checker, cluster: Cluster) -> None:
         c.fail("heartbeat.media", hb.media, "must be 'ucast' or 'bcast'")
     if not isinstance(hb.logfacility, str) or not re.match(r"^(local[0-7]|daemon|none)$", hb.logfacility):
         c.fail("heartbeat.logfacility", hb.logfacility, "must be local0-local7, daemon or none")
+    if not on_heartbeat:
+        return  # heartbeat.auth is heartbeat's authkeys: keepalived has no use for it
     auth = hb.auth
     if auth.method not in HEARTBEAT_AUTH_METHODS:
         c.fail("heartbeat.auth.method", auth.method, f"must be one of {', '.join(sorted(HEARTBEAT_AUTH_METHODS))}")
@@ -325,6 +351,49 @@ def _check_heartbeat(c: _Checker, cluster: Cluster) -> None:
         )
     elif not re.match(r"^[\x21-\x7e]{16,}$", auth.secret):
         c.fail("heartbeat.auth.secret", "<hidden>", "must be at least 16 printable characters without spaces")
+
+
+def _check_keepalived(c: _Checker, cluster: Cluster) -> None:
+    """What the model must say for keepalived to carry it (engine "keepalived"):
+    the timers map to VRRP's (advert_int = keepalive, the master declared dead after
+    deadtime / keepalive missed advertisements), and each health check to one of
+    keepalived's checkers."""
+    hb = cluster.heartbeat
+    timers_ok = all(isinstance(getattr(hb, n), int) and not isinstance(getattr(hb, n), bool) and getattr(hb, n) > 0
+                    for n in ("keepalive", "deadtime"))
+    if timers_ok:
+        if hb.keepalive > VRRP_ADVERT_MAX:
+            c.fail("heartbeat.keepalive", hb.keepalive,
+                   f"on keepalived it is VRRP's advert_int: 1 to {VRRP_ADVERT_MAX} whole seconds")
+        low, high = VRRP_DOWN_ADVERTS
+        if hb.deadtime % hb.keepalive:
+            c.fail("heartbeat.deadtime", hb.deadtime,
+                   f"on keepalived the master is declared dead after a whole number of missed advertisements: "
+                   f"deadtime must be a multiple of keepalive ({hb.keepalive})")
+        elif not low <= hb.deadtime // hb.keepalive <= high:
+            c.fail("heartbeat.deadtime", hb.deadtime,
+                   f"on keepalived deadtime must be {low} to {high} keepalives ({low * hb.keepalive}-"
+                   f"{high * hb.keepalive} s): VRRP's down_timer_adverts")
+    if hb.media != "ucast":
+        c.fail("heartbeat.media", hb.media,
+               "on keepalived VRRP is sent unicast to the peer only (the firewall accepts it from there): use 'ucast'")
+    if (hb.ping_nodes or cluster.external_gateway) and not hb.auto_failback:
+        c.fail("heartbeat.auto_failback", hb.auto_failback,
+               "on keepalived a ping node that stops answering lowers the node's VRRP priority, which nopreempt "
+               "(auto_failback off) ignores: the group would never move; remove the ping nodes (and "
+               "external_gateway) or turn auto_failback on")
+    for s in cluster.sites:
+        h = s.health
+        where = f"sites[{s.name}].health"
+        if h.checktype not in KEEPALIVED_CHECKTYPES:
+            c.fail(f"{where}.checktype", h.checktype,
+                   f"keepalived has no such check (it runs {', '.join(sorted(KEEPALIVED_CHECKTYPES))})")
+        elif h.checktype == "negotiate" and h.service not in KEEPALIVED_NEGOTIATE_SERVICES:
+            c.fail(f"{where}.service", h.service,
+                   "keepalived negotiates only http and https (HTTP_GET, SSL_GET): use checktype 'connect' for it")
+        if isinstance(h.request, str) and (not h.request or re.search(r"\s", h.request)):
+            c.fail(f"{where}.request", h.request,
+                   "on keepalived the request is the url's path, one word: no spaces, not empty")
 
 
 def _check_firewall(c: _Checker, cluster: Cluster) -> None:

@@ -117,6 +117,18 @@ class Applied(FactBase):
         return {fields[0]: fields[1:] for fields in (line.split() for line in output) if fields}
 
 
+class KeepalivedApplied(FactBase):
+    """The sha1 of the keepalived.conf keepalived last (re)started with, as its unit's
+    drop-in recorded it (lvsha-keepalived record), or None."""
+
+    def command(self) -> str:
+        return f"cat {render.KEEPALIVED_APPLIED} 2>/dev/null; true"
+
+    def process(self, output):
+        words = " ".join(output).split()
+        return words[0] if words else None
+
+
 class IpvsVirtualServices(FactBase):
     """IPVS virtual services as "TCP 10.0.0.1:0" strings ([] without ipvsadm or IPVS)."""
 
@@ -229,7 +241,7 @@ class UnitStates(FactBase):
 # The units lvsha starts, stops, enables or watches: their states are read in one
 # command (`systemctl show` of every unit costs seconds on a slow guest).
 MANAGED_UNITS = ("heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "nginx",
-                 "conntrackd", "lvsha-ipvs-sync")
+                 "conntrackd", "lvsha-ipvs-sync", "keepalived")
 
 
 # Reading facts: once per host while nothing changes, all at once to begin with.

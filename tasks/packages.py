@@ -7,7 +7,16 @@ from tasks.facts import FactRequest, InstalledPackages, read
 
 # conntrackd whether or not the model syncs state: switching sync on needs no install.
 BALANCER_PACKAGES = ["ipvsadm", "heartbeat", "ldirectord", "iptables", "iptables-persistent", "conntrackd"]
+# engine "keepalived": keepalived instead of heartbeat and ldirectord; ping for its
+# ping-node checks (heartbeat pings by itself).
+KEEPALIVED_BALANCER_PACKAGES = ["ipvsadm", "keepalived", "iptables", "iptables-persistent", "conntrackd",
+                                "iputils-ping"]
 WEB_SERVER_PACKAGES = ["nginx", "ssl-cert"]
+
+
+def balancer_packages(cluster) -> list[str]:
+    """A balancer's packages for the model's engine."""
+    return KEEPALIVED_BALANCER_PACKAGES if cluster.engine == "keepalived" else BALANCER_PACKAGES
 
 
 def installed(names: list[str]) -> FactRequest:

@@ -15,7 +15,7 @@ from pyinfra.facts.server import Hostname
 from lvsha import ifupdown, render
 from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
-from tasks.facts import IfupdownFiles, InterfaceAddresses, OsRelease, SshConnection, fact
+from tasks.facts import IfupdownFiles, InterfaceAddresses, OsRelease, SshConnection, fact, on_host, unit_state
 
 SUPPORTED = {("Debian", 12), ("Debian", 13)}  # the lab builds and deploys both (lvsha/lab/image.py)
 
@@ -45,6 +45,32 @@ def check_pair_in_run(cluster: Cluster) -> None:
             f"{host.name}: balancer {', '.join(missing)} is not in this run (unreachable, failed, or left out "
             "by --limit); lvsha changes both balancers in one run or neither"
         )
+
+
+# The services of each engine: the other engine's must not run where a deploy installs one.
+ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
+
+
+def check_engine(cluster: Cluster) -> None:
+    """No balancer runs the other engine's services: changing the engine of a
+    running pair (a migration) is not built yet, and deploying one engine beside
+    the other would leave two daemons moving the same addresses. Decided from both
+    nodes' facts (so both refuse, or neither), before anything changes."""
+    others = [s for engine, services in ENGINE_SERVICES.items() if engine != cluster.engine for s in services]
+    every = [s for services in ENGINE_SERVICES.values() for s in services]
+    states = {}
+    for b in cluster.balancers:
+        with on_host(b.name):
+            states[b.name] = {service: unit_state(service)["running"] for service in every}
+    running = [f"{service} on {name}" for name, found in states.items() for service in others if found[service]]
+    if running:
+        seen = "; ".join(f"{name}: " + ", ".join(f"{s} {'active' if up else 'inactive'}" for s, up in found.items())
+                         for name, found in states.items())
+        raise DeployError(
+            f"{host.name}: the model's engine is {cluster.engine}, but {', '.join(running)} runs ({seen}). "
+            "Changing the engine of a running pair is not built yet: nothing was changed. Stop and disable "
+            f"{', '.join(others)} on both balancers first (the pair stops serving), or deploy with "
+            f"engine={'heartbeat' if cluster.engine == 'keepalived' else 'keepalived'!r}.")
 
 
 def check_node_name(balancer: Balancer) -> None:

@@ -21,14 +21,16 @@ def is_as_rendered(path: str, content: str, mode: str) -> bool:
 
 
 @operation()
-def rendered_file(rendered: RenderedFile):
+def rendered_file(rendered: RenderedFile, check: str | None = None):
     """`rendered.path` holds `rendered.content`, root:root, `rendered.mode`.
     Checked against one fact for the whole host; only a file that differs is
     written, and never in place: it is uploaded beside the file, given its owner
     and mode, then renamed over it, so a service reading it at that moment (a
     script heartbeat runs, lvsha.env that every helper reads) sees the old file
-    or the new one, never half of one. With --diff the change is shown as
-    pyinfra's files.put shows it."""
+    or the new one, never half of one. With `check` (a command, `{}` standing for
+    the staged file) the staged file is checked on the host before the rename:
+    a non-zero exit fails the operation and leaves the file in place as it was.
+    With --diff the change is shown as pyinfra's files.put shows it."""
     if is_as_rendered(rendered.path, rendered.content, rendered.mode):
         host.noop(f"{rendered.path} is up to date")
         return
@@ -45,9 +47,14 @@ def rendered_file(rendered: RenderedFile):
     yield FileUploadCommand(StringIO(rendered.content), staged, remote_temp_filename=host.get_temp_filename(staged))
     yield StringCommand("chown", "root:root", staged)
     yield StringCommand("chmod", rendered.mode, staged)
+    if check:
+        yield StringCommand(*check.replace("{}", staged).split())
     yield StringCommand("mv", "-f", staged, rendered.path)
 
 
-def put(rendered: RenderedFile):
-    """Upload one rendered file with its mode; returns the operation's result."""
+def put(rendered: RenderedFile, check: str | None = None):
+    """Upload one rendered file with its mode (checked first with `check`, if
+    given); returns the operation's result."""
+    if check:
+        return rendered_file(name=f"Check and write {rendered.path}", rendered=rendered, check=check)
     return rendered_file(name=f"Write {rendered.path}", rendered=rendered)

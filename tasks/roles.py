@@ -6,13 +6,14 @@ from pyinfra.facts.server import Hostname
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
-                         IpvsVirtualServices, LoadedModules, OsRelease, SshConnection, on_host, read_together,
-                         units)
+                         IpvsVirtualServices, KeepalivedApplied, LoadedModules, OsRelease, SshConnection, on_host,
+                         read_together, units)
 from tasks.firewall import firewall
 from tasks.heartbeat import heartbeat, ldirectord
+from tasks.keepalived import keepalived
 from tasks.kernel import kernel, sysctls_read
 from tasks.network import balancer_network, web_host_network
-from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES, installed, packages
+from tasks.packages import WEB_SERVER_PACKAGES, balancer_packages, installed, packages
 from tasks.statesync import state_sync
 from tasks.webserver import web_server
 
@@ -31,18 +32,20 @@ def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
         check_director(cluster, balancer)  # the peer is in the run: its facts are read too (tasks/heartbeat.py),
         with on_host(cluster.peer(balancer).name):  # in the one command of its own role
             read_together(facts_read(cluster, is_balancer=True, with_web_server=False))
+        preflight.check_engine(cluster)  # from both nodes' facts
     else:
         check_real_server(cluster, web_host)
     # pyinfra tells operations apart by the lines of the calls that made them:
     # one call here, for every role, makes the installs one operation.
-    packages(BALANCER_PACKAGES if balancer else WEB_SERVER_PACKAGES if with_web_server else [])
+    packages(balancer_packages(cluster) if balancer else WEB_SERVER_PACKAGES if with_web_server else [])
     if balancer:
         director(cluster, balancer)
     else:
         real_server(cluster, web_host, with_web_server)
 
 
-BALANCER_UNITS = ["heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "conntrackd", "lvsha-ipvs-sync"]
+BALANCER_UNITS = ["heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "conntrackd", "lvsha-ipvs-sync",
+                  "keepalived"]
 WEB_HOST_UNITS = ["systemd-networkd"]
 WEB_SERVER_UNITS = [*WEB_HOST_UNITS, "nginx"]
 
@@ -56,7 +59,10 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
             return every_host + [units(WEB_HOST_UNITS)]
         return every_host + [units(WEB_SERVER_UNITS), installed(WEB_SERVER_PACKAGES)]
     balancer_only = [FactRequest.of(f) for f in (Hostname, SshConnection, Applied, IpvsVirtualServices, LoadedModules)]
-    return every_host + balancer_only + [units(BALANCER_UNITS), installed(BALANCER_PACKAGES), sysctls_read(cluster)]
+    if cluster.engine == "keepalived":
+        balancer_only.append(FactRequest.of(KeepalivedApplied))
+    return every_host + balancer_only + [units(BALANCER_UNITS), installed(balancer_packages(cluster)),
+                                         sysctls_read(cluster)]
 
 
 def check_director(cluster: Cluster, balancer: Balancer):
@@ -78,11 +84,17 @@ def check_real_server(cluster: Cluster, web_host: WebHost):
 def director(cluster: Cluster, balancer: Balancer):
     """A balancer (checked, its packages installed: cluster_host) converged to
     the model: firewall, kernel (forwarding only once the firewall is loaded),
-    own addresses, ldirectord (IPVS loaded on both), connection state sync
-    (before heartbeat can take anything over), heartbeat."""
+    own addresses, then the engine's: on heartbeat, ldirectord (IPVS loaded on
+    both), connection state sync (before heartbeat can take anything over),
+    heartbeat; on keepalived, connection state sync (conntrackd up before
+    keepalived can make this node primary), keepalived."""
     firewall(cluster, balancer)
     kernel(cluster)
     balancer_network(cluster, balancer)
+    if cluster.engine == "keepalived":
+        state_sync(cluster, balancer)
+        keepalived(cluster, balancer)
+        return
     ldirectord(cluster, balancer)
     state_sync(cluster, balancer)
     heartbeat(cluster, balancer)

@@ -21,8 +21,8 @@ def state_sync(cluster: Cluster, balancer: Balancer):
     - conntrackd runs with lvsha's configuration (FTFW, unicast to the peer),
       enabled at boot; restarted when its configuration or drop-in changed, or
       when it runs with another file (it asks the peer for its whole table at
-      start). Which node commits the states is heartbeat's: lvsha-conntrackd,
-      the group's first resource.
+      start). Which node commits the states is the engine's: lvsha-conntrackd,
+      heartbeat's first resource, or run by keepalived's notify.
 
     Runs after the ldirectord deploy and before heartbeat is (re)started by the heartbeat deploy; their
     units are ordered before heartbeat.service at boot: a node never takes
@@ -39,8 +39,10 @@ def state_sync(cluster: Cluster, balancer: Balancer):
         systemd.daemon_reload(name="Reload systemd for the removed units",
                               _if=lambda: any(op.did_change() for op in removed))
         return
-    ready_script, config, dropin, sync_unit = render.state_sync_files(cluster, balancer)
-    put(ready_script)
+    files = {f.path: f for f in render.state_sync_files(cluster, balancer)}
+    if render.IPVS_READY_SCRIPT in files:  # heartbeat's engine: the sync daemons wait for ldirectord's IPVS
+        put(files[render.IPVS_READY_SCRIPT])
+    config, dropin, sync_unit = (files[p] for p in (render.CONNTRACKD_CONF, render.CONNTRACKD_DROPIN, render.IPVS_SYNC_UNIT))
     conntrackd_stale = runs_stale("conntrackd", [config])
     config_written, dropin_written, unit_written = put(config), put(dropin), put(sync_unit)
     systemd.daemon_reload(name="Reload systemd for the state sync units",

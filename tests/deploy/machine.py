@@ -11,7 +11,7 @@ from pyinfra.operations.apt import APT_UPDATE_FILENAME
 from lvsha import ifupdown, render
 from tests.deploy.harness import UnknownFact
 from tasks.kernel import _sysctls
-from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
+from tasks.packages import WEB_SERVER_PACKAGES, balancer_packages
 
 NOW = datetime(2026, 11, 26, 12, 0, 0)
 
@@ -35,6 +35,7 @@ class Machine:
     applied: dict = field(default_factory=dict)  # what lvsha-applied show prints, parsed
     ipvs: list = field(default_factory=list)  # "TCP 10.0.0.1:0"
     loads: list = field(default_factory=list)  # each fact loaded, in order: one SSH round trip each on a real host
+    keepalived_applied: str | None = None  # the sha1 keepalived's drop-in recorded (engine keepalived)
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -106,6 +107,8 @@ class Machine:
             return list(self.ipvs)
         if name == "Applied":
             return {k: list(v) for k, v in self.applied.items()}
+        if name == "KeepalivedApplied":
+            return self.keepalived_applied
         if name == "IfupdownFiles":
             return {path: content for path, (content, _) in sorted(self.files.items())
                     if path == ifupdown.INTERFACES or path.startswith(ifupdown.INTERFACES_D + "/")}
@@ -123,25 +126,33 @@ def converged_balancer(cluster, balancer) -> Machine:
     m = Machine(hostname=balancer.name)
     for f in render.balancer_files(cluster, balancer):
         m.put(f)
-    m.packages |= set(BALANCER_PACKAGES)
+    m.packages |= set(balancer_packages(cluster))
     m.apt_updated = NOW - timedelta(minutes=5)
     m.modules |= {"ip_vs", "nf_conntrack", *cluster.scheduler_modules()}
     m.sysctls.update({"net.ipv4.ip_forward": 1, **_sysctls(render.kernel_files(cluster)[0].content)})
-    _service(m, "ldirectord", True, True)
+    keepalived = cluster.engine == "keepalived"
+    if not keepalived:
+        _service(m, "ldirectord", True, True)
     m.ipvs = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
     if cluster.state_sync.enabled:
         _service(m, "conntrackd", True, True)
         _service(m, "lvsha-ipvs-sync", True, True)
-    _service(m, "heartbeat", True, True)
+    if keepalived:
+        _service(m, "keepalived", True, True)
+        m.keepalived_applied = hashlib.sha1(render.keepalived_conf(cluster, balancer).content.encode()).hexdigest()
+    else:
+        _service(m, "heartbeat", True, True)
     _service(m, "systemd-networkd", True, True)
     _service(m, "netfilter-persistent", True, True)
     m.addresses[balancer.external_interface] = [f"{balancer.external_ip}/{cluster.external_net.prefixlen}"]
     m.addresses[balancer.internal_interface] = [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]
     m.ssh = {"client": "10.0.0.99", "client_port": 50000, "server": balancer.external_ip, "server_port": 22}
     # heartbeat runs with the model's files and the model's rulesets are the loaded ones
-    m.applied = {"heartbeat": render.applied_record(render.heartbeat_files(cluster, balancer)),
-                 "ldirectord": render.applied_record([render.ldirectord_file(cluster)]),
-                 "conntrackd": render.applied_record(render.state_sync_files(cluster, balancer)[1:2])}
+    conntrackd_conf = [f for f in render.state_sync_files(cluster, balancer) if f.path == render.CONNTRACKD_CONF]
+    m.applied = {"conntrackd": render.applied_record(conntrackd_conf)} if keepalived else {
+        "heartbeat": render.applied_record(render.heartbeat_files(cluster, balancer)),
+        "ldirectord": render.applied_record([render.ldirectord_file(cluster)]),
+        "conntrackd": render.applied_record(conntrackd_conf)}
     for family, rules in render.firewall_files(cluster, balancer).items():
         record = render.FIREWALL_RECORDS[family]
         m.applied[record] = render.applied_record([rules]) + [f"{record}-digest"]

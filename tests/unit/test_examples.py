@@ -59,3 +59,18 @@ def test_the_lab_deploys_the_model_it_was_brought_up_with(monkeypatch, tmp_path)
     chosen = tmp_path / "chosen.py"
     monkeypatch.setenv(lab_model.LAB_INVENTORY_ENV, str(chosen))
     assert lab_model.source_inventory({"inventory": str(edge)}) == chosen
+
+
+def test_the_keepalived_example_is_the_reference_on_the_other_engine(reference, monkeypatch):
+    """examples/keepalived: the reference's model, engine apart (and the heartbeat
+    secret it has no use for), so the lab lays it out as the reference lab."""
+    from dataclasses import replace
+
+    monkeypatch.delenv("LVSHA_HEARTBEAT_SECRET_FILE", raising=False)
+    monkeypatch.delenv("LVSHA_HEARTBEAT_SECRET", raising=False)
+    keepalived = load_cluster(REPO / "examples" / "keepalived" / "inventory.py")  # loads without a secret
+    assert keepalived.engine == "keepalived" and reference.engine == "heartbeat"
+    as_reference = replace(keepalived, name=reference.name, engine=reference.engine, heartbeat=reference.heartbeat)
+    assert as_reference == reference
+    timers = lambda hb: (hb.keepalive, hb.deadtime, hb.auto_failback, hb.ping_nodes, hb.links)  # noqa: E731
+    assert timers(keepalived.heartbeat) == timers(reference.heartbeat)

@@ -217,3 +217,70 @@ def test_the_external_gateway_is_a_ping_node_by_default_and_may_be_named_as_one(
     assert problems(routed) == [] and [str(a) for a in routed.external_ping_nodes()] == ["10.0.0.250"]
     assert problems(_with_heartbeat(routed, ping_nodes=("10.0.0.250",))) == []
     assert _with_heartbeat(reference, ping_nodes=()).external_ping_nodes() == []
+
+
+# ---- engine "keepalived": the same model, VRRP's timers and keepalived's checkers ----
+
+def _keepalived(c, **changes):
+    return replace(c, engine="keepalived", **changes)
+
+
+KEEPALIVED_CASES = {
+    "unknown engine": (lambda c: replace(c, engine="pacemaker"), "engine", "pacemaker", "not a failover engine"),
+    "advert interval above VRRPv2's": (lambda c: _with_heartbeat(_keepalived(c), keepalive=256, warntime=256,
+                                                                 deadtime=1280, initdead=2560),
+                                       "heartbeat.keepalive", 256, "advert_int: 1 to 255"),
+    "deadtime not whole advertisements": (lambda c: _with_heartbeat(_keepalived(c), deadtime=11),
+                                          "heartbeat.deadtime", 11, "multiple of keepalive (2)"),
+    "deadtime under three advertisements": (lambda c: _with_heartbeat(_keepalived(c), ping_nodes=(), keepalive=3,
+                                                                      warntime=3, deadtime=6, initdead=12),
+                                            "heartbeat.deadtime", 6, "3 to 100 keepalives"),
+    "broadcast heartbeat": (lambda c: _with_heartbeat(_keepalived(c), media="bcast"),
+                            "heartbeat.media", "bcast", "unicast to the peer only"),
+    "ping nodes with nopreempt": (lambda c: _with_heartbeat(_keepalived(c), auto_failback=False),
+                                  "heartbeat.auto_failback", False, "nopreempt (auto_failback off) ignores"),
+    "a check keepalived cannot run": (lambda c: _with_site(_keepalived(c), 0, health=HealthCheck(checktype="off")),
+                                      "sites[www.mysite.com].health.checktype", "off", "keepalived has no such check"),
+    "a negotiate check of another service": (lambda c: _with_site(_keepalived(c), 1, health=HealthCheck(service="smtp")),
+                                             "sites[www.myothersite.com].health.service", "smtp",
+                                             "negotiates only http and https"),
+    "a request with a space": (lambda c: _with_site(_keepalived(c), 2, health=HealthCheck(request="/a b")),
+                               "sites[www.mythirdsite.net].health.request", "/a b", "one word"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KEEPALIVED_CASES))
+def test_keepalived_rule_reports_field_and_value(reference, case):
+    mutate, field, value, text = KEEPALIVED_CASES[case]
+    found = problems(mutate(reference))
+    matching = [p for p in found if p.field == field and p.value == value and text in p.message]
+    assert matching, f"expected {field} = {value!r} ({text}); got {[str(p) for p in found]}"
+
+
+@pytest.mark.parametrize("case", sorted(c for c in KEEPALIVED_CASES if c != "unknown engine"))
+def test_keepalived_rules_do_not_apply_to_heartbeat(reference, case):
+    """The same model on heartbeat: no problem with that field (heartbeat can carry it)."""
+    mutate, field, value, _ = KEEPALIVED_CASES[case]
+    on_heartbeat = replace(mutate(reference), engine="heartbeat")
+    if case == "advert interval above VRRPv2's":
+        assert problems(on_heartbeat) == []
+    else:
+        assert [p for p in problems(on_heartbeat) if "keepalived" in p.message] == []
+
+
+def test_the_example_models_are_valid_on_keepalived(reference, edge):
+    assert problems(_keepalived(reference)) == []
+    assert problems(_keepalived(edge)) == []
+
+
+def test_heartbeat_only_rules_do_not_apply_to_keepalived(reference):
+    """heartbeat's authkeys, initdead, warntime and ipfail's needs mean nothing to keepalived."""
+    k = _keepalived(reference)
+    assert problems(_with_auth(k, secret=None)) == []
+    assert problems(_with_auth(k, method="crc")) == []
+    assert problems(_with_heartbeat(k, initdead=15, warntime=10)) == []
+    assert problems(_with_heartbeat(k, links=("internal",))) == []
+    # each of them is refused on heartbeat
+    for mutated in (_with_auth(reference, secret=None), _with_heartbeat(reference, initdead=15),
+                    _with_heartbeat(reference, links=("internal",))):
+        assert problems(mutated)

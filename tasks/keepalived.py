@@ -1,0 +1,67 @@
+"""keepalived (engine "keepalived"): VRRP moves the floating addresses, its checker keeps IPVS loaded."""
+
+from pyinfra.api import deploy
+from pyinfra.operations import server, systemd
+
+from lvsha import render
+from lvsha.model import Balancer, Cluster
+from tasks.facts import KeepalivedApplied, fact, unit_state
+from tasks.operations import only_model_addresses, only_model_ipvs_services, sha1_of, unit
+from tasks.rendered import put
+
+# keepalived's own check of a file (Debian's path), bounded; any non-zero exit is a
+# failure (2.2.7 reports configuration errors with 3 to 5, 124 is the time limit).
+CHECK_TIMEOUT = 60
+KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} /usr/sbin/keepalived -t -f {{}}"
+
+
+@deploy("keepalived")
+def keepalived(cluster: Cluster, balancer: Balancer):
+    """keepalived runs on both balancers, enabled at boot, with the model's
+    keepalived.conf: one VRRP instance carrying every floating address, and a
+    health-checked IPVS virtual server per site (so IPVS is loaded on the node that
+    takes over). lvsha's program (notify, track scripts) and conntrackd's
+    primary/backup script are in place before the file that names them.
+
+    keepalived.conf is uploaded beside the file, checked there with `keepalived -t`
+    (any non-zero exit fails the operation and leaves the running file alone), and
+    only then renamed over it. A running keepalived is then **reloaded**, never
+    restarted: it applies the differences (no address moves, unchanged virtual
+    servers keep their connections). It is also reloaded when it runs with another
+    file than the one on disk (its drop-in records the file's sha1 at each start and
+    reload), such as one a run that died before the reload wrote. A stopped one is
+    started with the new file.
+
+    The unit's drop-in keeps keepalived off a node whose firewall did not load and
+    restarts it if it dies. heartbeat and ldirectord are not installed by this
+    engine; where they are (stopped: preflight.check_engine refuses a pair where they
+    run), they are disabled, so a reboot does not start a second engine. What the
+    model no longer has (a virtual service, an address) does not outlive it.
+    """
+    *helpers, dropin_file, config = render.keepalived_files(cluster, balancer)
+    for helper in helpers:
+        put(helper)  # before keepalived.conf: `keepalived -t` checks the scripts it names
+    dropin = put(dropin_file)
+    systemd.daemon_reload(name="Reload systemd for keepalived's drop-in", _if=dropin.did_change)
+    runs = unit_state("keepalived")["running"]
+    stale = runs and fact(KeepalivedApplied) != sha1_of(config.content)
+    written = put(config, check=KEEPALIVED_CHECK)
+    started = unit(name="keepalived runs on both balancers, enabled at boot", service="keepalived",
+                   running=True, enabled=True)
+    server.shell(
+        name="Reload keepalived for its new configuration",
+        commands=["systemctl reload keepalived.service"],
+        # One just started has read the new file already.
+        _if=lambda: not started.did_change() and (stale or written.did_change()),
+    )
+    for service in ("heartbeat", "ldirectord"):
+        unit(name=f"{service} is not enabled (engine keepalived)", service=service, enabled=False)
+    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
+    only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
+    floating = cluster.floating_ips()
+    networks = {balancer.external_interface: cluster.external_network,
+                balancer.internal_interface: cluster.internal_network, balancer.sync_interface: cluster.state_sync.network}
+    for interface, own in cluster.own_addresses(balancer):
+        only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
+                             network=networks[interface],
+                             keep=own + [ip.cidr for ip in floating if ip.interface == interface])

@@ -1,0 +1,191 @@
+"""Operation-level tests of the deploy on engine "keepalived", against simulated hosts."""
+
+from dataclasses import replace
+
+import pytest
+from pyinfra.api.exceptions import DeployError
+
+from lvsha import render
+from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
+from lvsha.lab.model import ROOT
+from tasks.keepalived import KEEPALIVED_CHECK
+from tasks.packages import KEEPALIVED_BALANCER_PACKAGES, WEB_SERVER_PACKAGES
+from tasks.roles import cluster_host
+from tests.deploy.harness import changing, plan, prepare_run
+from tests.deploy.machine import converged_balancer, fresh
+
+CONF_OP = f"Check and write {render.KEEPALIVED_CONF}"
+START_OP = "keepalived runs on both balancers, enabled at boot"
+RELOAD_OP = "Reload keepalived for its new configuration"
+
+
+@pytest.fixture(scope="module", params=["reference", "edge"])
+def cluster(request):
+    """Each example model on keepalived."""
+    return replace(request.getfixturevalue(request.param), engine="keepalived")
+
+
+def _converged(cluster, balancer):
+    """converged_balancer, its deploy's SSH client at a routable address (the edge
+    model's anti-spoofing drops the harness's 10.0.0.99)."""
+    m = converged_balancer(cluster, balancer)
+    m.ssh = {**m.ssh, "client": "198.51.100.99"}
+    return m
+
+
+def _director(cluster, machine, name=None, peer=None):
+    name = name or cluster.master.name
+    peer = peer or _converged(cluster, cluster.peer(cluster.balancer(name)))
+    return plan(cluster_host, cluster, name, host_name=name, facts=machine.fact,
+                others={b.name: peer.fact for b in cluster.balancers if b.name != name})
+
+
+def test_converged_balancer_gets_no_change(cluster):
+    for balancer in cluster.balancers:
+        ops = _director(cluster, _converged(cluster, balancer), balancer.name)
+        assert len(ops) > 15
+        assert changing(ops) == {}
+
+
+def _fresh(cluster, balancer):
+    return fresh(balancer.name, [i for i, _ in cluster.own_addresses(balancer)])
+
+
+def test_fresh_balancer_gets_keepalived_and_neither_heartbeat_nor_ldirectord(cluster):
+    balancer = cluster.master
+    ops = _director(cluster, _fresh(cluster, balancer))
+    changes = changing(ops)
+    names = list(changes)
+    text = "\n".join(c for cs in changes.values() for c in cs)
+    (install,) = [c for c in changes[f"Install {', '.join(KEEPALIVED_BALANCER_PACKAGES)}"] if "install" in c]
+    assert "keepalived" in install and "heartbeat" not in install and "ldirectord" not in install
+    for path in (render.HA_CF, render.HARESOURCES, render.AUTHKEYS, render.LDIRECTORD_CF):
+        assert path not in text
+    assert not any(op.name in ("Enable and start heartbeat", "ldirectord runs on both balancers, enabled at boot")
+                   for op in ops)
+    # the program keepalived.conf names is in place before the file is checked; the firewall
+    # is loaded (and conntrackd runs) before keepalived starts; started once, not reloaded
+    assert names.index(f"Write {render.KEEPALIVED_PROGRAM}") < names.index(CONF_OP) < names.index(START_OP)
+    for rules in render.firewall_files(cluster, balancer).values():
+        assert names.index(f"Load {rules.path}") < names.index(START_OP)
+    if cluster.state_sync.enabled:
+        assert names.index("conntrackd runs on both balancers, enabled at boot") < names.index(START_OP)
+        assert names.index(f"Write {render.KEEPALIVED_CONNTRACKD_SCRIPT}") < names.index(CONF_OP)
+    assert changes[START_OP] == ["systemctl start keepalived.service", "systemctl enable keepalived.service"]
+    assert RELOAD_OP not in changes
+
+
+def test_keepalived_conf_is_checked_on_the_host_before_it_replaces_the_running_one(cluster):
+    balancer = cluster.master
+    machine = _converged(cluster, balancer)
+    machine.files[render.KEEPALIVED_CONF] = ("# an older configuration\n", 644)
+    changes = changing(_director(cluster, machine))
+    staged = f"{render.KEEPALIVED_CONF}.lvsha-new"
+    commands = changes[CONF_OP]
+    check = KEEPALIVED_CHECK.replace("{}", staged)
+    assert check.split()[:3] == ["timeout", "60", "/usr/sbin/keepalived"] and check.split()[3:] == ["-t", "-f", staged]
+    upload = next(i for i, c in enumerate(commands) if "FileUploadCommand" in c)
+    assert staged in commands[upload].split(" via ")[0]
+    # uploaded beside it, checked there, and only then renamed: pyinfra stops at a failed
+    # check (any non-zero exit), leaving the file keepalived runs with as it was
+    assert commands.index(check) > upload
+    assert commands[commands.index(check) + 1:] == [f"mv -f {staged} {render.KEEPALIVED_CONF}"]
+    assert not any(render.KEEPALIVED_CONF in c.replace(staged, "") for c in commands[:commands.index(check) + 1])
+
+
+def test_a_changed_configuration_is_applied_by_reload_and_nothing_else(cluster):
+    """A changed site or health check: keepalived reloads (it applies the differences:
+    no address moves, unchanged virtual servers keep their connections); never a restart."""
+    site = cluster.sites[0]
+    changed = replace(cluster, sites=(replace(site, health=replace(site.health, request="/status")), *cluster.sites[1:]))
+    for balancer in cluster.balancers:
+        machine = _converged(cluster, balancer)
+        changes = changing(_director(changed, machine, balancer.name,
+                                     peer=_converged(cluster, cluster.peer(balancer))))
+        assert set(changes) == {CONF_OP, RELOAD_OP}
+        assert changes[RELOAD_OP] == ["systemctl reload keepalived.service"]
+        assert not any("restart" in c for cs in changes.values() for c in cs)
+
+
+def test_a_file_written_but_never_applied_is_reloaded(cluster):
+    """A run that died between the rename and the reload: the file on disk is the
+    model's, keepalived runs an older one (its drop-in's record says so)."""
+    machine = _converged(cluster, cluster.master)
+    machine.keepalived_applied = "0" * 40
+    assert changing(_director(cluster, machine)) == {RELOAD_OP: ["systemctl reload keepalived.service"]}
+
+
+def test_a_stopped_keepalived_is_started_not_reloaded(cluster):
+    machine = _converged(cluster, cluster.master)
+    machine.running["keepalived.service"] = False
+    machine.files[render.KEEPALIVED_CONF] = ("# an older configuration\n", 644)
+    changes = changing(_director(cluster, machine))
+    assert set(changes) == {CONF_OP, START_OP} and changes[START_OP] == ["systemctl start keepalived.service"]
+
+
+def test_a_new_dropin_reloads_systemd_and_leaves_keepalived_running(cluster):
+    machine = _converged(cluster, cluster.master)
+    machine.files[render.KEEPALIVED_DROPIN] = ("[Service]\nRestart=no\n", 644)
+    assert set(changing(_director(cluster, machine))) == {f"Write {render.KEEPALIVED_DROPIN}",
+                                                          "Reload systemd for keepalived's drop-in"}
+
+
+def test_a_stopped_heartbeat_left_enabled_is_disabled(cluster):
+    """A host where heartbeat and ldirectord are installed but stopped (they are not
+    running: check_engine refuses otherwise) must not start them at the next boot."""
+    machine = _converged(cluster, cluster.master)
+    for service in ("heartbeat", "ldirectord"):
+        machine.running[f"{service}.service"], machine.enabled[f"{service}.service"] = False, True
+    changes = changing(_director(cluster, machine))
+    assert changes == {f"{s} is not enabled (engine keepalived)": [f"systemctl disable {s}.service"]
+                       for s in ("heartbeat", "ldirectord")}
+
+
+def test_the_firewall_accepts_vrrp_from_the_peer_before_keepalived_starts(cluster):
+    balancer = cluster.master
+    ops = _director(cluster, _fresh(cluster, balancer))
+    (load,) = [op for op in ops if op.name == f"Load {render.FIREWALL_RULES}"]
+    (rules,) = [text for path, text in load.uploads.items() if path.endswith(".lvsha-candidate")]
+    interface, address, peer = cluster.vrrp_link(balancer)
+    assert f"-A INPUT -i {interface} -s {peer}/32 -d {address}/32 -p 112 -j ACCEPT" in rules
+    assert "--dport 694" not in rules
+
+
+@pytest.mark.parametrize("where", ["this node", "the peer"])
+def test_a_pair_running_heartbeat_is_not_half_migrated(reference, where):
+    """engine changed to keepalived on a pair where heartbeat runs: refused before
+    anything changes, naming both nodes' state, whichever node runs it."""
+    cluster = replace(reference, engine="keepalived")
+    node = cluster.master
+    heartbeat_node = converged_balancer(reference, node if where == "this node" else cluster.peer(node))
+    keepalived_node = _converged(cluster, cluster.peer(node) if where == "this node" else node)
+    machine, peer = (heartbeat_node, keepalived_node) if where == "this node" else (keepalived_node, heartbeat_node)
+    with pytest.raises(DeployError) as refused:
+        _director(cluster, machine, node.name, peer=peer)
+    message = str(refused.value)
+    runs_heartbeat = heartbeat_node.hostname
+    assert f"the model's engine is keepalived, but heartbeat on {runs_heartbeat}, ldirectord on {runs_heartbeat} runs" in message
+    for b in cluster.balancers:
+        assert f"{b.name}: heartbeat " in message  # each node's state is named
+    assert "not built yet: nothing was changed" in message
+
+
+def test_a_heartbeat_model_is_not_deployed_beside_a_running_keepalived(reference):
+    keepalived_node = converged_balancer(replace(reference, engine="keepalived"), reference.master)
+    with pytest.raises(DeployError, match=r"the model's engine is heartbeat, but keepalived on balancer1 runs"):
+        _director(reference, converged_balancer(reference, reference.peer(reference.master)),
+                  reference.peer(reference.master).name, peer=keepalived_node)
+
+
+def test_every_host_installs_its_packages_in_one_operation_of_the_real_deploy_file(reference):
+    cluster = replace(reference, engine="keepalived")
+    machines = {b.name: fresh(b.name, [i for i, _ in cluster.own_addresses(b)]) for b in cluster.balancers}
+    machines |= {h.name: fresh(h.name, [h.interface]) for h in cluster.web_hosts}
+    operations = prepare_run(ROOT / "deploy.py", machines, {CLUSTER_KEY: cluster, WEB_SERVER_KEY: True})
+    names, hosts = operations[0]
+    assert sorted(hosts) == sorted(machines)
+    assert names == ["Packages | Install " + ", ".join(KEEPALIVED_BALANCER_PACKAGES),
+                     "Packages | Install " + ", ".join(WEB_SERVER_PACKAGES)]
+    # both balancers run the keepalived operations as one (side by side)
+    (reload_op,) = [(n, h) for n, h in operations if any(name.endswith(RELOAD_OP) for name in n)]
+    assert sorted(reload_op[1]) == sorted(b.name for b in cluster.balancers)

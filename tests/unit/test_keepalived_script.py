@@ -1,0 +1,104 @@
+"""files/keepalived/lvsha-keepalived, run for real against fakes of the programs it
+calls: keepalived's notify drives conntrackd's primary/backup script and the IPVS sync
+daemons' unit on every VRRP transition and never fails; `reach` is a group ping that
+succeeds while one address answers; `record` keeps the sha1 of the file keepalived runs."""
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lvsha import render
+
+PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PROGRAM).name)
+
+
+@pytest.fixture
+def run(tmp_path):
+    calls = tmp_path / "calls"
+    for name, body in {
+        # conntrackd's primary/backup script and systemctl: each call recorded, failing on demand
+        "state-script": 'echo "state-script $*" >> "$FAKE/calls"; [ ! -f "$FAKE/state-fails" ] || { echo broken >&2; exit 1; }',
+        "systemctl": 'echo "systemctl $*" >> "$FAKE/calls"; [ ! -f "$FAKE/systemctl-fails" ] || exit 1',
+        # ping: the addresses listed in $FAKE/answering answer
+        "ping": 'for a; do :; done; grep -qx "$a" "$FAKE/answering" 2>/dev/null',
+        "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
+    }.items():
+        fake = tmp_path / name
+        fake.write_text(f"#!/bin/sh\n{body}\n")
+        fake.chmod(0o755)
+
+    def run(*args):
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
+               "LVSHA_PING": str(tmp_path / "ping")}
+        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env=env, timeout=30)
+        made = calls.read_text().splitlines() if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        return result, made
+
+    run.dir = tmp_path
+    return run
+
+
+def _notify(run, state, state_script=None, unit="lvsha-ipvs-sync.service"):
+    script = state_script or str(run.dir / "state-script")
+    return run("notify", script, unit, "INSTANCE", "lvsha", state, "150")
+
+
+def test_master_makes_conntrackd_primary_and_keeps_the_sync_daemons_running(run):
+    result, calls = _notify(run, "MASTER")
+    assert result.returncode == 0, result.stderr
+    assert calls == ["state-script start", "systemctl start --no-block lvsha-ipvs-sync.service"]
+
+
+@pytest.mark.parametrize("state", ["BACKUP", "FAULT", "STOP"])
+def test_leaving_master_makes_conntrackd_backup(run, state):
+    result, calls = _notify(run, state)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["state-script stop", "systemctl start --no-block lvsha-ipvs-sync.service"]
+
+
+def test_without_state_sync_nothing_is_driven(run):
+    result, calls = run("notify", "-", "-", "INSTANCE", "lvsha", "MASTER", "150")
+    assert result.returncode == 0 and calls == []
+    assert "INSTANCE lvsha is MASTER" in (run.dir / "logged").read_text()
+
+
+def test_a_failing_conntrackd_never_fails_the_transition(run):
+    (run.dir / "state-fails").touch()
+    (run.dir / "systemctl-fails").touch()
+    result, calls = _notify(run, "MASTER")
+    assert result.returncode == 0
+    assert calls == ["state-script start", "systemctl start --no-block lvsha-ipvs-sync.service"]
+    logged = (run.dir / "logged").read_text()
+    assert "state-script start failed: broken" in logged and "could not start lvsha-ipvs-sync.service" in logged
+
+
+def test_an_unknown_state_does_nothing(run):
+    result, calls = _notify(run, "DELETED")
+    assert result.returncode == 0 and calls == []
+
+
+def test_a_notify_missing_its_arguments_is_a_usage_error(run):
+    result, calls = run("notify", "-", "-", "INSTANCE")
+    assert result.returncode == 2 and calls == [] and "usage" in result.stderr
+
+
+@pytest.mark.parametrize("answering, expected", [([], 1), (["192.168.0.7"], 0), (["192.168.0.1", "192.168.0.4"], 0)])
+def test_reach_succeeds_while_one_address_answers(run, answering, expected):
+    (run.dir / "answering").write_text("".join(f"{a}\n" for a in answering))
+    result, _ = run("reach", "192.168.0.1", "192.168.0.4", "192.168.0.7")
+    assert result.returncode == expected
+
+
+def test_record_keeps_the_sha1_of_the_file_keepalived_runs(run):
+    config = run.dir / "keepalived.conf"
+    config.write_text("vrrp_instance lvsha {}\n")
+    record = run.dir / "run" / "lvsha" / "keepalived.applied"
+    result, _ = run("record", str(config), str(record))
+    assert result.returncode == 0, result.stderr
+    assert record.read_text() == hashlib.sha1(config.read_bytes()).hexdigest() + "\n"
+    result, _ = run("record", str(run.dir / "missing.conf"), str(record))
+    assert result.returncode != 0
+    assert record.read_text() == hashlib.sha1(config.read_bytes()).hexdigest() + "\n"  # left as it was

@@ -1,0 +1,313 @@
+"""The keepalived rendering (engine "keepalived") of the same models: golden copies
+(tests/golden-keepalived, regenerate with --update-golden), the properties each
+rendering keeps, and keepalived's own check (`keepalived -t`) of every file."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from lvsha import render
+from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID, HealthCheck
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden-keepalived"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", params=["reference", "edge"])
+def model(request):
+    """(name, each example model on keepalived)."""
+    return request.param, replace(request.getfixturevalue(request.param), engine="keepalived")
+
+
+def _files(cluster, host):
+    return {f.path: f for f in render.all_files(cluster)[host]}
+
+
+def _conf(cluster, balancer):
+    return _files(cluster, balancer.name)[render.KEEPALIVED_CONF].content
+
+
+def test_golden_files(model, request, tmp_path):
+    """Every balancer's files equal their reviewed golden copy; the web hosts' are the
+    heartbeat rendering's (the engine is the balancers' business)."""
+    name, cluster = model
+    written = render.write_tree(cluster, tmp_path)
+    balancers = {b.name for b in cluster.balancers}
+    produced = sorted(p.relative_to(tmp_path) for p in written if p.relative_to(tmp_path).parts[0] in balancers)
+    golden = GOLDEN / name
+    if request.config.getoption("--update-golden"):
+        shutil.rmtree(golden, ignore_errors=True)
+        for rel in produced:
+            (golden / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp_path / rel, golden / rel)
+    expected = sorted(p.relative_to(golden) for p in golden.rglob("*") if p.is_file())
+    assert produced == expected
+    for rel in produced:
+        assert (tmp_path / rel).read_text() == (golden / rel).read_text(), f"{rel} differs from its golden copy"
+    on_heartbeat = render.all_files(replace(cluster, engine="heartbeat"))
+    for host in cluster.web_hosts:
+        assert render.all_files(cluster)[host.name] == on_heartbeat[host.name]
+
+
+def test_heartbeat_models_render_as_before(reference):
+    """engine defaults to heartbeat: the reference (whose golden copy is tests/golden) says nothing else."""
+    assert reference.engine == "heartbeat"
+    assert render.all_files(reference) == render.all_files(replace(reference, engine="heartbeat"))
+
+
+def test_each_engine_gets_its_own_files_only(model):
+    _, cluster = model
+    heartbeat = replace(cluster, engine="heartbeat")
+    for balancer in cluster.balancers:
+        on_keepalived, on_heartbeat = set(_files(cluster, balancer.name)), set(_files(heartbeat, balancer.name))
+        assert {render.KEEPALIVED_CONF, render.KEEPALIVED_DROPIN, render.KEEPALIVED_PROGRAM} <= on_keepalived
+        assert not on_keepalived & {render.HA_CF, render.HARESOURCES, render.AUTHKEYS, render.LDIRECTORD_CF,
+                                    render.HEARTBEAT_DROPIN, render.LDIRECTORD_DROPIN, render.HEARTBEAT_ENV,
+                                    render.DRAIN_SCRIPT, render.IPVS_READY_SCRIPT}
+        assert not on_heartbeat & {render.KEEPALIVED_CONF, render.KEEPALIVED_DROPIN, render.KEEPALIVED_PROGRAM}
+        # the secret is heartbeat's: nothing of keepalived's carries it
+        from tests.conftest import TEST_SECRET
+        assert not any(TEST_SECRET in f.content for f in _files(cluster, balancer.name).values())
+
+
+def _block(conf: str, opening: str) -> str:
+    """The text of the block opened by the line `opening {`, up to its closing brace."""
+    start = conf.index(opening + " {")
+    depth, i = 0, start
+    while True:
+        if conf[i] == "{":
+            depth += 1
+        elif conf[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return conf[start:i + 1]
+        i += 1
+
+
+def _words(block: str) -> list[list[str]]:
+    return [line.split("#")[0].split() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_one_vrrp_instance_carries_every_floating_address_on_its_interface(model):
+    _, cluster = model
+    for balancer in cluster.balancers:
+        conf = _conf(cluster, balancer)
+        assert conf.count("vrrp_instance ") == 1 and "vrrp_strict" not in conf.replace("Never vrrp_strict", "")
+        addresses = _words(_block(_block(conf, "vrrp_instance lvsha"), "\tvirtual_ipaddress"))[1:-1]
+        assert addresses == [[ip.cidr, "dev", ip.interface] for ip in cluster.floating_ips()]
+
+
+def test_vrrp_is_unicast_to_the_peer_on_the_first_link_with_priorities_from_the_balancer_order(model):
+    _, cluster = model
+    hb = cluster.heartbeat
+    priorities = []
+    for balancer in cluster.balancers:
+        words = _words(_block(_conf(cluster, balancer), "vrrp_instance lvsha"))
+        interface, address, peer = cluster.vrrp_link(balancer)
+        assert ["interface", interface] in words and ["unicast_src_ip", str(address)] in words
+        assert [str(peer)] == words[words.index(["unicast_peer", "{"]) + 1] and ["check_unicast_src"] in words
+        assert ["state", "BACKUP"] in words and ["virtual_router_id", str(VRRP_ROUTER_ID)] in words
+        assert ["advert_int", str(hb.keepalive)] in words
+        assert ["down_timer_adverts", str(hb.deadtime // hb.keepalive)] in words
+        priorities.append(int(next(w[1] for w in words if w[0] == "priority")))
+        if hb.auto_failback:
+            assert ["nopreempt"] not in words
+            delay = [w for w in words if w[0] == "preempt_delay"]
+            assert delay == ([["preempt_delay", str(render.sync_listen(cluster))]] if cluster.state_sync.enabled else [])
+        else:
+            assert ["nopreempt"] in words
+        # every heartbeat link is watched: VRRP's own interface by keepalived, the others tracked
+        links = {i for i, _ in cluster.heartbeat_peers(balancer)}
+        tracked = set()
+        if ["track_interface", "{"] in words:
+            at = words.index(["track_interface", "{"]) + 1
+            tracked = {w[0] for w in words[at:words.index(["}"], at)]}
+        assert tracked | {interface} == links and interface not in tracked
+    assert priorities[0] > priorities[1]
+
+
+def test_the_ping_nodes_make_the_node_that_reaches_less_yield(reference, edge):
+    cluster = replace(reference, engine="keepalived")
+    master, backup = (cluster.vrrp_priority(b) for b in cluster.balancers)
+    checks = render.keepalived_track_scripts(cluster)
+    assert [c.script.split()[-1] for c in checks[:-1]] == [str(n) for n in cluster.external_ping_nodes()]
+    assert checks[-1].script.split()[2:] == [str(a) for a in cluster.internal_ping_group()]
+    for check in checks:
+        assert master + check.weight < backup  # one check failing on the master moves the group
+        assert check.script.split()[:2] == [render.KEEPALIVED_PROGRAM, "reach"]
+        conf = _conf(cluster, cluster.master)
+        assert f'script "{check.script}"' in _block(conf, f"vrrp_script {check.name}")
+        assert f"\t\t{check.name}\n" in _block(conf, "\ttrack_script")
+    # a model without an external ping node gets no ping checks (as it gets no ipfail on heartbeat)
+    assert render.keepalived_track_scripts(replace(edge, engine="keepalived")) == []
+    assert "\ttrack_script {" not in _conf(replace(edge, engine="keepalived"), edge.balancers[0])
+
+
+def _virtual_servers(conf: str) -> dict[str, str]:
+    return {m.group(1): _block(conf, f"virtual_server {m.group(1)}")
+            for m in re.finditer(r"^virtual_server (\S+ \d+) \{", conf, re.M)}
+
+
+def test_a_virtual_server_per_site_with_ldirectords_checks(model):
+    _, cluster = model
+    servers = _virtual_servers(_conf(cluster, cluster.master))
+    assert list(servers) == [f"{vs.vip} {vs.port}" for vs in cluster.virtual_servers()]
+    for vs in cluster.virtual_servers():
+        site, health = vs.site, vs.site.health
+        block = servers[f"{vs.vip} {vs.port}"]
+        words = _words(block)
+        assert ["lb_algo", site.scheduler] in words and ["lb_kind", "NAT"] in words and ["protocol", "TCP"] in words
+        assert ["delay_loop", str(cluster.ldirectord.checkinterval)] in words
+        assert (["persistence_timeout", str(site.persistent)] in words) == bool(site.persistent)
+        assert (["inhibit_on_failure"] in words) == site.quiescent
+        assert [w[1:3] for w in words if w[0] == "real_server"] == [[str(ip), str(vs.port)] for _, ip in vs.reals]
+        for _, ip in vs.reals:
+            real = _words(_block(block, f"real_server {ip} {vs.port}"))
+            assert ["HTTP_GET", "{"] in real and ["path", "/" + health.request.lstrip("/")] in real
+            assert ["status_code", "200-299"] in real and ["regex", f'"{site.receive}"'] in real
+            assert ["virtualhost", site.virtualhost] in real
+            assert ["connect_timeout", str(health.negotiatetimeout)] in real
+            assert (["connect_port", str(health.checkport)] in real) == bool(health.checkport)
+
+
+def test_other_checks_fallback_and_quiescence_map_to_keepalived(reference):
+    s0, s1, s2 = reference.sites
+    cluster = replace(reference, engine="keepalived", sites=(
+        replace(s0, quiescent=True, fallback="127.0.0.1:8080",
+                health=HealthCheck(service="https", checkport=443, receive=r"ok\d")),
+        replace(s1, virtual_port=443, fallback="192.168.0.200", health=HealthCheck(checktype="connect", checkport=None)),
+        replace(s2, health=HealthCheck(checktype="on"))))
+    servers = _virtual_servers(_conf(cluster, cluster.master))
+    first = _words(servers["10.0.0.1 0"])
+    assert ["inhibit_on_failure"] in first and ["sorry_server", "127.0.0.1", "8080"] in first
+    assert ["sorry_server_lvs_method", "NAT"] in first
+    assert ["SSL_GET", "{"] in first and ["enable_sni"] in first and ["connect_port", "443"] in first
+    assert ["regex", '"ok\\\\d"'] in first  # keepalived.conf's escape for ldirectord's regex ok\d
+    second = _words(servers["10.0.0.3 443"])
+    assert ["sorry_server", "192.168.0.200", "443"] in second
+    assert ["TCP_CHECK", "{"] in second and ["connect_timeout", "10"] in second
+    assert not any(w[0] == "connect_port" for w in second)  # the real server's own port
+    third = _words(servers["10.0.0.5 0"])
+    assert not any(w[0].endswith(("_GET", "_CHECK")) for w in third)  # "on": no checker, always in
+
+
+def test_the_firewall_accepts_vrrp_from_the_peer_only_and_no_heartbeat(model):
+    _, cluster = model
+    for balancer in cluster.balancers:
+        rules = _files(cluster, balancer.name)[render.FIREWALL_RULES].content
+        interface, address, peer = cluster.vrrp_link(balancer)
+        vrrp = [line for line in rules.splitlines() if f"-p {VRRP_PROTOCOL} " in line]
+        assert vrrp == [f"-A INPUT -i {interface} -s {peer}/32 -d {address}/32 -p {VRRP_PROTOCOL} -j ACCEPT"]
+        assert f"--dport {render.HEARTBEAT_UDP_PORT} " not in rules
+        heartbeat_rules = _files(replace(cluster, engine="heartbeat"), balancer.name)[render.FIREWALL_RULES].content
+        assert f"-p {VRRP_PROTOCOL} " not in heartbeat_rules
+        # the rest of the ruleset (mail NAT, sites, sync, services) is the same on both engines
+        strip = lambda text: [l for l in text.splitlines()
+                              if f"-p {VRRP_PROTOCOL} " not in l and f"--dport {render.HEARTBEAT_UDP_PORT} " not in l
+                              and not l.startswith("# ")]
+        assert strip(rules) == strip(heartbeat_rules)
+
+
+def test_state_sync_is_driven_by_keepalived_notify(reference, edge):
+    cluster = replace(reference, engine="keepalived")
+    conf = _conf(cluster, cluster.master)
+    assert (f'notify "{render.KEEPALIVED_PROGRAM} notify {render.KEEPALIVED_CONNTRACKD_SCRIPT} '
+            f'{Path(render.IPVS_SYNC_UNIT).name}"') in conf
+    files = _files(cluster, cluster.master.name)
+    assert files[render.KEEPALIVED_CONNTRACKD_SCRIPT].content == (render.FILES / "heartbeat" / "lvsha-conntrackd").read_text()
+    unit = files[render.IPVS_SYNC_UNIT].content
+    assert "keepalived.service" in unit and "heartbeat" not in unit and render.IPVS_READY_SCRIPT not in unit
+    dropin = files[render.KEEPALIVED_DROPIN].content.splitlines()
+    assert "After=conntrackd.service" in dropin
+    # without state sync (edge): no notify, no conntrackd script
+    unsynced = replace(edge, engine="keepalived")
+    assert "\tnotify " not in _conf(unsynced, unsynced.master)
+    assert render.KEEPALIVED_CONNTRACKD_SCRIPT not in _files(unsynced, unsynced.master.name)
+
+
+def test_keepalived_never_starts_where_the_firewall_did_not_load_and_comes_back(reference):
+    dropin = _files(replace(reference, engine="keepalived"), "balancer1")[render.KEEPALIVED_DROPIN].content.splitlines()
+    assert "ExecStartPre=/bin/systemctl is-active --quiet netfilter-persistent.service" in dropin
+    assert "After=netfilter-persistent.service" in dropin and "Restart=always" in dropin
+    record = f"{render.KEEPALIVED_PROGRAM} record {render.KEEPALIVED_CONF} {render.KEEPALIVED_APPLIED}"
+    assert f"ExecStartPost=-{record}" in dropin and f"ExecReload=-{record}" in dropin
+
+
+# ---- keepalived's own check of the rendered files -----------------------------------
+
+def _keepalived() -> str:
+    """keepalived's binary: LVSHA_KEEPALIVED, the one bin/setup unpacks into the venv, or PATH's."""
+    candidates = [os.environ.get("LVSHA_KEEPALIVED"), str(Path(sys.prefix) / "keepalived/usr/sbin/keepalived"),
+                  str(ROOT / ".venv/keepalived/usr/sbin/keepalived"),
+                  shutil.which("keepalived") or shutil.which("keepalived", path="/usr/sbin:/sbin")]
+    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    why = None
+    if found is None:
+        why = "keepalived is not available (bin/setup unpacks it into .venv/keepalived)"
+    elif os.geteuid() != 0 or shutil.which("unshare") is None:
+        why = "keepalived -t runs in a namespace of its own here: it needs root and unshare"
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return found
+
+
+# keepalived -t checks that the interfaces and the scripts exist: it runs in a network
+# namespace with the model's interfaces (veth pairs) and a mount namespace where
+# /usr/local/sbin holds lvsha's program as the deploy installs it (root's, 0755).
+CHECK = """set -e
+for interface in $INTERFACES; do ip link add "$interface" type veth peer name "p-$interface"; done
+mount -t tmpfs -o mode=755 tmpfs /usr/local/sbin
+install -m 755 "$PROGRAM" /usr/local/sbin/
+"$KEEPALIVED" -t -f "$CONFIG"
+"""
+
+
+def _check(keepalived, cluster, balancer, tmp_path, content=None):
+    config = tmp_path / f"{balancer.name}.conf"
+    config.write_text(content or _conf(cluster, balancer))
+    program = tmp_path / Path(render.KEEPALIVED_PROGRAM).name
+    shutil.copyfile(render.FILES / "keepalived" / program.name, program)
+    interfaces = sorted({i for i, _ in cluster.own_addresses(balancer)})
+    return subprocess.run(["unshare", "-n", "-m", "--propagation", "private", "sh", "-c", CHECK],
+                          env={**os.environ, "INTERFACES": " ".join(interfaces), "PROGRAM": str(program),
+                               "KEEPALIVED": keepalived, "CONFIG": str(config)},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_keepalived_accepts_every_rendering(model, tmp_path):
+    keepalived = _keepalived()
+    _, cluster = model
+    for balancer in cluster.balancers:
+        result = _check(keepalived, cluster, balancer, tmp_path)
+        assert result.returncode == 0, f"{balancer.name}: keepalived -t exited {result.returncode}: {result.stderr}"
+
+
+def test_keepalived_accepts_the_other_checks_and_the_external_link(reference, tmp_path):
+    keepalived = _keepalived()
+    s0, s1, s2 = reference.sites
+    cluster = replace(reference, engine="keepalived", heartbeat=replace(reference.heartbeat, links=("external",)), sites=(
+        replace(s0, quiescent=True, fallback="127.0.0.1:8080",
+                health=HealthCheck(service="https", checkport=443, receive=r"ok\d")),
+        replace(s1, virtual_port=443, fallback="192.168.0.200", health=HealthCheck(checktype="connect", checkport=None)),
+        replace(s2, health=HealthCheck(checktype="ping"))))
+    result = _check(keepalived, cluster, cluster.master, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_keepalived_check_refuses_a_broken_file(reference, tmp_path):
+    """The check the deploy relies on fails on a file keepalived would run wrongly."""
+    keepalived = _keepalived()
+    cluster = replace(reference, engine="keepalived")
+    broken = _conf(cluster, cluster.master).replace("lb_algo wlc", "lb_algo fastest", 1)
+    assert _check(keepalived, cluster, cluster.master, tmp_path, broken).returncode != 0
+    # and on a script it cannot run (here: lvsha's program missing from its path)
+    unknown = _conf(cluster, cluster.master).replace(render.KEEPALIVED_PROGRAM, "/usr/local/sbin/lvsha-missing")
+    assert _check(keepalived, cluster, cluster.master, tmp_path, unknown).returncode != 0
