@@ -37,6 +37,8 @@ AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
 TAKEOVER_SCRIPT = "/usr/local/sbin/lvsha-takeover"
 # Run by heartbeat (respawn): the addresses up as soon as heartbeat takes over from the peer.
 TAKEOVER_WATCH = "/usr/local/sbin/lvsha-takeover-watch"
+# Gratuitous ARP for a large group of floating addresses from one process (FLOATING_IPS_SCRIPT runs it).
+ANNOUNCE_SCRIPT = "/usr/local/sbin/lvsha-announce"
 # Connection state sync: conntrackd primary/backup (the group's first resource),
 # its configuration, and the unit running the kernel's IPVS sync daemons.
 CONNTRACKD_SCRIPT = "/etc/ha.d/resource.d/lvsha-conntrackd"
@@ -190,8 +192,8 @@ def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
     sync = cluster.state_sync
     return [
         *(_shipped("heartbeat", path, mode="0755")
-          for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT, TAKEOVER_SCRIPT,
-                       TAKEOVER_WATCH, CONNTRACKD_SCRIPT)),
+          for path in (FLOATING_IPS_SCRIPT, ANNOUNCE_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT,
+                       TAKEOVER_SCRIPT, TAKEOVER_WATCH, CONNTRACKD_SCRIPT)),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
             udp_port=HEARTBEAT_UDP_PORT, rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
