@@ -81,10 +81,12 @@ def test_addresses_on_two_interfaces_leave_each_from_its_own(netns, tmp_path):
     assert on_lvt1.communicate(timeout=30)[0].split() == [_gratuitous(_mac(netns, "lvt1"), "192.168.50.254")]
 
 
-@pytest.mark.parametrize("args", [[], ["3", "200", "pid"], ["x", "200", "pid", "10.0.0.1/24/lvt0"],
-                                  ["3", "200", "pid", "10.0.0.1/lvt0"], ["3", "200", "pid", "10.0.0.300/24/lvt0"]])
-def test_bad_arguments_are_refused(netns, tmp_path, args):
-    assert _announce(netns, *args, tmp_path=tmp_path).returncode == 2
+@pytest.mark.parametrize("args", [[], ["3", "200", "PID"], ["x", "200", "PID", "10.0.0.1/24/lvt0"],
+                                  ["3", "200", "PID", "10.0.0.1/lvt0"], ["3", "200", "PID", "10.0.0.300/24/lvt0"]])
+def test_bad_arguments_are_refused_before_anything_is_written(netns, tmp_path, args):
+    pidfile = tmp_path / "announce.pid"
+    assert _announce(netns, *(str(pidfile) if a == "PID" else a for a in args), tmp_path=tmp_path).returncode == 2
+    assert not list(tmp_path.glob("announce.pid*"))
 
 
 def test_an_interface_that_does_not_exist_fails(netns, tmp_path):
