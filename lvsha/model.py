@@ -186,11 +186,22 @@ class Firewall:
     spoofed_sources: tuple[str, ...] = BOGON_SOURCES
 
 
+# ldirectord (fork=no) checks every real server of every site in turn, then sleeps
+# checkinterval: a cycle lasts the sum of the checks. Past this many seconds of checks
+# per checkinterval, at this much each (an HTTP check of a server on the LAN takes
+# milliseconds; a slow machine is given room), it checks each site in a process of its
+# own (fork=yes): docs/scale.md.
+SERIAL_CHECK_SECONDS = 0.1
+
+
 @dataclass(frozen=True)
 class Ldirectord:
     checkinterval: int = 5
     # Let ldirectord expire persistence templates of removed real servers.
     expire_quiescent_template: bool = True
+    # One checking process per site (True) or one for all (False); None: decided from
+    # the model (Cluster.ldirectord_forks).
+    fork: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -396,6 +407,15 @@ class Cluster:
         """Sources dropped on arrival at the external interface (the external network exempt)."""
         dropped = IPSet(self.firewall.spoofed_sources) - IPSet([self.external_net])
         return list(dropped.iter_cidrs())
+
+    def ldirectord_forks(self) -> bool:
+        """Whether ldirectord checks each site in a process of its own: as
+        `ldirectord.fork` says, else when one serial cycle of every real server's
+        check (at SERIAL_CHECK_SECONDS each) would outlast checkinterval."""
+        if self.ldirectord.fork is not None:
+            return self.ldirectord.fork
+        checks = len(self.sites) * len(self.web_hosts)
+        return checks * SERIAL_CHECK_SECONDS > self.ldirectord.checkinterval
 
     def scheduler_modules(self) -> list[str]:
         return sorted({f"ip_vs_{s.scheduler}" for s in self.sites})

@@ -38,6 +38,8 @@ AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
 TAKEOVER_SCRIPT = "/usr/local/sbin/lvsha-takeover"
 # Run by heartbeat (respawn): the addresses up as soon as heartbeat takes over from the peer.
 TAKEOVER_WATCH = "/usr/local/sbin/lvsha-takeover-watch"
+# Gratuitous ARP for a large group of floating addresses from one process (FLOATING_IPS_SCRIPT runs it).
+ANNOUNCE_SCRIPT = "/usr/local/sbin/lvsha-announce"
 # Connection state sync: conntrackd primary/backup (the group's first resource),
 # its configuration, and the unit running the kernel's IPVS sync daemons.
 CONNTRACKD_SCRIPT = "/etc/ha.d/resource.d/lvsha-conntrackd"
@@ -103,6 +105,30 @@ RESTART_DELAY = 2
 # heartbeat starts (lvsha-heartbeat-guard rejoin): the peer's re-sends are batched.
 SYNC_LISTEN_MARGIN = 2
 
+# heartbeat 3.0.6 reads its configuration files, and the keys of haresources that
+# ResourceManager prints, through fixed buffers of MAXLINE bytes (cluster-glue's
+# clplumbing/cl_log.h: 512*10); docs/scale.md says where.
+HEARTBEAT_MAXLINE = 5120
+# config.c reads ha.cf and haresources with fgets(buf, MAXLINE-1): a longer line is
+# read in pieces, each taken for a line of its own (haresources: "Bad nodename").
+HEARTBEAT_LINE_MAX = HEARTBEAT_MAXLINE - 3  # characters before the newline
+# hb_resource.c runs "ResourceManager givegroup KEY" (and "takegroup", "req_resource")
+# from MAXLINE buffers, where KEY is the group's first resource: a longer one is cut.
+RESOURCE_MANAGER = "/usr/share/heartbeat/ResourceManager"
+GROUP_KEY_MAX = HEARTBEAT_MAXLINE - 1 - len(f"{RESOURCE_MANAGER} givegroup ")
+# haresources' resource line is wrapped (a backslash ends each piece; heartbeat and
+# ResourceManager join them) past this many characters, so that it never nears a buffer.
+HARESOURCES_WRAP = 1000
+# iptables-restore (1.8) refuses a parameter of 1024 characters or more ("Parameter
+# too long!"): a list of sources longer than that is written as several rules, which is
+# what iptables makes of a list anyway (one rule per source).
+IPTABLES_PARAMETER_MAX = 1023
+# The kernel's neighbour (ARP) table: past gc_thresh2 (512 entries by default) entries
+# idle for 5 s are thrown out, past gc_thresh3 (1024) no new neighbour is learnt. A
+# balancer talks to every real server's address, and to its external network.
+NEIGHBOUR_GC_THRESH2 = 512
+NEIGHBOUR_RESERVE = 256  # neighbours beyond the model's: the external network's routers and hosts
+
 
 @dataclass(frozen=True)
 class RenderedFile:
@@ -119,6 +145,22 @@ _environment = Environment(
     keep_trailing_newline=True,
     autoescape=False,
 )
+
+
+def source_lists(addresses, limit: int = IPTABLES_PARAMETER_MAX) -> list[str]:
+    """`addresses` as iptables `-s` parameters ("A/32,B/32,..."), each at most `limit`
+    characters: one parameter while they fit (the same rules, one line)."""
+    lists, current = [], ""
+    for address in addresses:
+        item = f"{address}/32"
+        if current and len(current) + 1 + len(item) > limit:
+            lists.append(current)
+            current = ""
+        current = f"{current},{item}" if current else item
+    return [*lists, current] if current else lists
+
+
+_environment.filters["source_lists"] = source_lists
 
 
 def _render(template: str, cluster: Cluster, **context) -> str:
@@ -140,6 +182,7 @@ def heartbeat_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
                     ping_group=cluster.internal_ping_group(), ipfail=IPFAIL, takeover_watch=TAKEOVER_WATCH),
         ),
         RenderedFile(HARESOURCES, _render("haresources.j2", cluster, resources=haresources_group(cluster),
+                                          resource_lines=haresources_lines(cluster),
                                           floating_ips=cluster.floating_ips(),
                                           floating_ips_script=Path(FLOATING_IPS_SCRIPT).name)),
         RenderedFile(AUTHKEYS, _render("authkeys.j2", cluster, auth=hb.auth), mode="0600"),
@@ -161,8 +204,8 @@ def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
     sync = cluster.state_sync
     return [
         *(_shipped("heartbeat", path, mode="0755")
-          for path in (FLOATING_IPS_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT, TAKEOVER_SCRIPT,
-                       TAKEOVER_WATCH, CONNTRACKD_SCRIPT)),
+          for path in (FLOATING_IPS_SCRIPT, ANNOUNCE_SCRIPT, HEARTBEAT_GUARD, HEARTBEAT_RESTART, AUTHKEYS_SCRIPT,
+                       TAKEOVER_SCRIPT, TAKEOVER_WATCH, CONNTRACKD_SCRIPT)),
         RenderedFile(HEARTBEAT_ENV, _render(
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
             udp_port=HEARTBEAT_UDP_PORT, rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
@@ -231,9 +274,25 @@ def haresources_group(cluster: Cluster) -> list[tuple[str, str]]:
     servers are already loaded on the node that takes over; traffic follows
     the addresses. (A resource running on the idle node would also stop
     heartbeat's start: it refuses to start with a resource active.)
+
+    The group's first resource is its key, which heartbeat passes through buffers
+    of its own (GROUP_KEY_MAX): without state sync, addresses too many for one
+    key are split in several resources of the same script, each within it.
     """
-    addresses = "::".join(floating_ips_arguments(cluster))
-    group = [(f"{Path(FLOATING_IPS_SCRIPT).name}::{addresses}", "every floating address, added and removed together")]
+    script = Path(FLOATING_IPS_SCRIPT).name
+    addresses = floating_ips_arguments(cluster)
+    chunks, current = [], script
+    for address in addresses:
+        if current != script and not cluster.state_sync.enabled and len(current) + 2 + len(address) > GROUP_KEY_MAX:
+            chunks.append(current)
+            current = script
+        current = f"{current}::{address}"
+    chunks.append(current)
+    if len(chunks) == 1:
+        group = [(chunks[0], "every floating address, added and removed together")]
+    else:
+        group = [(chunk, f"floating addresses, part {i} of {len(chunks)} (one resource would be a group key longer "
+                         f"than heartbeat's {GROUP_KEY_MAX} characters)") for i, chunk in enumerate(chunks, 1)]
     if cluster.state_sync.enabled:
         group.insert(0, (Path(CONNTRACKD_SCRIPT).name,
                          "conntrackd primary: the peer's connection states committed before the addresses arrive"))
@@ -302,6 +361,43 @@ def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     return files
 
 
+def haresources_lines(cluster: Cluster, wrap: int | None = None) -> list[str]:
+    """The group's line of haresources (the master, then the resources), written as
+    physical lines of at most `wrap` characters where it is longer: each but the last
+    ends with a backslash, and is cut only between resources or at a "::" inside
+    one. heartbeat's config.c skips such continuation lines, and ResourceManager joins
+    them, the backslash and newline removed, into the line as it would be unwrapped
+    (docs/scale.md)."""
+    wrap = wrap or HARESOURCES_WRAP
+    pieces = [f"{cluster.master.name} "]
+    resources = [resource for resource, _ in haresources_group(cluster)]
+    for n, resource in enumerate(resources):
+        first, *rest = resource.split("::")
+        parts = [first, *(f"::{part}" for part in rest)]
+        if n < len(resources) - 1:
+            parts[-1] += " "
+        pieces += parts
+    lines, current = [], ""
+    for piece in pieces:
+        if current and len(current) + len(piece) + 1 > wrap:
+            lines.append(f"{current}\\")
+            current = ""
+        current += piece
+    return [*lines, current]
+
+
+def neighbour_thresholds(cluster: Cluster) -> tuple[int, int] | None:
+    """(gc_thresh2, gc_thresh3) for a balancer whose neighbours (every real server's
+    address, the peer, the fallbacks, NEIGHBOUR_RESERVE on the external network)
+    would pass the kernel's default gc_thresh2; None while they stay within it."""
+    needed = (len(cluster.sites) * len(cluster.web_hosts) + 2 + len({s.fallback for s in cluster.sites if s.fallback})
+              + NEIGHBOUR_RESERVE)
+    if needed <= NEIGHBOUR_GC_THRESH2:
+        return None
+    thresh2 = -(-2 * needed // 256) * 256
+    return thresh2, 2 * thresh2
+
+
 def ldirectord_file(cluster: Cluster) -> RenderedFile:
     return RenderedFile(LDIRECTORD_CF, _render("ldirectord.cf.j2", cluster, virtual_servers=cluster.virtual_servers()))
 
@@ -347,7 +443,7 @@ def firewall_dropin_file() -> RenderedFile:
 
 def kernel_files(cluster: Cluster) -> list[RenderedFile]:
     return [
-        RenderedFile(SYSCTL_CONF, _render("sysctl.conf.j2", cluster)),
+        RenderedFile(SYSCTL_CONF, _render("sysctl.conf.j2", cluster, neighbours=neighbour_thresholds(cluster))),
         RenderedFile(MODULES_CONF, _render("modules-load.conf.j2", cluster,
                                            scheduler_modules=cluster.scheduler_modules())),
     ]

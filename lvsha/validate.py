@@ -176,11 +176,51 @@ def problems(cluster: Cluster) -> list[Problem]:
     _check_firewall(c, cluster)
     _check_state_sync(c, cluster, own, ext, intl)
     c.positive("ldirectord.checkinterval", cluster.ldirectord.checkinterval)
+    if not (cluster.ldirectord.fork is None or isinstance(cluster.ldirectord.fork, bool)):
+        c.fail("ldirectord.fork", cluster.ldirectord.fork, "must be True, False or None (decided from the model)")
 
     for address, fields in owners.items():
         if len(fields) > 1:
             c.fail(fields[1], str(address), f"is used twice: also by {', '.join(f for f in fields if f != fields[1])}")
+    if not c.problems:  # the files can be rendered: what heartbeat would read of them
+        _check_heartbeat_buffers(c, cluster)
     return c.problems
+
+
+def _check_heartbeat_buffers(c: _Checker, cluster: Cluster) -> None:
+    """heartbeat 3.0.6 reads ha.cf, haresources and the group's key through buffers of
+    MAXLINE bytes (docs/scale.md): measured on the files as rendered."""
+    from lvsha import render  # (render validates with this module)
+
+    line_max = render.HEARTBEAT_MAXLINE - 3
+    key_max = render.HEARTBEAT_MAXLINE - 1 - len(f"{render.RESOURCE_MANAGER} givegroup ")
+    where = f"(heartbeat 3.0.6 reads it through a buffer of {render.HEARTBEAT_MAXLINE} bytes, MAXLINE)"
+    ha_cf, haresources, _ = render.heartbeat_files(cluster, cluster.master)
+    for line in ha_cf.content.splitlines():
+        if len(line) > line_max:
+            directive = line.split()[0]
+            if directive == "ping_group":
+                c.fail("web_hosts", len(cluster.web_hosts),
+                       f"ha.cf's ping_group line (every web host's first internal address) is {len(line)} characters, "
+                       f"over the {line_max} heartbeat reads as one line {where}")
+            else:
+                c.fail(f"heartbeat ({directive})", len(line),
+                       f"ha.cf's {directive} line is {len(line)} characters, over the {line_max} heartbeat reads "
+                       f"as one line {where}")
+    lines = [line for line in haresources.content.splitlines() if line and not line.startswith("#")]
+    for line in lines:
+        if len(line) > line_max:
+            c.fail("sites", len(cluster.sites),
+                   f"haresources has a line of {len(line)} characters ({len(cluster.floating_ips())} floating "
+                   f"addresses), over the {line_max} heartbeat reads as one line {where}")
+            break
+    joined = "".join(line[:-1] if line.endswith("\\") else line for line in lines)  # as ResourceManager joins it
+    key = joined.split()[1] if len(joined.split()) > 1 else ""
+    if len(key) > key_max:
+        c.fail("sites", len(cluster.sites),
+               f"the resource group's first resource (its key) is {len(key)} characters "
+               f"({len(cluster.floating_ips())} floating addresses), over the {key_max} heartbeat passes on "
+               f"(\"{render.RESOURCE_MANAGER} givegroup KEY\") {where}")
 
 
 def _check_balancers(c: _Checker, cluster: Cluster, own, ext, intl) -> None:

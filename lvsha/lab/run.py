@@ -295,13 +295,25 @@ def add_commands(lab: click.Group) -> None:
 
         sys.exit(run_demo(click.echo, keep=keep, release=release))
 
-    @lab.command("bench")
+    @lab.command("bench", context_settings={"ignore_unknown_options": True})
     @click.option("--rounds", default=3, show_default=True, help="measurements of each kind, interleaved")
-    def bench_command(rounds: int) -> None:
-        """Time pyinfra's floor, a no-op deploy and a dry run on the running, deployed lab."""
+    @click.option("--sites", "sites", default=None, metavar="N[,N...]",
+                  help="the scale benchmark instead: the lab brought up, deployed, measured and torn down "
+                       "with the scale model of N sites (examples/scale/inventory.py), for each N")
+    @click.option("--into", "into", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                  help="with --sites: write the table into FILE, between its markers (docs/scale.md)")
+    @click.argument("pytest_args", nargs=-1)
+    def bench_command(rounds: int, sites: str | None, into: Path | None, pytest_args) -> None:
+        """Time pyinfra's floor, a no-op deploy and a dry run on the running, deployed lab;
+        with --sites, compare the lab at N sites (no lab may be up: each N brings its own)."""
         from lvsha.lab import LabError
         from lvsha.lab.bench import bench, format_figures, ratios
 
+        if sites is not None:
+            _scale_bench(sites, into, pytest_args)
+            return
+        if into is not None or pytest_args:
+            raise click.UsageError("--into and pytest arguments go with --sites")
         start_report("bench")  # a run of its own: its report holds its figures alone
         try:
             figures = bench(rounds, progress=click.echo)
@@ -312,6 +324,23 @@ def add_commands(lab: click.Group) -> None:
             record(f"bench: {figure.name}, median of {rounds}", figure.median)
         for name, ratio in ratios(figures).items():
             record(f"bench: {name} / floor (x)", ratio)
+
+    def _scale_bench(sites: str, into: Path | None, pytest_args) -> None:
+        from lvsha.lab import lab as lab_api
+        from lvsha.lab.bench import format_scale, parse_sites, scale_bench, write_scale_into
+
+        try:
+            counts = parse_sites(sites)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from None
+        if lab_api.status().get("status") != "down":
+            raise click.ClickException("a lab is up: the scale benchmark brings its own for each N (lvsha lab down first)")
+        results = scale_bench(counts, dict(os.environ), pytest_args, progress=click.echo)
+        click.echo(format_scale(results))
+        if into is not None:
+            write_scale_into(into, results)
+            click.echo(f"scale table written into {into}")
+        sys.exit(0 if all(r["exit"] == 0 for r in results.values()) else 1)
 
     @lab.command("report")
     @click.option("--markdown", is_flag=True, help="a markdown table, with the run's commit and machine")

@@ -1,0 +1,83 @@
+"""At hundreds of sites the deploy runs the same operations and reads the same facts as
+at three (issue 22): what grows with the sites is the files' content and the commands
+of an operation, never the count of operations or of SSH round trips."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lvsha.lab.scale import scale_cluster
+from tasks.roles import cluster_host
+from tests.deploy.harness import changing, plan
+from tests.deploy.machine import converged_balancer, converged_web_host, fresh
+
+SITES = 250
+
+
+@pytest.fixture(scope="module")
+def scaled(reference):
+    return scale_cluster(reference, SITES)
+
+
+def _balancer_run(cluster, name, machine):
+    peer = cluster.peer(cluster.balancer(name))
+    others = {peer.name: converged_balancer(cluster, peer).fact}
+    started = time.monotonic()
+    ops = plan(cluster_host, cluster, name, host_name=name, facts=machine.fact, others=others)
+    print(f"\n{cluster.name}: {name}'s deploy planned in {time.monotonic() - started:.2f} s, {len(ops)} operations")
+    return ops
+
+
+def _shape(ops, machine):
+    """What costs a run time whatever the content: the operations, and the fact reads (SSH round trips;
+    pyinfra reads TmpDir once a process, whichever run comes first)."""
+    return [op.path for op in ops], [fact for fact in machine.loads if fact != "TmpDir"]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_a_converged_balancer_runs_the_same_operations_and_reads_at_250_sites(reference, scaled, index):
+    shapes = []
+    for cluster in (reference, scaled):
+        name = cluster.balancers[index].name
+        machine = converged_balancer(cluster, cluster.balancer(name))
+        ops = _balancer_run(cluster, name, machine)
+        assert changing(ops) == {}
+        shapes.append(_shape(ops, machine))
+    assert shapes[0] == shapes[1]
+
+
+def test_a_fresh_balancer_runs_the_same_operations_at_250_sites(reference, scaled):
+    shapes = []
+    for cluster in (reference, scaled):
+        name = cluster.master.name
+        machine = fresh(name, [cluster.master.external_interface, cluster.master.internal_interface])
+        ops = _balancer_run(cluster, name, machine)
+        shapes.append(([op.path for op in ops], sorted(changing(ops))))
+    assert shapes[0] == shapes[1]
+
+
+def test_a_web_host_runs_the_same_operations_and_reads_at_250_sites(reference, scaled):
+    shapes = []
+    for cluster in (reference, scaled):
+        host = cluster.web_hosts[1]
+        for machine in (converged_web_host(cluster, host), fresh(host.name, [host.interface])):
+            ops = plan(cluster_host, cluster, host.name, True, host_name=host.name, facts=machine.fact)
+            shapes.append((_shape(ops, machine), sorted(changing(ops))))
+    assert shapes[:2] == shapes[2:]
+    assert shapes[0][1] == []  # converged: no change
+
+
+def test_sites_removed_at_scale_are_one_operation_however_many(reference, scaled):
+    """A balancer of 250 sites deployed with 50: the 200 virtual services left over go
+    in the operations a converged run has, not in one each."""
+    fewer = scale_cluster(reference, 50)
+    name = fewer.master.name
+    machine = converged_balancer(fewer, fewer.master)
+    machine.ipvs = [f"TCP {vs.address}" for vs in scaled.virtual_servers()]
+    ops = _balancer_run(fewer, name, machine)
+    converged = converged_balancer(fewer, fewer.master)
+    assert [op.path for op in ops] == [op.path for op in _balancer_run(fewer, name, converged)]
+    (removal,) = changing(ops).values()
+    assert sum(f"{vs.vip}:" in " ".join(removal) for vs in scaled.virtual_servers()[50:]) == 200

@@ -1,0 +1,39 @@
+"""What the scale benchmark (`lvsha lab bench --sites N`) measures on top of the lab
+tier's own figures: how the balancers carry N sites. Not collected by a plain test
+run (no test_ prefix): the benchmark names this file; it runs first, on the freshly
+deployed lab. docs/scale.md."""
+
+import time
+
+from lvsha import render
+from lvsha.lab.run import record
+
+
+def test_scale_figures_of_the_deployed_pair(lab):
+    master = lab.cluster.master.name
+    # ldirectord: its processes (one per site with fork=yes, docs/scale.md) and their memory,
+    # every process of its unit (children rename themselves: `ps -C` would miss them), each
+    # one's proportional share (Pss: pages shared after the fork counted once in all)
+    out = lab.ssh(master, "for pid in $(cat /sys/fs/cgroup/system.slice/ldirectord.service/cgroup.procs); do "
+                          "awk '/^Pss:/ { print $2 }' /proc/$pid/smaps_rollup 2>/dev/null; done | "
+                          "awk '{ n++; kib += $1 } END { print n + 0, kib + 0 }'").stdout
+    processes, kib = (int(x) for x in out.split())
+    assert processes >= 1, "ldirectord.service has no process"
+    record("ldirectord processes (count)", processes)
+    record("ldirectord memory, its processes' Pss summed (MiB)", kib / 1024)
+    record("balancer memory available (MiB)",
+           int(lab.ssh(master, "awk '/^MemAvailable:/ { print $2 }' /proc/meminfo").stdout) / 1024)
+    # the firewall: rules loaded, and what checking its ruleset costs (the deploy tests before it loads)
+    record("iptables rules loaded (count)", int(lab.ssh(master, "iptables-save | grep -c '^-A'").stdout))
+    started = time.monotonic()
+    lab.ssh(master, f"iptables-restore --test {render.FIREWALL_RULES}")
+    record("iptables-restore --test of the ruleset", time.monotonic() - started)
+    # IPVS as loaded
+    table = lab.ipvs_reals(master)
+    record("IPVS virtual services (count)", len(table))
+    record("IPVS real servers (count)", sum(len(reals) for reals in table.values()))
+    assert table == lab.expected_ipvs()
+    # every VIP asked at once (clients/answers.py beyond 8 sites): what a check of "every VIP answers" costs
+    started = time.monotonic()
+    assert lab.serving()
+    record("every VIP answered, one check", time.monotonic() - started)

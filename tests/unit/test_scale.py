@@ -1,0 +1,234 @@
+"""Hundreds of sites (issue 22): the scale model, and what its renderings must keep
+within what heartbeat, iptables-restore and the kernel read (docs/scale.md)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from netaddr import IPNetwork
+
+from lvsha import render
+from lvsha.lab.scale import DEFAULT_SITES, SITES_ENV, scale_cluster, sites_from_environment
+from lvsha.model import SERIAL_CHECK_SECONDS, Ldirectord
+from lvsha.validate import ValidationError, problems, validate
+from tests.unit.test_render import _iptables_restore
+
+SITES = 250
+
+# heartbeat 3.0.6's ResourceManager (heartbeat/lib/ResourceManager.in, ipres()) reads
+# haresources through this pipeline: comments out, lines ending in a backslash joined
+# to the next (backslash and newline removed), blanks squeezed, empty lines dropped.
+RESOURCE_MANAGER_SED = [
+    "sed", "-e", r"s%#.*%%", "-e", ":a", "-e", r"/\\$/N; s/\\\n//; ta", "-e", "s%$% %",
+    "-e", "s%[\t ][\t ]*% %g", "-e", "/^[\t ]*$/ d", "-e", "s%^ %%",
+]
+
+
+@pytest.fixture(scope="module")
+def scaled(reference):
+    started = time.monotonic()
+    cluster = validate(scale_cluster(reference, SITES))
+    print(f"\n{SITES} sites: model and validation {time.monotonic() - started:.2f} s")
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def unsynced(scaled):
+    return validate(replace(scaled, state_sync=replace(scaled.state_sync, enabled=False)))
+
+
+def _balancer_file(cluster, path):
+    (found,) = [f for f in render.balancer_files(cluster, cluster.master) if f.path == path]
+    return found.content
+
+
+# ---- the scale model ---------------------------------------------------------------
+
+def test_the_scale_model_of_the_reference_sites_is_the_reference(reference):
+    assert scale_cluster(reference, len(reference.sites)) == reference
+
+
+def test_the_scale_model_keeps_every_host_and_address_and_widens_the_networks_only_as_needed(reference, scaled):
+    assert len(scaled.sites) == SITES and scaled.sites[:3] == reference.sites
+    assert scaled.balancers == reference.balancers
+    assert [h.name for h in scaled.web_hosts] == [h.name for h in reference.web_hosts]
+    for ours, theirs in zip(scaled.web_hosts, reference.web_hosts):
+        assert len(ours.internal_ips) == SITES and ours.internal_ips[:3] == theirs.internal_ips
+        assert (ours.mail_ip, ours.public_ip) == (theirs.mail_ip, theirs.public_ip)
+    # 250 VIPs and the reference's other addresses need a /23; 750 real server addresses a /22
+    assert scaled.external_net == IPNetwork("10.0.0.0/23") and scaled.internal_net == IPNetwork("192.168.0.0/22")
+    assert scale_cluster(reference, 50).external_net == reference.external_net
+    assert not problems(scale_cluster(reference, 1000))
+
+
+def test_the_number_of_sites_comes_from_the_environment():
+    assert sites_from_environment({}) == DEFAULT_SITES
+    assert sites_from_environment({SITES_ENV: "50"}) == 50
+    for bad in ("0", "many", "-3"):
+        with pytest.raises(ValueError, match=SITES_ENV):
+            sites_from_environment({SITES_ENV: bad})
+
+
+def test_every_host_renders_at_scale(scaled):
+    started = time.monotonic()
+    files = render.all_files(scaled)
+    print(f"\n{SITES} sites: rendering every host's files {time.monotonic() - started:.2f} s")
+    ldirectord = next(f for f in files[scaled.master.name] if f.path == render.LDIRECTORD_CF).content
+    assert ldirectord.count("\nvirtual=") == SITES and ldirectord.count("\treal=") == SITES * len(scaled.web_hosts)
+    for host in scaled.web_hosts:
+        network = next(f for f in files[host.name] if f.path.startswith(render.NETWORKD_DIR)).content
+        assert network.count("\nAddress=") == SITES
+
+
+# ---- heartbeat: haresources --------------------------------------------------------
+
+def _resource_manager_view(content: str, tmp_path: Path) -> list[str]:
+    """haresources' lines as ResourceManager reads them (its own sed, run on the file)."""
+    path = tmp_path / "haresources"
+    path.write_text(content)
+    joined = subprocess.run([*RESOURCE_MANAGER_SED, str(path)], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in joined.splitlines()]
+
+
+@pytest.mark.parametrize("model", ["scaled", "unsynced"])
+def test_haresources_is_written_in_pieces_that_resource_manager_joins_into_the_group_line(model, request, tmp_path):
+    cluster = request.getfixturevalue(model)
+    content = _balancer_file(cluster, render.HARESOURCES)
+    resources = [resource for resource, _ in render.haresources_group(cluster)]
+    (line,) = _resource_manager_view(content, tmp_path)
+    assert line.split() == [cluster.master.name, *resources]
+    # every address of the group, in order, none twice
+    addresses = [a for r in resources if r.startswith(Path(render.FLOATING_IPS_SCRIPT).name) for a in r.split("::")[1:]]
+    assert addresses == render.floating_ips_arguments(cluster)
+    # heartbeat's config.c reads each physical line whole, checks the first
+    # one's node, and skips the lines a backslash continues
+    lines = [piece for piece in content.splitlines() if piece and not piece.startswith("#")]
+    assert len(lines) > 1 and lines[0].split()[0] == cluster.master.name
+    assert all(len(piece) <= render.HARESOURCES_WRAP for piece in lines)
+    assert all(piece.endswith("\\") for piece in lines[:-1]) and not lines[-1].endswith("\\")
+
+
+def test_the_group_key_stays_within_heartbeats_buffer_with_or_without_state_sync(scaled, unsynced):
+    synced_group = render.haresources_group(scaled)
+    assert synced_group[0][0] == Path(render.CONNTRACKD_SCRIPT).name
+    assert len(synced_group) == 2  # the addresses in one resource: the key is conntrackd's
+    group = render.haresources_group(unsynced)  # the first floating resource is the key
+    assert all(len(resource) <= render.GROUP_KEY_MAX for resource, _ in group)
+
+
+def test_without_state_sync_too_many_addresses_for_one_key_are_split_in_resources(reference):
+    many = scale_cluster(reference, 400)
+    many = replace(many, state_sync=replace(many.state_sync, enabled=False))
+    group = render.haresources_group(many)
+    assert len(group) > 1
+    assert all(len(resource) <= render.GROUP_KEY_MAX for resource, _ in group)
+    assert [a for resource, _ in group for a in resource.split("::")[1:]] == render.floating_ips_arguments(many)
+
+
+def test_the_reference_haresources_is_one_line(reference):
+    assert render.haresources_lines(reference) == [
+        f"{reference.master.name} {' '.join(r for r, _ in render.haresources_group(reference))}"]
+
+
+# ---- validation: what heartbeat's buffers refuse ------------------------------------------
+
+def test_a_haresources_line_longer_than_heartbeat_reads_is_refused(reference, monkeypatch):
+    monkeypatch.setattr(render, "HARESOURCES_WRAP", 10**6)  # the resource line left whole
+    found = [p for p in problems(scale_cluster(reference, 400)) if p.field == "sites"]
+    assert found and found[0].value == 400
+    assert "haresources has a line of" in found[0].message and f"over the {render.HEARTBEAT_LINE_MAX}" in found[0].message
+    assert not problems(scale_cluster(reference, 250))
+
+
+def test_a_group_key_longer_than_heartbeat_passes_on_is_refused(reference, monkeypatch):
+    many = scale_cluster(reference, 400)
+    many = replace(many, state_sync=replace(many.state_sync, enabled=False))
+    whole = "::".join([Path(render.FLOATING_IPS_SCRIPT).name, *render.floating_ips_arguments(many)])
+    monkeypatch.setattr(render, "haresources_group", lambda cluster: [(whole, "every floating address")])
+    (found,) = [p for p in problems(many) if "(its key)" in p.message]
+    assert (found.field, found.value) == ("sites", 400)
+    assert f"{len(whole)} characters" in found.message and f"over the {render.GROUP_KEY_MAX}" in found.message
+
+
+def test_a_ping_group_line_longer_than_heartbeat_reads_is_refused(reference):
+    """ha.cf's ping_group lists every web host: about 330 of them fill heartbeat's line."""
+    def hosts(count):
+        return tuple(replace(reference.web_hosts[0], name=f"web{i}", internal_ips=(f"192.168.{1 + i // 250}.{1 + i % 250}",),
+                             mail_ip=f"10.0.{2 + i // 250}.{1 + i % 250}", public_ip=None) for i in range(count))
+
+    def model(count):
+        return replace(reference, sites=reference.sites[:1], web_hosts=hosts(count), external_network="10.0.0.0/16",
+                       internal_network="192.168.0.0/16")
+
+    assert not problems(model(300))
+    (found,) = problems(model(400))
+    assert (found.field, found.value) == ("web_hosts", 400)
+    length = len(next(line for line in render.heartbeat_files(model(400), reference.master)[0].content.splitlines()
+                      if line.startswith("ping_group")))
+    assert f"is {length} characters, over the {render.HEARTBEAT_LINE_MAX}" in found.message
+    with pytest.raises(ValidationError, match="web_hosts = 400"):
+        validate(model(400))
+
+
+# ---- the firewall ------------------------------------------------------------------------
+
+def test_long_source_lists_are_written_as_rules_iptables_restore_accepts(scaled):
+    rules = _balancer_file(scaled, render.FIREWALL_RULES)
+    parameters = re.findall(r" -s (\S+)", rules)
+    assert parameters and max(map(len, parameters)) <= render.IPTABLES_PARAMETER_MAX
+    for host in scaled.web_hosts:
+        for mail_only in (True, False):
+            lines = [line for line in rules.splitlines() if line.startswith("-A POSTROUTING")
+                     and line.endswith(f"--to-source {host.mail_ip}") and ("--dport 25" in line) == mail_only]
+            sources = [s.removesuffix("/32") for line in lines for s in line.split(" -s ")[1].split()[0].split(",")]
+            assert sources == list(host.internal_ips) and len(lines) > 1
+
+
+def test_source_lists_keep_a_short_list_whole():
+    assert render.source_lists(["10.0.0.1", "10.0.0.2"]) == ["10.0.0.1/32,10.0.0.2/32"]
+    assert render.source_lists([f"10.0.0.{i}" for i in range(1, 5)], limit=23) == [
+        "10.0.0.1/32,10.0.0.2/32", "10.0.0.3/32,10.0.0.4/32"]
+
+
+@pytest.mark.parametrize("model", ["scaled", "unsynced"])
+def test_the_scaled_rules_pass_iptables_restore_test(model, request, tmp_path):
+    exe = _iptables_restore()
+    rules = tmp_path / "rules.v4"
+    rules.write_text(_balancer_file(request.getfixturevalue(model), render.FIREWALL_RULES))
+    result = subprocess.run([exe, "--test", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ---- the kernel and ldirectord -------------------------------------------------------------
+
+def test_the_neighbour_table_holds_every_real_server_at_scale(reference, scaled):
+    assert "gc_thresh" not in _balancer_file(reference, render.SYSCTL_CONF)
+    sysctls = _balancer_file(scaled, render.SYSCTL_CONF)
+    thresh2 = int(re.search(r"gc_thresh2 = (\d+)", sysctls).group(1))
+    thresh3 = int(re.search(r"gc_thresh3 = (\d+)", sysctls).group(1))
+    neighbours = SITES * len(scaled.web_hosts) + render.NEIGHBOUR_RESERVE
+    assert neighbours < thresh2 < thresh3
+
+
+def test_ldirectord_checks_each_site_in_a_process_of_its_own_when_one_cycle_would_outlast_the_interval(reference, scaled):
+    assert "fork=" not in _balancer_file(reference, render.LDIRECTORD_CF)
+    assert "\nfork=yes\n" in _balancer_file(scaled, render.LDIRECTORD_CF)
+    # the threshold: checks x SERIAL_CHECK_SECONDS against checkinterval
+    interval = reference.ldirectord.checkinterval
+    per_site = len(reference.web_hosts)
+    last_serial = int(interval / SERIAL_CHECK_SECONDS) // per_site
+    assert not scale_cluster(reference, last_serial).ldirectord_forks()
+    assert scale_cluster(reference, last_serial + 1).ldirectord_forks()
+    forced = replace(scaled, ldirectord=Ldirectord(fork=False))
+    assert "fork=" not in _balancer_file(forced, render.LDIRECTORD_CF)
+    assert "\nfork=yes\n" in _balancer_file(replace(reference, ldirectord=Ldirectord(fork=True)), render.LDIRECTORD_CF)
+
+
+def test_ldirectord_fork_must_be_a_boolean_or_none(reference):
+    (found,) = problems(replace(reference, ldirectord=Ldirectord(fork="yes")))
+    assert (found.field, found.value) == ("ldirectord.fork", "yes")
