@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import os
-import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lvsha import render
+from tests.conftest import promtool
 
 SCRIPT = str(render.FILES / "lvsha" / "lvsha-metrics")
 CAPTURES = Path(__file__).parent / "captures"
@@ -70,16 +70,6 @@ def prometheus_parser():
             pytest.fail("prometheus_client is not installed; bin/setup installs the test extras (pyproject.toml)")
         pytest.skip("prometheus_client is not installed (bin/setup installs it)")
     return text_string_to_metric_families
-
-
-def promtool() -> str:
-    """promtool: Debian's `prometheus` package's, which bin/setup unpacks into the venv."""
-    found = shutil.which("promtool") or shutil.which("promtool", path=str(Path(os.sys.prefix) / "bin"))
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed; bin/setup unpacks it from Debian's prometheus package")
-        pytest.skip("promtool is not installed (bin/setup unpacks it)")
-    return found
 
 
 def capture(name: str) -> dict[str, tuple[int, str]]:
