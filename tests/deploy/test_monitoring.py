@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from lvsha import render
+from lvsha.model import Monitoring
 from tasks.packages import MONITORING_PACKAGES
 from tasks.roles import cluster_host
 from tests.deploy.harness import changing, plan
@@ -61,6 +62,7 @@ def test_enabled_a_converged_balancer_gets_no_change(monitored, name):
 def test_disabled_none_of_it(reference):
     """Off (the default), on a host that never had it: no package, no file, no unit, no
     port, and no operation of the monitoring deploy at all."""
+    reference = replace(reference, monitoring=Monitoring())
     for machine in (fresh("balancer1", ["eth0", "eth1"]), converged_balancer(reference, reference.balancer("balancer1"))):
         ops = _director(reference, machine)
         text = _commands(ops)
@@ -88,9 +90,9 @@ def test_a_stopped_node_exporter_is_started_not_restarted(monitored):
     assert changes == {"node_exporter runs, enabled at boot": ["systemctl start prometheus-node-exporter.service"]}
 
 
-def test_turned_off_it_is_stopped_and_removed(reference, monitored):
+def test_turned_off_it_is_stopped_and_removed(monitored):
     machine = converged_balancer(monitored, monitored.balancer("balancer1"))
-    changes = changing(_director(reference, machine))
+    changes = changing(_director(replace(monitored, monitoring=Monitoring()), machine))
     assert changes["lvsha's metrics stopped and disabled (monitoring off)"] == [
         "systemctl stop lvsha-metrics.timer", "systemctl disable lvsha-metrics.timer"]
     assert changes["node_exporter stopped and disabled (monitoring off)"] == [

@@ -14,23 +14,26 @@ from pathlib import Path
 import pytest
 
 from lvsha import render
+from lvsha.model import Monitoring
 from tests.conftest import promtool
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
-GOLDEN_MONITORING = GOLDEN.parent / "golden-monitoring"
+GOLDEN_MONITORING = Path(__file__).resolve().parent.parent / "golden-monitoring"
 
 
 def test_golden_files_with_monitoring(monitored, request, tmp_path):
     """Monitoring adds its files and the rules file, and changes each balancer's rules.v4:
     nothing else (rules.v6 stays closed), each equal to its reviewed copy."""
-    written = render.write_tree(monitored, tmp_path)
-    changed = sorted(rel for rel in (p.relative_to(tmp_path) for p in written)
-                     if not (GOLDEN / rel).is_file() or (GOLDEN / rel).read_text() != (tmp_path / rel).read_text())
+    off = tmp_path / "off"
+    render.write_tree(replace(monitored, monitoring=Monitoring()), off)
+    on = tmp_path / "on"
+    written = render.write_tree(monitored, on)
+    changed = sorted(rel for rel in (p.relative_to(on) for p in written)
+                     if not (off / rel).is_file() or (off / rel).read_text() != (on / rel).read_text())
     if request.config.getoption("--update-golden"):
         shutil.rmtree(GOLDEN_MONITORING, ignore_errors=True)
         for rel in changed:
             (GOLDEN_MONITORING / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tmp_path / rel, GOLDEN_MONITORING / rel)
+            shutil.copyfile(on / rel, GOLDEN_MONITORING / rel)
     expected = sorted(p.relative_to(GOLDEN_MONITORING) for p in GOLDEN_MONITORING.rglob("*") if p.is_file())
     assert changed == expected
     assert {str(rel) for rel in changed} == {render.ALERT_RULES} | {
@@ -38,10 +41,11 @@ def test_golden_files_with_monitoring(monitored, request, tmp_path):
         for path in (render.FIREWALL_RULES, render.METRICS_SCRIPT, render.METRICS_SERVICE, render.METRICS_TIMER,
                      render.NODE_EXPORTER_DROPIN)}
     for rel in changed:
-        assert (tmp_path / rel).read_text() == (GOLDEN_MONITORING / rel).read_text(), f"{rel} differs from its golden copy"
+        assert (on / rel).read_text() == (GOLDEN_MONITORING / rel).read_text(), f"{rel} differs from its golden copy"
 
 
 def test_monitoring_off_renders_nothing_of_it(reference, tmp_path):
+    reference = replace(reference, monitoring=Monitoring())  # the default
     written = {str(p.relative_to(tmp_path)) for p in render.write_tree(reference, tmp_path)}
     assert render.ALERT_RULES not in written
     assert not [p for p in written if "metrics" in p or "node-exporter" in p]

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from lvsha.model import Balancer, HealthCheck, Service
+from lvsha.model import Balancer, Cluster, HealthCheck, Monitoring, Service
 from lvsha.validate import ValidationError, problems, validate
 
 
@@ -169,7 +169,7 @@ def _with_monitoring(c, **changes):
 
 
 def test_monitoring_is_off_by_default_and_valid_when_on(reference):
-    assert reference.monitoring.enabled is False
+    assert Monitoring().enabled is False and Cluster.__dataclass_fields__["monitoring"].default_factory is Monitoring
     assert problems(_with_monitoring(reference)) == []
     # an internal source is scraped on the internal interface: anti-spoofing does not concern it
     internal = _with_monitoring(reference, sources=("192.168.0.0/24", "10.0.0.0/24"), port=9101, interval=2)
