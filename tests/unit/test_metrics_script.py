@@ -335,3 +335,31 @@ def test_the_rendered_heartbeat_env_is_what_it_reads(reference):
     env = next(f for f in render.heartbeat_helper_files(reference, reference.master) if f.path == render.HEARTBEAT_ENV)
     for key in ("LVSHA_PEER=", "LVSHA_FLOATING_IPS=", "LVSHA_STATE_SCRIPT="):
         assert key in env.content
+
+
+def test_an_ipvs_that_answers_with_an_error_is_an_empty_table_not_silence(reference, balancer1):
+    """Every real server then failed its check (an alert can fire), where a table not read in
+    time leaves them out (and is counted)."""
+    balancer1.answer("ipvsadm -Ln", "Can't initialize ipvs: Protocol not available\n"
+                     "Are you sure that IP Virtual Server is built in the kernel or as module?", 2)
+    balancer1.answer("lvsha-drain list", "", 1)
+    assert balancer1.run().returncode == 0
+    samples = balancer1.samples()
+    for vs in reference.virtual_servers():
+        assert value(samples, "lvsha_virtual_service_loaded", virtual=vs.address, address=str(vs.vip)) == 0
+        assert value(samples, "lvsha_virtual_service_real_servers", virtual=vs.address, address=str(vs.vip),
+                     state="failed_check") == len(vs.reals)
+    balancer1.hang("ipvsadm -Ln")
+    result = balancer1.run(timeout=1)
+    assert result.returncode == 0 and "`ipvsadm -Ln` did not answer in 1 s" in result.stderr
+    samples = balancer1.samples()
+    assert not [name for name, _ in samples if name.startswith(("lvsha_real_server", "lvsha_virtual_service"))]
+    assert value(samples, "lvsha_metrics_failed_commands") == 1
+
+
+def test_nothing_recorded_by_lvsha_applied_is_drift(balancer1):
+    balancer1.answer("lvsha-applied show", "", 1)
+    assert balancer1.run().returncode == 0
+    samples = balancer1.samples()
+    assert {labels: v for (name, labels), v in samples.items() if name == "lvsha_config_applied"} == {
+        frozenset({"component": c}.items()): 0 for c in ("firewall", "firewall6", "heartbeat", "ldirectord", "conntrackd")}
