@@ -277,10 +277,10 @@ def monitoring_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
 def alert_rules(cluster: Cluster) -> str:
     """The Prometheus alert rules for the cluster's lvsha metrics (`lvsha render`
     writes them as ALERT_RULES; a Prometheus server loads them)."""
-    ips = cluster.floating_ips()
-    return _render("prometheus-rules.yml.j2", cluster, floating_ips=ips, virtual_servers=cluster.virtual_servers(),
-                   addresses="|".join(str(ip.address).replace(".", "\\\\.") for ip in ips),  # PromQL: 10\\.0\\.0\\.1
-                   gateway=cluster.gateway, mon=cluster.monitoring, hb=cluster.heartbeat,
+    # Every floating address, as a PromQL regular expression (its dots escaped: 10\\.0\\.0\\.1).
+    addresses = "|".join(str(ip.address).replace(".", "\\\\.") for ip in cluster.floating_ips())
+    return _render("prometheus-rules.yml.j2", cluster, virtual_servers=cluster.virtual_servers(), addresses=addresses,
+                   gateway=cluster.gateway, mon=cluster.monitoring,
                    stale_after=3 * cluster.monitoring.interval + METRICS_RUN_TIMEOUT)
 
 
