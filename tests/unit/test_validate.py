@@ -159,6 +159,8 @@ CASES = {
     "monitoring port out of range": (lambda c: _with_monitoring(c, port=0), "monitoring.port", 0, "port number"),
     "monitoring port of a management service": (lambda c: _with_monitoring(c, port=22),
                                                  "monitoring.port", 22, "taken by firewall.services[ssh]"),
+    "monitoring on keepalived": (lambda c: _with_monitoring(replace(c, engine="keepalived")),
+                                 "monitoring.enabled", True, "not available on engine 'keepalived'"),
     "monitoring interval of 0": (lambda c: _with_monitoring(c, interval=0), "monitoring.interval", 0, "above 0"),
 }
 
