@@ -114,11 +114,13 @@ def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> 
 
 
 def read_outputs(pair: Pair, name: str) -> dict[str, tuple[int, str]]:
-    """What live.BalancerView.from_outputs reads: live.COMMANDS on balancer `name`,
-    then heartbeat's view of the peer and of each of its links."""
+    """What live.BalancerView.from_outputs reads: live.COMMANDS on balancer `name`
+    (and live.SYNC_COMMANDS when the model syncs connection state), then
+    heartbeat's view of the peer and of each of its links."""
     peer = pair.cluster.peer(pair.cluster.balancer(name)).name
     outputs = {}
-    for key, command in live.COMMANDS.items():
+    commands = {**live.COMMANDS, **(live.SYNC_COMMANDS if pair.cluster.state_sync.enabled else {})}
+    for key, command in commands.items():
         rc, out, _ = pair.run(name, command)
         outputs[key] = (rc, out)
     if outputs["hbstatus"][0] == 0:
@@ -197,7 +199,8 @@ def _progress(message: str) -> None:
 def status_command(inventory, as_json, save_raw, sudo):
     """Who holds each floating address, heartbeat's view of both nodes and links,
     each site's real servers (in rotation, failed, drained; weight, connections,
-    rate), and whether the firewall and the configuration are the model's.
+    rate), whether the firewall and the configuration are the model's, and
+    connection state sync (conntrackd, the IPVS sync daemons) on each balancer.
     Exit 0 when healthy, 1 when degraded (reasons on stderr)."""
     pair = load_pair(inventory, sudo).connect()
     status = read_status(pair, save_raw)

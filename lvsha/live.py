@@ -28,6 +28,11 @@ COMMANDS = {
     "applied": f"{render.APPLIED_SCRIPT} show",
     "drained": f"{render.DRAIN_SCRIPT} list",
 }
+# Read too when the model syncs connection state: conntrackd's unit, the kernel's IPVS sync daemons.
+SYNC_COMMANDS = {
+    "conntrackd": "systemctl is-active conntrackd.service",
+    "sync_daemons": "ipvsadm -L --daemon",
+}
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,12 @@ def parse_ipvsadm_rate(text: str) -> dict[tuple[str, str | None], Rate]:
     return rates
 
 
+def parse_sync_daemons(text: str) -> list[str]:
+    """`ipvsadm -L --daemon` -> the roles of the running IPVS sync daemons, ["master", "backup"]."""
+    return [line.split()[0] for line in text.splitlines()
+            if line.split()[:1] in (["master"], ["backup"]) and line.split()[1:3] == ["sync", "daemon"]]
+
+
 def parse_words(text: str) -> list[str]:
     """cl_status listnodes / listhblinks: one name per line, indented or not."""
     return [line.strip() for line in text.splitlines() if line.strip()]
@@ -135,6 +146,10 @@ class BalancerView:
     units: dict[str, str] = field(default_factory=dict)
     applied: dict[str, list[str]] = field(default_factory=dict)
     drained: set[tuple[str, str]] = field(default_factory=set)
+    # State sync, when it was read (SYNC_COMMANDS): conntrackd.service's state and the
+    # running IPVS sync daemons' roles; None when not read.
+    conntrackd: str | None = None
+    sync_daemons: list[str] | None = None
 
     @classmethod
     def unreachable(cls, name: str, error: str) -> BalancerView:
@@ -144,7 +159,8 @@ class BalancerView:
     def from_outputs(cls, name: str, outputs: dict[str, tuple[int, str]]) -> BalancerView:
         """Build the view from {command name: (exit status, stdout)}: COMMANDS'
         names, plus "peer" (cl_status nodestatus PEER), "links" (cl_status
-        listhblinks PEER) and "link:IFACE" (cl_status hblinkstatus PEER IFACE)."""
+        listhblinks PEER), "link:IFACE" (cl_status hblinkstatus PEER IFACE), and
+        SYNC_COMMANDS' names when state sync was read."""
 
         def out(key: str) -> str:
             rc, text = outputs.get(key, (1, ""))
@@ -164,6 +180,8 @@ class BalancerView:
             units=units,
             applied=parse_applied(outputs.get("applied", (1, ""))[1]),
             drained=parse_drained(out("drained")),
+            conntrackd=(outputs["conntrackd"][1].strip() or "unknown") if "conntrackd" in outputs else None,
+            sync_daemons=parse_sync_daemons(out("sync_daemons")) if "sync_daemons" in outputs else None,
         )
 
     def carries(self, cidr: str, interface: str) -> bool:
@@ -229,6 +247,11 @@ class BalancerStatus:
     firewall: str  # "loaded as rendered", "differs from the model", "not recorded", "unknown"
     config: str  # heartbeat and ldirectord run with the model's files: "current" / "stale: ..." / "unknown"
     drained: list[list[str]]
+    # Connection state sync: "running", "DOWN: ..." (a takeover would drop connections), "off" (the
+    # model's), "not read", "unknown"; conntrackd.service's state and the running IPVS sync daemons.
+    state_sync: str = "unknown"
+    conntrackd: str = ""
+    ipvs_sync_daemons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -316,6 +339,7 @@ def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) 
     if not view.reachable:
         return BalancerStatus(view.name, False, view.error, "unreachable", "", "", {}, "unknown", "unknown",
                               "unknown", "unknown", [])
+    state_sync = _state_sync(cluster, view, problems)
     balancer = cluster.balancer(view.name)
     peer = cluster.peer(balancer).name
     hb = view.heartbeat
@@ -359,7 +383,23 @@ def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) 
         problems.append(f"{view.name}: {' and '.join(stale)} run with other files than the model's")
 
     return BalancerStatus(view.name, True, "", "running" if hb.running else "stopped", hb.resources, hb.peer,
-                          dict(hb.links), ldirectord, ipvs, firewall, config, [list(d) for d in sorted(view.drained)])
+                          dict(hb.links), ldirectord, ipvs, firewall, config, [list(d) for d in sorted(view.drained)],
+                          state_sync, view.conntrackd or "", list(view.sync_daemons or []))
+
+
+def _state_sync(cluster: Cluster, view: BalancerView, problems: list[str]) -> str:
+    """With the model's state sync: "running" when conntrackd and both IPVS sync daemons
+    run, else "DOWN: ..." (a problem: a takeover to or from it would drop connections)."""
+    if not cluster.state_sync.enabled:
+        return "off"
+    if view.conntrackd is None or view.sync_daemons is None:
+        return "not read"
+    down = [] if view.conntrackd == "active" else [f"conntrackd {view.conntrackd}"]
+    down += [f"IPVS sync daemon {role} not running" for role in ("master", "backup") if role not in view.sync_daemons]
+    if not down:
+        return "running"
+    problems.append(f"{view.name}: state sync is down ({', '.join(down)}): a takeover would drop connections")
+    return f"DOWN: {', '.join(down)}"
 
 
 def format_status(status: ClusterStatus) -> str:
@@ -376,6 +416,10 @@ def format_status(status: ClusterStatus) -> str:
         lines.append(f"  {b.name}: heartbeat {b.heartbeat}, resources {b.resources or '-'}, "
                      f"peer {b.peer_seen_as or '-'}, links {links}")
         lines.append(f"  {' ' * len(b.name)}  ldirectord {b.ldirectord}, IPVS {b.ipvs}, firewall {b.firewall}, configuration {b.config}")
+        if b.state_sync not in ("off", "not read"):
+            daemons = ", ".join(b.ipvs_sync_daemons) or "none"
+            lines.append(f"  {' ' * len(b.name)}  state sync {b.state_sync} (conntrackd {b.conntrackd or '-'}, "
+                         f"IPVS sync daemons: {daemons})")
     lines.append("")
     lines.append("floating addresses:")
     width = max(len(a.address) for a in status.addresses)

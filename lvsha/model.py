@@ -224,6 +224,23 @@ class StateSync:
 
 
 @dataclass(frozen=True)
+class Monitoring:
+    """Prometheus monitoring of the balancers (off by default): Debian's node_exporter
+    (its ipvs collector included) and lvsha's own metrics, written by
+    lvsha-metrics every `interval` seconds into node_exporter's textfile directory;
+    its port opened to `sources` only."""
+
+    enabled: bool = False
+    # Networks allowed to scrape (CIDR): a source inside the internal network reaches
+    # each balancer's internal address, any other its external address.
+    sources: tuple[str, ...] = ()
+    # node_exporter's TCP port.
+    port: int = 9100
+    # Seconds between two runs of lvsha-metrics.
+    interval: int = 5
+
+
+@dataclass(frozen=True)
 class SyncLink:
     """Where one balancer exchanges connection state with its peer."""
 
@@ -288,6 +305,7 @@ class Cluster:
     firewall: Firewall = field(default_factory=Firewall)
     ldirectord: Ldirectord = field(default_factory=Ldirectord)
     state_sync: StateSync = field(default_factory=StateSync)
+    monitoring: Monitoring = field(default_factory=Monitoring)
     # The upstream router of the external network, if the balancers need one.
     external_gateway: str | None = None
     # The failover engine: "heartbeat" (heartbeat 3 + ldirectord) or "keepalived"
@@ -416,6 +434,18 @@ class Cluster:
             return self.ldirectord.fork
         checks = len(self.sites) * len(self.web_hosts)
         return checks * SERIAL_CHECK_SECONDS > self.ldirectord.checkinterval
+
+    def monitoring_rules(self, balancer: Balancer) -> list[tuple[str, str, str]]:
+        """(interface, source, this balancer's address) where each monitoring source
+        may scrape `balancer`: a source inside the internal network on the internal
+        interface and address, any other on the external ones."""
+        rules = []
+        for source in self.monitoring.sources:
+            if IPNetwork(source) in self.internal_net:
+                rules.append((balancer.internal_interface, source, balancer.internal_ip))
+            else:
+                rules.append((balancer.external_interface, source, balancer.external_ip))
+        return rules
 
     def scheduler_modules(self) -> list[str]:
         return sorted({f"ip_vs_{s.scheduler}" for s in self.sites})

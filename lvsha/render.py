@@ -7,6 +7,7 @@ an operator reviews with `lvsha render` is byte for byte what is deployed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -75,6 +76,20 @@ FIREWALL_RECORDS = {4: "firewall", 6: "firewall6"}
 SYSCTL_CONF = "/etc/sysctl.d/60-lvsha.conf"
 MODULES_CONF = "/etc/modules-load.d/lvsha.conf"
 NETWORKD_DIR = "/etc/systemd/network"
+# Monitoring (Cluster.monitoring): Debian's node_exporter, with lvsha's metrics in its
+# textfile directory (Debian's default), written by lvsha-metrics on a timer.
+METRICS_SCRIPT = "/usr/local/sbin/lvsha-metrics"
+METRICS_SERVICE = "/etc/systemd/system/lvsha-metrics.service"
+METRICS_TIMER = "/etc/systemd/system/lvsha-metrics.timer"
+NODE_EXPORTER_DROPIN = "/etc/systemd/system/prometheus-node-exporter.service.d/lvsha.conf"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+METRICS_FILE = f"{TEXTFILE_DIR}/lvsha.prom"
+# Each command lvsha-metrics runs is ended after this many seconds; a run after this many.
+METRICS_COMMAND_TIMEOUT = 3
+METRICS_RUN_TIMEOUT = 60
+# Where `lvsha render` writes the Prometheus alert rules (beside the hosts' folders:
+# a host name has no dot).
+ALERT_RULES = "prometheus-rules.yml"
 NGINX_SITES = "/etc/nginx/sites-available/lvsha-sites"
 NGINX_SITE_LINK = "/etc/nginx/sites-enabled/lvsha-sites"
 NGINX_DEFAULT_SITE_LINK = "/etc/nginx/sites-enabled/default"
@@ -84,6 +99,7 @@ MANAGED_DIRECTORIES = tuple(sorted({
         HA_CF, FLOATING_IPS_SCRIPT, FIREWALL_RULES, SYSCTL_CONF, MODULES_CONF, HEARTBEAT_GUARD,
         HEARTBEAT_DROPIN, LDIRECTORD_DROPIN, FIREWALL_DROPIN, NGINX_SITES, NGINX_SITE_LINK, f"{NETWORKD_DIR}/x",
         CONNTRACKD_CONF, IPVS_SYNC_UNIT, CONNTRACKD_DROPIN, KEEPALIVED_CONF, KEEPALIVED_DROPIN,
+        NODE_EXPORTER_DROPIN,
     )
 }))
 
@@ -137,6 +153,11 @@ class RenderedFile:
     mode: str = "0644"
 
 
+def _quoted(value: object) -> str:
+    """A YAML double-quoted scalar (JSON's string syntax is YAML's)."""
+    return json.dumps(str(value))
+
+
 _environment = Environment(
     loader=FileSystemLoader(str(TEMPLATES)),
     undefined=StrictUndefined,
@@ -145,6 +166,7 @@ _environment = Environment(
     keep_trailing_newline=True,
     autoescape=False,
 )
+_environment.filters["quoted"] = _quoted
 
 
 def source_lists(addresses, limit: int = IPTABLES_PARAMETER_MAX) -> list[str]:
@@ -235,6 +257,31 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     ]
     # keepalived has loaded IPVS when systemd calls it started: no wait (ipvs-sync.service.j2).
     return files if cluster.engine == "keepalived" else [_shipped("lvsha", IPVS_READY_SCRIPT, mode="0755"), *files]
+
+
+def monitoring_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+    """lvsha-metrics, its service and timer, and node_exporter's drop-in (used only
+    when the model's monitoring is on)."""
+    mon = cluster.monitoring
+    return [
+        _shipped("lvsha", METRICS_SCRIPT, mode="0755"),
+        RenderedFile(METRICS_SERVICE, _render(
+            "lvsha-metrics.service.j2", cluster, balancer=balancer, script=METRICS_SCRIPT, textfile_dir=TEXTFILE_DIR,
+            command_timeout=METRICS_COMMAND_TIMEOUT, run_timeout=METRICS_RUN_TIMEOUT)),
+        RenderedFile(METRICS_TIMER, _render("lvsha-metrics.timer.j2", cluster, interval=mon.interval)),
+        RenderedFile(NODE_EXPORTER_DROPIN, _render(
+            "node-exporter-dropin.conf.j2", cluster, balancer=balancer, port=mon.port, textfile_dir=TEXTFILE_DIR)),
+    ]
+
+
+def alert_rules(cluster: Cluster) -> str:
+    """The Prometheus alert rules for the cluster's lvsha metrics (`lvsha render`
+    writes them as ALERT_RULES; a Prometheus server loads them)."""
+    # Every floating address, as a PromQL regular expression (its dots escaped: 10\\.0\\.0\\.1).
+    addresses = "|".join(str(ip.address).replace(".", "\\\\.") for ip in cluster.floating_ips())
+    return _render("prometheus-rules.yml.j2", cluster, virtual_servers=cluster.virtual_servers(), addresses=addresses,
+                   gateway=cluster.gateway, mon=cluster.monitoring,
+                   stale_after=3 * cluster.monitoring.interval + METRICS_RUN_TIMEOUT)
 
 
 def drain_script() -> RenderedFile:
@@ -411,6 +458,7 @@ def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
         vrrp_link=cluster.vrrp_link(balancer) if cluster.engine == "keepalived" else None,
         sync=cluster.state_sync, sync_net=cluster.sync_net,
         sync_link=cluster.sync_link(balancer), ipvs_sync_group=IPVS_SYNC_GROUP, ipvs_sync_port=IPVS_SYNC_PORT,
+        monitoring=cluster.monitoring_rules(balancer) if cluster.monitoring.enabled else [],
     )
     return RenderedFile(FIREWALL_RULES, content, mode="0640")
 
@@ -513,6 +561,7 @@ def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     return [
         *engine_files(cluster, balancer),
         *(state_sync_files(cluster, balancer) if cluster.state_sync.enabled else []),
+        *(monitoring_files(cluster, balancer) if cluster.monitoring.enabled else []),
         *firewall_files(cluster, balancer).values(),
         firewall_dropin_file(),
         applied_script(),
@@ -535,9 +584,15 @@ def all_files(cluster: Cluster) -> dict[str, list[RenderedFile]]:
 
 def write_tree(cluster: Cluster, out: Path) -> list[Path]:
     """Write `all_files` under out/HOST/<absolute path>, each created with its
-    mode (authkeys is never on disk wider than 0600, not even for a moment)."""
+    mode (authkeys is never on disk wider than 0600, not even for a moment),
+    and, with monitoring on, the Prometheus alert rules as out/ALERT_RULES."""
     written = []
-    for host, files in all_files(cluster).items():
+    every_host = all_files(cluster)  # validates first
+    if cluster.monitoring.enabled:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ALERT_RULES).write_text(alert_rules(cluster))
+        written.append(out / ALERT_RULES)
+    for host, files in every_host.items():
         for f in files:
             target = out / host / f.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -175,6 +175,7 @@ def problems(cluster: Cluster) -> list[Problem]:
         own(f"heartbeat.ping_nodes[{i}]", node, ext, "external network")
     _check_firewall(c, cluster)
     _check_state_sync(c, cluster, own, ext, intl)
+    _check_monitoring(c, cluster, intl)
     c.positive("ldirectord.checkinterval", cluster.ldirectord.checkinterval)
     if not (cluster.ldirectord.fork is None or isinstance(cluster.ldirectord.fork, bool)):
         c.fail("ldirectord.fork", cluster.ldirectord.fork, "must be True, False or None (decided from the model)")
@@ -490,6 +491,44 @@ def _check_state_sync(c: _Checker, cluster: Cluster, own, ext, intl) -> None:
         if b.sync_interface in (b.external_interface, b.internal_interface, b.management_interface):
             c.fail(f"{where}.sync_interface", b.sync_interface, "must be an interface of its own (the dedicated link)")
         own(f"{where}.sync_ip", b.sync_ip, net, "sync network")
+
+
+def _check_monitoring(c: _Checker, cluster: Cluster, intl) -> None:
+    mon = cluster.monitoring
+    if not isinstance(mon.enabled, bool):
+        c.fail("monitoring.enabled", mon.enabled, "must be True or False")
+    c.port("monitoring.port", mon.port)
+    for svc in cluster.firewall.services:
+        if svc.protocol == "tcp" and svc.port == mon.port:
+            c.fail("monitoring.port", mon.port, f"is taken by firewall.services[{svc.name}] (tcp {svc.port})")
+    c.positive("monitoring.interval", mon.interval)
+    if not isinstance(mon.sources, (tuple, list)):
+        c.fail("monitoring.sources", mon.sources, "must be a tuple of networks")
+        return
+    if mon.enabled is True and cluster.engine == "keepalived":
+        c.fail("monitoring.enabled", mon.enabled, "lvsha-metrics reads heartbeat's and ldirectord's view of the pair: "
+               "monitoring is not available on engine 'keepalived' yet")
+    if mon.enabled is True and not mon.sources:
+        c.fail("monitoring.sources", mon.sources, "monitoring is enabled: name the networks allowed to scrape")
+    dropped = _dropped_on_arrival(cluster)
+    for source in mon.sources:
+        net = c.network("monitoring.sources", source)
+        if net is None or net.prefixlen == 0 or dropped is None:
+            continue
+        if intl is not None and net in intl:
+            continue  # scraped on the internal interface: anti-spoofing is the external one's
+        if IPSet([net]) & dropped:
+            overlap = ", ".join(str(n) for n in (IPSet([net]) & dropped).iter_cidrs())
+            c.fail("monitoring.sources", source,
+                   f"is dropped on arrival at the external interface by firewall.spoofed_sources ({overlap}): "
+                   "it could never scrape from there; narrow firewall.spoofed_sources")
+
+
+def _dropped_on_arrival(cluster: Cluster) -> IPSet | None:
+    """What anti-spoofing drops at the external interface (None: the fields are bad, reported elsewhere)."""
+    if not all(_is_network(s) for s in cluster.firewall.spoofed_sources) or not _is_network(cluster.external_network):
+        return None
+    return IPSet(cluster.firewall.spoofed_sources) - IPSet([cluster.external_network])
 
 
 def _is_network(value: object) -> bool:

@@ -241,7 +241,12 @@ class UnitStates(FactBase):
 # The units lvsha starts, stops, enables or watches: their states are read in one
 # command (`systemctl show` of every unit costs seconds on a slow guest).
 MANAGED_UNITS = ("heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "nginx",
-                 "conntrackd", "lvsha-ipvs-sync", "keepalived")
+                 "conntrackd", "lvsha-ipvs-sync", "keepalived", "prometheus-node-exporter", "lvsha-metrics.timer")
+
+
+def unit_name(service: str) -> str:
+    """systemd's name of a managed unit: "heartbeat" is heartbeat.service, "lvsha-metrics.timer" itself."""
+    return service if service.endswith(".timer") else f"{service}.service"
 
 
 # Reading facts: once per host while nothing changes, all at once to begin with.
@@ -397,13 +402,13 @@ def units(services: list[str]) -> FactRequest:
     unknown = [s for s in services if s not in MANAGED_UNITS]
     if unknown:
         raise ValueError(f"{', '.join(unknown)} not in MANAGED_UNITS")
-    return FactRequest.of(UnitStates, units=[f"{name}.service" for name in services])
+    return FactRequest.of(UnitStates, units=[unit_name(name) for name in services])
 
 
 def unit_state(service: str) -> dict[str, bool]:
-    """{"running": bool, "enabled": bool} of `service`.service, from the units
-    fact the host's role declared (or its own, for a unit the role did not name)."""
-    name = f"{service}.service"
+    """{"running": bool, "enabled": bool} of `service`.service (or of the timer `service`),
+    from the units fact the host's role declared (or its own, for a unit the role did not name)."""
+    name = unit_name(service)
     request = next((r for r in _host_facts().declared if r.fact is UnitStates and name in r.kwargs["units"]),
                    None) or units([service])
     return read(request).get(name, {"running": False, "enabled": False})

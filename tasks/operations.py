@@ -15,7 +15,7 @@ from pyinfra.operations import files
 
 from lvsha import render
 from tasks.facts import (Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, LoadedModules, fact,
-                         managed_state, unit_state)
+                         managed_state, unit_name, unit_state)
 
 
 def sha1_of(text: str) -> str:
@@ -182,10 +182,11 @@ def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
 
 @operation()
 def unit(service: str, running: bool | None = None, enabled: bool | None = None):
-    """systemd's `service`.service is running or stopped, enabled or disabled, as
-    asked (None: left as it is). Every managed unit's state is read by one fact
-    per host (pyinfra's systemd.service reads two per service)."""
-    name = f"{service}.service"
+    """systemd's `service`.service (or the timer `service`, "NAME.timer") is running
+    or stopped, enabled or disabled, as asked (None: left as it is). Every managed
+    unit's state is read by one fact per host (pyinfra's systemd.service reads two
+    per service)."""
+    name = unit_name(service)
     state = unit_state(service)
     is_running, is_enabled = state["running"], state["enabled"]
     commands = []

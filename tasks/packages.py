@@ -12,11 +12,14 @@ BALANCER_PACKAGES = ["ipvsadm", "heartbeat", "ldirectord", "iptables", "iptables
 KEEPALIVED_BALANCER_PACKAGES = ["ipvsadm", "keepalived", "iptables", "iptables-persistent", "conntrackd",
                                 "iputils-ping"]
 WEB_SERVER_PACKAGES = ["nginx", "ssl-cert"]
+# With the model's monitoring on (its ipvs collector is on by default).
+MONITORING_PACKAGES = ["prometheus-node-exporter"]
 
 
 def balancer_packages(cluster) -> list[str]:
-    """A balancer's packages for the model's engine."""
-    return KEEPALIVED_BALANCER_PACKAGES if cluster.engine == "keepalived" else BALANCER_PACKAGES
+    """A balancer's packages for the model's engine, and its monitoring's when on."""
+    engine = KEEPALIVED_BALANCER_PACKAGES if cluster.engine == "keepalived" else BALANCER_PACKAGES
+    return engine + (MONITORING_PACKAGES if cluster.monitoring.enabled else [])
 
 
 def installed(names: list[str]) -> FactRequest:

@@ -13,6 +13,7 @@ from tasks.heartbeat import heartbeat, ldirectord
 from tasks.keepalived import keepalived
 from tasks.kernel import kernel, sysctls_read
 from tasks.network import balancer_network, web_host_network
+from tasks.monitoring import monitoring
 from tasks.packages import WEB_SERVER_PACKAGES, balancer_packages, installed, packages
 from tasks.statesync import state_sync
 from tasks.webserver import web_server
@@ -46,6 +47,7 @@ def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
 
 BALANCER_UNITS = ["heartbeat", "ldirectord", "netfilter-persistent", "systemd-networkd", "conntrackd", "lvsha-ipvs-sync",
                   "keepalived"]
+MONITORING_UNITS = ["prometheus-node-exporter", "lvsha-metrics.timer"]
 WEB_HOST_UNITS = ["systemd-networkd"]
 WEB_SERVER_UNITS = [*WEB_HOST_UNITS, "nginx"]
 
@@ -61,7 +63,8 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
     balancer_only = [FactRequest.of(f) for f in (Hostname, SshConnection, Applied, IpvsVirtualServices, LoadedModules)]
     if cluster.engine == "keepalived":
         balancer_only.append(FactRequest.of(KeepalivedApplied))
-    return every_host + balancer_only + [units(BALANCER_UNITS), installed(balancer_packages(cluster)),
+    monitored = MONITORING_UNITS if cluster.monitoring.enabled else []
+    return every_host + balancer_only + [units(BALANCER_UNITS + monitored), installed(balancer_packages(cluster)),
                                          sysctls_read(cluster)]
 
 
@@ -87,17 +90,19 @@ def director(cluster: Cluster, balancer: Balancer):
     own addresses, then the engine's: on heartbeat, ldirectord (IPVS loaded on
     both), connection state sync (before heartbeat can take anything over),
     heartbeat; on keepalived, connection state sync (conntrackd up before
-    keepalived can make this node primary), keepalived."""
+    keepalived can make this node primary), keepalived; then, with the model's
+    monitoring on, node_exporter and lvsha's metrics (off: their removal, where they were)."""
     firewall(cluster, balancer)
     kernel(cluster)
     balancer_network(cluster, balancer)
     if cluster.engine == "keepalived":
         state_sync(cluster, balancer)
         keepalived(cluster, balancer)
-        return
-    ldirectord(cluster, balancer)
-    state_sync(cluster, balancer)
-    heartbeat(cluster, balancer)
+    else:
+        ldirectord(cluster, balancer)
+        state_sync(cluster, balancer)
+        heartbeat(cluster, balancer)
+    monitoring(cluster, balancer)
 
 
 @deploy("Real server")

@@ -48,6 +48,30 @@ def every_model(request):
 
 
 @pytest.fixture(scope="session")
+def monitored(reference):
+    """The reference model with monitoring on, scraped from its external network and from
+    one internal address."""
+    from dataclasses import replace
+
+    from lvsha.model import Monitoring
+
+    return replace(reference, monitoring=Monitoring(enabled=True, sources=("10.0.0.0/24", "192.168.0.200/32")))
+
+
+def promtool() -> str:
+    """promtool (Debian's `prometheus` package's, which bin/setup unpacks into the venv's
+    bin): found in PATH or beside the running Python; a skip without it, a failure under CI."""
+    import shutil
+
+    found = shutil.which("promtool") or shutil.which("promtool", path=str(Path(sys.executable).parent))
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is not installed; bin/setup unpacks it from Debian's prometheus package")
+        pytest.skip("promtool is not installed (bin/setup unpacks it from Debian's prometheus package)")
+    return found
+
+
+@pytest.fixture(scope="session")
 def dedicated_sync(reference):
     """The reference model with state sync on a link of its own (eth3, 192.168.100.0/24)."""
     from dataclasses import replace

@@ -143,6 +143,9 @@ def converged_balancer(cluster, balancer) -> Machine:
     else:
         _service(m, "heartbeat", True, True)
     _service(m, "systemd-networkd", True, True)
+    if cluster.monitoring.enabled:
+        _service(m, "prometheus-node-exporter", True, True)
+        m.running["lvsha-metrics.timer"] = m.enabled["lvsha-metrics.timer"] = True
     _service(m, "netfilter-persistent", True, True)
     m.addresses[balancer.external_interface] = [f"{balancer.external_ip}/{cluster.external_net.prefixlen}"]
     m.addresses[balancer.internal_interface] = [f"{balancer.internal_ip}/{cluster.internal_net.prefixlen}"]

@@ -75,6 +75,28 @@ def test_render_writes_every_host(env):
     assert (out / "balancer1/etc/ha.d/authkeys").stat().st_mode & 0o777 == 0o600
 
 
+def test_render_writes_the_alert_rules_with_monitoring_on(env):
+    out = env / "out"
+    result = CliRunner().invoke(main, ["render", str(ROOT / "examples" / "monitored" / "inventory.py"), str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["balancer1", "balancer2", "hostA", "hostB", "hostC",
+                                                     "prometheus-rules.yml"]
+    assert str(out / "prometheus-rules.yml") in result.output.splitlines()
+    assert "LvshaFloatingAddressOnTwoBalancers" in (out / "prometheus-rules.yml").read_text()
+    assert (out / "balancer1/usr/local/sbin/lvsha-metrics").stat().st_mode & 0o777 == 0o755
+
+
+def test_a_bad_monitoring_source_is_refused_naming_field_and_value(env):
+    inventory = _broken_inventory(env, 'monitoring=Monitoring(enabled=True, sources=("10.0.0.1/24",))')
+    text = inventory.read_text().replace("from dataclasses import replace", "from dataclasses import replace\n"
+                                         "from lvsha.model import Monitoring")
+    inventory.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "lvsha", "validate", str(inventory)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "monitoring.sources = '10.0.0.1/24': has host bits set (did you mean 10.0.0.0/24?)" in result.stderr
+
+
 def test_validate_rejects_a_broken_inventory(env):
     inventory = _broken_inventory(env, 'internal_gateway="192.168.0.4"')
     result = subprocess.run([sys.executable, "-m", "lvsha", "validate", str(inventory)], cwd=ROOT,

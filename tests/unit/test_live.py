@@ -284,3 +284,70 @@ def test_a_drain_that_fails_on_the_second_balancer_says_the_first_has_it(edge, m
     hosts[first] = Failing()
     with pytest.raises(Day2Error, match="nothing was changed"):
         day2._change_drain("inventory.py", host, None, False, "drain")
+
+
+# ---- connection state sync on each balancer ----------------------------------------
+
+# The tools' own words: `systemctl is-active`, and ipvsadm's format for its sync daemons
+# (ipvsadm 1.31, `ipvsadm -L --daemon`).
+SYNC_RUNNING = {"conntrackd": (0, "active\n"),
+                "sync_daemons": (0, "master sync daemon (mcast=eth1, syncid=1, maxlen=1472, group=224.0.0.81, "
+                                    "port=8848, ttl=1)\nbackup sync daemon (mcast=eth1, syncid=1, maxlen=1472, "
+                                    "group=224.0.0.81, port=8848, ttl=1)\n")}
+
+
+def _synced(reference, **changed):
+    return views(reference, "reference-drained",
+                 **{b.name: {**SYNC_RUNNING, **changed.get(b.name, {})} for b in reference.balancers})
+
+
+def test_state_sync_running_on_both_is_shown_and_healthy(reference):
+    status = live.cluster_status(reference, _synced(reference))
+    assert status.problems == []
+    for b in status.balancers:
+        assert (b.state_sync, b.conntrackd, b.ipvs_sync_daemons) == ("running", "active", ["master", "backup"])
+    assert json.loads(json.dumps(status.to_json()))["balancers"][0]["state_sync"] == "running"
+    assert "state sync running (conntrackd active, IPVS sync daemons: master, backup)" in live.format_status(status)
+
+
+def test_state_sync_down_on_a_balancer_is_degraded_and_named(reference):
+    standby = reference.balancers[1].name
+    status = live.cluster_status(reference, _synced(reference, **{standby: {
+        "conntrackd": (3, "inactive\n"), "sync_daemons": (0, SYNC_RUNNING["sync_daemons"][1].splitlines()[0])}}))
+    assert not status.healthy
+    assert status.problems == [f"{standby}: state sync is down (conntrackd inactive, IPVS sync daemon backup not "
+                               "running): a takeover would drop connections"]
+    view = next(b for b in status.balancers if b.name == standby)
+    assert view.state_sync == "DOWN: conntrackd inactive, IPVS sync daemon backup not running"
+    assert view.ipvs_sync_daemons == ["master"]
+    assert "state sync DOWN: conntrackd inactive" in live.format_status(status)
+    assert json.loads(json.dumps(status.to_json()))["balancers"][1]["conntrackd"] == "inactive"
+    # no daemon at all (ipvsadm answers nothing)
+    status = live.cluster_status(reference, _synced(reference, **{standby: {"sync_daemons": (0, "")}}))
+    assert any("IPVS sync daemon master not running, IPVS sync daemon backup not running" in p for p in status.problems)
+
+
+def test_without_state_sync_in_the_model_nothing_of_it_is_read_or_judged(edge):
+    assert edge.state_sync.enabled is False
+    status = live.cluster_status(edge, views(edge, "edge-settled"))
+    assert {b.state_sync for b in status.balancers} == {"off"} and status.problems == []
+    assert "state sync" not in live.format_status(status)
+    # read_outputs asks for it only when the model syncs state
+    name = edge.balancers[0].name
+    host = _Host(answer="")
+    read_view(Pair(edge, inventory=None, hosts={name: host}), name)
+    assert not [c for c, _ in host.calls if c in live.SYNC_COMMANDS.values()]
+
+
+def test_state_sync_is_read_with_the_model_syncing_state(reference):
+    name = reference.balancers[0].name
+    host = _Host(answer="active\n")
+    view = read_view(Pair(reference, inventory=None, hosts={name: host}), name)
+    assert [c for c, _ in host.calls if c in live.SYNC_COMMANDS.values()] == list(live.SYNC_COMMANDS.values())
+    assert view.conntrackd == "active" and view.sync_daemons == []
+
+
+def test_a_capture_without_state_sync_says_it_was_not_read(reference):
+    """Captures older than the state sync read (these) are judged without it."""
+    status = live.cluster_status(reference, views(reference, "reference-drained"))
+    assert {b.state_sync for b in status.balancers} == {"not read"} and status.problems == []

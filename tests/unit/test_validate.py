@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from lvsha.model import Balancer, HealthCheck, Service
+from lvsha.model import Balancer, Cluster, HealthCheck, Monitoring, Service
 from lvsha.validate import ValidationError, problems, validate
 
 
@@ -147,7 +147,41 @@ CASES = {
                                 "balancers[balancer2].sync_ip", "192.168.100.1", "used twice"),
     "sync link on the internal interface": (lambda c: _with_balancer(_dedicated(c), 0, sync_interface="eth1"),
                                             "balancers[balancer1].sync_interface", "eth1", "interface of its own"),
+    "monitoring switch not a bool": (lambda c: _with_monitoring(c, enabled="yes"),
+                                     "monitoring.enabled", "yes", "True or False"),
+    "monitoring on without sources": (lambda c: _with_monitoring(c, enabled=True, sources=()),
+                                      "monitoring.sources", (), "name the networks allowed to scrape"),
+    "monitoring source not a network": (lambda c: _with_monitoring(c, sources=("10.0.0.0/24", "10.0.0.7/24")),
+                                        "monitoring.sources", "10.0.0.7/24", "host bits set"),
+    "monitoring source dropped as spoofed": (lambda c: _with_monitoring(c, sources=("172.20.0.0/16",)),
+                                             "monitoring.sources", "172.20.0.0/16",
+                                             "dropped on arrival at the external interface"),
+    "monitoring port out of range": (lambda c: _with_monitoring(c, port=0), "monitoring.port", 0, "port number"),
+    "monitoring port of a management service": (lambda c: _with_monitoring(c, port=22),
+                                                 "monitoring.port", 22, "taken by firewall.services[ssh]"),
+    "monitoring on keepalived": (lambda c: _with_monitoring(replace(c, engine="keepalived")),
+                                 "monitoring.enabled", True, "not available on engine 'keepalived'"),
+    "monitoring interval of 0": (lambda c: _with_monitoring(c, interval=0), "monitoring.interval", 0, "above 0"),
 }
+
+
+def _with_monitoring(c, **changes):
+    """The reference with monitoring on, scraped from its external network, then `changes`."""
+    return replace(c, monitoring=replace(c.monitoring, **{"enabled": True, "sources": ("10.0.0.0/24",), **changes}))
+
+
+def test_monitoring_is_off_by_default_and_valid_when_on(reference):
+    assert Monitoring().enabled is False and Cluster.__dataclass_fields__["monitoring"].default_factory is Monitoring
+    assert problems(_with_monitoring(reference)) == []
+    # an internal source is scraped on the internal interface: anti-spoofing does not concern it
+    internal = _with_monitoring(reference, sources=("192.168.0.0/24", "10.0.0.0/24"), port=9101, interval=2)
+    assert problems(internal) == []
+    balancer = internal.master
+    assert internal.monitoring_rules(balancer) == [
+        (balancer.internal_interface, "192.168.0.0/24", balancer.internal_ip),
+        (balancer.external_interface, "10.0.0.0/24", balancer.external_ip)]
+    # a udp service on the same number does not take node_exporter's tcp port
+    assert problems(_with_monitoring(reference, port=161)) == []
 
 
 def _with_sync(c, **changes):
