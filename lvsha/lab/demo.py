@@ -113,6 +113,7 @@ class Demo:
         self.step(1, f"Lab up: Debian {self.release} VMs for the model of {source_inventory()}")
         self.cluster = topology_cluster()
         self.state = lab_api.up(self.cluster, progress=self.say, provisioned=True, release=self.release)
+        start_report("demo")  # only now: a demo refused (a lab already up) leaves that lab's report alone
         self.cluster = lab_cluster(self.state)
         timings = self.state.get("timings", {})
         if not timings.get("image_cached"):
@@ -153,7 +154,10 @@ class Demo:
                 self.say(f"  from {source:15} answered by {', '.join(hosts)}")
 
     def power_off(self) -> str:
-        active = self.holders()[0]
+        held = self.holders()
+        if len(held) != 1:
+            raise LabError(f"not one balancer holding the addresses before the power-off: {held or 'none'}")
+        active = held[0]
         standby = self.cluster.peer(self.cluster.balancer(active)).name
         site = self.cluster.sites[0]
         source = self.client_sources()[0]
@@ -164,7 +168,9 @@ class Demo:
         holder = lab_api.client_program("hold", site.vip, FAILOVER_WINDOW - 5, source, HELD_TIMEOUT)
         try:
             first = holder.stdout.readline().strip()
-            self.say(f"held connection opened: {first.partition(' ')[2] or first} answers it")
+            if not first.startswith("HOLD "):
+                raise LabError(f"the held connection did not open before the power-off: {first or 'no answer'}")
+            self.say(f"held connection opened: {first.partition(' ')[2]} answers it")
             time.sleep(POWER_OFF_AT)
             self.say(f"powering off {active} (QEMU killed: no shutdown, no goodbye to its peer)")
             lab_api.vm_stop(active)
@@ -252,7 +258,6 @@ def run_demo(echo, keep: bool = False, release: str = "12") -> int:
     """The demo, start to end; 0 when every step worked. Tears down the lab it brought
     up (not with `keep`), whatever happened, Ctrl-C and SIGTERM included."""
     demo = Demo(echo, keep, release)
-    start_report("demo")
     code = 1
     try:
         demo.up()  # tears down what it made if it fails; refuses when a lab is already up
@@ -275,6 +280,8 @@ def run_demo(echo, keep: bool = False, release: str = "12") -> int:
         except (KeyboardInterrupt, lab_api.Terminated):
             echo("\ndemo: interrupted")
             code = 130
+        except Exception as error:  # noqa: BLE001 - a step's bug or a slow guest: said, then torn down
+            echo(f"\ndemo: {type(error).__name__}: {error}")
         finally:
             with lab_api._signals_ignored():
                 demo.teardown()

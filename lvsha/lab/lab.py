@@ -165,6 +165,9 @@ def up(cluster, progress=None, inventory: Path | None = None, provisioned: bool 
             old = {}
         if _running_pids(old):
             raise LabError(f"a lab is already up (state in {sdir}); run `lab down` first")
+        owner = old.get("owner_pid")
+        if old.get("status") == "starting" and owner and owner != os.getpid() and pid_cmdline(owner):
+            raise LabError(f"a lab is coming up (process {owner}, state in {sdir}); wait for it, or `lab down`")
     down(quiet=True)  # leftovers of a crashed run, if any
     with _signals_raise():
         try:
@@ -182,7 +185,7 @@ def _up(cluster, p: _Progress, sdir: Path, inventory: Path, provisioned: bool, r
     os.chmod(sdir, 0o700)
     caddr = network.client_address(cluster)
     state = {
-        "version": 1, "status": "starting", "state_dir": str(sdir), "ssh_user": "root",
+        "version": 1, "status": "starting", "owner_pid": os.getpid(), "state_dir": str(sdir), "ssh_user": "root",
         "inventory": str(Path(inventory).resolve()), "cluster": cluster.name, "provisioned": provisioned,
         "release": release,
         "known_hosts": str(sdir / "known_hosts"), "ssh_config": str(sdir / "ssh_config"),

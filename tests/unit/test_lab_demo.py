@@ -96,3 +96,31 @@ def test_without_state_sync_a_broken_held_connection_is_expected(edge):
     d.say = said.append
     d._held("HOLD web2", "FAIL ConnectionResetError: reset\n", 1)
     assert said[0].startswith("the held connection broke, as it must without state sync")
+
+
+def test_a_refused_demo_leaves_the_running_labs_report_alone(monkeypatch, isolated):
+    from lvsha.lab import run
+
+    run.start_report()
+    run.record("first deploy", 300.0)
+
+    def refuse(cluster, **kwargs):
+        raise LabError("a lab is already up (state in /tmp/lvsha-lab); run `lab down` first")
+
+    monkeypatch.setattr(lab_api, "up", refuse)
+    assert demo.run_demo(lambda line: None) == 1
+    assert "first deploy" in run.format_report()
+
+
+def test_an_unexpected_error_in_a_step_is_said_and_the_lab_torn_down(monkeypatch, isolated):
+    _up_ok(monkeypatch)
+
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(demo, "deploy", broken)
+    said = []
+    assert demo.run_demo(said.append) == 1
+    assert isolated == [True]
+    text = "\n".join(said)
+    assert "demo: IndexError: list index out of range" in text and "demo FAILED" in text

@@ -207,3 +207,24 @@ def test_an_image_step_past_its_timeout_is_ended_with_its_log(tmp_path):
     with pytest.raises(LabError, match=r"provision-web-install did not finish within 0.5 s.*\n.*Unpacking nginx"):
         image._run_group(["sh", "-c", "echo 'Unpacking nginx'; exec sleep 30"], timeout=0.5, env=dict(os.environ),
                          log=log, quiet=0.2)
+
+
+def test_a_lab_another_process_is_bringing_up_is_refused_not_torn_down(tmp_path, monkeypatch, reference):
+    """Its QEMUs may not run yet (no pids to see): the state names the process bringing it up."""
+    import json
+    import sys
+
+    monkeypatch.setenv("LVSHA_LAB_DIR", str(tmp_path / "lab"))
+    (tmp_path / "lab").mkdir()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lablib.state_file().write_text(json.dumps({"version": 1, "status": "starting", "owner_pid": owner.pid,
+                                                   "hosts": {}, "vms": {}}))
+        downs = []
+        monkeypatch.setattr(lablib, "down", lambda quiet=False: downs.append(quiet) or [])
+        with pytest.raises(LabError, match=f"a lab is coming up \\(process {owner.pid}"):
+            lablib.up(reference)
+        assert downs == []
+    finally:
+        owner.kill()
+        owner.wait()
