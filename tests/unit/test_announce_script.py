@@ -129,7 +129,8 @@ def test_a_large_group_is_announced_by_one_announcer(netns, tmp_path, monkeypatc
     group = [f"10.50.0.{i}/24/lvt0" for i in range(1, ONE_BY_ONE_MAX + 2)]
     result = netns.resource(*group, "start")
     assert result.returncode == 0, result.stderr
-    assert _lines(log, 1) == [f"5 200 {netns.state_dir}/lvsha-announce.pid {' '.join(group)}"]
+    # its pid file named by the group's first address: split groups each have their own
+    assert _lines(log, 1) == [f"5 200 {netns.state_dir}/lvsha-announce-10.50.0.1.pid {' '.join(group)}"]
     time.sleep(0.3)
     assert not os.path.exists(netns.send_arp_log)
 

@@ -162,3 +162,32 @@ def test_a_failing_ip_is_an_error_not_an_absent_address(netns, tmp_path):
         assert result.returncode == 1, (action, result.stdout, result.stderr)
         assert "cannot list addresses (ip failed)" in result.stderr
     assert len(netns.addresses()) == 3  # nothing was claimed stopped
+
+
+def test_stop_ends_the_announcements_its_start_left_running(netns, tmp_path):
+    """A release within the announcements' rounds: the old holder must not go on announcing
+    addresses it no longer has (and its peer may hold)."""
+    fake = tmp_path / "send_arp_slow"
+    fake.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -p ] && echo $$ > "$2"; shift; done\n'
+                    'sleep 20 & wait\n')
+    fake.chmod(0o755)
+    assert netns.resource(*GROUP, "start", send_arp=str(fake)).returncode == 0
+    pidfiles = [tmp_path / "state" / f"send_arp-{spec.split('/')[0]}" for spec in GROUP]
+    deadline = time.monotonic() + 5
+    while not all(p.exists() and p.read_text().strip() for p in pidfiles) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p.read_text()) for p in pidfiles]
+    assert all(os.path.exists(f"/proc/{pid}") for pid in pids)
+    assert netns.resource(*GROUP, "stop", send_arp=str(fake)).returncode == 0
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
