@@ -199,10 +199,9 @@ class Lab:
         """The unit that moves the addresses: `systemctl stop` it for a takeover."""
         return self.engine_services[0]
 
-    def engines_active(self) -> bool:
-        """The engine's every unit is active on both balancers."""
-        units = " ".join(self.engine_services)
-        return all(set(self.ssh(b.name, f"systemctl is-active {units}", check=False).stdout.split()) == {"active"}
+    def engine_active(self) -> bool:
+        """`engine_service` (heartbeat, keepalived) is active on both balancers."""
+        return all(self.ssh(b.name, f"systemctl is-active {self.engine_service}", check=False).stdout.strip() == "active"
                    for b in self.cluster.balancers)
 
     def require_day2(self) -> None:
