@@ -124,3 +124,41 @@ def test_home_after_return_follows_the_models_failback(inventory):
     for failback, home in ((True, cluster.master.name), (False, peer)):
         changed = replace(cluster, heartbeat=replace(cluster.heartbeat, auto_failback=failback))
         assert conftest.Lab(state={}, cluster=changed).home_after_return(peer) == home
+
+
+# ---- test_8_keepalived's changed models (what its deploys are pointed at) ------------
+
+def _changed(tmp_path, added):
+    from lvsha.loader import load_cluster
+    from lvsha.validate import validate
+    from tests.lab import changes as keepalived_tests
+
+    path = tmp_path / "changed.py"
+    path.write_text(keepalived_tests.changed_inventory(KEEPALIVED_INVENTORY, added))
+    return validate(load_cluster(path))
+
+
+def test_the_health_check_change_touches_the_last_sites_check_only(tmp_path):
+    from lvsha import render
+
+    full = topology_cluster(conftest.Path(KEEPALIVED_INVENTORY))
+    changed = _changed(tmp_path, None)
+    assert changed.sites[:-1] == full.sites[:-1] and changed.web_hosts == full.web_hosts
+    assert changed.sites[-1].health.negotiatetimeout == full.sites[-1].health.negotiatetimeout + 1
+    before, after = (render.keepalived_conf(c, c.master).content for c in (full, changed))
+    assert before != after and f"connect_timeout {full.sites[-1].health.negotiatetimeout + 1}" in after
+    assert before.split("virtual_server")[:-1] == after.split("virtual_server")[:-1]  # the other sites' as they were
+
+
+def test_the_added_site_takes_free_addresses_and_validates(tmp_path):
+    from lvsha.lab.model import topology_cluster as load
+    from tests.lab import changes as keepalived_tests
+
+    full = load(conftest.Path(KEEPALIVED_INVENTORY))
+    free = keepalived_tests.free_internal_addresses(full, len(full.web_hosts))
+    assert len(free) == len(full.web_hosts) and not set(free) & {str(a) for a in full.used_addresses()}
+    vip = "10.0.0.7"  # the lab takes it with fresh_client_address
+    changed = _changed(tmp_path, (keepalived_tests.ADDED_SITE, vip, tuple(free)))
+    assert [s.name for s in changed.sites] == [s.name for s in full.sites] + [keepalived_tests.ADDED_SITE]
+    assert [h.internal_ips[-1] for h in changed.web_hosts] == free
+    assert vip in {str(ip.address) for ip in changed.floating_ips()}
