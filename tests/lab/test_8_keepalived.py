@@ -33,12 +33,12 @@ from lvsha.lab.run import deploy, record
 from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID
 from lvsha.render import KEEPALIVED_APPLIED, KEEPALIVED_CONF
 from tests.lab.changes import ADDED_SITE, changed_inventory, free_internal_addresses
-from tests.lab.conftest import Watch, internals_marker
+from tests.lab.conftest import Watch
 from tests.lab.sessions import KINDS, LongLived, fresh_client_address
 from tests.lab.test_6_crash import _restarts, wait_stable
 from tests.lab.test_8_day2 import _poll_during
 
-pytestmark = getattr(pytest.mark, internals_marker("keepalived"))
+pytestmark = pytest.mark.keepalived_internals  # conftest.internals_marker("keepalived")
 
 RELOAD = "Reload keepalived for its new configuration"  # tasks/keepalived.py's operation
 # Margin of a longest client wait over VRRP's own timers: the lab's TCG guests, SSH, the poller's 1 s timeout.

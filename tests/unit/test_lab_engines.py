@@ -162,3 +162,47 @@ def test_the_added_site_takes_free_addresses_and_validates(tmp_path):
     assert [s.name for s in changed.sites] == [s.name for s in full.sites] + [keepalived_tests.ADDED_SITE]
     assert [h.internal_ips[-1] for h in changed.web_hosts] == free
     assert vip in {str(ip.address) for ip in changed.floating_ips()}
+
+
+# ---- every lab test that names heartbeat's own tools is kept off keepalived -----------
+
+HEARTBEAT_ONLY = ("cl_status", "systemctl stop heartbeat", "systemctl start heartbeat", "systemctl restart heartbeat",
+                  "KILL_HEARTBEAT", "KILL_LDIRECTORD", "hb_takeover")
+
+
+def _lab_tests():
+    """(module path, test function node, marker names, module skips off day-2 engines) of every lab test."""
+    import ast
+
+    for path in sorted((ROOT / "tests" / "lab").glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        source = path.read_text()
+        module_marks = {n.attr for node in tree.body if isinstance(node, ast.Assign)
+                        and any(getattr(t, "id", "") == "pytestmark" for t in node.targets)
+                        for n in ast.walk(node.value) if isinstance(n, ast.Attribute)}
+        day2_only = any(isinstance(node, ast.FunctionDef) and "require_day2" in ast.get_source_segment(source, node)
+                        and any("autouse=True" in ast.get_source_segment(source, d) for d in node.decorator_list)
+                        for node in tree.body)
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                marks = {n.attr for d in node.decorator_list for n in ast.walk(d) if isinstance(n, ast.Attribute)}
+                yield path.name, node, ast.get_source_segment(source, node), marks | module_marks, day2_only
+
+
+def test_a_lab_test_using_heartbeats_own_tools_never_runs_on_keepalived():
+    """Named in a test's own body, heartbeat's tools need the test marked
+    heartbeat_internals, or in a module every test of which needs day-2 commands
+    (skipped where they are not built); engine-generic tests take the service
+    from lab.engine_service."""
+    offenders = [f"{name}::{node.name}: {word}" for name, node, body, marks, day2_only in _lab_tests()
+                 for word in HEARTBEAT_ONLY if word in body
+                 and conftest.internals_marker("heartbeat") not in marks and not day2_only]
+    assert offenders == []
+    guarded = [node.name for _, node, body, marks, _ in _lab_tests() if any(w in body for w in HEARTBEAT_ONLY)
+               and conftest.internals_marker("heartbeat") in marks]
+    assert len(guarded) >= 3  # the check sees the marked ones: it would see an unmarked one
+
+
+def test_the_keepalived_tests_are_marked_as_keepalived_internals():
+    tests = [(node.name, marks) for name, node, _, marks, _ in _lab_tests() if name == "test_8_keepalived.py"]
+    assert tests and all(conftest.internals_marker("keepalived") in marks for _, marks in tests)
