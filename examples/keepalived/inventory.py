@@ -10,7 +10,8 @@ accepted from the peer's address only: docs/engines.md).
 
 The lab deploys it on VMs laid out like the reference lab:
 `LVSHA_LAB_INVENTORY=examples/keepalived/inventory.py lvsha lab up`, then
-`lvsha lab deploy`. The lab's tests are heartbeat's so far (docs/limitations.md).
+`lvsha lab deploy`; `LVSHA_LAB_INVENTORY=examples/keepalived/inventory.py lvsha lab run`
+runs the lab tier on it (docs/lab.md, "On keepalived").
 """
 
 from lvsha.inventory import production_groups, validated_or_exit

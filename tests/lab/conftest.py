@@ -12,6 +12,16 @@ second lab, the tests marked `every_model` on `examples/edge/inventory.py`
 (image.SECOND_MODEL_RELEASE): deploy, balancing, firewall and a takeover on
 both releases. LVSHA_LAB_RELEASE puts every model's lab on one release. Tests
 take every name, address, count and expectation from `lab.cluster`.
+
+Engines: a test about one failover engine's own machinery is marked
+`<engine>_internals` (`heartbeat_internals`: the guard, the takeover watch,
+cl_status, authkeys, ha.cf restarts...; `keepalived_internals`: test_8_keepalived)
+and runs only on models of that engine, decided from the model each lab
+param loads (`Cluster.engine`). Every other test runs on both engines; what
+differs (which service to stop or kill, what to show when a wait fails) comes
+from `lab.engine_service` / `lab.engine_services`, and a test that needs a day-2
+command (`lvsha status`, `drain`, `failover`) skips where it is not built yet
+(`lab.require_day2`).
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -31,7 +42,8 @@ from lvsha.lab import lab as lab_api
 from lvsha.lab import LabError, cache_dir, image, wait_until
 from lvsha.lab.model import LAB_INVENTORY_ENV, REFERENCE_INVENTORY, ROOT, lab_cluster, topology_cluster
 from lvsha.lab.run import LAB_INVENTORY, deploy, format_report, record, set_report_label, start_report
-from lvsha.model import Cluster
+from lvsha.model import ENGINES, Cluster
+from tasks.preflight import ENGINE_SERVICES
 
 EXAMPLE_INVENTORY = ROOT / "examples" / "edge" / "inventory.py"
 
@@ -40,6 +52,11 @@ PREREQUISITES = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "
 LOGGED_BY = " ".join(f"-t {name}" for name in ("heartbeat", "ipfail", "ResourceManager", *(
     Path(script).name for script in (render.HEARTBEAT_GUARD, render.FLOATING_IPS_SCRIPT, render.CONNTRACKD_SCRIPT,
                                      render.TAKEOVER_SCRIPT, render.TAKEOVER_WATCH))))
+# keepalived: its own log and that of every script it runs (notify, track
+# scripts: lvsha-keepalived, lvsha-conntrackd) are keepalived.service's journal.
+KEEPALIVED_LOGGED = " ".join(f"-u {unit}.service" for unit in ENGINE_SERVICES["keepalived"])
+# The engines whose day-2 commands (lvsha status, drain, failover) are built (lvsha/day2.py).
+DAY2_ENGINES = ("heartbeat",)
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
 # Up to this many sites Lab.serving() asks each VIP in turn (curl); more, all at once.
 SERVING_ONE_BY_ONE_MAX = 8
@@ -55,14 +72,36 @@ def _models() -> list:
             pytest.param(str(EXAMPLE_INVENTORY), id="edge")]
 
 
+def internals_marker(engine: str) -> str:
+    """The marker of a test about `engine`'s own machinery (runs on that engine's models only)."""
+    return f"{engine}_internals"
+
+
+DEFAULT_ENGINE = next(f.default for f in fields(Cluster) if f.name == "engine")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "every_model: also run on the second model (examples/edge) by default")
+    for engine in ENGINES:
+        config.addinivalue_line("markers", f"{internals_marker(engine)}: about {engine}'s own machinery: "
+                                           f"runs only on models whose engine is {engine}")
+
+
+@lru_cache(maxsize=None)
+def model_engine(inventory: str) -> str | None:
+    """The failover engine of the model `inventory` loads (None: it does not load;
+    the lab fixture then reports why)."""
+    try:
+        return topology_cluster(Path(inventory)).engine
+    except Exception:  # noqa: BLE001 - any failure is the fixture's to report, with the model's own error
+        return None
 
 
 def pytest_collection_modifyitems(config, items):
     """Every lab test runs on the first model; on the second only those marked
     `every_model` (CI's budget), the whole tier only when LVSHA_LAB_INVENTORY
-    chooses the model."""
+    chooses the model. A test marked `<engine>_internals` runs only on a model of
+    that engine."""
     keep, drop = [], []
     for item in items:
         if "/tests/lab/" in str(item.fspath):
@@ -70,6 +109,10 @@ def pytest_collection_modifyitems(config, items):
             params = getattr(getattr(item, "callspec", None), "params", {})
             second = params.get("lab") == str(EXAMPLE_INVENTORY) and not os.environ.get(LAB_INVENTORY_ENV)
             if second and item.get_closest_marker("every_model") is None:
+                drop.append(item)
+                continue
+            engine = model_engine(params["lab"]) if "lab" in params else None
+            if engine and any(item.get_closest_marker(internals_marker(other)) for other in ENGINES if other != engine):
                 drop.append(item)
                 continue
         keep.append(item)
@@ -141,8 +184,34 @@ class Lab:
         """{virtual "ip:port": {real "ip:port", ...}} from `ipvsadm -Ln` on `balancer`."""
         return _parse_ipvsadm(self.ssh(balancer, "ipvsadm -Ln", check=False).stdout)
 
+    @property
+    def engine(self) -> str:
+        """The model's failover engine: "heartbeat" or "keepalived"."""
+        return self.cluster.engine
+
+    @property
+    def engine_services(self) -> tuple[str, ...]:
+        """The engine's systemd units on both balancers (heartbeat, ldirectord / keepalived)."""
+        return ENGINE_SERVICES[self.engine]
+
+    @property
+    def engine_service(self) -> str:
+        """The unit that moves the addresses: `systemctl stop` it for a takeover."""
+        return self.engine_services[0]
+
+    def engine_active(self) -> bool:
+        """`engine_service` (heartbeat, keepalived) is active on both balancers."""
+        return all(self.ssh(b.name, f"systemctl is-active {self.engine_service}", check=False).stdout.strip() == "active"
+                   for b in self.cluster.balancers)
+
+    def require_day2(self) -> None:
+        """Skip the test where lvsha's day-2 commands are not built for the model's engine."""
+        if self.engine not in DAY2_ENGINES:
+            pytest.skip(f"needs lvsha's day-2 commands (status, drain, failover), which are not implemented for "
+                        f"engine {self.engine!r} yet (issue 21, item 3; docs/limitations.md)")
+
     def floating(self) -> set[str]:
-        """Every address heartbeat moves, from the model."""
+        """Every address the engine moves, from the model."""
         return {str(ip.address) for ip in self.cluster.floating_ips()}
 
     def expected_ipvs(self) -> dict[str, set[str]]:
@@ -151,7 +220,7 @@ class Lab:
 
     def carries_none(self, balancer: str) -> bool:
         """`balancer` has no floating address, and its IPVS is loaded all the same
-        (ldirectord runs on both, so a takeover only moves addresses)."""
+        (ldirectord, or keepalived's checker, runs on both, so a takeover only moves addresses)."""
         addresses, table = self.carries(balancer)
         return not addresses & self.floating() and table == self.expected_ipvs()
 
@@ -186,7 +255,8 @@ class Lab:
 
     def home_after_return(self, holder: str) -> str:
         """Where the group settles once both nodes run again after `holder`
-        carried it alone: the master with auto_failback, else it stays."""
+        carried it alone: the master with auto_failback (keepalived: preempt, after
+        preempt_delay), else it stays (keepalived: nopreempt)."""
         return self.cluster.master.name if self.cluster.heartbeat.auto_failback else holder
 
     def carrier(self) -> str:
@@ -219,15 +289,24 @@ class Lab:
         """What each balancer holds and says, and which sites answer: printed when a wait fails."""
         parts = []
         for balancer in self.cluster.balancers:
-            out = self.ssh(balancer.name, "ip -4 -o addr show; ipvsadm -Ln; cl_status rscstatus; "
-                           f"cl_status nodestatus {self.other(balancer.name)}; "
-                           f"journalctl -q -o short-precise --since={since} --no-pager {LOGGED_BY} "
-                           "| grep -v -e debug: -e 'WARN: Consider' | tail -n 80", check=False, timeout=60)
+            out = self.ssh(balancer.name, self._diagnosis_command(balancer.name, since), check=False, timeout=60)
             parts.append(f"--- {balancer.name} (rc {out.returncode})\n{out.stdout}{out.stderr}")
         for site in self.cluster.sites:
             r = self.client("curl", "-s", "--max-time", "5", f"http://{site.vip}/", timeout=10)
             parts.append(f"--- {site.name} http://{site.vip}/: rc {r.returncode} {r.stdout.strip()[:80]!r}")
         return "\n".join(parts)
+
+    def _diagnosis_command(self, balancer: str, since: str) -> str:
+        """What `diagnosis` runs on `balancer`: its addresses and IPVS table, the
+        engine's view (heartbeat: cl_status; keepalived: its units) and its log."""
+        if self.engine == "keepalived":
+            return ("ip -4 -o addr show; ipvsadm -Ln; "
+                    f"systemctl is-active {' '.join(self.engine_services)}; "
+                    f"journalctl -q -o short-precise --since={since} --no-pager {KEEPALIVED_LOGGED} | tail -n 80")
+        return ("ip -4 -o addr show; ipvsadm -Ln; cl_status rscstatus; "
+                f"cl_status nodestatus {self.other(balancer)}; "
+                f"journalctl -q -o short-precise --since={since} --no-pager {LOGGED_BY} "
+                "| grep -v -e debug: -e 'WARN: Consider' | tail -n 80")
 
 
 class Watch:
@@ -290,6 +369,7 @@ def lab(request):
     if not _report_started:  # this run's figures only, a reused lab's too (never an earlier run's)
         start_report()
         _report_started = True
+    label = ""  # the report's prefix for this model's figures
     if reuse:
         state = lab_api.load_state()
         if Path(state.get("inventory", REFERENCE_INVENTORY)) != inventory:
@@ -300,7 +380,8 @@ def lab(request):
         # path from bare Debian: its VMs start with their packages installed.
         second = inventory == EXAMPLE_INVENTORY and not os.environ.get(LAB_INVENTORY_ENV)
         release = os.environ.get(image.RELEASE_ENV) or (image.SECOND_MODEL_RELEASE if second else image.DEFAULT_RELEASE)
-        set_report_label(f"{model.name} (Debian {release})" if second else "")
+        label = f"{model.name} (Debian {release})" if second else ""
+        set_report_label(label)
         state = lab_api.up(model, progress=lambda m: print(f"[lab] {m}", flush=True), inventory=inventory,
                            provisioned=second, release=release)
         for key in ("image_s", "boot_s"):
@@ -308,6 +389,8 @@ def lab(request):
                 record({"image_s": "image (build or cache)", "boot_s": "boot to SSH, all VMs"}[key], state["timings"][key])
     try:
         cluster = lab_cluster(state)
+        if cluster.engine != DEFAULT_ENGINE:  # every figure says its engine: the report beside heartbeat's
+            set_report_label(" ".join(filter(None, [label, cluster.engine])))
         handle = Lab(state, cluster)
         if not reuse:
             first = deploy(progress=lambda line: print(f"[lab] first deploy {line}", flush=True))

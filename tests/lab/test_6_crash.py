@@ -4,6 +4,10 @@ heartbeat: the node gives up its addresses the moment heartbeat dies (the
 drop-in's ExecStopPost), systemd starts heartbeat again, and it rejoins once the
 peer has taken over. ldirectord: systemd restarts it. A power-off after
 these crashes is taken over: test_7_failover runs next on the same pair.
+
+On keepalived the engine-generic tests run (crashes on the standby, a healed
+partition, a hung conntrackd on the taker); keepalived killed on the active node
+is test_8_keepalived's.
 """
 
 import subprocess
@@ -20,6 +24,8 @@ from tests.lab.test_8_day2 import _poll_during
 
 KILL_HEARTBEAT = "pkill -KILL -f '^heartbeat: '"  # every heartbeat process: a crash, an OOM kill
 KILL_LDIRECTORD = "pkill -KILL -x ldirectord"
+# Every process of the engine's units on a node (a crash, an OOM kill), by engine.
+KILL_ENGINE = {"heartbeat": f"{KILL_LDIRECTORD}; {KILL_HEARTBEAT}", "keepalived": "pkill -KILL -x keepalived"}
 HEAL_TIMEOUT = 300  # s; measured figures go to the report
 
 
@@ -48,6 +54,11 @@ def _heartbeats_active(lab) -> bool:
                for b in lab.cluster.balancers)
 
 
+def _restarts(lab, balancer: str, service: str) -> int:
+    return int(lab.ssh(balancer, f"systemctl show -p NRestarts --value {service}").stdout.strip() or 0)
+
+
+@pytest.mark.heartbeat_internals
 def test_killed_heartbeat_on_the_active_node_gives_up_the_group_and_heals(lab):
     active = lab.carrier()
     watch = Watch(lab)
@@ -69,6 +80,7 @@ def test_killed_heartbeat_on_the_active_node_gives_up_the_group_and_heals(lab):
     assert watch.both == [], f"addresses seen on both balancers: {watch.both}"
 
 
+@pytest.mark.heartbeat_internals
 def test_killed_ldirectord_on_the_active_node_is_restarted_and_still_checks(lab):
     active = lab.carrier()
     victim = lab.cluster.web_hosts[-1]
@@ -97,32 +109,36 @@ def test_killed_ldirectord_on_the_active_node_is_restarted_and_still_checks(lab)
 
 
 def test_crashes_on_the_standby_node_change_nothing_for_clients(lab):
+    """The engine's every process killed on the standby (heartbeat and ldirectord, or
+    keepalived): the group stays, every site answers, systemd brings it back and
+    the standby's IPVS is loaded again."""
     active = lab.carrier()
     standby = lab.other(active)
     watch = Watch(lab)
-    restarts = int(lab.ssh(standby, "systemctl show -p NRestarts --value ldirectord").stdout.strip() or 0)
-    lab.ssh(standby, f"{KILL_LDIRECTORD}; {KILL_HEARTBEAT}")
+    checker = lab.engine_services[-1]  # what keeps IPVS loaded: ldirectord, or keepalived itself
+    restarts = _restarts(lab, standby, checker)
+    lab.ssh(standby, KILL_ENGINE[lab.engine])
     started = time.monotonic()
     deadline = started + HEAL_TIMEOUT
     while True:
         assert watch.exactly_one_carrier() == active, f"the group moved: {watch.carriers()}"
         assert lab.serving(), "a site stopped answering after a crash on the standby"
-        if _heartbeats_active(lab):
+        if lab.engine_active():
             break
-        assert time.monotonic() < deadline, f"heartbeat on {standby} not running again after {HEAL_TIMEOUT} s"
+        assert time.monotonic() < deadline, f"{lab.engine_service} on {standby} not running again after {HEAL_TIMEOUT} s"
         time.sleep(2)
-    record("heartbeat killed on the standby node: running again", time.monotonic() - started)
+    record(f"{lab.engine_service} killed on the standby node: running again", time.monotonic() - started)
     time.sleep(3 * lab.cluster.heartbeat.deadtime)  # the active's view of the returning peer settles
     assert watch.exactly_one_carrier() == active and lab.serving()
-    wait_until(lambda: lab.carries_none(standby), 120, interval=2, what=f"ldirectord on {standby} to reload IPVS")
-    assert int(lab.ssh(standby, "systemctl show -p NRestarts --value ldirectord").stdout.strip()) > restarts
+    wait_until(lambda: lab.carries_none(standby), 120, interval=2, what=f"{checker} on {standby} to reload IPVS")
+    assert _restarts(lab, standby, checker) > restarts
     assert watch.both == []
 
 
 def test_a_healed_partition_leaves_one_carrier_and_both_heartbeats(lab):
     """Both links between the balancers cut for a minute (the standby's taps down in
     the lab's switch), then restored: without anyone logging in, both heartbeats
-    run, one node carries everything and serves. test_7_failover's
+    (keepalived: both keepalived) run, one node carries everything and serves. test_7_failover's
     power-off follows on the same pair."""
     active = lab.carrier()
     standby = lab.other(active)
@@ -139,10 +155,11 @@ def test_a_healed_partition_leaves_one_carrier_and_both_heartbeats(lab):
     watch = Watch(lab)
 
     def healed():
-        return watch.exactly_one_carrier() and _heartbeats_active(lab) and lab.serving()
+        return watch.exactly_one_carrier() and lab.engine_active() and lab.serving()
 
-    record("partition healed: one carrier, both heartbeats running",
-           wait_stable(lab, healed, "one carrier and both heartbeats after the partition healed"))
+    service = lab.engine_service
+    record(f"partition healed: one carrier, both {service}s running",
+           wait_stable(lab, healed, f"one carrier and both {service}s after the partition healed"))
     # Both carried during the partition: with auto_failback the master keeps the
     # group; without it either may, but only one.
     lab.wait_settled(lab.cluster.master.name if lab.cluster.heartbeat.auto_failback else None)
@@ -155,6 +172,7 @@ def _guard_said(lab, balancer: str, since: int) -> str:
 
 
 @pytest.mark.every_model
+@pytest.mark.heartbeat_internals
 def test_both_heartbeats_restarting_at_once_serve_again_without_waiting_for_each_other(lab):
     """A healed partition, `apt upgrade` on both, an operator: heartbeat restarts on both
     nodes at the same moment. Each sees its peer's machine answer but its heartbeat
@@ -183,6 +201,7 @@ def test_both_heartbeats_restarting_at_once_serve_again_without_waiting_for_each
     lab.wait_settled(lab.home_after_return(lab.carrier()))
 
 
+@pytest.mark.heartbeat_internals
 def test_the_only_serving_node_rejoins_at_once_when_heartbeat_dies_while_the_peers_is_stopped(lab):
     """Maintenance on the standby (heartbeat stopped, machine up), then heartbeat crashes on
     the active node. Its release gives the addresses up (its restarted heartbeat would not
@@ -215,6 +234,7 @@ def test_the_only_serving_node_rejoins_at_once_when_heartbeat_dies_while_the_pee
     wait_until(lambda: lab.carries_none(standby), 120, interval=3, what=f"{standby} to rejoin carrying nothing")
 
 
+@pytest.mark.heartbeat_internals
 def test_a_frozen_heartbeat_is_ended_so_that_one_node_holds_the_addresses_again(lab):
     """SIGSTOP on the active node's heartbeat (a stuck disk looks the same): it sends
     nothing, so its peer takes over after deadtime while it keeps its addresses. Its
@@ -256,8 +276,9 @@ HUNG_CONNTRACKD_BOUND = 60  # s: a takeover after a heartbeat stop (~10-20 s) pl
 
 def test_a_hung_conntrackd_on_the_taker_never_keeps_the_addresses_down(lab):
     """conntrackd stopped, not dead (SIGSTOP: as if hung), on the standby; the active's
-    heartbeat stops. The takeover's conntrackd requests end at their time bound and
-    the standby serves every site all the same; its journal names the hung request."""
+    heartbeat (keepalived: keepalived, whose notify runs the same lvsha-conntrackd)
+    stops. The takeover's conntrackd requests end at their time bound and the
+    standby serves every site all the same; its journal names the hung request."""
     if not lab.cluster.state_sync.enabled:
         pytest.skip(f"{lab.cluster.name} syncs no state: no conntrackd")
     active = lab.carrier()
@@ -265,13 +286,18 @@ def test_a_hung_conntrackd_on_the_taker_never_keeps_the_addresses_down(lab):
     since = int(lab.ssh(standby, "date +%s").stdout)
     lab.ssh(standby, "pkill -STOP -x conntrackd")
     try:
-        lab.ssh(active, "systemctl stop heartbeat")
+        lab.ssh(active, f"systemctl stop {lab.engine_service}")
         took = lab.wait_settled(standby, timeout=HUNG_CONNTRACKD_BOUND)
-        record("takeover after heartbeat stop, the taker's conntrackd hung", took)
-        said = lab.ssh(standby, f"journalctl -q -o cat --since=@{since} -t lvsha-conntrackd", check=False).stdout
-        assert "(conntrackd hung?)" in said, said
+        record(f"takeover after {lab.engine_service} stop, the taker's conntrackd hung", took)
+        def said() -> str:
+            return lab.ssh(standby, f"journalctl -q -o cat --since=@{since} -t lvsha-conntrackd", check=False).stdout
+
+        if lab.engine == "keepalived":  # its notify runs as the addresses move: the bound may end after they serve
+            wait_until(lambda: "(conntrackd hung?)" in said(), HUNG_CONNTRACKD_BOUND, interval=2,
+                       what=f"lvsha-conntrackd on {standby} to give up on the hung conntrackd")
+        assert "(conntrackd hung?)" in said(), said()
     finally:
         lab.ssh(standby, "pkill -CONT -x conntrackd", check=False)
-        lab.ssh(active, "systemctl start heartbeat", check=False)
+        lab.ssh(active, f"systemctl start {lab.engine_service}", check=False)
     lab.wait_settled(lab.home_after_return(standby))
     assert lab.carries_none(lab.other(lab.home_after_return(standby)))

@@ -3,7 +3,12 @@ they come back to the master when it returns, without it they stay.
 
 Each takeover is made with long-lived client connections open (tests/lab/sessions.py):
 with the model's state sync they all carry on, on the same web host, through
-the takeover and the return; without it (the edge model) they break."""
+the takeover and the return; without it (the edge model) they break.
+
+Both engines: on keepalived `systemctl stop keepalived` takes the place of
+heartbeat's stop (the test keeps its name), and what only heartbeat has is left
+out: lvsha-takeover-watch's journal and `lvsha status` (not implemented for
+keepalived yet: docs/limitations.md)."""
 
 import time
 from pathlib import Path
@@ -67,24 +72,29 @@ def _sessions_fared(lab, sessions, event: str) -> None:
 
 @pytest.mark.every_model
 def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(lab, sessions):
+    """The engine's service stopped on the active node (heartbeat, or keepalived)."""
     active = lab.carrier()
     standby = lab.other(active)
+    service = lab.engine_service
     since = _guest_clock(lab, standby)
-    lab.ssh(active, "systemctl stop heartbeat")
+    lab.ssh(active, f"systemctl stop {service}")
     try:
-        record("takeover after heartbeat stop", lab.wait_settled(standby))
-        assert_the_watch_took_over(lab, standby, since)
-        assert lab.carries_none(active)  # no address; ldirectord (IPVS) keeps running
-        shown = status(lab, expect_exit=1, raw="after-takeover")  # degraded: one heartbeat stopped
-        assert shown["holder"] == standby and f"{active}: heartbeat is not running" in shown["problems"]
-        assert_status_agrees_with_the_tools(lab, shown)
+        record(f"takeover after {service} stop", lab.wait_settled(standby))
+        if lab.engine == "heartbeat":
+            assert_the_watch_took_over(lab, standby, since)
+            assert lab.carries_none(active)  # no address; ldirectord (IPVS) keeps running
+            shown = status(lab, expect_exit=1, raw="after-takeover")  # degraded: one heartbeat stopped
+            assert shown["holder"] == standby and f"{active}: heartbeat is not running" in shown["problems"]
+            assert_status_agrees_with_the_tools(lab, shown)
+        else:  # no address (a stopped keepalived takes its IPVS table along); lvsha status is heartbeat's only so far
+            assert not lab.carries(active)[0] & lab.floating()
     finally:
-        lab.ssh(active, "systemctl start heartbeat")
+        lab.ssh(active, f"systemctl start {service}")
     home = lab.home_after_return(standby)
-    record(f"{_return_label(lab)} after heartbeat start", lab.wait_settled(home))
+    record(f"{_return_label(lab)} after {service} start", lab.wait_settled(home))
     wait_until(lambda: _nothing_on(lab, lab.other(home)), 60, what=f"{lab.other(home)} to release every address")
     assert lab.carries_none(lab.other(home))
-    _sessions_fared(lab, sessions, "heartbeat stop and return")
+    _sessions_fared(lab, sessions, f"{service} stop and return")
 
 
 def _guest_clock(lab, name: str) -> int:
@@ -114,7 +124,8 @@ def test_power_off_moves_everything_and_the_reboot_follows_auto_failback(lab, se
     try:
         lab.wait_settled(standby)
         record("takeover after power-off", time.monotonic() - started)
-        assert_the_watch_took_over(lab, standby, since)
+        if lab.engine == "heartbeat":
+            assert_the_watch_took_over(lab, standby, since)
         # A deploy that cannot reach one balancer changes nothing anywhere.
         others = [name for name in lab.state["hosts"] if name != active]
         before = {name: _snapshot(lab, name) for name in others}
@@ -122,9 +133,10 @@ def test_power_off_moves_everything_and_the_reboot_follows_auto_failback(lab, se
         assert refused.returncode != 0, refused.output[-4000:]
         assert active in refused.output
         assert {name: _snapshot(lab, name) for name in others} == before
-        shown = status(lab, expect_exit=1, raw="powered-off")
-        assert shown["holder"] == standby
-        assert any(p.startswith(f"{active} is unreachable") for p in shown["problems"]), shown["problems"]
+        if lab.engine == "heartbeat":  # lvsha status: heartbeat only so far
+            shown = status(lab, expect_exit=1, raw="powered-off")
+            assert shown["holder"] == standby
+            assert any(p.startswith(f"{active} is unreachable") for p in shown["problems"]), shown["problems"]
     finally:
         booted = time.monotonic()
         lab_api.vm_start(active)

@@ -2,8 +2,9 @@
 taken down in the lab's switch: the guest sees no carrier change, heartbeats stop
 on that link only) moves everything to the peer, which still reaches both sides;
 the link restored, the pair settles as auto_failback says. A failed link on the
-backup moves nothing. heartbeat's ping nodes and ipfail decide (see ha.cf); the
-lab's client side answers for the model's external ping nodes.
+backup moves nothing. heartbeat's ping nodes and ipfail decide (see ha.cf), on
+keepalived its track scripts (keepalived.conf); the lab's client side answers for
+the model's external ping nodes.
 """
 
 import subprocess

@@ -1,6 +1,7 @@
 """A heartbeat configuration change: the deploy restarts heartbeat one balancer
 at a time and returns only once the pair has settled: on the master with
-auto_failback, on one node without it."""
+auto_failback, on one node without it. Both tests are heartbeat's own (ha.cf,
+authkeys); keepalived's configuration change, applied by reload, is test_8_keepalived's."""
 
 import secrets
 import threading
@@ -22,6 +23,7 @@ def _settled_when_the_deploy_returned(lab) -> None:
 
 
 @pytest.mark.every_model
+@pytest.mark.heartbeat_internals
 def test_config_change_restarts_heartbeat_and_the_pair_settles(lab):
     master, backup = lab.pair
     for name in (master, backup):  # a hand edit on both, which the deploy reverts
@@ -36,6 +38,7 @@ def test_config_change_restarts_heartbeat_and_the_pair_settles(lab):
     _settled_when_the_deploy_returned(lab)
 
 
+@pytest.mark.heartbeat_internals
 def test_secret_rotation_keeps_the_pair_authenticated_and_the_group_where_it_is(lab):
     """A new secret, one deploy: rotated in place (no restart), the group never
     moves, and the floating addresses are never seen on both balancers (sampled every 2 s)."""

@@ -13,6 +13,12 @@ from lvsha.lab import cache_dir, wait_until
 from lvsha.lab.run import deploy, record
 
 
+@pytest.fixture(autouse=True)
+def _day2_built(lab):
+    """Every test here drives lvsha's day-2 commands: skipped on an engine they do not drive yet."""
+    lab.require_day2()
+
+
 def status(lab, expect_exit: int | None = 0, raw: str | None = None) -> dict:
     """`lvsha status --json` as parsed JSON (its raw tool outputs kept under the lab cache)."""
     args = ["--json"] + (["--save-raw", str(cache_dir() / "status-raw" / f"{lab.cluster.name}-{raw}")] if raw else [])

@@ -1,0 +1,319 @@
+"""keepalived's own behaviour (engine "keepalived"; deselected on heartbeat models):
+
+- the VRRP firewall rule: IP protocol 112 accepted on the VRRP link from the peer's
+  address only (its counter moves with the master's advertisements on the backup;
+  a forged advertisement from the client side is dropped by the policy and moves
+  nothing);
+- a health check changed, then a site added, then both undone, each by a deploy
+  that reloads keepalived: no address moves, keepalived is never restarted, and
+  the established connections of tests/lab/sessions.py hold (see
+  test_a_changed_health_check_and_an_added_site_are_applied_by_reload for which);
+- `systemctl stop keepalived` and a power-off on the active node: the peer takes
+  over; the longest wait of a client polling every VIP every 0.2 s is recorded;
+- keepalived SIGKILLed on the active node: systemd brings it back; it starts as a
+  backup and drops the addresses, the peer takes over, and in the end exactly one
+  node holds the group (the master again with auto_failback, keepalived's preempt).
+
+Named test_8_*: test_9_site_removed stays the last of the tier. Every figure is
+recorded under the report label "keepalived" (conftest), beside heartbeat's.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+
+import pytest
+
+from lvsha.lab import lab as lab_api
+from lvsha.lab import wait_until
+from lvsha.lab.model import LAB_INVENTORY_ENV, source_inventory
+from lvsha.lab.run import deploy, record
+from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID
+from lvsha.render import KEEPALIVED_APPLIED, KEEPALIVED_CONF
+from tests.lab.changes import ADDED_SITE, changed_inventory, free_internal_addresses
+from tests.lab.conftest import Watch
+from tests.lab.sessions import KINDS, LongLived, fresh_client_address
+from tests.lab.test_6_crash import _restarts, wait_stable
+from tests.lab.test_8_day2 import _poll_during
+
+pytestmark = pytest.mark.keepalived_internals  # conftest.internals_marker("keepalived")
+
+RELOAD = "Reload keepalived for its new configuration"  # tasks/keepalived.py's operation
+# Margin of a longest client wait over VRRP's own timers: the lab's TCG guests, SSH, the poller's 1 s timeout.
+WAIT_MARGIN = 10
+# The sessions' client and the added site's VIP: free external addresses of their own
+# (test_7_failover's sessions use the first two).
+SESSION_CLIENT, ADDED_VIP = 2, 4
+# Connections that end at a web host's nginx: its restart (tasks/webserver.py restarts
+# nginx when its sites change, such as a site added) ends them, whatever the balancers do.
+THROUGH_NGINX = ("http", "stream", "probe")
+
+
+def _keepalived_pids(lab) -> dict[str, str]:
+    return {b.name: lab.ssh(b.name, "systemctl show -p MainPID --value keepalived").stdout.strip()
+            for b in lab.cluster.balancers}
+
+
+# ---- the VRRP firewall rule ------------------------------------------------------
+
+# A VRRPv2 advertisement (RFC 3768) for the model's virtual router at priority 255,
+# sent from the client side: were it accepted, the master would yield at once.
+FORGE = textwrap.dedent("""
+    import socket, struct, sys
+    target, vrid, advert, vip, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+    body = struct.pack("!BBBBBBH", 0x21, vrid, 255, 1, 0, advert, 0) + socket.inet_aton(vip) + bytes(8)
+    total = sum(struct.unpack("!%dH" % (len(body) // 2), body))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    body = body[:6] + struct.pack("!H", ~total & 0xFFFF) + body[8:]
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, {protocol})
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+    for _ in range(count):
+        s.sendto(body, (target, 0))
+""").format(protocol=VRRP_PROTOCOL)
+
+
+def _packets(rule: str) -> int:
+    """The packet count of an `iptables-save -c` rule line ("[packets:bytes] -A ...")."""
+    return int(rule[rule.index("[") + 1:rule.index(":", rule.index("["))])
+
+
+def _vrrp_rule(lab, balancer, out: str | None = None) -> str:
+    """`balancer`'s rule accepting VRRP (`iptables-save -c` line), found by its
+    protocol: exactly one, on the model's VRRP link, from the peer's address only."""
+    interface, own, peer = lab.cluster.vrrp_link(balancer)
+    out = out or lab.ssh(balancer.name, "iptables-save -c -t filter").stdout
+    vrrp = [line for line in out.splitlines() if " -A INPUT " in f" {line} " and "-j ACCEPT" in line
+            and any(f" -p {name} " in f"{line} " for name in (VRRP_PROTOCOL, "vrrp"))]
+    assert len(vrrp) == 1, f"{balancer.name}: not exactly one rule accepting VRRP in INPUT:\n{out}"
+    (rule,) = vrrp
+    for part in (f"-i {interface} ", f"-s {peer}/32 ", f"-d {own}/32 "):
+        assert part in f"{rule} ", f"{balancer.name}: the VRRP rule lacks {part!r}: {rule}"
+    return rule
+
+
+def test_vrrp_is_accepted_from_the_peer_only(lab):
+    """The backup's VRRP rule counts the master's advertisements; forged ones sent
+    from the client side reach the master's INPUT (a counting rule put first for
+    the test shows them) and its VRRP rule never accepts them: the group stays."""
+    active = lab.carrier()
+    master = lab.cluster.balancer(active)
+    backup = lab.cluster.peer(master)
+    hb = lab.cluster.heartbeat
+    before = _packets(_vrrp_rule(lab, backup))
+    time.sleep(3 * hb.keepalive)
+    heard = _packets(_vrrp_rule(lab, backup)) - before
+    assert heard > 0, f"{backup.name}: no VRRP from {master.name} accepted in {3 * hb.keepalive} s"
+    record("VRRP advertisements accepted on the backup in 3 keepalives", heard)
+
+    client_ip = lab.state["client"]["address"].split("/")[0]
+    counting = f"INPUT -s {client_ip}/32 -p {VRRP_PROTOCOL}"  # no target: counts, and the packet goes on
+    accepted = _packets(_vrrp_rule(lab, master))
+    _, vrrp_address, _ = lab.cluster.vrrp_link(master)
+    internal = str(lab.cluster.internal_net.cidr)
+    count = 20
+    lab.ssh(master.name, f"iptables -I {counting}")
+    try:
+        lab.client("ip", "route", "add", internal, "via", master.external_ip)
+        try:  # to the master's external address, and, routed through it, to its VRRP address
+            for target in (master.external_ip, str(vrrp_address)):
+                sent = lab.client("python3", "-c", FORGE, target, str(VRRP_ROUTER_ID), str(hb.keepalive),
+                                  lab.cluster.sites[0].vip, str(count))
+                assert sent.returncode == 0, sent.stderr
+        finally:
+            lab.client("ip", "route", "del", internal, "via", master.external_ip)
+        time.sleep(2 * hb.keepalive)
+        out = lab.ssh(master.name, "iptables-save -c -t filter").stdout
+    finally:
+        lab.ssh(master.name, f"iptables -D {counting}", check=False)
+    (seen,) = [line for line in out.splitlines() if f"-s {client_ip}/32 " in line and " -j " not in line]
+    assert _packets(seen) >= 2 * count, f"the forged advertisements did not reach {master.name}: {seen}"
+    assert _packets(_vrrp_rule(lab, master, out)) == accepted, f"{master.name} accepted VRRP from the client side"
+    record("forged VRRP advertisements reaching the master, none accepted", _packets(seen))
+    assert Watch(lab).exactly_one_carrier() == active and lab.serving()
+
+
+# ---- a configuration change, by reload ---------------------------------------------
+
+class Sampler:
+    """Samples, every ~2 s in a thread, which model address each balancer carries."""
+
+    def __init__(self, lab):
+        self.lab, self.samples, self.done = lab, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.done.is_set():
+            self.samples.append({b.name: self.lab.carries(b.name)[0] & self.lab.floating()
+                                 for b in self.lab.cluster.balancers})
+            self.done.wait(2)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join(timeout=60)
+
+    def moved(self, holder: str) -> list[dict]:
+        """Samples where `holder` lacked an address or its peer had one."""
+        everything = self.lab.floating()
+        return [s for s in self.samples if s[holder] != everything or s[self.lab.other(holder)]]
+
+
+def _deploy_by_reload(lab, holder: str, what: str) -> None:
+    """Deploy (LVSHA_LAB_INVENTORY as set now): keepalived reloaded on both (the
+    file it last read, recorded by its drop-in's ExecReload, is the new one), never
+    restarted (same main process), and no address of the model moved while it ran."""
+    pids = _keepalived_pids(lab)
+    with Sampler(lab) as sampler:
+        result = deploy()
+    record(f"deploy, {what}", result.seconds)
+    assert result.ok, result.output[-6000:]
+    assert result.output.count(RELOAD) >= 1, result.output[-6000:]
+    assert _keepalived_pids(lab) == pids, f"keepalived restarted by the deploy ({what})"
+    for balancer in lab.pair:
+        applied = lab.ssh(balancer, f"sha1sum < {KEEPALIVED_CONF}; cat {KEEPALIVED_APPLIED}").stdout.split()
+        assert applied[0] == applied[-1], f"{balancer}: keepalived runs another file than {KEEPALIVED_CONF} ({what})"
+    assert not sampler.moved(holder), f"addresses moved during the deploy ({what}): {sampler.moved(holder)}"
+    record(f"{what}: addresses moved (samples every ~2 s)", len(sampler.moved(holder)))
+
+
+def _held(sessions, kinds) -> dict[str, tuple]:
+    """The sessions among `kinds` that ended so far: {kind: (error, failed_at)}."""
+    now = sessions.connections()
+    return {k: (now[k]["error"], now[k]["failed_at"]) for k in kinds if now[k]["error"]}
+
+
+def test_a_changed_health_check_and_an_added_site_are_applied_by_reload(lab, monkeypatch, tmp_path):
+    """Long-lived connections open on the first site, three deploys: the last site's
+    health check changed (the balancers only: every connection holds), a site
+    added (the web hosts' nginx restarts for it, which ends the connections that
+    end there: only the mail session and the outbound connection, NATed by the
+    balancers, are judged), then the model as it was. Each deploy reloads keepalived
+    and moves no address."""
+    holder = lab.carrier()
+    source = str(source_inventory(lab.state))
+    checked, added = tmp_path / "health_changed.py", tmp_path / "site_added.py"
+    checked.write_text(changed_inventory(source, None))
+    addresses = tuple(free_internal_addresses(lab.cluster, len(lab.cluster.web_hosts)))
+    vip = fresh_client_address(lab, ADDED_VIP)
+    added.write_text(changed_inventory(source, (ADDED_SITE, vip, addresses)))
+    beyond_nginx = tuple(k for k in KINDS if k not in THROUGH_NGINX)
+    with LongLived(lab, fresh_client_address(lab, SESSION_CLIENT)) as sessions:
+        monkeypatch.setenv(LAB_INVENTORY_ENV, str(checked))
+        _deploy_by_reload(lab, holder, "health check changed")
+        time.sleep(2)
+        assert _held(sessions, KINDS) == {}, f"connections ended by a health check change: {_held(sessions, KINDS)}"
+        changed = lab.cluster.sites[-1].health.negotiatetimeout + 1
+        for balancer in lab.pair:
+            assert f"connect_timeout {changed}" in lab.ssh(balancer, f"cat {KEEPALIVED_CONF}").stdout, balancer
+
+        monkeypatch.setenv(LAB_INVENTORY_ENV, str(added))
+        _deploy_by_reload(lab, holder, "site added")
+        wait_until(lambda: ADDED_SITE in lab.client("curl", "-s", "--max-time", "5", f"http://{vip}/", timeout=15).stdout,
+                   60, interval=2, what=f"the added site {ADDED_SITE} to answer on {vip}")
+        for balancer in lab.pair:
+            assert f"{vip}:" in " ".join(lab.ipvs_reals(balancer)), balancer
+        assert lab.holder_of(vip) == [holder]
+        assert _held(sessions, beyond_nginx) == {}, f"NATed connections ended by a site added: {_held(sessions, beyond_nginx)}"
+
+        monkeypatch.setenv(LAB_INVENTORY_ENV, source)
+        _deploy_by_reload(lab, holder, "back to the model")
+        result = sessions.result()
+    through_nginx_ended = {k: result[k]["error"] for k in THROUGH_NGINX if result[k]["error"]}
+    print(f"connections through nginx ended by its restart for the added site: {through_nginx_ended}")
+    record("config change by reload: connections through nginx ended (its restart for the added site)",
+           len(through_nginx_ended))
+    broken = {k: (result[k]["error"], result[k]["failed_at"]) for k in beyond_nginx if result[k]["error"]}
+    assert not broken, f"NATed connections broken by the reloads: {broken}\n{result}"
+    for kind in beyond_nginx:
+        record(f"config change by reload: longest stall, {kind}", result[kind]["longest_stall"])
+    assert vip not in lab.carries(holder)[0] and not any(v.startswith(f"{vip}:") for v in lab.ipvs_reals(holder))
+    assert lab.wait_settled(holder, timeout=60) < 60
+    assert lab.carries_none(lab.other(holder))
+
+
+# ---- takeovers -----------------------------------------------------------------------
+
+def _back_home(lab, standby: str) -> None:
+    """Both run again after `standby` carried alone: settled where the model says."""
+    home = lab.home_after_return(standby)
+    lab.wait_settled(home)
+    wait_until(lambda: lab.carries_none(lab.other(home)), 120, interval=2,
+               what=f"{lab.other(home)} to carry nothing, its IPVS loaded")
+
+
+def test_systemctl_stop_keepalived_on_the_active_node_is_taken_over(lab):
+    """Stopped, keepalived sends a priority-0 advertisement: the peer takes over
+    within VRRP's skew, not its down timer."""
+    active = lab.carrier()
+    standby = lab.other(active)
+    hb = lab.cluster.heartbeat
+
+    def stop():
+        lab.ssh(active, f"systemctl stop {lab.engine_service}")
+        lab.wait_settled(standby)
+
+    try:
+        longest, failed, out = _poll_during(lab, stop)
+    finally:
+        lab.ssh(active, f"systemctl start {lab.engine_service}")
+    record("takeover after keepalived stop: longest client wait", longest)
+    record("takeover after keepalived stop: polls unanswered (1 s each at most)", failed)
+    assert longest < hb.keepalive + WAIT_MARGIN, out[-3000:]
+    _back_home(lab, standby)
+
+
+def test_keepalived_killed_on_the_active_node_comes_back_and_one_node_holds_the_group(lab):
+    """SIGKILL to every keepalived process of the active node: it cannot take its
+    addresses down; systemd starts it again (RestartSec), it starts as a backup
+    and drops them, the peer takes over after its down timer, and (auto_failback:
+    preempt) the master takes the group back after preempt_delay. In the end one
+    node holds everything, steadily."""
+    active = lab.carrier()
+    hb = lab.cluster.heartbeat
+    restarts = _restarts(lab, active, lab.engine_service)
+    home = lab.home_after_return(lab.other(active))
+    watch = Watch(lab)
+    healed = {}
+
+    def kill_and_heal():
+        killed = time.monotonic()
+        lab.ssh(active, "pkill -KILL -x keepalived")
+        wait_until(lambda: _restarts(lab, active, lab.engine_service) > restarts and lab.engine_active(), 120,
+                   interval=1, what=f"systemd to start keepalived on {active} again")
+        healed["restarted"] = time.monotonic() - killed
+        healed["settled"] = healed["restarted"] + wait_stable(
+            lab, lambda: watch.exactly_one_carrier() == home and lab.serving(), f"{home} alone to hold the group")
+
+    longest, failed, out = _poll_during(lab, kill_and_heal)
+    record("keepalived killed on the active node: running again", healed["restarted"])
+    record(f"keepalived killed on the active node: {'the master' if home == active else 'the peer'} alone holds "
+           "the group, steadily", healed["settled"])
+    record("keepalived killed on the active node: longest client wait", longest)
+    record("keepalived killed on the active node: samples with addresses on both (every ~2 s)", len(watch.both))
+    assert longest < hb.deadtime + hb.keepalive + WAIT_MARGIN, out[-3000:]
+    assert Watch(lab).exactly_one_carrier() == home and lab.carries_none(lab.other(home))
+
+
+def test_power_off_of_the_active_node_is_taken_over(lab):
+    active = lab.carrier()
+    standby = lab.other(active)
+    hb = lab.cluster.heartbeat
+
+    def power_off():
+        lab_api.vm_stop(active)
+        lab.wait_settled(standby)
+
+    try:
+        longest, failed, out = _poll_during(lab, power_off)
+    finally:
+        lab_api.vm_start(active)
+    record("takeover after power-off: longest client wait", longest)
+    # the down timer (deadtime) plus VRRP's skew (under one keepalive)
+    assert longest < hb.deadtime + hb.keepalive + WAIT_MARGIN, out[-3000:]
+    _back_home(lab, standby)
