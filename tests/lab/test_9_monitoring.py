@@ -103,6 +103,7 @@ def test_the_port_is_closed_to_a_host_that_is_not_a_source(lab, monitoring):
 
 
 def test_the_metrics_follow_a_takeover(lab, monitoring):
+    lab.require_day2()
     active = lab.carrier()
     standby = lab.other(active)
     every = {str(ip.address) for ip in lab.cluster.floating_ips()}
@@ -125,6 +126,7 @@ def test_the_metrics_follow_a_takeover(lab, monitoring):
 
 
 def test_the_metrics_follow_a_drain(lab, monitoring):
+    lab.require_day2()
     holder = lab.carrier()
     victim = lab.cluster.web_hosts[-1]
     reals = [(vs, vs.real_address(ip)) for vs in lab.cluster.virtual_servers() for host, ip in vs.reals
