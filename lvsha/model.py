@@ -421,6 +421,16 @@ class Cluster:
             return addresses
         return [(host.interface, [f"{ip}/{self.internal_net.prefixlen}" for ip in host.internal_ips])]
 
+    def own_networks(self, balancer: Balancer) -> list[tuple[str, str, list[str]]]:
+        """(interface, its network, [CIDR, ...] the balancer carries itself there), for
+        each interface of `own_addresses`: what an interface may hold besides the
+        floating addresses (both engines' deploys remove anything else in that network)."""
+        networks = [self.external_network, self.internal_network]
+        if self.sync_net is not None:
+            networks.append(self.state_sync.network)
+        return [(interface, network, cidrs)
+                for (interface, cidrs), network in zip(self.own_addresses(balancer), networks, strict=True)]
+
     def spoofed_sources(self) -> list[IPNetwork]:
         """Sources dropped on arrival at the external interface (the external network exempt)."""
         dropped = IPSet(self.firewall.spoofed_sources) - IPSet([self.external_net])

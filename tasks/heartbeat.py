@@ -190,10 +190,7 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         rotate_authkeys(authkeys)  # heartbeat runs the files on disk now: its SIGHUP rereads authkeys alone
     # What the model no longer has is gone too: heartbeat only manages what its current files name.
     floating = cluster.floating_ips()
-    networks = {balancer.external_interface: cluster.external_network,
-                balancer.internal_interface: cluster.internal_network, balancer.sync_interface: cluster.state_sync.network}
-    for interface, own in cluster.own_addresses(balancer):
-        network = networks[interface]
+    for interface, network, own in cluster.own_networks(balancer):
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
                              network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
     # lvsha before 0.6 ran ldirectord as a heartbeat resource; haresources no longer names it.

@@ -59,9 +59,6 @@ def keepalived(cluster: Cluster, balancer: Balancer):
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
     only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
     floating = cluster.floating_ips()
-    networks = {balancer.external_interface: cluster.external_network,
-                balancer.internal_interface: cluster.internal_network, balancer.sync_interface: cluster.state_sync.network}
-    for interface, own in cluster.own_addresses(balancer):
+    for interface, network, own in cluster.own_networks(balancer):
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
-                             network=networks[interface],
-                             keep=own + [ip.cidr for ip in floating if ip.interface == interface])
+                             network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
