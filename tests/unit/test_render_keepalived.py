@@ -7,13 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from lvsha import render
-from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID, HealthCheck
+from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID, Cluster, HealthCheck
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden-keepalived"
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,10 +55,15 @@ def test_golden_files(model, request, tmp_path):
         assert render.all_files(cluster)[host.name] == on_heartbeat[host.name]
 
 
-def test_heartbeat_models_render_as_before(reference):
-    """engine defaults to heartbeat: the reference (whose golden copy is tests/golden) says nothing else."""
-    assert reference.engine == "heartbeat"
-    assert render.all_files(reference) == render.all_files(replace(reference, engine="heartbeat"))
+def test_a_model_naming_no_engine_is_on_heartbeat(reference):
+    """engine defaults to heartbeat: the reference names none, and gets heartbeat's files
+    (byte for byte: its golden copy, tests/golden, test_render.py), none of keepalived's."""
+    assert "engine" not in (ROOT / "inventory.py").read_text()
+    assert next(f for f in fields(Cluster) if f.name == "engine").default == "heartbeat"
+    for balancer in reference.balancers:
+        files = set(_files(reference, balancer.name))
+        assert {render.HA_CF, render.HARESOURCES, render.LDIRECTORD_CF} <= files
+        assert not files & {render.KEEPALIVED_CONF, render.KEEPALIVED_DROPIN, render.KEEPALIVED_PROGRAM}
 
 
 def test_each_engine_gets_its_own_files_only(model):
