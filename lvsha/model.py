@@ -25,6 +25,10 @@ VRRP_ROUTER_ID = 51
 # The master's and the backup's VRRP priorities (balancer order); a failed link
 # check costs more than their difference, so the node that reaches less yields.
 VRRP_PRIORITIES = (150, 100)
+# Addresses one VRRPv2 advertisement carries: its count field is 8 bits (keepalived 2.2.7's
+# VRRP_MAX_ADDR; a packet has room for more on any MTU from 1070 up). keepalived moves the
+# rest to eVIPs and reports a configuration error, which fails `keepalived -t`.
+VRRP_MAX_ADDRESSES = 255
 # IPVS connection sync: the kernel's fixed multicast group and port (TTL 1).
 IPVS_SYNC_GROUP = "224.0.0.81"
 IPVS_SYNC_PORT = 8848

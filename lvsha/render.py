@@ -69,6 +69,10 @@ KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
 KEEPALIVED_APPLIED = "/run/lvsha/keepalived.applied"
 # The one VRRP instance: every floating address.
 VRRP_INSTANCE = "lvsha"
+# keepalived 2.2.7 reads keepalived.conf with fgets(buf, MAXBUF) (lib/parser.h: 1024 bytes):
+# a longer line is read in pieces, each parsed as a line of its own.
+KEEPALIVED_MAXBUF = 1024
+KEEPALIVED_LINE_MAX = KEEPALIVED_MAXBUF - 1  # characters before the newline
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 FIREWALL6_RULES = "/etc/iptables/rules.v6"
 # What lvsha-applied records each IP family's loaded ruleset as ("firewall" predates IPv6).
