@@ -34,9 +34,10 @@ def keepalived(cluster: Cluster, balancer: Balancer):
 
     The unit's drop-in keeps keepalived off a node whose firewall did not load and
     restarts it if it dies. heartbeat and ldirectord are not installed by this
-    engine; where they are (stopped: preflight.check_engine refuses a pair where they
-    run), they are disabled, so a reboot does not start a second engine. What the
-    model no longer has (a virtual service, an address) does not outlive it.
+    engine; where they are, they are stopped and disabled (preflight.check_engine
+    refuses a pair where they run, would restart or are enabled), and stay disabled,
+    so a reboot does not start a second engine. What the model no longer has (a
+    virtual service, an address) does not outlive it.
     """
     *helpers, dropin_file, config = render.keepalived_files(cluster, balancer)
     for helper in helpers:
