@@ -392,7 +392,9 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     return RenderedFile(KEEPALIVED_CONF, _render(
         "keepalived.conf.j2", cluster, balancer=balancer, hb=cluster.heartbeat, instance=VRRP_INSTANCE,
         router_id=VRRP_ROUTER_ID, priority=cluster.vrrp_priority(balancer), down_adverts=cluster.vrrp_down_adverts(),
-        preempt_delay=sync_listen(cluster), vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
+        sync_listen=sync_listen(cluster),
+        # keepalived delays every preemption by it: only the master's, returning, waits.
+        preempt_delay=sync_listen(cluster) if balancer.name == cluster.master.name else 0, vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
         tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster),
         floating_ips=cluster.floating_ips(), notify=notify, virtual_servers=cluster.virtual_servers()))
 
