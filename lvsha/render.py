@@ -63,6 +63,7 @@ LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
 # script (the one heartbeat runs from haresources, installed where keepalived's
 # script security accepts it), and the sha1 of the file it runs with.
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_BINARY = "/usr/sbin/keepalived"  # Debian's
 KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
 KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
 KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
@@ -408,7 +409,7 @@ def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     if cluster.state_sync.enabled:
         files.append(_shipped("heartbeat", KEEPALIVED_CONNTRACKD_SCRIPT, mode="0755"))
     files.append(RenderedFile(KEEPALIVED_DROPIN, _render(
-        "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM,
+        "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM, binary=KEEPALIVED_BINARY,
         config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY)))
     files.append(keepalived_conf(cluster, balancer))
     return files

@@ -12,7 +12,7 @@ from tasks.rendered import put
 # keepalived's own check of a file (Debian's path), bounded; any non-zero exit is a
 # failure (2.2.7 reports configuration errors with 3 to 5, 124 is the time limit).
 CHECK_TIMEOUT = 60
-KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} /usr/sbin/keepalived -t -f {{}}"
+KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} {render.KEEPALIVED_BINARY} -t -f {{}}"
 
 
 @deploy("keepalived")

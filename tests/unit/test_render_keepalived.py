@@ -247,6 +247,35 @@ def test_keepalived_never_starts_where_the_firewall_did_not_load_and_comes_back(
     assert f"ExecStartPost=-{record}" in dropin and f"ExecReload=-{record}" in dropin
 
 
+def _debian_unit() -> Path | None:
+    """Debian's keepalived.service, from the package bin/setup unpacks into the venv."""
+    for root in (Path(sys.prefix), ROOT / ".venv"):
+        unit = root / "keepalived/lib/systemd/system/keepalived.service"
+        if unit.is_file():
+            return unit
+    return None
+
+
+def test_keepalived_leaves_ipvs_loaded_when_it_stops(reference):
+    """keepalived clears IPVS at its stop unless run with --dont-release-ipvs (2.2.7's
+    check_daemon.c): the drop-in replaces Debian's ExecStart (an Environment= would
+    lose to /etc/default/keepalived's DAEMON_ARGS) and keeps what it passes."""
+    dropin = _files(replace(reference, engine="keepalived"), "balancer1")[render.KEEPALIVED_DROPIN].content.splitlines()
+    starts = [line for line in dropin if line.startswith("ExecStart=")]
+    assert starts[0] == "ExecStart=" and len(starts) == 2  # the reset, then the one command
+    command = starts[1].removeprefix("ExecStart=").split()
+    assert command[0] == render.KEEPALIVED_BINARY and "--dont-release-ipvs" in command
+    assert {"--dont-fork", "$DAEMON_ARGS"} <= set(command)
+    unit = _debian_unit()
+    if unit is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's keepalived.service is not available (bin/setup unpacks it into .venv/keepalived)")
+        pytest.skip("Debian's keepalived.service is not available (bin/setup unpacks it into .venv/keepalived)")
+    (debian,) = [line.removeprefix("ExecStart=").split() for line in unit.read_text().splitlines()
+                 if line.startswith("ExecStart=")]
+    assert set(debian) <= set(command)  # everything Debian passes, DAEMON_ARGS included
+
+
 # ---- keepalived's own check of the rendered files -----------------------------------
 
 def _keepalived() -> str:
