@@ -3,8 +3,10 @@ calls: keepalived's notify drives conntrackd's primary/backup script and the IPV
 daemons' unit on every VRRP transition and never fails; `reach` is a group ping that
 succeeds while one address answers; `record` keeps the sha1 of the file keepalived runs."""
 
+import fcntl
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,11 @@ def run(tmp_path):
     calls = tmp_path / "calls"
     for name, body in {
         # conntrackd's primary/backup script and systemctl: each call recorded, failing on demand
-        "state-script": 'echo "state-script $*" >> "$FAKE/calls"; [ ! -f "$FAKE/state-fails" ] || { echo broken >&2; exit 1; }',
+        "state-script": 'echo "state-script $*" >> "$FAKE/calls"; [ ! -e /proc/$$/fd/9 ] || echo "lock inherited" >> "$FAKE/calls"; '
+                        '[ ! -f "$FAKE/state-fails" ] || { echo broken >&2; exit 1; }',
+        # a state script whose start holds on until $FAKE/release exists (a slow conntrackd)
+        "slow-state": 'echo "begin $1" >> "$FAKE/calls"; if [ "$1" = start ]; then '
+                      'while [ ! -f "$FAKE/release" ]; do sleep 0.05; done; fi; echo "end $1" >> "$FAKE/calls"',
         "systemctl": 'echo "systemctl $*" >> "$FAKE/calls"; [ ! -f "$FAKE/systemctl-fails" ] || exit 1',
         # ping: the addresses listed in $FAKE/answering answer
         "ping": 'for a; do :; done; grep -qx "$a" "$FAKE/answering" 2>/dev/null',
@@ -29,15 +35,19 @@ def run(tmp_path):
         fake.write_text(f"#!/bin/sh\n{body}\n")
         fake.chmod(0o755)
 
-    def run(*args):
-        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
-               "LVSHA_PING": str(tmp_path / "ping")}
-        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env=env, timeout=30)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
+           "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_NOTIFY_LOCK": str(tmp_path / "run" / "notify.lock")}
+
+    def run(*args, **more):
+        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env={**env, **more}, timeout=30)
         made = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
         return result, made
 
-    run.dir = tmp_path
+    def start(*args):
+        return subprocess.Popen([PROGRAM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    run.dir, run.start, run.lock = tmp_path, start, Path(env["LVSHA_NOTIFY_LOCK"])
     return run
 
 
@@ -56,7 +66,50 @@ def test_master_makes_conntrackd_primary_and_keeps_the_sync_daemons_running(run)
 def test_leaving_master_makes_conntrackd_backup(run, state):
     result, calls = _notify(run, state)
     assert result.returncode == 0, result.stderr
-    assert calls == ["state-script stop", "systemctl start --no-block lvsha-ipvs-sync.service"]
+    # STOP is keepalived stopping (a shutdown, a restart): no unit is started then
+    sync = [] if state == "STOP" else ["systemctl start --no-block lvsha-ipvs-sync.service"]
+    assert calls == ["state-script stop", *sync]
+
+
+def _wait_for(path, text):
+    """Until `path` holds the line `text` (the test's own time limit bounds it)."""
+    while text not in (path.read_text().splitlines() if path.exists() else []):
+        time.sleep(0.05)
+
+
+def test_two_notifies_started_together_apply_in_turn(run):
+    """keepalived does not wait for a notify before it starts the next: a BACKUP
+    following a MASTER whose conntrackd start is slow waits for it to end."""
+    script = str(run.dir / "slow-state")
+    first = run.start("notify", script, "lvsha-ipvs-sync.service", "INSTANCE", "lvsha", "MASTER", "150")
+    _wait_for(run.dir / "calls", "begin start")
+    second = run.start("notify", script, "lvsha-ipvs-sync.service", "INSTANCE", "lvsha", "BACKUP", "150")
+    try:
+        second.wait(timeout=1)  # it would end by now if it did not wait its turn
+    except subprocess.TimeoutExpired:
+        pass
+    (run.dir / "release").touch()
+    assert first.wait(timeout=30) == 0 and second.wait(timeout=30) == 0
+    calls = (run.dir / "calls").read_text().splitlines()
+    assert calls == ["begin start", "end start", "systemctl start --no-block lvsha-ipvs-sync.service",
+                     "begin stop", "end stop", "systemctl start --no-block lvsha-ipvs-sync.service"]
+
+
+def test_what_a_notify_starts_does_not_hold_the_lock(run):
+    """conntrackd's script leaves work in the background: the next transition must not wait for it."""
+    _, calls = _notify(run, "MASTER")
+    assert "lock inherited" not in calls and run.lock.exists()
+
+
+def test_a_notify_waits_for_the_one_before_only_so_long_and_says_so(run):
+    run.lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(run.lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a notify before it that never ends
+        result, calls = run("notify", str(run.dir / "state-script"), "lvsha-ipvs-sync.service", "INSTANCE", "lvsha",
+                            "BACKUP", "150", LVSHA_NOTIFY_WAIT="1")
+    assert result.returncode == 0 and calls[0] == "state-script stop"  # applied all the same
+    assert (f"INSTANCE lvsha is BACKUP: waited 1 s for the transition before it to end (lock {run.lock}): "
+            "applying this one without it") in (run.dir / "logged").read_text()
 
 
 def test_without_state_sync_nothing_is_driven(run):
