@@ -68,6 +68,10 @@ KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
 KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
 KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
 KEEPALIVED_APPLIED = "/run/lvsha/keepalived.applied"
+# s each ping of a track script (lvsha-keepalived reach) waits for its answer. The script
+# runs every keepalive and is given that long (its timeout: no run overlaps the next, which
+# keepalived starts all the same), so validation asks for keepalive > REACH_WAIT.
+REACH_WAIT = 1
 # The one VRRP instance: every floating address.
 VRRP_INSTANCE = "lvsha"
 # keepalived 2.2.7 reads keepalived.conf with fgets(buf, MAXBUF) (lib/parser.h: 1024 bytes):
@@ -360,6 +364,7 @@ class TrackScript:
     fall: int
     weight: int
     why: str
+    timeout: int
 
 
 def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
@@ -373,12 +378,14 @@ def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
         return []
     weight = -(VRRP_PRIORITIES[0] - VRRP_PRIORITIES[1] + 1)
     fall = max(1, cluster.heartbeat.deadping // cluster.heartbeat.keepalive)
-    checks = [TrackScript(f"lvsha_ping_{str(node).replace('.', '_')}", f"{KEEPALIVED_PROGRAM} reach {node}", fall, weight,
-                          f"ping node {node} (external network)")
+    reach, timeout = f"{KEEPALIVED_PROGRAM} reach {REACH_WAIT}", cluster.heartbeat.keepalive
+    checks = [TrackScript(f"lvsha_ping_{str(node).replace('.', '_')}", f"{reach} {node}", fall, weight,
+                          f"ping node {node} (external network)", timeout)
               for node in nodes]
     group = " ".join(str(a) for a in cluster.internal_ping_group())
-    checks.append(TrackScript("lvsha_web_hosts", f"{KEEPALIVED_PROGRAM} reach {group}", fall, weight,
-                              "the web hosts, one group: the internal link is up while one answers"))
+    checks.append(TrackScript("lvsha_web_hosts", f"{reach} {group}", fall, weight,
+                              "the web hosts, one group: up while one answers, the first answer ending the check",
+                              timeout))
     return checks
 
 
@@ -396,7 +403,7 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
         sync_listen=sync_listen(cluster),
         # keepalived delays every preemption by it: only the master's, returning, waits.
         preempt_delay=sync_listen(cluster) if balancer.name == cluster.master.name else 0, vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
-        tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster),
+        tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster), reach_wait=REACH_WAIT,
         floating_ips=cluster.floating_ips(), notify=notify, virtual_servers=cluster.virtual_servers()))
 
 

@@ -27,8 +27,10 @@ def run(tmp_path):
         "slow-state": 'echo "begin $1" >> "$FAKE/calls"; if [ "$1" = start ]; then '
                       'while [ ! -f "$FAKE/release" ]; do sleep 0.05; done; fi; echo "end $1" >> "$FAKE/calls"',
         "systemctl": 'echo "systemctl $*" >> "$FAKE/calls"; [ ! -f "$FAKE/systemctl-fails" ] || exit 1',
-        # ping: the addresses listed in $FAKE/answering answer
-        "ping": 'for a; do :; done; grep -qx "$a" "$FAKE/answering" 2>/dev/null',
+        # ping: the addresses listed in $FAKE/answering answer; those in $FAKE/hanging wait
+        # (as a dead host's ping does for its -W) until $FAKE/release exists
+        "ping": 'for a; do :; done; echo "$*" >> "$FAKE/pinged"; if grep -qx "$a" "$FAKE/hanging" 2>/dev/null; then '
+                'while [ ! -f "$FAKE/release" ]; do sleep 0.05; done; exit 1; fi; grep -qx "$a" "$FAKE/answering" 2>/dev/null',
         "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
     }.items():
         fake = tmp_path / name
@@ -141,8 +143,27 @@ def test_a_notify_missing_its_arguments_is_a_usage_error(run):
 @pytest.mark.parametrize("answering, expected", [([], 1), (["192.168.0.7"], 0), (["192.168.0.1", "192.168.0.4"], 0)])
 def test_reach_succeeds_while_one_address_answers(run, answering, expected):
     (run.dir / "answering").write_text("".join(f"{a}\n" for a in answering))
-    result, _ = run("reach", "192.168.0.1", "192.168.0.4", "192.168.0.7")
+    result, _ = run("reach", "1", "192.168.0.1", "192.168.0.4", "192.168.0.7")
     assert result.returncode == expected
+    pinged = (run.dir / "pinged").read_text().splitlines()
+    assert sorted(pinged) == [f"-c 1 -n -q -W 1 192.168.0.{i}" for i in (1, 4, 7)]  # each once, waiting WAIT
+
+
+def test_reach_ends_at_the_first_answer_not_waiting_for_a_dead_host(run):
+    """A dead host's ping waits its -W: the check must not (it would pass keepalived's
+    timeout on both nodes, and both would yield)."""
+    (run.dir / "answering").write_text("192.168.0.4\n")
+    (run.dir / "hanging").write_text("192.168.0.1\n192.168.0.7\n")
+    try:
+        result, _ = run("reach", "1", "192.168.0.1", "192.168.0.4", "192.168.0.7")
+    finally:
+        (run.dir / "release").touch()
+    assert result.returncode == 0, result.stderr
+
+
+def test_reach_without_its_wait_or_an_address_is_a_usage_error(run):
+    result, _ = run("reach", "192.168.0.1")
+    assert result.returncode == 2 and "usage" in result.stderr
 
 
 def test_record_keeps_the_sha1_of_the_file_keepalived_runs(run):

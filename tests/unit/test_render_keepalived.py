@@ -145,12 +145,17 @@ def test_the_ping_nodes_make_the_node_that_reaches_less_yield(reference, edge):
     master, backup = (cluster.vrrp_priority(b) for b in cluster.balancers)
     checks = render.keepalived_track_scripts(cluster)
     assert [c.script.split()[-1] for c in checks[:-1]] == [str(n) for n in cluster.external_ping_nodes()]
-    assert checks[-1].script.split()[2:] == [str(a) for a in cluster.internal_ping_group()]
+    assert checks[-1].script.split()[3:] == [str(a) for a in cluster.internal_ping_group()]
     for check in checks:
         assert master + check.weight < backup  # one check failing on the master moves the group
-        assert check.script.split()[:2] == [render.KEEPALIVED_PROGRAM, "reach"]
+        assert check.script.split()[:3] == [render.KEEPALIVED_PROGRAM, "reach", str(render.REACH_WAIT)]
         conf = _conf(cluster, cluster.master)
+        script = _words(_block(conf, f"vrrp_script {check.name}"))
         assert f'script "{check.script}"' in _block(conf, f"vrrp_script {check.name}")
+        # given longer than one ping's wait, and no longer than its interval (runs never overlap)
+        (interval,) = [int(w[1]) for w in script if w[0] == "interval"]
+        (timeout,) = [int(w[1]) for w in script if w[0] == "timeout"]
+        assert render.REACH_WAIT < timeout <= interval == cluster.heartbeat.keepalive
         assert f"\t\t{check.name}\n" in _block(conf, "\ttrack_script")
     # a model without an external ping node gets no ping checks (as it gets no ipfail on heartbeat)
     assert render.keepalived_track_scripts(replace(edge, engine="keepalived")) == []
