@@ -264,7 +264,8 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
             group=IPVS_SYNC_GROUP, port=IPVS_SYNC_PORT, ready_script=IPVS_READY_SCRIPT,
             ready_timeout=IPVS_READY_TIMEOUT)),
     ]
-    # keepalived has loaded IPVS when systemd calls it started: no wait (ipvs-sync.service.j2).
+    # No wait on keepalived (lvsha-ipvs-ready reads ldirectord.cf): a boot's first moments may
+    # sync connections before IPVS is loaded (ipvs-sync.service.j2, docs/limitations.md).
     return files if cluster.engine == "keepalived" else [_shipped("lvsha", IPVS_READY_SCRIPT, mode="0755"), *files]
 
 
