@@ -73,9 +73,11 @@ def test_leaving_master_makes_conntrackd_backup(run, state):
     assert calls == ["state-script stop", *sync]
 
 
-def _wait_for(path, text):
-    """Until `path` holds the line `text` (the test's own time limit bounds it)."""
+def _wait_for(path, text, limit=30):
+    """Until `path` holds the line `text`; a failure after `limit` seconds (it never came)."""
+    deadline = time.monotonic() + limit
     while text not in (path.read_text().splitlines() if path.exists() else []):
+        assert time.monotonic() < deadline, f"{path} never held {text!r}"
         time.sleep(0.05)
 
 
@@ -95,6 +97,22 @@ def test_two_notifies_started_together_apply_in_turn(run):
     calls = (run.dir / "calls").read_text().splitlines()
     assert calls == ["begin start", "end start", "systemctl start --no-block lvsha-ipvs-sync.service",
                      "begin stop", "end stop", "systemctl start --no-block lvsha-ipvs-sync.service"]
+
+
+def test_notifies_queued_behind_one_end_with_the_newest_state(run):
+    """A MASTER then a BACKUP both waiting for a notify still running: the lock serves
+    waiters in no particular order, so whichever goes first applies the newest (BACKUP)."""
+    run.lock.parent.mkdir(parents=True, exist_ok=True)
+    script = str(run.dir / "state-script")
+    with open(run.lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the notify before them
+        waiting = []
+        for state in ("MASTER", "BACKUP"):
+            waiting.append(run.start("notify", script, "-", "INSTANCE", "lvsha", state, "150"))
+            _wait_for(Path(f"{run.lock}.wanted"), state)
+    assert [p.wait(timeout=30) for p in waiting] == [0, 0]
+    assert (run.dir / "calls").read_text().splitlines() == ["state-script stop", "state-script stop"]
+    assert "INSTANCE lvsha was MASTER, is BACKUP since: applying BACKUP" in (run.dir / "logged").read_text()
 
 
 def test_what_a_notify_starts_does_not_hold_the_lock(run):
