@@ -25,6 +25,10 @@ VRRP_ROUTER_ID = 51
 # The master's and the backup's VRRP priorities (balancer order); a failed link
 # check costs more than their difference, so the node that reaches less yields.
 VRRP_PRIORITIES = (150, 100)
+# Addresses one VRRPv2 advertisement carries: its count field is 8 bits (keepalived 2.2.7's
+# VRRP_MAX_ADDR; a packet has room for more on any MTU from 1070 up). keepalived moves the
+# rest to eVIPs and reports a configuration error, which fails `keepalived -t`.
+VRRP_MAX_ADDRESSES = 255
 # IPVS connection sync: the kernel's fixed multicast group and port (TTL 1).
 IPVS_SYNC_GROUP = "224.0.0.81"
 IPVS_SYNC_PORT = 8848
@@ -420,6 +424,16 @@ class Cluster:
                 addresses.append((host.sync_interface, [f"{host.sync_ip}/{self.sync_net.prefixlen}"]))
             return addresses
         return [(host.interface, [f"{ip}/{self.internal_net.prefixlen}" for ip in host.internal_ips])]
+
+    def own_networks(self, balancer: Balancer) -> list[tuple[str, str, list[str]]]:
+        """(interface, its network, [CIDR, ...] the balancer carries itself there), for
+        each interface of `own_addresses`: what an interface may hold besides the
+        floating addresses (both engines' deploys remove anything else in that network)."""
+        networks = [self.external_network, self.internal_network]
+        if self.sync_net is not None:
+            networks.append(self.state_sync.network)
+        return [(interface, network, cidrs)
+                for (interface, cidrs), network in zip(self.own_addresses(balancer), networks, strict=True)]
 
     def spoofed_sources(self) -> list[IPNetwork]:
         """Sources dropped on arrival at the external interface (the external network exempt)."""

@@ -63,12 +63,21 @@ LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
 # script (the one heartbeat runs from haresources, installed where keepalived's
 # script security accepts it), and the sha1 of the file it runs with.
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_BINARY = "/usr/sbin/keepalived"  # Debian's
 KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
 KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
 KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
 KEEPALIVED_APPLIED = "/run/lvsha/keepalived.applied"
+# s each ping of a track script (lvsha-keepalived reach) waits for its answer. The script
+# runs every keepalive and is given that long (its timeout: no run overlaps the next, which
+# keepalived starts all the same), so validation asks for keepalive > REACH_WAIT.
+REACH_WAIT = 1
 # The one VRRP instance: every floating address.
 VRRP_INSTANCE = "lvsha"
+# keepalived 2.2.7 reads keepalived.conf with fgets(buf, MAXBUF) (lib/parser.h: 1024 bytes):
+# a longer line is read in pieces, each parsed as a line of its own.
+KEEPALIVED_MAXBUF = 1024
+KEEPALIVED_LINE_MAX = KEEPALIVED_MAXBUF - 1  # characters before the newline
 FIREWALL_RULES = "/etc/iptables/rules.v4"
 FIREWALL6_RULES = "/etc/iptables/rules.v6"
 # What lvsha-applied records each IP family's loaded ruleset as ("firewall" predates IPv6).
@@ -255,7 +264,8 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
             group=IPVS_SYNC_GROUP, port=IPVS_SYNC_PORT, ready_script=IPVS_READY_SCRIPT,
             ready_timeout=IPVS_READY_TIMEOUT)),
     ]
-    # keepalived has loaded IPVS when systemd calls it started: no wait (ipvs-sync.service.j2).
+    # No wait on keepalived (lvsha-ipvs-ready reads ldirectord.cf): a boot's first moments may
+    # sync connections before IPVS is loaded (ipvs-sync.service.j2, docs/limitations.md).
     return files if cluster.engine == "keepalived" else [_shipped("lvsha", IPVS_READY_SCRIPT, mode="0755"), *files]
 
 
@@ -355,6 +365,7 @@ class TrackScript:
     fall: int
     weight: int
     why: str
+    timeout: int
 
 
 def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
@@ -368,12 +379,14 @@ def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
         return []
     weight = -(VRRP_PRIORITIES[0] - VRRP_PRIORITIES[1] + 1)
     fall = max(1, cluster.heartbeat.deadping // cluster.heartbeat.keepalive)
-    checks = [TrackScript(f"lvsha_ping_{str(node).replace('.', '_')}", f"{KEEPALIVED_PROGRAM} reach {node}", fall, weight,
-                          f"ping node {node} (external network)")
+    reach, timeout = f"{KEEPALIVED_PROGRAM} reach {REACH_WAIT}", cluster.heartbeat.keepalive
+    checks = [TrackScript(f"lvsha_ping_{str(node).replace('.', '_')}", f"{reach} {node}", fall, weight,
+                          f"ping node {node} (external network)", timeout)
               for node in nodes]
     group = " ".join(str(a) for a in cluster.internal_ping_group())
-    checks.append(TrackScript("lvsha_web_hosts", f"{KEEPALIVED_PROGRAM} reach {group}", fall, weight,
-                              "the web hosts, one group: the internal link is up while one answers"))
+    checks.append(TrackScript("lvsha_web_hosts", f"{reach} {group}", fall, weight,
+                              "the web hosts, one group: up while one answers, the first answer ending the check",
+                              timeout))
     return checks
 
 
@@ -388,8 +401,10 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     return RenderedFile(KEEPALIVED_CONF, _render(
         "keepalived.conf.j2", cluster, balancer=balancer, hb=cluster.heartbeat, instance=VRRP_INSTANCE,
         router_id=VRRP_ROUTER_ID, priority=cluster.vrrp_priority(balancer), down_adverts=cluster.vrrp_down_adverts(),
-        preempt_delay=sync_listen(cluster), vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
-        tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster),
+        sync_listen=sync_listen(cluster),
+        # keepalived delays every preemption by it: only the master's, returning, waits.
+        preempt_delay=sync_listen(cluster) if balancer.name == cluster.master.name else 0, vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
+        tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster), reach_wait=REACH_WAIT,
         floating_ips=cluster.floating_ips(), notify=notify, virtual_servers=cluster.virtual_servers()))
 
 
@@ -402,7 +417,7 @@ def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     if cluster.state_sync.enabled:
         files.append(_shipped("heartbeat", KEEPALIVED_CONNTRACKD_SCRIPT, mode="0755"))
     files.append(RenderedFile(KEEPALIVED_DROPIN, _render(
-        "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM,
+        "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM, binary=KEEPALIVED_BINARY,
         config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY)))
     files.append(keepalived_conf(cluster, balancer))
     return files

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from netaddr import AddrFormatError, IPAddress, IPNetwork, IPSet
 
-from lvsha.model import ENGINES, HEARTBEAT_UDP_PORT, IPVS_SYNC_PORT, Cluster
+from lvsha.model import ENGINES, HEARTBEAT_UDP_PORT, IPVS_SYNC_PORT, VRRP_MAX_ADDRESSES, Cluster
 
 IPVS_SCHEDULERS = {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh"}
 LDIRECTORD_SERVICES = {
@@ -183,8 +183,11 @@ def problems(cluster: Cluster) -> list[Problem]:
     for address, fields in owners.items():
         if len(fields) > 1:
             c.fail(fields[1], str(address), f"is used twice: also by {', '.join(f for f in fields if f != fields[1])}")
-    if not c.problems:  # the files can be rendered: what heartbeat would read of them
-        _check_heartbeat_buffers(c, cluster)
+    if not c.problems:  # the files can be rendered: what the engine would read of them
+        if engine == "heartbeat":
+            _check_heartbeat_buffers(c, cluster)
+        elif engine == "keepalived":
+            _check_keepalived_lines(c, cluster)
     return c.problems
 
 
@@ -193,8 +196,7 @@ def _check_heartbeat_buffers(c: _Checker, cluster: Cluster) -> None:
     MAXLINE bytes (docs/scale.md): measured on the files as rendered."""
     from lvsha import render  # (render validates with this module)
 
-    line_max = render.HEARTBEAT_MAXLINE - 3
-    key_max = render.HEARTBEAT_MAXLINE - 1 - len(f"{render.RESOURCE_MANAGER} givegroup ")
+    line_max, key_max = render.HEARTBEAT_LINE_MAX, render.GROUP_KEY_MAX
     where = f"(heartbeat 3.0.6 reads it through a buffer of {render.HEARTBEAT_MAXLINE} bytes, MAXLINE)"
     ha_cf, haresources, _ = render.heartbeat_files(cluster, cluster.master)
     for line in ha_cf.content.splitlines():
@@ -222,6 +224,44 @@ def _check_heartbeat_buffers(c: _Checker, cluster: Cluster) -> None:
                f"the resource group's first resource (its key) is {len(key)} characters "
                f"({len(cluster.floating_ips())} floating addresses), over the {key_max} heartbeat passes on "
                f"(\"{render.RESOURCE_MANAGER} givegroup KEY\") {where}")
+
+
+# What a site's keepalived.conf lines carry of the model (in its virtual_server block).
+_KEEPALIVED_SITE_FIELDS = {"regex": "health.receive", "path": "health.request", "virtualhost": "health.virtualhost"}
+
+
+def _check_keepalived_lines(c: _Checker, cluster: Cluster) -> None:
+    """keepalived 2.2.7 reads keepalived.conf through a buffer of MAXBUF bytes: each
+    balancer's file as rendered, every line within it, the field that made a longer one named."""
+    from lvsha import render  # (render validates with this module)
+
+    line_max = render.KEEPALIVED_LINE_MAX
+    where = f"(keepalived reads it through a buffer of {render.KEEPALIVED_MAXBUF} bytes, MAXBUF)"
+    sites = {f"{vs.vip} {vs.port}": vs.site.name for vs in cluster.virtual_servers()}
+    checks = render.keepalived_track_scripts(cluster)
+    web_hosts = checks[-1].script if checks else None  # the last check: the web hosts, one group
+    reported = set()
+    for balancer in cluster.balancers:
+        site = None
+        for line in render.keepalived_conf(cluster, balancer).content.splitlines():
+            words = line.split()
+            if line.startswith("virtual_server "):
+                site = sites.get(" ".join(words[1:3]))
+            if len(line) <= line_max:
+                continue
+            directive = words[0]
+            if directive == "script" and web_hosts and web_hosts in line:
+                field, value = "web_hosts", len(cluster.web_hosts)
+                what = "the web hosts' track script (every web host's first internal address)"
+            elif site is not None:
+                field, value = f"sites[{site}].{_KEEPALIVED_SITE_FIELDS.get(directive, 'name')}", len(line)
+                what = f"the site's {directive} line"
+            else:
+                field, value, what = f"keepalived.conf ({directive})", len(line), f"its {directive} line"
+            if field not in reported:
+                reported.add(field)
+                c.fail(field, value, f"keepalived.conf's {what} is {len(line)} characters, over the {line_max} "
+                                     f"keepalived reads as one line {where}")
 
 
 def _check_balancers(c: _Checker, cluster: Cluster, own, ext, intl) -> None:
@@ -415,6 +455,13 @@ def _check_keepalived(c: _Checker, cluster: Cluster) -> None:
             c.fail("heartbeat.deadtime", hb.deadtime,
                    f"on keepalived deadtime must be {low} to {high} keepalives ({low * hb.keepalive}-"
                    f"{high * hb.keepalive} s): VRRP's down_timer_adverts")
+        from lvsha import render  # (render validates with this module)
+
+        if (hb.ping_nodes or cluster.external_gateway) and hb.keepalive <= render.REACH_WAIT:
+            c.fail("heartbeat.keepalive", hb.keepalive,
+                   f"on keepalived each ping node's check runs every keepalive and is given that long, while one "
+                   f"ping waits up to {render.REACH_WAIT} s for its answer: with ping nodes (or external_gateway) "
+                   f"keepalive must be above {render.REACH_WAIT}")
     if hb.media != "ucast":
         c.fail("heartbeat.media", hb.media,
                "on keepalived VRRP is sent unicast to the peer only (the firewall accepts it from there): use 'ucast'")
@@ -423,6 +470,13 @@ def _check_keepalived(c: _Checker, cluster: Cluster) -> None:
                "on keepalived a ping node that stops answering lowers the node's VRRP priority, which nopreempt "
                "(auto_failback off) ignores: the group would never move; remove the ping nodes (and "
                "external_gateway) or turn auto_failback on")
+    floating = 1 + len(cluster.sites) + len(cluster.web_hosts)  # Cluster.floating_ips(), uncomputed: unchecked fields
+    if floating > VRRP_MAX_ADDRESSES:
+        c.fail("sites", len(cluster.sites),
+               f"on keepalived one VRRP instance carries every floating address: {floating} (the internal gateway, "
+               f"{len(cluster.sites)} sites' VIPs, {len(cluster.web_hosts)} web hosts' mail IPs), over the "
+               f"{VRRP_MAX_ADDRESSES} a VRRP advertisement holds (keepalived moves the rest out of the advertisement "
+               "and `keepalived -t` fails)")
     for s in cluster.sites:
         h = s.health
         where = f"sites[{s.name}].health"

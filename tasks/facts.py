@@ -211,8 +211,8 @@ class OsRelease(FactBase):
 
 class UnitStates(FactBase):
     """Whether each of `units` runs and starts at boot, as pyinfra's SystemdStatus and
-    SystemdEnabled tell, in one `systemctl show`:
-    {"nginx.service": {"running": True, "enabled": True}}."""
+    SystemdEnabled tell, and its SubState as systemd names it ("dead", "auto-restart"...),
+    in one `systemctl show`: {"nginx.service": {"running": True, "enabled": True, "state": "running"}}."""
 
     default = dict
     RUNNING = ("running", "waiting", "exited", "listening", "mounted")
@@ -230,9 +230,10 @@ class UnitStates(FactBase):
         for line in output:
             key, _, value = line.partition("=")
             if key == "Id":
-                current = states.setdefault(value, {"running": False, "enabled": False})
+                current = states.setdefault(value, {"running": False, "enabled": False, "state": "dead"})
             elif current is not None and key == "SubState":
                 current["running"] = value in self.RUNNING
+                current["state"] = value or "dead"
             elif current is not None and key == "UnitFileState":
                 current["enabled"] = value in self.ENABLED
         return states
@@ -405,13 +406,13 @@ def units(services: list[str]) -> FactRequest:
     return FactRequest.of(UnitStates, units=[unit_name(name) for name in services])
 
 
-def unit_state(service: str) -> dict[str, bool]:
-    """{"running": bool, "enabled": bool} of `service`.service (or of the timer `service`),
+def unit_state(service: str) -> dict[str, bool | str]:
+    """{"running": bool, "enabled": bool, "state": SubState} of `service`.service (or of the timer `service`),
     from the units fact the host's role declared (or its own, for a unit the role did not name)."""
     name = unit_name(service)
     request = next((r for r in _host_facts().declared if r.fact is UnitStates and name in r.kwargs["units"]),
                    None) or units([service])
-    return read(request).get(name, {"running": False, "enabled": False})
+    return read(request).get(name, {"running": False, "enabled": False, "state": "dead"})
 
 
 def managed_state(path: str) -> dict | None:

@@ -156,6 +156,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     rotate_authkeys), never by restarts with keys that differ, decided for the
     pair and ordered around the restarts as key_rotation says. It is also
     restarted when it runs with other files than the model's (lvsha-applied).
+    keepalived, where it is installed, is not enabled (the other engine never
+    starts at boot beside heartbeat).
     """
     for helper in render.heartbeat_helper_files(cluster, balancer):
         put(helper)  # read afresh at each use: a new version needs no restart
@@ -190,11 +192,11 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         rotate_authkeys(authkeys)  # heartbeat runs the files on disk now: its SIGHUP rereads authkeys alone
     # What the model no longer has is gone too: heartbeat only manages what its current files name.
     floating = cluster.floating_ips()
-    networks = {balancer.external_interface: cluster.external_network,
-                balancer.internal_interface: cluster.internal_network, balancer.sync_interface: cluster.state_sync.network}
-    for interface, own in cluster.own_addresses(balancer):
-        network = networks[interface]
+    for interface, network, own in cluster.own_networks(balancer):
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
                              network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
+    # Not a second engine at the next boot (preflight.check_engine refuses one enabled or
+    # running: this holds it should one be enabled after the check).
+    unit(name="keepalived is not enabled (engine heartbeat)", service="keepalived", enabled=False)
     # lvsha before 0.6 ran ldirectord as a heartbeat resource; haresources no longer names it.
     absent_file(name=f"No {render.OLD_LDIRECTORD_SCRIPT}", path=render.OLD_LDIRECTORD_SCRIPT)

@@ -12,7 +12,7 @@ from tasks.rendered import put
 # keepalived's own check of a file (Debian's path), bounded; any non-zero exit is a
 # failure (2.2.7 reports configuration errors with 3 to 5, 124 is the time limit).
 CHECK_TIMEOUT = 60
-KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} /usr/sbin/keepalived -t -f {{}}"
+KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} {render.KEEPALIVED_BINARY} -t -f {{}}"
 
 
 @deploy("keepalived")
@@ -34,9 +34,10 @@ def keepalived(cluster: Cluster, balancer: Balancer):
 
     The unit's drop-in keeps keepalived off a node whose firewall did not load and
     restarts it if it dies. heartbeat and ldirectord are not installed by this
-    engine; where they are (stopped: preflight.check_engine refuses a pair where they
-    run), they are disabled, so a reboot does not start a second engine. What the
-    model no longer has (a virtual service, an address) does not outlive it.
+    engine; where they are, they are stopped and disabled (preflight.check_engine
+    refuses a pair where they run, would restart or are enabled), and stay disabled,
+    so a reboot does not start a second engine. What the model no longer has (a
+    virtual service, an address) does not outlive it.
     """
     *helpers, dropin_file, config = render.keepalived_files(cluster, balancer)
     for helper in helpers:
@@ -59,9 +60,6 @@ def keepalived(cluster: Cluster, balancer: Balancer):
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
     only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
     floating = cluster.floating_ips()
-    networks = {balancer.external_interface: cluster.external_network,
-                balancer.internal_interface: cluster.internal_network, balancer.sync_interface: cluster.state_sync.network}
-    for interface, own in cluster.own_addresses(balancer):
+    for interface, network, own in cluster.own_networks(balancer):
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
-                             network=networks[interface],
-                             keep=own + [ip.cidr for ip in floating if ip.interface == interface])
+                             network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])

@@ -27,6 +27,7 @@ class Machine:
     sysctls: dict = field(default_factory=dict)
     running: dict = field(default_factory=dict)  # "x.service" -> bool
     enabled: dict = field(default_factory=dict)
+    states: dict = field(default_factory=dict)  # "x.service" -> SubState, where not "running"/"dead" as `running` says
     addresses: dict = field(default_factory=lambda: {"lo": ["127.0.0.1/8"]})
     routes: list = field(default_factory=list)
     ssh: dict | None = None
@@ -85,8 +86,9 @@ class Machine:
         if name == "Sysctl":
             return {k: self.sysctls[k] for k in kw["keys"] if k in self.sysctls}
         if name == "UnitStates":
-            return {unit: {"running": self.running.get(unit, False), "enabled": self.enabled.get(unit, False)}
-                    for unit in kw["units"] if unit in self.running or unit in self.enabled}
+            return {unit: {"running": self.running.get(unit, False), "enabled": self.enabled.get(unit, False),
+                           "state": self.states.get(unit, "running" if self.running.get(unit) else "dead")}
+                    for unit in kw["units"] if unit in self.running or unit in self.enabled or unit in self.states}
         if name == "OsRelease":
             return {"ID": self.distro[0].lower(), "NAME": self.distro[0], "VERSION_ID": str(self.distro[1])}
         if name == "Hostname":

@@ -165,10 +165,13 @@ def test_unit_states_read_like_pyinfras_status_and_enabled_facts():
               "Id=nginx.service", "SubState=dead", "UnitFileState=", "",
               "Id=systemd-networkd.service", "SubState=exited", "UnitFileState=static"]
     assert UnitStates().process(output) == {
-        "heartbeat.service": {"running": True, "enabled": True},
-        "nginx.service": {"running": False, "enabled": False},
-        "systemd-networkd.service": {"running": True, "enabled": True},
+        "heartbeat.service": {"running": True, "enabled": True, "state": "running"},
+        "nginx.service": {"running": False, "enabled": False, "state": "dead"},
+        "systemd-networkd.service": {"running": True, "enabled": True, "state": "exited"},
     }
+    # what a unit systemd will start again shows: not running, not dead either
+    (restarting,) = UnitStates().process(["Id=keepalived.service", "SubState=auto-restart", "UnitFileState=disabled"]).values()
+    assert restarting == {"running": False, "enabled": False, "state": "auto-restart"}
 
 
 def test_os_release_is_read_without_its_quotes():

@@ -130,15 +130,23 @@ def test_a_new_dropin_reloads_systemd_and_leaves_keepalived_running(cluster):
                                                           "Reload systemd for keepalived's drop-in"}
 
 
-def test_a_stopped_heartbeat_left_enabled_is_disabled(cluster):
-    """A host where heartbeat and ldirectord are installed but stopped (they are not
-    running: check_engine refuses otherwise) must not start them at the next boot."""
+def test_the_other_engine_stays_disabled_whatever_passed_the_check(cluster, monkeypatch):
+    """Each engine's deploy disables the other's services where they are installed and
+    stopped (preflight.check_engine refuses them enabled; the deploy holds it anyway)."""
+    from tasks import preflight
+
+    monkeypatch.setattr(preflight, "check_engine", lambda cluster: None)
     machine = _converged(cluster, cluster.master)
     for service in ("heartbeat", "ldirectord"):
         machine.running[f"{service}.service"], machine.enabled[f"{service}.service"] = False, True
     changes = changing(_director(cluster, machine))
     assert changes == {f"{s} is not enabled (engine keepalived)": [f"systemctl disable {s}.service"]
                        for s in ("heartbeat", "ldirectord")}
+    on_heartbeat = replace(cluster, engine="heartbeat")
+    machine = _converged(on_heartbeat, on_heartbeat.master)
+    machine.running["keepalived.service"], machine.enabled["keepalived.service"] = False, True
+    changes = changing(_director(on_heartbeat, machine, peer=_converged(on_heartbeat, on_heartbeat.balancers[1])))
+    assert changes == {"keepalived is not enabled (engine heartbeat)": ["systemctl disable keepalived.service"]}
 
 
 def test_the_firewall_accepts_vrrp_from_the_peer_before_keepalived_starts(cluster):
@@ -164,9 +172,11 @@ def test_a_pair_running_heartbeat_is_not_half_migrated(reference, where):
         _director(cluster, machine, node.name, peer=peer)
     message = str(refused.value)
     runs_heartbeat = heartbeat_node.hostname
-    assert f"the model's engine is keepalived, but heartbeat on {runs_heartbeat}, ldirectord on {runs_heartbeat} runs" in message
+    assert (f"the model's engine is keepalived, but heartbeat on {runs_heartbeat}, ldirectord on {runs_heartbeat} "
+            "runs or would start") in message
     for b in cluster.balancers:
         assert f"{b.name}: heartbeat " in message  # each node's state is named
+    assert f"{runs_heartbeat}: heartbeat running enabled, ldirectord running enabled, keepalived " in message
     assert "not built yet: nothing was changed" in message
 
 
@@ -175,6 +185,38 @@ def test_a_heartbeat_model_is_not_deployed_beside_a_running_keepalived(reference
     with pytest.raises(DeployError, match=r"the model's engine is heartbeat, but keepalived on balancer1 runs"):
         _director(reference, converged_balancer(reference, reference.peer(reference.master)),
                   reference.peer(reference.master).name, peer=keepalived_node)
+
+
+@pytest.mark.parametrize("state, enabled", [("auto-restart", False), ("activating", False), ("dead", True),
+                                            ("failed", True)])
+@pytest.mark.parametrize("where", ["this node", "the peer"])
+def test_the_other_engine_restarting_or_enabled_is_refused_too(reference, state, enabled, where):
+    """A keepalived systemd will start again (auto-restart: Restart=always between
+    attempts; starting), or one stopped but enabled at boot: a second engine beside
+    heartbeat, now or at the next reboot. Refused from either node's facts, naming each
+    node's state."""
+    node, other = reference.master, reference.peer(reference.master)
+    odd = converged_balancer(reference, node if where == "this node" else other)
+    odd.running["keepalived.service"], odd.enabled["keepalived.service"] = False, enabled
+    odd.states["keepalived.service"] = state
+    machine, peer = (odd, converged_balancer(reference, other)) if where == "this node" else (
+        converged_balancer(reference, node), odd)
+    with pytest.raises(DeployError) as refused:
+        _director(reference, machine, node.name, peer=peer)
+    message = str(refused.value)
+    assert f"but keepalived on {odd.hostname} runs or would start" in message
+    assert f"{odd.hostname}: heartbeat running enabled, ldirectord running enabled, keepalived {state} " \
+           f"{'enabled' if enabled else 'disabled'}" in message
+    fine = other if odd.hostname == node.name else node
+    assert f"{fine.name}: heartbeat running enabled, ldirectord running enabled, keepalived dead disabled" in message
+
+
+@pytest.mark.parametrize("state", ["dead", "failed"])
+def test_a_stopped_disabled_keepalived_is_no_obstacle(reference, state):
+    machine = converged_balancer(reference, reference.master)
+    machine.running["keepalived.service"], machine.enabled["keepalived.service"] = False, False
+    machine.states["keepalived.service"] = state
+    assert changing(_director(reference, machine, peer=converged_balancer(reference, reference.balancers[1]))) == {}
 
 
 def test_every_host_installs_its_packages_in_one_operation_of_the_real_deploy_file(reference):

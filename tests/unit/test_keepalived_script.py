@@ -3,8 +3,10 @@ calls: keepalived's notify drives conntrackd's primary/backup script and the IPV
 daemons' unit on every VRRP transition and never fails; `reach` is a group ping that
 succeeds while one address answers; `record` keeps the sha1 of the file keepalived runs."""
 
+import fcntl
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -19,25 +21,35 @@ def run(tmp_path):
     calls = tmp_path / "calls"
     for name, body in {
         # conntrackd's primary/backup script and systemctl: each call recorded, failing on demand
-        "state-script": 'echo "state-script $*" >> "$FAKE/calls"; [ ! -f "$FAKE/state-fails" ] || { echo broken >&2; exit 1; }',
+        "state-script": 'echo "state-script $*" >> "$FAKE/calls"; [ ! -e /proc/$$/fd/9 ] || echo "lock inherited" >> "$FAKE/calls"; '
+                        '[ ! -f "$FAKE/state-fails" ] || { echo broken >&2; exit 1; }',
+        # a state script whose start holds on until $FAKE/release exists (a slow conntrackd)
+        "slow-state": 'echo "begin $1" >> "$FAKE/calls"; if [ "$1" = start ]; then '
+                      'while [ ! -f "$FAKE/release" ]; do sleep 0.05; done; fi; echo "end $1" >> "$FAKE/calls"',
         "systemctl": 'echo "systemctl $*" >> "$FAKE/calls"; [ ! -f "$FAKE/systemctl-fails" ] || exit 1',
-        # ping: the addresses listed in $FAKE/answering answer
-        "ping": 'for a; do :; done; grep -qx "$a" "$FAKE/answering" 2>/dev/null',
+        # ping: the addresses listed in $FAKE/answering answer; those in $FAKE/hanging wait
+        # (as a dead host's ping does for its -W) until $FAKE/release exists
+        "ping": 'for a; do :; done; echo "$*" >> "$FAKE/pinged"; if grep -qx "$a" "$FAKE/hanging" 2>/dev/null; then '
+                'while [ ! -f "$FAKE/release" ]; do sleep 0.05; done; exit 1; fi; grep -qx "$a" "$FAKE/answering" 2>/dev/null',
         "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
     }.items():
         fake = tmp_path / name
         fake.write_text(f"#!/bin/sh\n{body}\n")
         fake.chmod(0o755)
 
-    def run(*args):
-        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
-               "LVSHA_PING": str(tmp_path / "ping")}
-        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env=env, timeout=30)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
+           "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_NOTIFY_LOCK": str(tmp_path / "run" / "notify.lock")}
+
+    def run(*args, **more):
+        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env={**env, **more}, timeout=30)
         made = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
         return result, made
 
-    run.dir = tmp_path
+    def start(*args):
+        return subprocess.Popen([PROGRAM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    run.dir, run.start, run.lock = tmp_path, start, Path(env["LVSHA_NOTIFY_LOCK"])
     return run
 
 
@@ -56,7 +68,68 @@ def test_master_makes_conntrackd_primary_and_keeps_the_sync_daemons_running(run)
 def test_leaving_master_makes_conntrackd_backup(run, state):
     result, calls = _notify(run, state)
     assert result.returncode == 0, result.stderr
-    assert calls == ["state-script stop", "systemctl start --no-block lvsha-ipvs-sync.service"]
+    # STOP is keepalived stopping (a shutdown, a restart): no unit is started then
+    sync = [] if state == "STOP" else ["systemctl start --no-block lvsha-ipvs-sync.service"]
+    assert calls == ["state-script stop", *sync]
+
+
+def _wait_for(path, text, limit=30):
+    """Until `path` holds the line `text`; a failure after `limit` seconds (it never came)."""
+    deadline = time.monotonic() + limit
+    while text not in (path.read_text().splitlines() if path.exists() else []):
+        assert time.monotonic() < deadline, f"{path} never held {text!r}"
+        time.sleep(0.05)
+
+
+def test_two_notifies_started_together_apply_in_turn(run):
+    """keepalived does not wait for a notify before it starts the next: a BACKUP
+    following a MASTER whose conntrackd start is slow waits for it to end."""
+    script = str(run.dir / "slow-state")
+    first = run.start("notify", script, "lvsha-ipvs-sync.service", "INSTANCE", "lvsha", "MASTER", "150")
+    _wait_for(run.dir / "calls", "begin start")
+    second = run.start("notify", script, "lvsha-ipvs-sync.service", "INSTANCE", "lvsha", "BACKUP", "150")
+    try:
+        second.wait(timeout=1)  # it would end by now if it did not wait its turn
+    except subprocess.TimeoutExpired:
+        pass
+    (run.dir / "release").touch()
+    assert first.wait(timeout=30) == 0 and second.wait(timeout=30) == 0
+    calls = (run.dir / "calls").read_text().splitlines()
+    assert calls == ["begin start", "end start", "systemctl start --no-block lvsha-ipvs-sync.service",
+                     "begin stop", "end stop", "systemctl start --no-block lvsha-ipvs-sync.service"]
+
+
+def test_notifies_queued_behind_one_end_with_the_newest_state(run):
+    """A MASTER then a BACKUP both waiting for a notify still running: the lock serves
+    waiters in no particular order, so whichever goes first applies the newest (BACKUP)."""
+    run.lock.parent.mkdir(parents=True, exist_ok=True)
+    script = str(run.dir / "state-script")
+    with open(run.lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the notify before them
+        waiting = []
+        for state in ("MASTER", "BACKUP"):
+            waiting.append(run.start("notify", script, "-", "INSTANCE", "lvsha", state, "150"))
+            _wait_for(Path(f"{run.lock}.wanted"), state)
+    assert [p.wait(timeout=30) for p in waiting] == [0, 0]
+    assert (run.dir / "calls").read_text().splitlines() == ["state-script stop", "state-script stop"]
+    assert "INSTANCE lvsha was MASTER, is BACKUP since: applying BACKUP" in (run.dir / "logged").read_text()
+
+
+def test_what_a_notify_starts_does_not_hold_the_lock(run):
+    """conntrackd's script leaves work in the background: the next transition must not wait for it."""
+    _, calls = _notify(run, "MASTER")
+    assert "lock inherited" not in calls and run.lock.exists()
+
+
+def test_a_notify_waits_for_the_one_before_only_so_long_and_says_so(run):
+    run.lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(run.lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a notify before it that never ends
+        result, calls = run("notify", str(run.dir / "state-script"), "lvsha-ipvs-sync.service", "INSTANCE", "lvsha",
+                            "BACKUP", "150", LVSHA_NOTIFY_WAIT="1")
+    assert result.returncode == 0 and calls[0] == "state-script stop"  # applied all the same
+    assert (f"INSTANCE lvsha is BACKUP: waited 1 s for the transition before it to end (lock {run.lock}): "
+            "applying this one without it") in (run.dir / "logged").read_text()
 
 
 def test_without_state_sync_nothing_is_driven(run):
@@ -88,8 +161,27 @@ def test_a_notify_missing_its_arguments_is_a_usage_error(run):
 @pytest.mark.parametrize("answering, expected", [([], 1), (["192.168.0.7"], 0), (["192.168.0.1", "192.168.0.4"], 0)])
 def test_reach_succeeds_while_one_address_answers(run, answering, expected):
     (run.dir / "answering").write_text("".join(f"{a}\n" for a in answering))
-    result, _ = run("reach", "192.168.0.1", "192.168.0.4", "192.168.0.7")
+    result, _ = run("reach", "1", "192.168.0.1", "192.168.0.4", "192.168.0.7")
     assert result.returncode == expected
+    pinged = (run.dir / "pinged").read_text().splitlines()
+    assert sorted(pinged) == [f"-c 1 -n -q -W 1 192.168.0.{i}" for i in (1, 4, 7)]  # each once, waiting WAIT
+
+
+def test_reach_ends_at_the_first_answer_not_waiting_for_a_dead_host(run):
+    """A dead host's ping waits its -W: the check must not (it would pass keepalived's
+    timeout on both nodes, and both would yield)."""
+    (run.dir / "answering").write_text("192.168.0.4\n")
+    (run.dir / "hanging").write_text("192.168.0.1\n192.168.0.7\n")
+    try:
+        result, _ = run("reach", "1", "192.168.0.1", "192.168.0.4", "192.168.0.7")
+    finally:
+        (run.dir / "release").touch()
+    assert result.returncode == 0, result.stderr
+
+
+def test_reach_without_its_wait_or_an_address_is_a_usage_error(run):
+    result, _ = run("reach", "192.168.0.1")
+    assert result.returncode == 2 and "usage" in result.stderr
 
 
 def test_record_keeps_the_sha1_of_the_file_keepalived_runs(run):

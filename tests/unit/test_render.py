@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from netaddr import IPNetwork
 
 from lvsha import render
 
@@ -133,6 +134,20 @@ def test_a_dedicated_sync_link_carries_the_state_and_gets_its_own_address(dedica
     assert f"-A PREROUTING -i {node.sync_interface} ! -s {net.cidr} -j DROP" in rules
     assert (f"-A INPUT -i {node.sync_interface} -s {peer.sync_ip}/32 -d {node.sync_ip}/32 -p udp -m udp "
             f"--dport {dedicated.state_sync.conntrackd_port} -j ACCEPT") in rules
+def test_each_own_interface_is_paired_with_its_network(reference, dedicated_sync):
+    """Both engines' deploys remove what an interface holds in its network beyond the
+    model's (Cluster.own_networks, one place): every interface once, with its own network."""
+    for cluster in (reference, dedicated_sync):
+        for balancer in cluster.balancers:
+            networks = cluster.own_networks(balancer)
+            assert [(i, cidrs) for i, _, cidrs in networks] == cluster.own_addresses(balancer)
+            expected = [cluster.external_network, cluster.internal_network]
+            if cluster.sync_net is not None:
+                expected.append(cluster.state_sync.network)
+            assert [n for _, n, _ in networks] == expected
+            assert all(IPNetwork(c) in IPNetwork(n) for _, n, cidrs in networks for c in cidrs)
+
+
 def test_ldirectord_runs_with_the_drained_copy_of_its_file(reference):
     dropin = _file(reference, "balancer1", render.LDIRECTORD_DROPIN).content
     assert f"ExecStartPre={render.DRAIN_SCRIPT} render" in dropin

@@ -7,13 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from lvsha import render
-from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID, HealthCheck
+from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID, Cluster, HealthCheck
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden-keepalived"
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,10 +55,15 @@ def test_golden_files(model, request, tmp_path):
         assert render.all_files(cluster)[host.name] == on_heartbeat[host.name]
 
 
-def test_heartbeat_models_render_as_before(reference):
-    """engine defaults to heartbeat: the reference (whose golden copy is tests/golden) says nothing else."""
-    assert reference.engine == "heartbeat"
-    assert render.all_files(reference) == render.all_files(replace(reference, engine="heartbeat"))
+def test_a_model_naming_no_engine_is_on_heartbeat(reference):
+    """engine defaults to heartbeat: the reference names none, and gets heartbeat's files
+    (byte for byte: its golden copy, tests/golden, test_render.py), none of keepalived's."""
+    assert "engine" not in (ROOT / "inventory.py").read_text()
+    assert next(f for f in fields(Cluster) if f.name == "engine").default == "heartbeat"
+    for balancer in reference.balancers:
+        files = set(_files(reference, balancer.name))
+        assert {render.HA_CF, render.HARESOURCES, render.LDIRECTORD_CF} <= files
+        assert not files & {render.KEEPALIVED_CONF, render.KEEPALIVED_DROPIN, render.KEEPALIVED_PROGRAM}
 
 
 def test_each_engine_gets_its_own_files_only(model):
@@ -119,7 +124,10 @@ def test_vrrp_is_unicast_to_the_peer_on_the_first_link_with_priorities_from_the_
         if hb.auto_failback:
             assert ["nopreempt"] not in words
             delay = [w for w in words if w[0] == "preempt_delay"]
-            assert delay == ([["preempt_delay", str(render.sync_listen(cluster))]] if cluster.state_sync.enabled else [])
+            # keepalived delays any preemption by it: the master's return waits for its sync
+            # daemons, the backup takes over from a master whose priority dropped at once
+            returning = cluster.state_sync.enabled and balancer.name == cluster.master.name
+            assert delay == ([["preempt_delay", str(render.sync_listen(cluster))]] if returning else [])
         else:
             assert ["nopreempt"] in words
         # every heartbeat link is watched: VRRP's own interface by keepalived, the others tracked
@@ -137,12 +145,17 @@ def test_the_ping_nodes_make_the_node_that_reaches_less_yield(reference, edge):
     master, backup = (cluster.vrrp_priority(b) for b in cluster.balancers)
     checks = render.keepalived_track_scripts(cluster)
     assert [c.script.split()[-1] for c in checks[:-1]] == [str(n) for n in cluster.external_ping_nodes()]
-    assert checks[-1].script.split()[2:] == [str(a) for a in cluster.internal_ping_group()]
+    assert checks[-1].script.split()[3:] == [str(a) for a in cluster.internal_ping_group()]
     for check in checks:
         assert master + check.weight < backup  # one check failing on the master moves the group
-        assert check.script.split()[:2] == [render.KEEPALIVED_PROGRAM, "reach"]
+        assert check.script.split()[:3] == [render.KEEPALIVED_PROGRAM, "reach", str(render.REACH_WAIT)]
         conf = _conf(cluster, cluster.master)
+        script = _words(_block(conf, f"vrrp_script {check.name}"))
         assert f'script "{check.script}"' in _block(conf, f"vrrp_script {check.name}")
+        # given longer than one ping's wait, and no longer than its interval (runs never overlap)
+        (interval,) = [int(w[1]) for w in script if w[0] == "interval"]
+        (timeout,) = [int(w[1]) for w in script if w[0] == "timeout"]
+        assert render.REACH_WAIT < timeout <= interval == cluster.heartbeat.keepalive
         assert f"\t\t{check.name}\n" in _block(conf, "\ttrack_script")
     # a model without an external ping node gets no ping checks (as it gets no ipfail on heartbeat)
     assert render.keepalived_track_scripts(replace(edge, engine="keepalived")) == []
@@ -237,6 +250,35 @@ def test_keepalived_never_starts_where_the_firewall_did_not_load_and_comes_back(
     assert "After=netfilter-persistent.service" in dropin and "Restart=always" in dropin
     record = f"{render.KEEPALIVED_PROGRAM} record {render.KEEPALIVED_CONF} {render.KEEPALIVED_APPLIED}"
     assert f"ExecStartPost=-{record}" in dropin and f"ExecReload=-{record}" in dropin
+
+
+def _debian_unit() -> Path | None:
+    """Debian's keepalived.service, from the package bin/setup unpacks into the venv."""
+    for root in (Path(sys.prefix), ROOT / ".venv"):
+        unit = root / "keepalived/lib/systemd/system/keepalived.service"
+        if unit.is_file():
+            return unit
+    return None
+
+
+def test_keepalived_leaves_ipvs_loaded_when_it_stops(reference):
+    """keepalived clears IPVS at its stop unless run with --dont-release-ipvs (2.2.7's
+    check_daemon.c): the drop-in replaces Debian's ExecStart (an Environment= would
+    lose to /etc/default/keepalived's DAEMON_ARGS) and keeps what it passes."""
+    dropin = _files(replace(reference, engine="keepalived"), "balancer1")[render.KEEPALIVED_DROPIN].content.splitlines()
+    starts = [line for line in dropin if line.startswith("ExecStart=")]
+    assert starts[0] == "ExecStart=" and len(starts) == 2  # the reset, then the one command
+    command = starts[1].removeprefix("ExecStart=").split()
+    assert command[0] == render.KEEPALIVED_BINARY and "--dont-release-ipvs" in command
+    assert {"--dont-fork", "$DAEMON_ARGS"} <= set(command)
+    unit = _debian_unit()
+    if unit is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's keepalived.service is not available (bin/setup unpacks it into .venv/keepalived)")
+        pytest.skip("Debian's keepalived.service is not available (bin/setup unpacks it into .venv/keepalived)")
+    (debian,) = [line.removeprefix("ExecStart=").split() for line in unit.read_text().splitlines()
+                 if line.startswith("ExecStart=")]
+    assert set(debian) <= set(command)  # everything Debian passes, DAEMON_ARGS included
 
 
 # ---- keepalived's own check of the rendered files -----------------------------------

@@ -175,6 +175,58 @@ def test_a_ping_group_line_longer_than_heartbeat_reads_is_refused(reference):
         validate(model(400))
 
 
+# ---- keepalived's own limits (engine "keepalived") ------------------------------------------
+
+def _web_hosts(reference, count):
+    """The reference with one site and `count` web hosts."""
+    hosts = tuple(replace(reference.web_hosts[0], name=f"web{i}", internal_ips=(f"192.168.{1 + i // 250}.{1 + i % 250}",),
+                          mail_ip=f"10.0.{2 + i // 250}.{1 + i % 250}", public_ip=None) for i in range(count))
+    return replace(reference, sites=reference.sites[:1], web_hosts=hosts, external_network="10.0.0.0/16",
+                   internal_network="192.168.0.0/16")
+
+
+def test_heartbeats_buffers_are_checked_on_heartbeat_models_only(reference, monkeypatch):
+    """ha.cf and haresources are heartbeat's files: a model on keepalived renders neither."""
+    monkeypatch.setattr(render, "HEARTBEAT_LINE_MAX", 20)  # every ha.cf line too long for heartbeat
+    assert [p for p in problems(reference) if "heartbeat reads as one line" in p.message]
+    assert problems(replace(reference, engine="keepalived")) == []
+
+
+def test_a_keepalived_conf_line_longer_than_keepalived_reads_is_refused(reference):
+    """The web hosts' track script names every web host: about 70 of them fill keepalived's line."""
+    assert not problems(replace(_web_hosts(reference, 50), engine="keepalived"))
+    many = replace(_web_hosts(reference, 100), engine="keepalived")
+    (found,) = problems(many)
+    assert (found.field, found.value) == ("web_hosts", 100)
+    length = max(len(line) for line in render.keepalived_conf(many, many.master).content.splitlines())
+    assert length > render.KEEPALIVED_LINE_MAX
+    assert f"is {length} characters, over the {render.KEEPALIVED_LINE_MAX}" in found.message
+    assert "track script" in found.message
+    assert not [p for p in problems(replace(many, engine="heartbeat")) if p.field == "web_hosts"]  # ha.cf has room
+
+
+def test_a_site_line_longer_than_keepalived_reads_names_the_sites_field(reference):
+    site = reference.sites[1]
+    receive = "x" * render.KEEPALIVED_LINE_MAX
+    cluster = replace(reference, engine="keepalived", sites=(reference.sites[0], replace(site, health=replace(site.health, receive=receive)),
+                                                             *reference.sites[2:]))
+    (found,) = problems(cluster)
+    assert found.field == f"sites[{site.name}].health.receive" and found.value > render.KEEPALIVED_LINE_MAX
+    assert f"over the {render.KEEPALIVED_LINE_MAX}" in found.message
+    assert not problems(replace(cluster, engine="heartbeat"))
+
+
+def test_more_floating_addresses_than_a_vrrp_advertisement_holds_are_refused(reference):
+    from lvsha.model import VRRP_MAX_ADDRESSES
+
+    fits = VRRP_MAX_ADDRESSES - 1 - len(reference.web_hosts)  # the gateway and the mail IPs besides the VIPs
+    assert not [p for p in problems(replace(scale_cluster(reference, fits), engine="keepalived"))]
+    (found,) = problems(replace(scale_cluster(reference, fits + 1), engine="keepalived"))
+    assert (found.field, found.value) == ("sites", fits + 1)
+    assert f"{VRRP_MAX_ADDRESSES + 1} (" in found.message and f"over the {VRRP_MAX_ADDRESSES}" in found.message
+    assert not problems(scale_cluster(reference, fits + 1))  # heartbeat carries them
+
+
 # ---- the firewall ------------------------------------------------------------------------
 
 def test_long_source_lists_are_written_as_rules_iptables_restore_accepts(scaled):
