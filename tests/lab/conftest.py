@@ -26,6 +26,7 @@ command (`lvsha status`, `drain`, `failover`) skips where it is not built yet
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -351,6 +352,17 @@ def client_sources(lab):
         lab.client("ip", "addr", "del", f"{ip}/{net.prefixlen}", "dev", "eth0")
 
 
+def _progress(config):
+    """A function printing a line to the terminal as it happens, also under pytest's
+    output capture (the README's test command): the lab's long steps are never silent."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+
+    def say(line: str) -> None:
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(line, flush=True)
+    return say
+
+
 @pytest.fixture(scope="session", params=_models())
 def lab(request):
     """The lab for one model (pytest runs every test of the first model, then
@@ -363,6 +375,7 @@ def lab(request):
         pytest.skip(message)
 
     global _lab_used, _report_started
+    say = _progress(request.config)
     _lab_used = True
     inventory = Path(request.param)
     reuse = os.environ.get("LVSHA_LAB_REUSE") == "1" and lab_api.status().get("status") == "up"
@@ -382,7 +395,7 @@ def lab(request):
         release = os.environ.get(image.RELEASE_ENV) or (image.SECOND_MODEL_RELEASE if second else image.DEFAULT_RELEASE)
         label = f"{model.name} (Debian {release})" if second else ""
         set_report_label(label)
-        state = lab_api.up(model, progress=lambda m: print(f"[lab] {m}", flush=True), inventory=inventory,
+        state = lab_api.up(model, progress=lambda m: say(f"[lab] {m}"), inventory=inventory,
                            provisioned=second, release=release)
         for key in ("image_s", "boot_s"):
             if key in state.get("timings", {}):
@@ -393,7 +406,7 @@ def lab(request):
             set_report_label(" ".join(filter(None, [label, cluster.engine])))
         handle = Lab(state, cluster)
         if not reuse:
-            first = deploy(progress=lambda line: print(f"[lab] first deploy {line}", flush=True))
+            first = deploy(progress=lambda line: say(f"[lab] first deploy {line}"))
             first.save(cache_dir() / f"first-deploy-{cluster.name}.log")
             assert first.ok, f"first deploy failed:\n{first.output[-6000:]}"
             record("first deploy", first.seconds)
