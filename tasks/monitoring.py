@@ -6,7 +6,7 @@ from pyinfra.operations import server, systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks.facts import managed_state
-from tasks.operations import absent_file, unit
+from tasks.operations import absent_file, restart_for_new_files, unit
 from tasks.rendered import put
 
 
@@ -47,16 +47,9 @@ def monitoring(cluster: Cluster, balancer: Balancer):
                           _if=lambda: any(op.did_change() for op in (service_written, timer_written, dropin_written)))
     exporter = unit(name="node_exporter runs, enabled at boot", service="prometheus-node-exporter",
                     running=True, enabled=True)
-    server.shell(
-        name="Restart node_exporter for lvsha's drop-in",
-        commands=["systemctl restart prometheus-node-exporter.service"],
-        # One just started has read the new drop-in already.
-        _if=lambda: not exporter.did_change() and dropin_written.did_change(),
-    )
+    restart_for_new_files(exporter, "prometheus-node-exporter.service", "Restart node_exporter for lvsha's drop-in",
+                          dropin_written.did_change)
     timer_unit = unit(name="lvsha's metrics every few seconds, enabled at boot", service="lvsha-metrics.timer",
                       running=True, enabled=True)
-    server.shell(
-        name="Restart lvsha-metrics.timer for its new interval",
-        commands=["systemctl restart lvsha-metrics.timer"],
-        _if=lambda: not timer_unit.did_change() and timer_written.did_change(),
-    )
+    restart_for_new_files(timer_unit, "lvsha-metrics.timer", "Restart lvsha-metrics.timer for its new interval",
+                          timer_written.did_change)

@@ -11,7 +11,7 @@ from netaddr import IPNetwork
 from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.facts.server import Sysctl
-from pyinfra.operations import files
+from pyinfra.operations import files, server
 
 from lvsha import render
 from tasks.facts import (Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, LoadedModules, fact,
@@ -224,3 +224,11 @@ def symlink(path: str, target: str | None):
         yield StringCommand("rm", "-f", path)
     else:
         yield StringCommand("ln", "-sfnT", target, path)
+
+
+def restart_for_new_files(started, service: str, name: str, changed) -> None:
+    """Restart `service` when `changed()` says a file it reads was rewritten, unless
+    `started` (the `unit` operation keeping it running) has just started it: one just
+    started has read the new files already."""
+    server.shell(name=name, commands=[f"systemctl restart {service}"],
+                 _if=lambda: not started.did_change() and changed())

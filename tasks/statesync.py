@@ -6,7 +6,7 @@ from pyinfra.operations import server, systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks.heartbeat import runs_stale
-from tasks.operations import absent_file, unit
+from tasks.operations import absent_file, restart_for_new_files, unit
 from tasks.rendered import put
 
 
@@ -59,8 +59,5 @@ def state_sync(cluster: Cluster, balancer: Balancer):
     )
     daemons = unit(name="IPVS sync daemons run on both balancers, enabled at boot", service="lvsha-ipvs-sync",
                    running=True, enabled=True)
-    server.shell(
-        name="Restart the IPVS sync daemons for their new unit",
-        commands=["systemctl restart lvsha-ipvs-sync.service"],
-        _if=lambda: not daemons.did_change() and unit_written.did_change(),
-    )
+    restart_for_new_files(daemons, "lvsha-ipvs-sync.service", "Restart the IPVS sync daemons for their new unit",
+                          unit_written.did_change)
