@@ -144,14 +144,17 @@ class LongLived:
         """Wait until `balancer` (the standby) holds the connections it would take
         over: the IPVS connections of the HTTP and stream sessions (IPVS sync), the
         mail session's and the outbound connection's NAT states (conntrackd's
-        external cache)."""
+        external cache on heartbeat; on keepalived the kernel's own table, which
+        conntrackd writes them into: templates/conntrackd.conf.j2)."""
         started = time.monotonic()
         now = self.connections()
         ports = [now["http"]["local_port"], now["stream"]["local_port"]]
         mail_port = now["smtp"]["local_port"]
 
+        states = "cat /proc/net/nf_conntrack" if self.lab.engine == "keepalived" else "conntrackd -e"
+
         def synced():
-            out = self.lab.ssh(balancer, "ipvsadm -Lnc; echo @@; conntrackd -e", check=False).stdout
+            out = self.lab.ssh(balancer, f"ipvsadm -Lnc; echo @@; {states}", check=False).stdout
             ipvs, _, conntrack = out.partition("@@")
             return (all(f"{self.source}:{port} " in ipvs for port in ports)
                     and f"sport={mail_port} " in conntrack and f"dport={OUTBOUND_PORT} " in conntrack)

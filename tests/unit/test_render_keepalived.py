@@ -238,6 +238,15 @@ def test_state_sync_is_driven_by_keepalived_notify(reference, edge):
     assert "keepalived.service" in unit and "heartbeat" not in unit and render.IPVS_READY_SCRIPT not in unit
     dropin = files[render.KEEPALIVED_DROPIN].content.splitlines()
     assert "After=conntrackd.service" in dropin
+    # The peer's states go straight into the kernel on keepalived (its notify runs as the
+    # addresses arrive: a commit then races the first packets, and the lab saw the held
+    # connections reset at a failback); heartbeat commits its external cache first.
+    def sync_mode(model):
+        conf = _files(model, model.master.name)[render.CONNTRACKD_CONF].content
+        return [line.split()[1] for line in conf.splitlines() if line.strip().startswith("DisableExternalCache")]
+
+    assert sync_mode(cluster) == ["On"]
+    assert sync_mode(reference) == []
     # without state sync (edge): no notify, no conntrackd script
     unsynced = replace(edge, engine="keepalived")
     assert "\tnotify " not in _conf(unsynced, unsynced.master)
