@@ -114,16 +114,15 @@ def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> 
 
 
 def read_outputs(pair: Pair, name: str) -> dict[str, tuple[int, str]]:
-    """What live.BalancerView.from_outputs reads: live.COMMANDS on balancer `name`
-    (and live.SYNC_COMMANDS when the model syncs connection state), then
-    heartbeat's view of the peer and of each of its links."""
+    """What live.BalancerView.from_outputs reads: live.commands(cluster) on balancer
+    `name` (the engine's, and live.SYNC_COMMANDS when the model syncs connection state),
+    then, on heartbeat, its view of the peer and of each of its links."""
     peer = pair.cluster.peer(pair.cluster.balancer(name)).name
     outputs = {}
-    commands = {**live.COMMANDS, **(live.SYNC_COMMANDS if pair.cluster.state_sync.enabled else {})}
-    for key, command in commands.items():
+    for key, command in live.commands(pair.cluster).items():
         rc, out, _ = pair.run(name, command)
         outputs[key] = (rc, out)
-    if outputs["hbstatus"][0] == 0:
+    if outputs.get("hbstatus", (1, ""))[0] == 0:
         outputs["peer"] = pair.run(name, f"cl_status nodestatus {peer}")[:2]
         outputs["links"] = pair.run(name, f"cl_status listhblinks {peer}")[:2]
         for link in live.parse_words(outputs["links"][1]):
@@ -213,6 +212,11 @@ def status_command(inventory, as_json, save_raw, sudo):
     sys.exit(0 if status.healthy else 1)
 
 
+def drain_script(cluster: Cluster) -> str:
+    """lvsha-drain as the model's engine runs it (keepalived: the file keepalived runs)."""
+    return f"{render.DRAIN_SCRIPT} --engine keepalived" if cluster.engine == "keepalived" else render.DRAIN_SCRIPT
+
+
 def _change_drain(inventory, host, site, sudo, action: str) -> tuple[Pair, list[tuple[str, str]]]:
     pair = load_pair(inventory, sudo)
     pairs = drain_pairs(pair.cluster, host, site)  # a typo fails before connecting anywhere
@@ -223,10 +227,11 @@ def _change_drain(inventory, host, site, sudo, action: str) -> tuple[Pair, list[
         raise Day2Error(f"{', '.join(f'{n} ({pair.errors[n]})' for n in unreachable)}: cannot {action}: "
                         "the drained list lives on both balancers; bring it back first")
     arguments = " ".join(f"{v} {r}" for v, r in pairs)
+    script = drain_script(pair.cluster)
     done = []
     for name in pair.reachable():
         try:
-            pair.require(name, f"{render.DRAIN_SCRIPT} {'add' if action == 'drain' else 'remove'} {arguments}",
+            pair.require(name, f"{script} {'add' if action == 'drain' else 'remove'} {arguments}",
                          f"{action} {host}")
         except Day2Error as error:
             held = (f"; {', '.join(done)} has it already, so the balancers disagree until "
@@ -251,10 +256,11 @@ def _weights(pair: Pair, host: str, site: str | None) -> dict[str, list[int | No
 
 
 def _wait_for_weights(pair: Pair, host: str, site: str | None, drained: bool) -> str:
-    """Wait until ldirectord has applied the change on every balancer: every real
-    server of the host at weight 0 or out of IPVS (drained), or back in IPVS
-    above 0 (undrained). A real server that stays out after an undrain is
-    failing its health check: said, not an error."""
+    """Wait until the engine (ldirectord, or keepalived's checker) has applied the
+    change on every balancer: every real server of the host at weight 0 or out of
+    IPVS (drained), or back in IPVS above 0 (undrained). A real server that stays
+    out (or at 0) after an undrain is failing its health check: said, not an error."""
+    keeper = live.engine_keeper(pair.cluster)
     started = time.monotonic()
     while True:
         weights = _weights(pair, host, site)
@@ -266,11 +272,11 @@ def _wait_for_weights(pair: Pair, host: str, site: str | None, drained: bool) ->
             return ""
         if elapsed >= WEIGHT_TIMEOUT:
             if drained:
-                raise Day2Error(f"ldirectord has not applied the drain of {host} after {WEIGHT_TIMEOUT} s: "
+                raise Day2Error(f"{keeper} has not applied the drain of {host} after {WEIGHT_TIMEOUT} s: "
                                 f"weights {weights} (the drain is recorded; see `lvsha status`)")
             return (f"; not all back after {WEIGHT_TIMEOUT} s, weights {weights} "
-                    "(out of IPVS: failing the health check)")
-        _progress(f"waiting for ldirectord to apply it: weights {weights}")
+                    "(out of IPVS or at 0: failing the health check)")
+        _progress(f"waiting for {keeper} to apply it: weights {weights}")
         time.sleep(2)
 
 
@@ -283,9 +289,9 @@ def _wait_for_weights(pair: Pair, host: str, site: str | None, drained: bool) ->
 @_sudo
 def drain_command(inventory, host, site, wait, timeout, sudo):
     """Take web host HOST out of rotation: no new connections (IPVS weight 0),
-    established ones continue; returns once ldirectord has set the weights on
-    both balancers. Held across failovers, ldirectord restarts and deploys,
-    until `lvsha undrain`."""
+    established ones continue; returns once the engine (ldirectord, keepalived) has
+    set the weights on both balancers. Held across failovers, restarts, reloads and
+    deploys, until `lvsha undrain`."""
     pair, pairs = _change_drain(inventory, host, site, sudo, "drain")
     note = _wait_for_weights(pair, host, site, drained=True)
     where = f"site {site}" if site else "every site"
@@ -313,7 +319,7 @@ def drain_command(inventory, host, site, wait, timeout, sudo):
 @_sudo
 def undrain_command(inventory, host, site, sudo):
     """Put web host HOST back into rotation (on every site, or one); returns once
-    ldirectord has restored its weight (at its next successful health check)."""
+    the engine has restored its weight (at its next successful health check)."""
     pair, pairs = _change_drain(inventory, host, site, sudo, "undrain")
     note = _wait_for_weights(pair, host, site, drained=False)
     click.echo(f"{host} back in rotation on {f'site {site}' if site else 'every site'} "
@@ -326,19 +332,56 @@ def _fit_to_carry(status: live.ClusterStatus, target: str) -> list[str]:
     reasons = []
     if not view.reachable:
         return [f"{target} is unreachable ({view.error})"]
-    if view.heartbeat != "running":
-        reasons.append(f"heartbeat is {view.heartbeat} on {target}")
-    elif view.peer_seen_as != "active":
-        reasons.append(f"{target} sees its peer as {view.peer_seen_as or 'unknown'}")
-    if view.ldirectord != "active":
-        reasons.append(f"ldirectord is {view.ldirectord} on {target}: its IPVS is not loaded")
+    if view.engine == "keepalived":
+        if view.keepalived != "active":
+            reasons.append(f"keepalived is {view.keepalived} on {target}")
+        elif view.vrrp != "BACKUP":
+            reasons.append(f"{target} is VRRP {view.vrrp}, not BACKUP: it would not take the group"
+                           + (" (a tracked interface or check failed)" if view.vrrp == "FAULT" else ""))
+    else:
+        if view.heartbeat != "running":
+            reasons.append(f"heartbeat is {view.heartbeat} on {target}")
+        elif view.peer_seen_as != "active":
+            reasons.append(f"{target} sees its peer as {view.peer_seen_as or 'unknown'}")
+        if view.ldirectord != "active":
+            reasons.append(f"ldirectord is {view.ldirectord} on {target}: its IPVS is not loaded")
     if view.ipvs != live.IPVS_COMPLETE:
         reasons.append(f"the IPVS table of {target} is {view.ipvs}: it would not serve those sites")
     if view.firewall != "loaded as rendered":
         reasons.append(f"the firewall of {target} is {view.firewall}")
-    if not any(state == "up" for state in view.links.values()):
+    if view.engine != "keepalived" and not any(state == "up" for state in view.links.values()):
         reasons.append(f"no heartbeat link of {target} is up")
     return reasons
+
+
+def _request_failover(pair: Pair, name: str, value: int) -> None:
+    """`lvsha failover`'s tracked file on keepalived (lvsha-keepalived failover 0|1)."""
+    pair.require(name, f"{render.KEEPALIVED_PROGRAM} failover {value}", f"writing {value} to the failover request")
+
+
+def _keepalived_handover(pair: Pair, holder: str, target: str) -> tuple[list[str], list[str]]:
+    """keepalived has no takeover command: lvsha's tracked file (keepalived.conf's
+    vrrp_track_file) changes the priorities instead. Returns (nodes whose request is
+    undone once `target` carries everything, nodes whose request is undone if it does
+    not in time). With auto_failback on, 1 on the holder lowers its priority under the
+    target's, which preempts; the request stays while the target carries the group
+    (a holder of lower model priority needs none: clearing the target's own is the
+    way back). With auto_failback off, 1 holds the holder in FAULT until the target is
+    MASTER, then is cleared (nopreempt keeps the group there)."""
+    cluster = pair.cluster
+    _request_failover(pair, target, 0)
+    if not cluster.heartbeat.auto_failback:
+        _progress(f"holding {holder} in FAULT ({render.KEEPALIVED_FAILOVER_FILE}) until {target} is MASTER")
+        _request_failover(pair, holder, 1)
+        return [holder], [holder]
+    if cluster.vrrp_priority(cluster.balancer(target)) > cluster.vrrp_priority(cluster.balancer(holder)):
+        _progress(f"clearing the failover request on both: {target} has the higher priority and preempts")
+        _request_failover(pair, holder, 0)
+        return [], []
+    _progress(f"lowering the VRRP priority of {holder} under {target}'s ({render.KEEPALIVED_FAILOVER_FILE}: "
+              f"until `lvsha failover --to {holder}`)")
+    _request_failover(pair, holder, 1)
+    return [], [holder]
 
 
 @click.command("failover")
@@ -349,7 +392,9 @@ def _fit_to_carry(status: live.ClusterStatus, target: str) -> list[str]:
 def failover_command(inventory, target, timeout, sudo):
     """Hand every floating address to the other balancer (or --to BALANCER) and
     return once it carries them all and its IPVS serves every site. Refuses when
-    the receiving balancer is not healthy. Handing back is the same command."""
+    the receiving balancer is not healthy. Handing back is the same command. On
+    keepalived, a priority change the pair honours (docs/operating.md), undone by
+    handing back."""
     pair = load_pair(inventory, sudo)
     names = [b.name for b in pair.cluster.balancers]
     if target is not None and target not in names:
@@ -368,13 +413,36 @@ def failover_command(inventory, target, timeout, sudo):
     holder = status.holder
     click.echo(f"handing every floating address from {holder} to {target}")
     started = time.monotonic()
-    request_timeout = min(timeout, TAKEOVER_REQUEST_TIMEOUT)
-    _progress(f"asking heartbeat on {target} to take everything over from {holder} "
-              f"(at most {request_timeout} s for {holder} to release it)")
-    # On the receiver: hb_takeover, then the addresses added the moment heartbeat
-    # starts acquiring them (files/heartbeat/lvsha-takeover).
-    pair.require(target, f"{render.TAKEOVER_SCRIPT} {holder} {request_timeout}", "the takeover request",
-                 timeout=request_timeout + COMMAND_TIMEOUT)
+    keepalived = pair.cluster.engine == "keepalived"
+    if keepalived:
+        clear_after, clear_on_failure = _keepalived_handover(pair, holder, target)
+    else:
+        request_timeout = min(timeout, TAKEOVER_REQUEST_TIMEOUT)
+        _progress(f"asking heartbeat on {target} to take everything over from {holder} "
+                  f"(at most {request_timeout} s for {holder} to release it)")
+        # On the receiver: hb_takeover, then the addresses added the moment heartbeat
+        # starts acquiring them (files/heartbeat/lvsha-takeover).
+        pair.require(target, f"{render.TAKEOVER_SCRIPT} {holder} {request_timeout}", "the takeover request",
+                     timeout=request_timeout + COMMAND_TIMEOUT)
+    try:
+        elapsed = _wait_for_handover(pair, holder, target, timeout, started)
+    except Day2Error as error:
+        if keepalived and clear_on_failure:
+            # Fail closed: the holder takes its model priority back (it still carries the group,
+            # or takes it back if the target took part of it).
+            for name in clear_on_failure:
+                _request_failover(pair, name, 0)
+            raise Day2Error(f"{error}; the failover request on {', '.join(clear_on_failure)} is undone") from None
+        raise
+    if keepalived:
+        for name in clear_after:
+            _request_failover(pair, name, 0)  # nopreempt: the group stays on the target
+    click.echo(f"{target} carries every floating address and serves every site after {elapsed:.1f} s")
+
+
+def _wait_for_handover(pair: Pair, holder: str, target: str, timeout: int, started: float) -> float:
+    """Seconds until `target` carries every floating address, `holder` none, and the
+    target's IPVS serves every site; a Day2Error after `timeout` seconds."""
     total = len(pair.cluster.floating_ips())
     held = left = 0
     serves = False
@@ -391,8 +459,7 @@ def failover_command(inventory, target, timeout, sudo):
                 pair.require(target, live.COMMANDS["ipvs"], "reading IPVS")))
         elapsed = time.monotonic() - started
         if held == total and left == 0 and serves:
-            click.echo(f"{target} carries every floating address and serves every site after {elapsed:.1f} s")
-            return
+            return elapsed
         if elapsed >= timeout:
             raise Day2Error(f"{target} does not carry everything after {timeout} s: {target} holds {held}/{total} "
                             f"floating addresses, {holder} {left}, {target}'s IPVS "

@@ -28,11 +28,36 @@ COMMANDS = {
     "applied": f"{render.APPLIED_SCRIPT} show",
     "drained": f"{render.DRAIN_SCRIPT} list",
 }
+# On engine "keepalived": no heartbeat; keepalived's unit, the VRRP state its notify
+# recorded, `lvsha failover`'s tracked file and the record of the file it runs with.
+KEEPALIVED_COMMANDS = {
+    "addresses": COMMANDS["addresses"],
+    "ipvs": COMMANDS["ipvs"],
+    "rate": COMMANDS["rate"],
+    "units": "systemctl is-active keepalived.service",
+    "applied": COMMANDS["applied"],
+    "drained": COMMANDS["drained"],
+    "vrrp": f"cat {render.KEEPALIVED_VRRP_STATE}",
+    "failover": f"{render.KEEPALIVED_PROGRAM} failover show",
+    "keepalived_applied": f"cat {render.KEEPALIVED_APPLIED}",
+}
+VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
 # Read too when the model syncs connection state: conntrackd's unit, the kernel's IPVS sync daemons.
 SYNC_COMMANDS = {
     "conntrackd": "systemctl is-active conntrackd.service",
     "sync_daemons": "ipvsadm -L --daemon",
 }
+
+
+def commands(cluster: Cluster) -> dict[str, str]:
+    """What one balancer's view is read from, for the model's engine and state sync."""
+    base = KEEPALIVED_COMMANDS if cluster.engine == "keepalived" else COMMANDS
+    return {**base, **(SYNC_COMMANDS if cluster.state_sync.enabled else {})}
+
+
+def engine_keeper(cluster: Cluster) -> str:
+    """The service that keeps IPVS loaded and applies weights: ldirectord or keepalived."""
+    return "keepalived" if cluster.engine == "keepalived" else "ldirectord"
 
 
 @dataclass(frozen=True)
@@ -150,6 +175,13 @@ class BalancerView:
     # running IPVS sync daemons' roles; None when not read.
     conntrackd: str | None = None
     sync_daemons: list[str] | None = None
+    # Engine "keepalived" (KEEPALIVED_COMMANDS): the VRRP state lvsha-keepalived's notify
+    # recorded ("" when none), `lvsha failover`'s tracked file ("0", "1"), the sha1 of the
+    # deployed keepalived.conf it (re)started with.
+    engine: str = "heartbeat"
+    vrrp: str = ""
+    failover: str = ""
+    keepalived_applied: str = ""
 
     @classmethod
     def unreachable(cls, name: str, error: str) -> BalancerView:
@@ -160,11 +192,29 @@ class BalancerView:
         """Build the view from {command name: (exit status, stdout)}: COMMANDS'
         names, plus "peer" (cl_status nodestatus PEER), "links" (cl_status
         listhblinks PEER), "link:IFACE" (cl_status hblinkstatus PEER IFACE), and
-        SYNC_COMMANDS' names when state sync was read."""
+        SYNC_COMMANDS' names when state sync was read. With KEEPALIVED_COMMANDS'
+        names (their "vrrp" key) it is a keepalived balancer's view."""
 
         def out(key: str) -> str:
             rc, text = outputs.get(key, (1, ""))
             return text if rc == 0 else ""
+
+        if "vrrp" in outputs:
+            state = out("vrrp").strip()
+            return cls(
+                name, True, engine="keepalived",
+                addresses=parse_addresses(out("addresses")),
+                ipvs=parse_ipvsadm(out("ipvs")),
+                rates=parse_ipvsadm_rate(out("rate")),
+                units={"keepalived": (outputs.get("units", (1, ""))[1].split() or ["unknown"])[0]},
+                applied=parse_applied(outputs.get("applied", (1, ""))[1]),
+                drained=parse_drained(out("drained")),
+                conntrackd=(outputs["conntrackd"][1].strip() or "unknown") if "conntrackd" in outputs else None,
+                sync_daemons=parse_sync_daemons(out("sync_daemons")) if "sync_daemons" in outputs else None,
+                vrrp=state if state in VRRP_STATES else "",
+                failover=out("failover").strip() or "0",
+                keepalived_applied=(out("keepalived_applied").split() or [""])[0],
+            )
 
         running = outputs.get("hbstatus", (1, ""))[0] == 0
         links = {key.split(":", 1)[1]: out(key).strip() or "unknown" for key in outputs if key.startswith("link:")}
@@ -252,6 +302,15 @@ class BalancerStatus:
     state_sync: str = "unknown"
     conntrackd: str = ""
     ipvs_sync_daemons: list[str] = field(default_factory=list)
+    # The engine; on "keepalived" heartbeat, resources, peer_seen_as, links and ldirectord
+    # are empty and these say the rest: keepalived.service's state, the node's VRRP state
+    # ("MASTER", "BACKUP", "FAULT"; "STOP" when keepalived does not run; "unknown" when it
+    # runs with none recorded), and "requested" while `lvsha failover`'s tracked file is
+    # set on the node (it yields the group), else "none". All "" on heartbeat.
+    engine: str = "heartbeat"
+    keepalived: str = ""
+    vrrp: str = ""
+    failover: str = ""
 
 
 @dataclass
@@ -332,28 +391,31 @@ def cluster_status(cluster: Cluster, views: dict[str, BalancerView]) -> ClusterS
                         "; ".join(f"{v.name}: {sorted(v.drained) or 'none'}" for v in reachable))
 
     balancers = [_balancer_status(cluster, views[b.name], problems) for b in cluster.balancers]
+    if cluster.engine == "keepalived":
+        masters = [b.name for b in balancers if b.vrrp == "MASTER"]
+        if len(masters) > 1:
+            problems.append(f"SPLIT BRAIN: both balancers are VRRP MASTER ({' and '.join(masters)})")
+        elif not masters and all(b.keepalived == "active" for b in balancers):
+            problems.append("no balancer is VRRP MASTER")
+        requesting = [b.name for b in balancers if b.failover == "requested"]
+        if len(requesting) > 1:
+            problems.append(f"`lvsha failover`'s request is set on both balancers ({render.KEEPALIVED_FAILOVER_FILE}): "
+                            "neither yields to the other; run `lvsha failover --to` the one that should carry the group")
     return ClusterStatus(cluster.name, holder, addresses, sites, balancers, problems)
 
 
 def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) -> BalancerStatus:
     if not view.reachable:
         return BalancerStatus(view.name, False, view.error, "unreachable", "", "", {}, "unknown", "unknown",
-                              "unknown", "unknown", [])
+                              "unknown", "unknown", [], engine=cluster.engine,
+                              **({"keepalived": "unknown", "vrrp": "unknown", "failover": "unknown"}
+                                 if cluster.engine == "keepalived" else {}))
     state_sync = _state_sync(cluster, view, problems)
     balancer = cluster.balancer(view.name)
-    peer = cluster.peer(balancer).name
-    hb = view.heartbeat
-    if not hb.running:
-        problems.append(f"{view.name}: heartbeat is not running")
+    if cluster.engine == "keepalived":
+        engine, stale = _keepalived_status(cluster, view, problems)
     else:
-        if hb.peer != "active":
-            problems.append(f"{view.name}: sees {peer} as {hb.peer or 'unknown'}")
-        for link, state in sorted(hb.links.items()):
-            if state != "up":
-                problems.append(f"{view.name}: heartbeat link {link} to {peer} is {state}")
-    ldirectord = view.units.get("ldirectord", "unknown")
-    if ldirectord != "active":
-        problems.append(f"{view.name}: ldirectord is {ldirectord}")
+        engine, stale = _heartbeat_status(cluster, view, problems)
     # Both balancers' tables count: the standby's is what serves the moment it takes over.
     missing = missing_virtual_services(cluster, view.ipvs)
     ipvs = f"missing {', '.join(missing)}" if missing else IPVS_COMPLETE
@@ -372,19 +434,72 @@ def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) 
         firewall = "differs from the model"
         problems.append(f"{view.name}: the loaded firewall differs from the model (deploy to fix)")
 
+    config = f"stale: {', '.join(stale)} (deploy to apply the model)" if stale else "current"
+    if stale:
+        problems.append(f"{view.name}: {' and '.join(stale)} run with other files than the model's")
+
+    return BalancerStatus(view.name, True, "", ipvs=ipvs, firewall=firewall, config=config,
+                          drained=[list(d) for d in sorted(view.drained)], state_sync=state_sync,
+                          conntrackd=view.conntrackd or "", ipvs_sync_daemons=list(view.sync_daemons or []),
+                          engine=cluster.engine, **engine)
+
+
+def _heartbeat_status(cluster: Cluster, view: BalancerView, problems: list[str]) -> tuple[dict, list[str]]:
+    """heartbeat's and ldirectord's fields of a reachable balancer, and which of them run stale files."""
+    balancer = cluster.balancer(view.name)
+    peer = cluster.peer(balancer).name
+    hb = view.heartbeat
+    if not hb.running:
+        problems.append(f"{view.name}: heartbeat is not running")
+    else:
+        if hb.peer != "active":
+            problems.append(f"{view.name}: sees {peer} as {hb.peer or 'unknown'}")
+        for link, state in sorted(hb.links.items()):
+            if state != "up":
+                problems.append(f"{view.name}: heartbeat link {link} to {peer} is {state}")
+    ldirectord = view.units.get("ldirectord", "unknown")
+    if ldirectord != "active":
+        problems.append(f"{view.name}: ldirectord is {ldirectord}")
     stale = []
     heartbeat_files = render.heartbeat_files(cluster, balancer)
     if hb.running and view.applied.get("heartbeat") != render.applied_record(heartbeat_files):
         stale.append("heartbeat")
     if ldirectord == "active" and view.applied.get("ldirectord") != render.applied_record([render.ldirectord_file(cluster)]):
         stale.append("ldirectord")
-    config = f"stale: {', '.join(stale)} (deploy to apply the model)" if stale else "current"
-    if stale:
-        problems.append(f"{view.name}: {' and '.join(stale)} run with other files than the model's")
+    return {"heartbeat": "running" if hb.running else "stopped", "resources": hb.resources,
+            "peer_seen_as": hb.peer, "links": dict(hb.links), "ldirectord": ldirectord}, stale
 
-    return BalancerStatus(view.name, True, "", "running" if hb.running else "stopped", hb.resources, hb.peer,
-                          dict(hb.links), ldirectord, ipvs, firewall, config, [list(d) for d in sorted(view.drained)],
-                          state_sync, view.conntrackd or "", list(view.sync_daemons or []))
+
+def _keepalived_status(cluster: Cluster, view: BalancerView, problems: list[str]) -> tuple[dict, list[str]]:
+    """keepalived's fields of a reachable balancer (its unit, VRRP state, failover request),
+    and ["keepalived"] when it runs another file than the model's."""
+    balancer = cluster.balancer(view.name)
+    unit = view.units.get("keepalived", "unknown")
+    held = sum(view.carries(ip.cidr, ip.interface) for ip in cluster.floating_ips())
+    if unit != "active":
+        vrrp = "STOP"
+        problems.append(f"{view.name}: keepalived is {unit}")
+    elif not view.vrrp:
+        vrrp = "unknown"
+        problems.append(f"{view.name}: keepalived runs but no VRRP state is recorded ({render.KEEPALIVED_VRRP_STATE})")
+    else:
+        vrrp = view.vrrp
+    requested = view.failover not in ("", "0")
+    if vrrp == "FAULT":
+        why = (f"held there by `lvsha failover`'s request ({render.KEEPALIVED_FAILOVER_FILE} is {view.failover}: "
+               f"an interrupted failover; run `lvsha failover` again, or `{render.KEEPALIVED_PROGRAM} failover 0` "
+               f"on {view.name})" if requested and not cluster.heartbeat.auto_failback
+               else "a tracked interface or check failed: journalctl -u keepalived")
+        problems.append(f"{view.name}: VRRP is in FAULT ({why})")
+    if vrrp == "MASTER" and held < len(cluster.floating_ips()):
+        problems.append(f"{view.name} is VRRP MASTER but carries {held} of {len(cluster.floating_ips())} floating addresses")
+    elif vrrp not in ("MASTER", "unknown") and held:
+        problems.append(f"{view.name} is VRRP {vrrp} but carries {held} floating address(es)")
+    stale = []
+    if unit == "active" and [view.keepalived_applied] != render.applied_record([render.keepalived_conf(cluster, balancer)]):
+        stale.append("keepalived")
+    return {"heartbeat": "", "resources": "", "peer_seen_as": "", "links": {}, "ldirectord": "",
+            "keepalived": unit, "vrrp": vrrp, "failover": "requested" if requested else "none"}, stale
 
 
 def _state_sync(cluster: Cluster, view: BalancerView, problems: list[str]) -> str:
@@ -412,10 +527,16 @@ def format_status(status: ClusterStatus) -> str:
         if not b.reachable:
             lines.append(f"  {b.name}: UNREACHABLE ({b.error})")
             continue
-        links = ", ".join(f"{k} {v}" for k, v in sorted(b.links.items())) or "-"
-        lines.append(f"  {b.name}: heartbeat {b.heartbeat}, resources {b.resources or '-'}, "
-                     f"peer {b.peer_seen_as or '-'}, links {links}")
-        lines.append(f"  {' ' * len(b.name)}  ldirectord {b.ldirectord}, IPVS {b.ipvs}, firewall {b.firewall}, configuration {b.config}")
+        if b.engine == "keepalived":
+            request = ", FAILOVER REQUESTED (it yields the group: lvsha failover)" if b.failover == "requested" else ""
+            lines.append(f"  {b.name}: keepalived {b.keepalived}, VRRP {b.vrrp}{request}")
+            lines.append(f"  {' ' * len(b.name)}  IPVS {b.ipvs}, firewall {b.firewall}, configuration {b.config}")
+        else:
+            links = ", ".join(f"{k} {v}" for k, v in sorted(b.links.items())) or "-"
+            lines.append(f"  {b.name}: heartbeat {b.heartbeat}, resources {b.resources or '-'}, "
+                         f"peer {b.peer_seen_as or '-'}, links {links}")
+            lines.append(f"  {' ' * len(b.name)}  ldirectord {b.ldirectord}, IPVS {b.ipvs}, firewall {b.firewall}, "
+                         f"configuration {b.config}")
         if b.state_sync not in ("off", "not read"):
             daemons = ", ".join(b.ipvs_sync_daemons) or "none"
             lines.append(f"  {' ' * len(b.name)}  state sync {b.state_sync} (conntrackd {b.conntrackd or '-'}, "

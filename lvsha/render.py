@@ -68,6 +68,19 @@ KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
 KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
 KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
 KEEPALIVED_APPLIED = "/run/lvsha/keepalived.applied"
+# What keepalived.service runs with: KEEPALIVED_CONF with the drained real servers at
+# weight 0, written (and checked with keepalived -t) by `lvsha-drain --engine keepalived
+# render` before every start and reload.
+KEEPALIVED_LIVE_CONF = "/run/lvsha/keepalived.conf"
+# The VRRP state lvsha-keepalived's notify applied last: one word (MASTER, BACKUP, FAULT,
+# STOP) and a newline. `lvsha status` and the metrics read it: keep path and format.
+KEEPALIVED_VRRP_STATE = "/run/lvsha/vrrp-state"
+# `lvsha failover`'s request on keepalived (lvsha-keepalived failover 0|1), a vrrp_track_file.
+KEEPALIVED_FAILOVER_FILE = "/run/lvsha/vrrp-failover"
+KEEPALIVED_FAILOVER_TRACK = "lvsha_failover"
+# Its weight with auto_failback on: keepalived's lowest (2.2.7, 2.3.3: [-253, 253]); the
+# priority it leaves is at least 1, under the peer's (a value * weight of -254 or less is FAULT).
+KEEPALIVED_FAILOVER_WEIGHT = -253
 # s each ping of a track script (lvsha-keepalived reach) waits for its answer. The script
 # runs every keepalive and is given that long (its timeout: no run overlaps the next, which
 # keepalived starts all the same), so validation asks for keepalive > REACH_WAIT.
@@ -295,7 +308,8 @@ def alert_rules(cluster: Cluster) -> str:
 
 
 def drain_script() -> RenderedFile:
-    """lvsha-drain: what ldirectord.service starts and reloads with (its drop-in)."""
+    """lvsha-drain: what ldirectord.service (or keepalived.service) starts and reloads
+    with (its drop-in)."""
     return _shipped("lvsha", DRAIN_SCRIPT, mode="0755")
 
 
@@ -395,7 +409,10 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     address, and a virtual server per site with ldirectord's checks."""
     interface, address, peer_address = cluster.vrrp_link(balancer)
     sync = cluster.state_sync
-    notify = f"{KEEPALIVED_PROGRAM} notify {KEEPALIVED_CONNTRACKD_SCRIPT} {Path(IPVS_SYNC_UNIT).name}" if sync.enabled else ""
+    notify = (f"{KEEPALIVED_PROGRAM} notify {KEEPALIVED_CONNTRACKD_SCRIPT} {Path(IPVS_SYNC_UNIT).name}"
+              if sync.enabled else f"{KEEPALIVED_PROGRAM} notify - -")
+    failover = {"name": KEEPALIVED_FAILOVER_TRACK, "file": KEEPALIVED_FAILOVER_FILE, "program": KEEPALIVED_PROGRAM,
+                "weight": KEEPALIVED_FAILOVER_WEIGHT if cluster.heartbeat.auto_failback else 0}
     # The instance's own interface is tracked by keepalived anyway (naming it is an error).
     tracked = [i for i in dict.fromkeys(i for i, _ in cluster.heartbeat_peers(balancer)) if i != interface]
     return RenderedFile(KEEPALIVED_CONF, _render(
@@ -405,20 +422,23 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
         # keepalived delays every preemption by it: only the master's, returning, waits.
         preempt_delay=sync_listen(cluster) if balancer.name == cluster.master.name else 0, vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
         tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster), reach_wait=REACH_WAIT,
-        floating_ips=cluster.floating_ips(), notify=notify, virtual_servers=cluster.virtual_servers()))
+        floating_ips=cluster.floating_ips(), notify=notify, sync_notify=sync.enabled, vrrp_state=KEEPALIVED_VRRP_STATE,
+        failover=failover, virtual_servers=cluster.virtual_servers()))
 
 
 def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
     """What keepalived runs with: lvsha's program (before the file that names it:
-    `keepalived -t` checks the scripts), conntrackd's primary/backup script with state
-    sync on, the unit drop-in, then keepalived.conf."""
+    `keepalived -t` checks the scripts), lvsha-drain (the drop-in derives the file
+    keepalived runs with it), conntrackd's primary/backup script with state sync on,
+    the unit drop-in, then keepalived.conf."""
     sync_units = ["conntrackd.service"] if cluster.state_sync.enabled else []
-    files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755")]
+    files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755"), drain_script()]
     if cluster.state_sync.enabled:
         files.append(_shipped("heartbeat", KEEPALIVED_CONNTRACKD_SCRIPT, mode="0755"))
     files.append(RenderedFile(KEEPALIVED_DROPIN, _render(
         "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM, binary=KEEPALIVED_BINARY,
-        config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY)))
+        config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY,
+        render_live=f"{DRAIN_SCRIPT} --engine keepalived render", live=KEEPALIVED_LIVE_CONF)))
     files.append(keepalived_conf(cluster, balancer))
     return files
 

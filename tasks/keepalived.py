@@ -20,8 +20,11 @@ def keepalived(cluster: Cluster, balancer: Balancer):
     """keepalived runs on both balancers, enabled at boot, with the model's
     keepalived.conf: one VRRP instance carrying every floating address, and a
     health-checked IPVS virtual server per site (so IPVS is loaded on the node that
-    takes over). lvsha's program (notify, track scripts) and conntrackd's
-    primary/backup script are in place before the file that names them.
+    takes over). lvsha's program (notify, track scripts), lvsha-drain and
+    conntrackd's primary/backup script are in place before the files that name them.
+    keepalived runs with the file lvsha-drain derives from it before every start and
+    reload (drained real servers at weight 0, checked with keepalived -t), so a drain
+    survives the deploy's reload; the record compared is the deployed file's.
 
     keepalived.conf is uploaded beside the file, checked there with `keepalived -t`
     (any non-zero exit fails the operation and leaves the running file alone), and

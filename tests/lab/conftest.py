@@ -57,7 +57,7 @@ LOGGED_BY = " ".join(f"-t {name}" for name in ("heartbeat", "ipfail", "ResourceM
 # scripts: lvsha-keepalived, lvsha-conntrackd) are keepalived.service's journal.
 KEEPALIVED_LOGGED = " ".join(f"-u {unit}.service" for unit in ENGINE_SERVICES["keepalived"])
 # The engines whose day-2 commands (lvsha status, drain, failover) are built (lvsha/day2.py).
-DAY2_ENGINES = ("heartbeat",)
+DAY2_ENGINES = ("heartbeat", "keepalived")
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
 # Up to this many sites Lab.serving() asks each VIP in turn (curl); more, all at once.
 SERVING_ONE_BY_ONE_MAX = 8

@@ -5,6 +5,7 @@ ldirectord runs with, nothing else changes, and a running ldirectord is reloaded
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 import time
 
 import pytest
@@ -171,3 +172,121 @@ def test_two_renders_at_once_never_write_into_each_others_file(balancer, tmp_pat
     assert (first.returncode, second.returncode) == (0, 0), (err, second.stderr)
     assert balancer.live.read_text() == expected
     assert [p.name for p in balancer.live.parent.iterdir()] == [balancer.live.name]  # nothing left behind
+
+
+# ---- engine keepalived -----------------------------------------------------------------
+
+class KeepalivedBalancer:
+    """A scratch keepalived balancer: the deploy's keepalived.conf, the drained list, fake
+    systemctl and keepalived (its -t refusing while $TMP/refuse exists)."""
+
+    def __init__(self, tmp_path, cluster, active=True):
+        self.tmp, self.cluster = tmp_path, cluster
+        self.config = tmp_path / "keepalived" / "keepalived.conf"
+        self.config.parent.mkdir()
+        self.config.write_text(render.keepalived_conf(cluster, cluster.master).content)
+        self.live = tmp_path / "run" / "keepalived.conf"
+        self.state = tmp_path / "lib" / "drained"
+        self.calls = tmp_path / "calls"
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        for name, body in {
+            "systemctl": f'echo "systemctl $*" >> {self.calls}; case "$*" in *is-active*) exit {0 if active else 3};; esac',
+            "ipvsadm": f'echo "ipvsadm $*" >> {self.calls}',
+            "keepalived": f'echo "keepalived $*" >> {self.calls}; [ ! -e {tmp_path}/refuse ] || {{ echo "bad line" >&2; exit 3; }}',
+        }.items():
+            (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+            (bin_dir / name).chmod(0o755)
+        self.env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LVSHA_KEEPALIVED_CONF": str(self.config),
+                    "LVSHA_DRAINED": str(self.state), "LVSHA_KEEPALIVED_LIVE": str(self.live),
+                    "LVSHA_KEEPALIVED": str(bin_dir / "keepalived")}
+
+    def run(self, *args):
+        return subprocess.run([SCRIPT, "--engine", "keepalived", *args], capture_output=True, text=True,
+                              env=self.env, timeout=30)
+
+    def made(self) -> list[str]:
+        made = self.calls.read_text().splitlines() if self.calls.exists() else []
+        self.calls.unlink(missing_ok=True)
+        return made
+
+    def weights(self) -> dict[tuple[str, str], str]:
+        """{(virtual, real): weight} as the file keepalived runs with sets them, by the drain marks."""
+        found = {}
+        for line in self.live.read_text().splitlines():
+            fields = line.split()
+            if fields[:1] == ["weight"] and "lvsha-drain" in fields:
+                at = fields.index("lvsha-drain")
+                found[(fields[at + 1], fields[at + 2])] = fields[1]
+        return found
+
+
+@pytest.fixture
+def keepalived_balancer(tmp_path, reference):
+    return KeepalivedBalancer(tmp_path, replace(reference, engine="keepalived"))
+
+
+def _pairs(cluster, host_index):
+    return [token for vs in cluster.virtual_servers() for token in (vs.address, vs.real_token(vs.reals[host_index][1]))]
+
+
+def test_keepalived_render_without_drains_is_the_deployed_file_checked(keepalived_balancer):
+    b = keepalived_balancer
+    result = b.run("render")
+    assert result.returncode == 0, result.stderr
+    assert b.live.read_text() == b.config.read_text()
+    (check,) = b.made()
+    assert check.startswith("keepalived -t -f ") and check.split()[-1] != str(b.live)  # the staged file, then renamed
+    assert [p.name for p in b.live.parent.iterdir()] == [b.live.name]
+
+
+def test_keepalived_drain_sets_weight_0_on_the_host_only_and_reloads(keepalived_balancer):
+    b = keepalived_balancer
+    cluster = b.cluster
+    result = b.run("add", *_pairs(cluster, 1))
+    assert result.returncode == 0, result.stderr
+    drained = {(vs.address, vs.real_token(vs.reals[1][1])) for vs in cluster.virtual_servers()}
+    weights = b.weights()
+    assert set(weights) == {(vs.address, vs.real_token(ip)) for vs in cluster.virtual_servers() for _, ip in vs.reals}
+    assert {pair for pair, w in weights.items() if w == "0"} == drained
+    assert all(w == "1" for pair, w in weights.items() if pair not in drained)
+    # only the weight lines differ from the deployed file
+    changed = [(a, c) for a, c in zip(b.config.read_text().splitlines(), b.live.read_text().splitlines()) if a != c]
+    assert len(changed) == len(drained) and all(c.strip().startswith("weight 0 ") for _, c in changed)
+    made = b.made()
+    # keepalived applies weights by reload (no ipvsadm: its checker owns the table)
+    assert made[0].startswith("keepalived -t") and made[1:] == [
+        "systemctl is-active --quiet keepalived.service", "systemctl reload keepalived.service"]
+    assert b.run("list").stdout.splitlines() == [f"{v} {r}" for v, r in zip(_pairs(cluster, 1)[::2], _pairs(cluster, 1)[1::2])]
+    # held across the next start or reload: the drop-in renders again from the deployed file
+    b.config.write_text(b.config.read_text() + "\n# a deploy's new file\n")
+    assert b.run("render").returncode == 0
+    assert {pair for pair, w in b.weights().items() if w == "0"} == drained
+    # undrain: back to the deployed file
+    b.made()
+    assert b.run("remove", *_pairs(cluster, 1)).returncode == 0
+    assert b.live.read_text() == b.config.read_text()
+
+
+def test_keepalived_stopped_is_not_reloaded(tmp_path, reference):
+    b = KeepalivedBalancer(tmp_path, replace(reference, engine="keepalived"), active=False)
+    assert b.run("add", *_pairs(b.cluster, 0)).returncode == 0
+    assert "systemctl reload keepalived.service" not in b.made()
+    assert {w for w in b.weights().values()} == {"0", "1"}
+
+
+def test_a_file_keepalived_refuses_never_replaces_the_running_one(keepalived_balancer):
+    b = keepalived_balancer
+    assert b.run("render").returncode == 0
+    before = b.live.read_text()
+    (b.tmp / "refuse").touch()
+    result = b.run("add", *_pairs(b.cluster, 0))
+    assert result.returncode == 1 and "keepalived -t refused" in result.stderr and "bad line" in result.stderr
+    assert b.live.read_text() == before and [p.name for p in b.live.parent.iterdir()] == [b.live.name]
+    assert "systemctl reload keepalived.service" not in b.made()
+    assert b.run("render").returncode == 1  # a start or reload asking for it fails: keepalived keeps its file
+
+
+def test_an_unknown_engine_is_a_usage_error(keepalived_balancer):
+    result = subprocess.run([SCRIPT, "--engine", "pacemaker", "list"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "unknown engine 'pacemaker'" in result.stderr

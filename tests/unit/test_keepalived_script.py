@@ -38,7 +38,9 @@ def run(tmp_path):
         fake.chmod(0o755)
 
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
-           "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_NOTIFY_LOCK": str(tmp_path / "run" / "notify.lock")}
+           "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_NOTIFY_LOCK": str(tmp_path / "run" / "notify.lock"),
+           "LVSHA_VRRP_STATE": str(tmp_path / "run" / "vrrp-state"),
+           "LVSHA_FAILOVER_FILE": str(tmp_path / "run" / "vrrp-failover")}
 
     def run(*args, **more):
         result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env={**env, **more}, timeout=30)
@@ -50,6 +52,7 @@ def run(tmp_path):
         return subprocess.Popen([PROGRAM, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     run.dir, run.start, run.lock = tmp_path, start, Path(env["LVSHA_NOTIFY_LOCK"])
+    run.state, run.failover = Path(env["LVSHA_VRRP_STATE"]), Path(env["LVSHA_FAILOVER_FILE"])
     return run
 
 
@@ -62,6 +65,50 @@ def test_master_makes_conntrackd_primary_and_keeps_the_sync_daemons_running(run)
     result, calls = _notify(run, "MASTER")
     assert result.returncode == 0, result.stderr
     assert calls == ["state-script start", "systemctl start --no-block lvsha-ipvs-sync.service"]
+
+
+@pytest.mark.parametrize("state", ["MASTER", "BACKUP", "FAULT", "STOP"])
+def test_each_transition_records_the_state_it_applies(run, state):
+    """/run/lvsha/vrrp-state: one word and a newline (`lvsha status` and the metrics read it),
+    renamed into place (no temporary file left beside it)."""
+    result, _ = _notify(run, state)
+    assert result.returncode == 0, result.stderr
+    assert run.state.read_text() == f"{state}\n"
+    assert sorted(p.name for p in run.state.parent.iterdir() if p.name.startswith("vrrp-state")) == ["vrrp-state"]
+
+
+def test_the_recorded_state_is_the_newest_one_applied(run):
+    _notify(run, "MASTER")
+    _notify(run, "BACKUP")
+    assert run.state.read_text() == "BACKUP\n"
+    result, _ = _notify(run, "DELETED")  # unknown: nothing applied, nothing recorded
+    assert result.returncode == 0 and run.state.read_text() == "BACKUP\n"
+
+
+def test_a_state_that_cannot_be_recorded_never_fails_the_transition(run):
+    result, calls = run("notify", str(run.dir / "state-script"), "-", "INSTANCE", "lvsha", "MASTER", "150",
+                        LVSHA_VRRP_STATE=str(run.dir / "state-script" / "vrrp-state"))  # under a file: unwritable
+    assert result.returncode == 0 and calls == ["state-script start"]
+    assert "could not write MASTER" in (run.dir / "logged").read_text()
+
+
+def test_failover_writes_the_tracked_file_keepalived_reads(run):
+    """keepalived's vrrp_track_file reads an integer; the file is renamed into place
+    (keepalived watches the directory: one change, read whole)."""
+    result, _ = run("failover", "show")
+    assert result.returncode == 0 and result.stdout == "0\n"  # no file: the model's priority
+    for value in ("1", "0"):
+        result, _ = run("failover", value)
+        assert result.returncode == 0, result.stderr
+        assert run.failover.read_text() == f"{value}\n"
+        assert run("failover", "show")[0].stdout == f"{value}\n"
+    assert [p.name for p in run.failover.parent.iterdir() if p.name.startswith("vrrp-failover")] == ["vrrp-failover"]
+
+
+@pytest.mark.parametrize("args", [[], ["2"], ["yes"], ["1", "0"]])
+def test_failover_takes_0_or_1_only(run, args):
+    result, _ = run("failover", *args)
+    assert result.returncode == 2 and "usage" in result.stderr and not run.failover.exists()
 
 
 @pytest.mark.parametrize("state", ["BACKUP", "FAULT", "STOP"])

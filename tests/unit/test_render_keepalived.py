@@ -71,10 +71,12 @@ def test_each_engine_gets_its_own_files_only(model):
     heartbeat = replace(cluster, engine="heartbeat")
     for balancer in cluster.balancers:
         on_keepalived, on_heartbeat = set(_files(cluster, balancer.name)), set(_files(heartbeat, balancer.name))
-        assert {render.KEEPALIVED_CONF, render.KEEPALIVED_DROPIN, render.KEEPALIVED_PROGRAM} <= on_keepalived
+        # lvsha-drain on both: the day-2 drain is the same command on either engine
+        assert {render.KEEPALIVED_CONF, render.KEEPALIVED_DROPIN, render.KEEPALIVED_PROGRAM,
+                render.DRAIN_SCRIPT} <= on_keepalived
         assert not on_keepalived & {render.HA_CF, render.HARESOURCES, render.AUTHKEYS, render.LDIRECTORD_CF,
                                     render.HEARTBEAT_DROPIN, render.LDIRECTORD_DROPIN, render.HEARTBEAT_ENV,
-                                    render.DRAIN_SCRIPT, render.IPVS_READY_SCRIPT}
+                                    render.IPVS_READY_SCRIPT}
         assert not on_heartbeat & {render.KEEPALIVED_CONF, render.KEEPALIVED_DROPIN, render.KEEPALIVED_PROGRAM}
         # the secret is heartbeat's: nothing of keepalived's carries it
         from tests.conftest import TEST_SECRET
@@ -247,9 +249,10 @@ def test_state_sync_is_driven_by_keepalived_notify(reference, edge):
 
     assert sync_mode(cluster) == ["On"]
     assert sync_mode(reference) == []
-    # without state sync (edge): no notify, no conntrackd script
+    # without state sync (edge): a notify that only records the state, no conntrackd script
     unsynced = replace(edge, engine="keepalived")
-    assert "\tnotify " not in _conf(unsynced, unsynced.master)
+    notifies = [line.strip() for line in _conf(unsynced, unsynced.master).splitlines() if line.startswith("\tnotify ")]
+    assert notifies == [f'notify "{render.KEEPALIVED_PROGRAM} notify - -"']
     assert render.KEEPALIVED_CONNTRACKD_SCRIPT not in _files(unsynced, unsynced.master.name)
 
 
@@ -259,6 +262,46 @@ def test_keepalived_never_starts_where_the_firewall_did_not_load_and_comes_back(
     assert "After=netfilter-persistent.service" in dropin and "Restart=always" in dropin
     record = f"{render.KEEPALIVED_PROGRAM} record {render.KEEPALIVED_CONF} {render.KEEPALIVED_APPLIED}"
     assert f"ExecStartPost=-{record}" in dropin and f"ExecReload=-{record}" in dropin
+
+
+def test_keepalived_runs_the_deployed_file_with_the_drained_reals_at_weight_0(reference):
+    """The drop-in renders (and checks) the file keepalived runs before every start and
+    reload, and the reload signals keepalived only after it, then records the deploy's file."""
+    dropin = _files(replace(reference, engine="keepalived"), "balancer1")[render.KEEPALIVED_DROPIN].content.splitlines()
+    render_live = f"{render.DRAIN_SCRIPT} --engine keepalived render"
+    assert f"ExecStartPre={render_live}" in dropin
+    start = next(line for line in dropin if line.startswith("ExecStart=/"))
+    assert f"-f {render.KEEPALIVED_LIVE_CONF}" in start
+    reloads = [line.removeprefix("ExecReload=") for line in dropin if line.startswith("ExecReload=")]
+    assert reloads == ["", render_live, "/bin/kill -HUP $MAINPID",
+                       f"-{render.KEEPALIVED_PROGRAM} record {render.KEEPALIVED_CONF} {render.KEEPALIVED_APPLIED}"]
+
+
+def test_every_real_server_weight_line_names_its_drain_pair(model):
+    """lvsha-drain finds a real server's weight by the pair the drained list names it with."""
+    _, cluster = model
+    conf = _conf(cluster, cluster.master)
+    marked = [line.split() for line in conf.splitlines() if line.strip().startswith("weight 1 ")]
+    expected = [["weight", "1", "#", "lvsha-drain", vs.address, vs.real_token(ip)]
+                for vs in cluster.virtual_servers() for _, ip in vs.reals]
+    assert marked == expected
+
+
+def test_failover_is_a_tracked_file_lowering_or_faulting_the_holder(reference, edge):
+    """`lvsha failover`'s file: with auto_failback on, a priority drop below the peer's
+    (keepalived's lowest weight, not a FAULT); off, weight 0 (FAULT while it is 1).
+    (auto_failback off on keepalived needs a model without ping nodes: edge.)"""
+    for model, failback, weight in ((reference, True, render.KEEPALIVED_FAILOVER_WEIGHT), (edge, False, 0)):
+        cluster = replace(model, engine="keepalived", heartbeat=replace(model.heartbeat, auto_failback=failback))
+        for balancer in cluster.balancers:
+            conf = _conf(cluster, balancer)
+            block = _block(conf, f"vrrp_track_file {render.KEEPALIVED_FAILOVER_TRACK}").split()
+            assert block[block.index("file") + 1] == f'"{render.KEEPALIVED_FAILOVER_FILE}"'
+            assert int(block[block.index("weight") + 1]) == weight
+            instance = _block(conf, f"vrrp_instance {render.VRRP_INSTANCE}")
+            assert _block(instance, "\ttrack_file").split()[2:3] == [render.KEEPALIVED_FAILOVER_TRACK]
+    # the drop leaves the holder under its peer whatever its checks add: a priority is at least 1
+    assert max(render.VRRP_PRIORITIES) + render.KEEPALIVED_FAILOVER_WEIGHT < 1 and render.KEEPALIVED_FAILOVER_WEIGHT >= -253
 
 
 def _debian_unit() -> Path | None:
@@ -362,3 +405,25 @@ def test_keepalived_check_refuses_a_broken_file(reference, tmp_path):
     # and on a script it cannot run (here: lvsha's program missing from its path)
     unknown = _conf(cluster, cluster.master).replace(render.KEEPALIVED_PROGRAM, "/usr/local/sbin/lvsha-missing")
     assert _check(keepalived, cluster, cluster.master, tmp_path, unknown).returncode != 0
+
+
+def test_keepalived_accepts_the_file_it_runs_with_a_drained_host_and_a_failover_request(reference, tmp_path):
+    """The file lvsha-drain derives (drained reals at weight 0) passes keepalived's own check,
+    as does the model's with `lvsha failover`'s tracked file."""
+    keepalived = _keepalived()
+    cluster = replace(reference, engine="keepalived")
+    deployed = tmp_path / "keepalived.conf"
+    deployed.write_text(_conf(cluster, cluster.master))
+    drained = tmp_path / "drained"
+    vs = cluster.virtual_servers()[0]
+    drained.write_text("".join(f"{v.address} {v.real_token(v.reals[0][1])}\n" for v in (vs, cluster.virtual_servers()[-1])))
+    live = tmp_path / "run" / "keepalived.conf"
+    result = subprocess.run([str(render.FILES / "lvsha" / "lvsha-drain"), "--engine", "keepalived", "render"],
+                            env={**os.environ, "LVSHA_KEEPALIVED_CONF": str(deployed), "LVSHA_DRAINED": str(drained),
+                                 "LVSHA_KEEPALIVED_LIVE": str(live), "LVSHA_KEEPALIVED": "true"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    content = live.read_text()
+    assert content.count("\t\tweight 0    # lvsha-drain ") == 2
+    result = _check(keepalived, cluster, cluster.master, tmp_path, content)
+    assert result.returncode == 0, result.stderr
