@@ -544,3 +544,22 @@ def test_no_drain_program_is_none_drained_not_a_failure(keepalived1):
     assert value(samples, "lvsha_metrics_failed_commands") == 0
     assert not [v for (name, labels), v in samples.items()
                 if name == "lvsha_real_server_state" and dict(labels)["state"] == "drained" and v]
+
+
+def test_keepalived_a_service_on_one_port_names_its_reals_with_the_port(keepalived1):
+    """keepalived.conf's `virtual_server VIP PORT` / `real_server IP PORT` as ipvsadm names
+    them (VIP:PORT, IP:PORT); lvsha-drain names such a real IP:PORT (ldirectord's `real=`)."""
+    (keepalived1.root / "keepalived" / "keepalived.conf").write_text(
+        "virtual_server 10.0.0.9 80 {\n\tlb_kind NAT\n\tsorry_server 192.168.0.99 80\n"
+        "\treal_server 192.168.0.1 80 {\n\t\tweight 1\n\t}\n\treal_server 192.168.0.4 80 {\n\t\tweight 1\n\t}\n}\n")
+    keepalived1.answer("ipvsadm -Ln", "IP Virtual Server version 1.2.1 (size=4096)\n"
+                       "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n"
+                       "TCP  10.0.0.9:80 wlc\n  -> 192.168.0.1:80 Masq 1 0 0\n  -> 192.168.0.4:80 Masq 0 3 0\n")
+    keepalived1.answer("lvsha-drain list", "10.0.0.9:80 192.168.0.4:80")
+    assert keepalived1.run().returncode == 0
+    samples = keepalived1.samples()
+    assert value(samples, "lvsha_virtual_service_loaded", virtual="10.0.0.9:80", address="10.0.0.9") == 1
+    assert value(samples, "lvsha_real_server_state", virtual="10.0.0.9:80", real="192.168.0.1:80", state="in_rotation") == 1
+    assert value(samples, "lvsha_real_server_state", virtual="10.0.0.9:80", real="192.168.0.4:80", state="drained") == 1
+    assert {dict(labels)["real"] for (name, labels) in samples if name == "lvsha_real_server_weight"} == {
+        "192.168.0.1:80", "192.168.0.4:80"}  # the sorry server is not a real server of the model
