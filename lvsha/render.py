@@ -103,6 +103,8 @@ NETWORKD_DIR = "/etc/systemd/network"
 METRICS_SCRIPT = "/usr/local/sbin/lvsha-metrics"
 METRICS_SERVICE = "/etc/systemd/system/lvsha-metrics.service"
 METRICS_TIMER = "/etc/systemd/system/lvsha-metrics.timer"
+# lvsha-metrics' settings (the engine, the floating addresses...), rendered from the model.
+METRICS_ENV = "/etc/lvsha/metrics.env"
 NODE_EXPORTER_DROPIN = "/etc/systemd/system/prometheus-node-exporter.service.d/lvsha.conf"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 METRICS_FILE = f"{TEXTFILE_DIR}/lvsha.prom"
@@ -121,7 +123,7 @@ MANAGED_DIRECTORIES = tuple(sorted({
         HA_CF, FLOATING_IPS_SCRIPT, FIREWALL_RULES, SYSCTL_CONF, MODULES_CONF, HEARTBEAT_GUARD,
         HEARTBEAT_DROPIN, LDIRECTORD_DROPIN, FIREWALL_DROPIN, NGINX_SITES, NGINX_SITE_LINK, f"{NETWORKD_DIR}/x",
         CONNTRACKD_CONF, IPVS_SYNC_UNIT, CONNTRACKD_DROPIN, KEEPALIVED_CONF, KEEPALIVED_DROPIN,
-        NODE_EXPORTER_DROPIN,
+        NODE_EXPORTER_DROPIN, METRICS_ENV,
     )
 }))
 
@@ -283,14 +285,18 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
 
 
 def monitoring_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
-    """lvsha-metrics, its service and timer, and node_exporter's drop-in (used only
-    when the model's monitoring is on)."""
+    """lvsha-metrics and its settings, its service and timer, and node_exporter's
+    drop-in (used only when the model's monitoring is on)."""
     mon = cluster.monitoring
+    engine_units = ["keepalived.service"] if cluster.engine == "keepalived" else ["heartbeat.service", "ldirectord.service"]
     return [
         _shipped("lvsha", METRICS_SCRIPT, mode="0755"),
+        RenderedFile(METRICS_ENV, _render(
+            "lvsha-metrics.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer),
+            floating_ips=floating_ips_arguments(cluster))),
         RenderedFile(METRICS_SERVICE, _render(
             "lvsha-metrics.service.j2", cluster, balancer=balancer, script=METRICS_SCRIPT, textfile_dir=TEXTFILE_DIR,
-            command_timeout=METRICS_COMMAND_TIMEOUT, run_timeout=METRICS_RUN_TIMEOUT)),
+            command_timeout=METRICS_COMMAND_TIMEOUT, run_timeout=METRICS_RUN_TIMEOUT, engine_units=engine_units)),
         RenderedFile(METRICS_TIMER, _render("lvsha-metrics.timer.j2", cluster, interval=mon.interval)),
         RenderedFile(NODE_EXPORTER_DROPIN, _render(
             "node-exporter-dropin.conf.j2", cluster, balancer=balancer, port=mon.port, textfile_dir=TEXTFILE_DIR)),

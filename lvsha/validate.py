@@ -559,9 +559,6 @@ def _check_monitoring(c: _Checker, cluster: Cluster, intl) -> None:
     if not isinstance(mon.sources, (tuple, list)):
         c.fail("monitoring.sources", mon.sources, "must be a tuple of networks")
         return
-    if mon.enabled is True and cluster.engine == "keepalived":
-        c.fail("monitoring.enabled", mon.enabled, "lvsha-metrics reads heartbeat's and ldirectord's view of the pair: "
-               "monitoring is not available on engine 'keepalived' yet")
     if mon.enabled is True and not mon.sources:
         c.fail("monitoring.sources", mon.sources, "monitoring is enabled: name the networks allowed to scrape")
     dropped = _dropped_on_arrival(cluster)

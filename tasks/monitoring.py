@@ -19,7 +19,9 @@ def monitoring(cluster: Cluster, balancer: Balancer):
       reading lvsha's metrics from its textfile directory (lvsha's drop-in);
       restarted when the drop-in changed.
     - lvsha-metrics.timer runs lvsha-metrics every `interval` seconds, enabled at
-      boot; restarted when the timer changed (a new interval).
+      boot; restarted when the timer changed (a new interval). lvsha-metrics and
+      its settings (the engine whose view it reads, the floating addresses) are
+      read afresh at each run.
 
     Off, on a host that has lvsha's monitoring files (it was on before): the
     timer and node_exporter are stopped and disabled and lvsha's files and metrics
@@ -34,14 +36,15 @@ def monitoring(cluster: Cluster, balancer: Balancer):
              running=False, enabled=False)
         removed = [absent_file(name=f"No {path}", path=path)
                    for path in (render.METRICS_TIMER, render.METRICS_SERVICE, render.NODE_EXPORTER_DROPIN,
-                                render.METRICS_SCRIPT)]
+                                render.METRICS_SCRIPT, render.METRICS_ENV)]
         server.shell(name="No lvsha metrics for node_exporter", commands=[f"rm -f {render.METRICS_FILE}"],
                      _if=lambda: any(op.did_change() for op in removed))
         systemd.daemon_reload(name="Reload systemd for the removed monitoring units",
                               _if=lambda: any(op.did_change() for op in removed))
         return
-    script, service, timer, dropin = render.monitoring_files(cluster, balancer)
-    put(script)  # read afresh at each run
+    script, settings, service, timer, dropin = render.monitoring_files(cluster, balancer)
+    put(settings)  # both read afresh at each run
+    put(script)
     service_written, timer_written, dropin_written = put(service), put(timer), put(dropin)
     systemd.daemon_reload(name="Reload systemd for the monitoring units",
                           _if=lambda: any(op.did_change() for op in (service_written, timer_written, dropin_written)))

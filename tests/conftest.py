@@ -58,6 +58,14 @@ def monitored(reference):
     return replace(reference, monitoring=Monitoring(enabled=True, sources=("10.0.0.0/24", "192.168.0.200/32")))
 
 
+@pytest.fixture(scope="session")
+def monitored_keepalived(monitored):
+    """`monitored` on engine keepalived (state sync on)."""
+    from dataclasses import replace
+
+    return replace(monitored, engine="keepalived")
+
+
 def promtool() -> str:
     """promtool (Debian's `prometheus` package's, which bin/setup unpacks into the venv's
     bin): found in PATH or beside the running Python; a skip without it, a failure under CI."""

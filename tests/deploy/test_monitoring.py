@@ -1,4 +1,5 @@
-"""Operation-level tests of the monitoring deploy (tasks/monitoring.py), against simulated hosts."""
+"""Operation-level tests of the monitoring deploy (tasks/monitoring.py), against simulated hosts,
+on each engine (the monitored reference, on heartbeat and on keepalived)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,14 @@ def _commands(ops) -> str:
     return "\n".join(c for cs in changing(ops).values() for c in cs)
 
 
-MONITORING_PATHS = (render.METRICS_SCRIPT, render.METRICS_SERVICE, render.METRICS_TIMER, render.NODE_EXPORTER_DROPIN)
+MONITORING_PATHS = (render.METRICS_SCRIPT, render.METRICS_ENV, render.METRICS_SERVICE, render.METRICS_TIMER,
+                    render.NODE_EXPORTER_DROPIN)
+
+
+@pytest.fixture(params=["heartbeat", "keepalived"])
+def monitored(request):
+    """The monitored reference (conftest's), on each engine."""
+    return request.getfixturevalue("monitored" if request.param == "heartbeat" else "monitored_keepalived")
 
 
 def test_enabled_a_fresh_balancer_gets_the_package_the_timer_and_the_firewall_rule(monitored):
@@ -59,10 +67,11 @@ def test_enabled_a_converged_balancer_gets_no_change(monitored, name):
     assert machine.loads == ["FactBundle"]  # the monitoring units' states are in the one read
 
 
-def test_disabled_none_of_it(reference):
+@pytest.mark.parametrize("engine", ["heartbeat", "keepalived"])
+def test_disabled_none_of_it(reference, engine):
     """Off (the default), on a host that never had it: no package, no file, no unit, no
     port, and no operation of the monitoring deploy at all."""
-    reference = replace(reference, monitoring=Monitoring())
+    reference = replace(reference, monitoring=Monitoring(), engine=engine)
     for machine in (fresh("balancer1", ["eth0", "eth1"]), converged_balancer(reference, reference.balancer("balancer1"))):
         ops = _director(reference, machine)
         text = _commands(ops)
@@ -80,7 +89,7 @@ def test_a_new_port_restarts_node_exporter_and_a_new_interval_the_timer(monitore
     assert changes["Restart lvsha-metrics.timer for its new interval"] == ["systemctl restart lvsha-metrics.timer"]
     assert "Reload systemd for the monitoring units" in changes
     assert f"Load {render.FIREWALL_RULES}" in changes  # the port moves in the firewall too
-    assert not [name for name in changes if "heartbeat" in name or "ldirectord" in name]
+    assert not [name for name in changes if any(engine in name for engine in ("heartbeat", "ldirectord", "keepalived"))]
 
 
 def test_a_stopped_node_exporter_is_started_not_restarted(monitored):
@@ -102,3 +111,14 @@ def test_turned_off_it_is_stopped_and_removed(monitored):
     assert changes["No lvsha metrics for node_exporter"] == [f"rm -f {render.METRICS_FILE}"]
     assert "Reload systemd for the removed monitoring units" in changes
     assert f"Load {render.FIREWALL_RULES}" in changes  # the port closed
+
+
+def test_the_settings_name_the_engine_and_a_new_interval_leaves_them(monitored):
+    """lvsha-metrics reads the view of the engine its settings name (rendered from the model);
+    a new interval is the timer's business only."""
+    machine = converged_balancer(monitored, monitored.balancer("balancer1"))
+    settings = next(f for f in render.monitoring_files(monitored, monitored.master) if f.path == render.METRICS_ENV)
+    assert f"LVSHA_ENGINE={monitored.engine}\n" in settings.content
+    changes = changing(_director(replace(monitored, monitoring=replace(monitored.monitoring, interval=7)), machine))
+    assert f"Write {render.METRICS_ENV}" not in changes  # the interval is the timer's, not the script's
+    assert "Restart lvsha-metrics.timer for its new interval" in changes

@@ -2,7 +2,9 @@
 skipped otherwise): node_exporter answers the lab client (one of the monitoring sources)
 on each balancer, with its ipvs collector and lvsha's metrics; its port stays closed to
 a web host that is not a source; and lvsha's metrics follow a takeover (`lvsha
-failover`) and a drain. Every name, address and count comes from the model."""
+failover`) and a drain. The engine's view is read for the model's engine (heartbeat:
+the peer and each link; keepalived: keepalived running and the VRRP state). Every
+name, address and count comes from the model."""
 
 from __future__ import annotations
 
@@ -49,6 +51,32 @@ def value(samples, name, **labels):
     return samples.get((name, frozenset(labels.items())))
 
 
+def vrrp_state(samples) -> str | None:
+    """The state lvsha_vrrp_state says is this node's (keepalived), or None."""
+    states = [dict(labels)["state"] for (name, labels), v in samples.items() if name == "lvsha_vrrp_state" and v == 1]
+    return states[0] if len(states) == 1 else None
+
+
+def assert_engine_view(lab, samples, balancer: str, holder: str) -> None:
+    """The engine's view on `balancer` of a settled pair whose addresses `holder` carries:
+    heartbeat runs and sees its peer active on every link; keepalived runs, MASTER on the
+    holder and BACKUP on the other."""
+    if lab.engine == "keepalived":
+        assert value(samples, "lvsha_keepalived_running") == 1, balancer
+        assert vrrp_state(samples) == ("MASTER" if balancer == holder else "BACKUP"), balancer
+        assert not [name for name, _ in samples if name.startswith("lvsha_heartbeat")], balancer
+        return
+    assert value(samples, "lvsha_heartbeat_running") == 1, balancer
+    assert value(samples, "lvsha_heartbeat_peer_active", peer=lab.other(balancer)) == 1, balancer
+    links = {dict(labels)["link"]: v for (name, labels), v in samples.items() if name == "lvsha_heartbeat_link_up"}
+    assert links and set(links.values()) == {1}, (balancer, links)
+
+
+def engine_components(lab) -> tuple[str, ...]:
+    """The lvsha_config_applied components of the model's engine."""
+    return ("keepalived",) if lab.engine == "keepalived" else ("heartbeat", "ldirectord")
+
+
 def held_by(lab, monitoring) -> dict[str, set[str]]:
     """{balancer: the floating addresses its lvsha_floating_address_held says it holds}."""
     found = {}
@@ -65,16 +93,12 @@ def test_node_exporter_serves_ipvs_and_lvsha_metrics_to_the_monitoring_sources(l
     every = {str(ip.address) for ip in lab.cluster.floating_ips()}
     assert held_by(lab, monitoring) == {b.name: every if b.name == holder else set() for b in lab.cluster.balancers}
     for b in lab.cluster.balancers:
-        peer = lab.other(b.name)
         samples = scrape(lab, monitoring, b.name)
         # node_exporter's own ipvs collector: each real server of the model, with its weight
         backends = {dict(labels)["remote_address"] for name, labels in samples if name == "node_ipvs_backend_weight"}
         assert {str(ip) for vs in lab.cluster.virtual_servers() for _, ip in vs.reals} <= backends, b.name
-        assert value(samples, "lvsha_heartbeat_running") == 1
-        assert value(samples, "lvsha_heartbeat_peer_active", peer=peer) == 1
-        links = {dict(labels)["link"]: v for (name, labels), v in samples.items() if name == "lvsha_heartbeat_link_up"}
-        assert links and set(links.values()) == {1}, (b.name, links)
-        for component in ("firewall", "firewall6", "heartbeat", "ldirectord") + (
+        assert_engine_view(lab, samples, b.name, holder)
+        for component in ("firewall", "firewall6", *engine_components(lab)) + (
                 ("conntrackd",) if lab.cluster.state_sync.enabled else ()):
             assert value(samples, "lvsha_config_applied", component=component) == 1, (b.name, component)
         if lab.cluster.state_sync.enabled:
@@ -115,8 +139,12 @@ def test_the_metrics_follow_a_takeover(lab, monitoring):
         wait_until(lambda: held_by(lab, monitoring) == {active: set(), standby: every}, FOLLOW_TIMEOUT,
                    interval=monitoring.interval, what=f"lvsha_floating_address_held to show {standby} holding everything")
         record("monitoring: metrics show the takeover", time.monotonic() - started)
-        after = value(scrape(lab, monitoring, standby), "lvsha_last_takeover_timestamp_seconds")
+        samples = scrape(lab, monitoring, standby)
+        after = value(samples, "lvsha_last_takeover_timestamp_seconds")
         assert after is not None and (before is None or after > before), (before, after)
+        if lab.engine == "keepalived":  # the VRRP states follow the addresses
+            wait_until(lambda: [vrrp_state(scrape(lab, monitoring, b)) for b in (standby, active)] == ["MASTER", "BACKUP"],
+                       FOLLOW_TIMEOUT, interval=monitoring.interval, what=f"lvsha_vrrp_state to show {standby} MASTER")
     finally:
         back = lab.lvsha("failover", "--to", active, timeout=300)
         assert back.returncode == 0, f"{back.stdout}\n{back.stderr}"

@@ -74,3 +74,19 @@ def test_the_keepalived_example_is_the_reference_on_the_other_engine(reference, 
     assert as_reference == reference
     timers = lambda hb: (hb.keepalive, hb.deadtime, hb.auto_failback, hb.ping_nodes, hb.links)  # noqa: E731
     assert timers(keepalived.heartbeat) == timers(reference.heartbeat)
+
+
+def test_the_monitored_keepalived_example_is_the_keepalived_one_with_monitoring(monkeypatch):
+    """examples/keepalived-monitored: examples/keepalived's model, monitoring on and scraped
+    from its external network (the lab client's), so test_9_monitoring runs on keepalived."""
+    from dataclasses import replace
+
+    from lvsha.model import Monitoring
+
+    monkeypatch.delenv("LVSHA_HEARTBEAT_SECRET_FILE", raising=False)
+    monkeypatch.delenv("LVSHA_HEARTBEAT_SECRET", raising=False)
+    keepalived = load_cluster(REPO / "examples" / "keepalived" / "inventory.py")
+    monitored = load_cluster(REPO / "examples" / "keepalived-monitored" / "inventory.py")  # no secret either
+    assert monitored.engine == "keepalived" and monitored.monitoring.enabled
+    assert monitored.monitoring.sources == (keepalived.external_network,)
+    assert replace(monitored, monitoring=Monitoring()) == keepalived

@@ -1,8 +1,9 @@
 """files/lvsha/lvsha-metrics, run for real against fakes of the tools it calls (ip, cl_status,
 ipvsadm, systemctl, conntrackd, lvsha-applied, lvsha-drain) answering what the real tools
 answered in the lab (tests/unit/captures/reference-drained), with the reference model's
-rendered files: its output is parsed with prometheus_client's parser and linted with
-`promtool check metrics`."""
+rendered files, on either engine (on keepalived: the same addresses and IPVS table, the
+VRRP state as keepalived's notify writes it): its output is parsed with prometheus_client's
+parser and linted with `promtool check metrics`."""
 
 from __future__ import annotations
 
@@ -83,18 +84,20 @@ class Balancer:
         self.root, self.cluster, self.name = tmp_path, cluster, name
         self.fake = tmp_path / "fake"
         self.bin = tmp_path / "bin"
-        for d in (self.fake, self.bin, tmp_path / "ha.d", tmp_path / "iptables", tmp_path / "textfile"):
+        for d in (self.fake, self.bin, tmp_path / "ha.d", tmp_path / "iptables", tmp_path / "textfile",
+                  tmp_path / "keepalived", tmp_path / "run"):
             d.mkdir(parents=True, exist_ok=True)
         for tool in ("ip", "cl_status", "ipvsadm", "systemctl", "conntrackd", "lvsha-applied", "lvsha-drain"):
             (self.bin / tool).write_text(FAKE.replace("{name}", tool))
             (self.bin / tool).chmod(0o755)
         balancer = cluster.balancer(name)
         self.files = {}
-        for f in render.balancer_files(cluster, balancer):
+        for f in [*render.balancer_files(cluster, balancer), *render.monitoring_files(cluster, balancer)]:
             local = {render.HA_CF: "ha.d/ha.cf", render.HARESOURCES: "ha.d/haresources", render.AUTHKEYS: "ha.d/authkeys",
-                     render.LDIRECTORD_CF: "ha.d/ldirectord.cf", render.HEARTBEAT_ENV: "ha.d/lvsha.env",
+                     render.LDIRECTORD_CF: "ha.d/ldirectord.cf", render.METRICS_ENV: "metrics.env",
                      render.FIREWALL_RULES: "iptables/rules.v4", render.FIREWALL6_RULES: "iptables/rules.v6",
-                     render.CONNTRACKD_CONF: "conntrackd.conf"}.get(f.path)
+                     render.CONNTRACKD_CONF: "conntrackd.conf",
+                     render.KEEPALIVED_CONF: "keepalived/keepalived.conf"}.get(f.path)
             if local:
                 (tmp_path / local).write_text(f.content)
                 self.files[f.path] = f
@@ -102,11 +105,15 @@ class Balancer:
         peer = cluster.peer(balancer).name
         self.answer("ip -4 -o addr show", raw["addresses"][1])
         self.answer("ipvsadm -Ln", raw["ipvs"][1])
-        self.answer("cl_status hbstatus", raw["hbstatus"][1], raw["hbstatus"][0])
-        self.answer(f"cl_status nodestatus {peer}", raw["peer"][1])
-        self.answer(f"cl_status listhblinks {peer}", raw["links"][1])
-        for link in ("eth0", "eth1"):
-            self.answer(f"cl_status hblinkstatus {peer} {link}", raw[f"link:{link}"][1])
+        if cluster.engine == "keepalived":  # the capture's holder is MASTER
+            self.answer("systemctl is-active keepalived.service", "active")
+            self.vrrp("MASTER" if name == "balancer1" else "BACKUP")
+        else:
+            self.answer("cl_status hbstatus", raw["hbstatus"][1], raw["hbstatus"][0])
+            self.answer(f"cl_status nodestatus {peer}", raw["peer"][1])
+            self.answer(f"cl_status listhblinks {peer}", raw["links"][1])
+            for link in ("eth0", "eth1"):
+                self.answer(f"cl_status hblinkstatus {peer} {link}", raw[f"link:{link}"][1])
         self.answer("lvsha-drain list", raw["drained"][1])
         self.answer("ipvsadm -L --daemon", IPVS_DAEMONS)
         self.answer("systemctl is-active conntrackd.service", "active")
@@ -123,15 +130,29 @@ class Balancer:
         key = "".join(c if c.isalnum() or c in ".:-" else "_" for c in call)
         (self.fake / f"{key}.hang").write_text("")
 
+    def vrrp(self, state: str | None, when: int | None = None) -> None:
+        """/run/lvsha/vrrp-state as keepalived's notify writes it (None: never written), at `when`."""
+        path = self.root / "run" / "vrrp-state"
+        if state is None:
+            path.unlink(missing_ok=True)
+            return
+        path.write_text(f"{state}\n")
+        if when is not None:
+            os.utime(path, (when, when))
+
     def applied(self, **changed: str) -> None:
-        """lvsha-applied show as the deploy leaves it: every record the sha1 of the files on disk."""
+        """lvsha-applied show as the deploy leaves it: every record the sha1 of the files on disk
+        (on keepalived, its unit's record of keepalived.conf beside them)."""
         sha1 = lambda *paths: " ".join(render.applied_record([self.files[p] for p in paths]))  # noqa: E731
         records = {
-            "heartbeat": sha1(render.HA_CF, render.HARESOURCES, render.AUTHKEYS),
-            "ldirectord": sha1(render.LDIRECTORD_CF),
             "firewall": f"{sha1(render.FIREWALL_RULES)} loaded4", "firewall6": f"{sha1(render.FIREWALL6_RULES)} loaded6",
             "firewall-now": "loaded4", "firewall6-now": "loaded6",
         }
+        if self.cluster.engine == "keepalived":
+            (self.root / "run" / "keepalived.applied").write_text(sha1(render.KEEPALIVED_CONF) + "\n")
+        else:
+            records["heartbeat"] = sha1(render.HA_CF, render.HARESOURCES, render.AUTHKEYS)
+            records["ldirectord"] = sha1(render.LDIRECTORD_CF)
         if render.CONNTRACKD_CONF in self.files:
             records["conntrackd"] = sha1(render.CONNTRACKD_CONF)
         records.update(changed)
@@ -139,10 +160,13 @@ class Balancer:
 
     def run(self, timeout: int = 2) -> subprocess.CompletedProcess:
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.fake),
-               "LVSHA_ENV_FILE": str(self.root / "ha.d" / "lvsha.env"), "LVSHA_TEXTFILE_DIR": str(self.root / "textfile"),
+               "LVSHA_ENV_FILE": str(self.root / "metrics.env"), "LVSHA_TEXTFILE_DIR": str(self.root / "textfile"),
                "LVSHA_STATE_DIR": str(self.root / "run"), "LVSHA_LIB_DIR": str(self.root / "lib"),
                "LVSHA_HA_D": str(self.root / "ha.d"), "LVSHA_IPTABLES_D": str(self.root / "iptables"),
                "LVSHA_CONNTRACKD_CONFIG": str(self.root / "conntrackd.conf"),
+               "LVSHA_KEEPALIVED_CONF": str(self.root / "keepalived" / "keepalived.conf"),
+               "LVSHA_KEEPALIVED_APPLIED": str(self.root / "run" / "keepalived.applied"),
+               "LVSHA_VRRP_STATE": str(self.root / "run" / "vrrp-state"),
                "LVSHA_APPLIED": "lvsha-applied", "LVSHA_DRAIN": "lvsha-drain", "LVSHA_METRICS_TIMEOUT": str(timeout)}
         return subprocess.run([SCRIPT], capture_output=True, text=True, env=env, timeout=120)
 
@@ -163,6 +187,18 @@ def value(samples, name, **labels):
 @pytest.fixture
 def balancer1(reference, tmp_path):
     return Balancer(tmp_path, reference, "balancer1")
+
+
+@pytest.fixture
+def keepalived1(reference, tmp_path):
+    """balancer1 of the reference on keepalived (state sync on), VRRP MASTER."""
+    return Balancer(tmp_path, replace(reference, engine="keepalived"), "balancer1")
+
+
+@pytest.fixture(params=["heartbeat", "keepalived"])
+def either(request):
+    """balancer1 on each engine."""
+    return request.getfixturevalue("balancer1" if request.param == "heartbeat" else "keepalived1")
 
 
 def test_the_drained_pair_as_the_metrics_say_it(reference, balancer1):
@@ -313,28 +349,53 @@ def test_without_state_sync_nothing_of_it_is_judged(reference, tmp_path):
     assert value(samples, "lvsha_config_applied", component="firewall") == 1
 
 
-def test_the_output_passes_promtool_check_metrics(balancer1, tmp_path):
+def test_the_output_passes_promtool_check_metrics(either, tmp_path):
     exe = promtool()
-    assert balancer1.run().returncode == 0
-    result = subprocess.run([exe, "check", "metrics"], input=balancer1.text, capture_output=True, text=True,
+    assert either.run().returncode == 0
+    result = subprocess.run([exe, "check", "metrics"], input=either.text, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stdout + result.stderr  # no lint
 
 
-def test_every_metric_is_documented(balancer1):
-    assert balancer1.run().returncode == 0
+def test_every_metric_is_documented(either):
+    assert either.run().returncode == 0
     doc = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
-    names = {line.split()[2] for line in balancer1.text.splitlines() if line.startswith("# TYPE")}
+    names = {line.split()[2] for line in either.text.splitlines() if line.startswith("# TYPE")}
     names.add("lvsha_last_takeover_timestamp_seconds")
     assert [n for n in sorted(names) if not re.search(rf"`{n}[`{{]", doc)] == []
 
 
-def test_the_rendered_heartbeat_env_is_what_it_reads(reference):
-    """lvsha-metrics reads LVSHA_PEER, LVSHA_FLOATING_IPS and LVSHA_STATE_SCRIPT from lvsha.env."""
-    env = next(f for f in render.heartbeat_helper_files(reference, reference.master) if f.path == render.HEARTBEAT_ENV)
-    for key in ("LVSHA_PEER=", "LVSHA_FLOATING_IPS=", "LVSHA_STATE_SCRIPT="):
-        assert key in env.content
+def _settings(cluster) -> dict[str, str]:
+    """metrics.env as rendered for the cluster's master, as sh reads it."""
+    env = next(f for f in render.monitoring_files(cluster, cluster.master) if f.path == render.METRICS_ENV)
+    out = subprocess.run(["sh", "-c", 'set -a; . /dev/stdin; env'], input=env.content, capture_output=True, text=True,
+                         env={}, timeout=30, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("LVSHA_"))
+
+
+def test_the_rendered_settings_are_what_it_reads(reference):
+    """lvsha-metrics reads the engine, the peer (heartbeat's), the floating addresses and
+    whether state sync is on from metrics.env, rendered from the model."""
+    settings = _settings(reference)
+    assert settings == {"LVSHA_ENGINE": "heartbeat", "LVSHA_PEER": reference.peer(reference.master).name,
+                        "LVSHA_FLOATING_IPS": " ".join(render.floating_ips_arguments(reference)),
+                        "LVSHA_STATE_SYNC": "on"}
+    unsynced = replace(reference, engine="keepalived", state_sync=replace(reference.state_sync, enabled=False))
+    assert _settings(unsynced) == {"LVSHA_ENGINE": "keepalived", "LVSHA_STATE_SYNC": "off",
+                                   "LVSHA_FLOATING_IPS": " ".join(render.floating_ips_arguments(reference))}
+
+
+def test_its_default_paths_are_the_rendered_ones():
+    """The paths it reads by default are where the deploy and the engine's helpers write."""
+    text = Path(SCRIPT).read_text()
+    for variable, path in (("LVSHA_ENV_FILE", render.METRICS_ENV), ("LVSHA_TEXTFILE_DIR", render.TEXTFILE_DIR),
+                           ("LVSHA_CONNTRACKD_CONFIG", render.CONNTRACKD_CONF),
+                           ("LVSHA_KEEPALIVED_CONF", render.KEEPALIVED_CONF),
+                           ("LVSHA_KEEPALIVED_APPLIED", render.KEEPALIVED_APPLIED),
+                           ("LVSHA_VRRP_STATE", render.KEEPALIVED_VRRP_STATE), ("LVSHA_APPLIED", render.APPLIED_SCRIPT),
+                           ("LVSHA_DRAIN", render.DRAIN_SCRIPT)):
+        assert f"${{{variable}:-{path}}}" in text, variable
 
 
 def test_an_ipvs_that_answers_with_an_error_is_an_empty_table_not_silence(reference, balancer1):
@@ -363,3 +424,142 @@ def test_nothing_recorded_by_lvsha_applied_is_drift(balancer1):
     samples = balancer1.samples()
     assert {labels: v for (name, labels), v in samples.items() if name == "lvsha_config_applied"} == {
         frozenset({"component": c}.items()): 0 for c in ("firewall", "firewall6", "heartbeat", "ldirectord", "conntrackd")}
+
+
+# ---- engine "keepalived" ------------------------------------------------------------------
+
+VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "unknown")
+
+
+def vrrp_state(samples) -> str:
+    """The one state lvsha_vrrp_state says (each state has its sample)."""
+    found = {dict(labels)["state"]: v for (name, labels), v in samples.items() if name == "lvsha_vrrp_state"}
+    assert set(found) == set(VRRP_STATES) and sorted(found.values()) == [0, 0, 0, 0, 1], found
+    return next(state for state, v in found.items() if v == 1)
+
+
+def test_keepalived_the_drained_pair_as_the_metrics_say_it(reference, keepalived1):
+    """keepalived's view instead of heartbeat's; the real servers read from keepalived.conf as
+    from ldirectord.cf; keepalived's record of its file instead of heartbeat's and ldirectord's."""
+    result = keepalived1.run()
+    assert result.returncode == 0, result.stderr
+    samples = keepalived1.samples()
+    assert value(samples, "lvsha_keepalived_running") == 1
+    assert vrrp_state(samples) == "MASTER"
+    assert not [name for name, _ in samples if name.startswith("lvsha_heartbeat")]
+    assert "cl_status" not in (keepalived1.fake / "calls").read_text()
+    for ip in reference.floating_ips():
+        assert value(samples, "lvsha_floating_address_held", address=str(ip.address), interface=ip.interface) == 1
+    for vs in reference.virtual_servers():
+        assert value(samples, "lvsha_virtual_service_loaded", virtual=vs.address, address=str(vs.vip)) == 1
+        for host, ip in vs.reals:
+            want = "drained" if host.name == "hostB" else "in_rotation"
+            assert value(samples, "lvsha_real_server_state", virtual=vs.address, real=vs.real_address(ip),
+                         state=want) == 1, (vs.address, ip)
+        counts = {state: value(samples, "lvsha_virtual_service_real_servers", virtual=vs.address, address=str(vs.vip),
+                               state=state) for state in ("in_rotation", "failed_check", "drained")}
+        assert counts == {"in_rotation": len(vs.reals) - 1, "failed_check": 0, "drained": 1}
+    assert {dict(labels)["component"]: v for (name, labels), v in samples.items() if name == "lvsha_config_applied"} == {
+        "firewall": 1, "firewall6": 1, "keepalived": 1, "conntrackd": 1}
+    assert value(samples, "lvsha_state_sync_up") == 1
+    assert value(samples, "lvsha_metrics_failed_commands") == 0
+
+
+@pytest.mark.parametrize("state", ["BACKUP", "FAULT", "STOP"])
+def test_keepalived_each_vrrp_state_as_its_notify_wrote_it(keepalived1, state):
+    keepalived1.vrrp(state)
+    assert keepalived1.run().returncode == 0
+    assert vrrp_state(keepalived1.samples()) == state
+
+
+def test_keepalived_a_state_never_written_or_not_a_state_is_unknown(keepalived1):
+    keepalived1.vrrp(None)  # keepalived never transitioned since boot
+    assert keepalived1.run().returncode == 0
+    assert vrrp_state(keepalived1.samples()) == "unknown"
+    keepalived1.vrrp("SLEEPING")
+    assert keepalived1.run().returncode == 0
+    assert vrrp_state(keepalived1.samples()) == "unknown"
+
+
+def test_keepalived_stopped_only_its_clean_stop_is_believed(keepalived1):
+    """A killed keepalived leaves its last state (MASTER) in the file: unknown once it is known
+    stopped; a clean stop wrote STOP."""
+    keepalived1.answer("systemctl is-active keepalived.service", "inactive", 3)
+    result = keepalived1.run()
+    assert result.returncode == 0 and result.stderr == ""  # an answer, not a failure
+    samples = keepalived1.samples()
+    assert value(samples, "lvsha_keepalived_running") == 0
+    assert vrrp_state(samples) == "unknown"
+    keepalived1.vrrp("STOP")
+    assert keepalived1.run().returncode == 0
+    assert vrrp_state(keepalived1.samples()) == "STOP"
+    # systemctl not answering: whether it runs is unknown (left out), the file is read
+    keepalived1.hang("systemctl is-active keepalived.service")
+    keepalived1.vrrp("BACKUP")
+    result = keepalived1.run(timeout=1)
+    assert "`systemctl is-active keepalived.service` did not answer in 1 s" in result.stderr
+    samples = keepalived1.samples()
+    assert value(samples, "lvsha_keepalived_running") is None
+    assert vrrp_state(samples) == "BACKUP"
+    assert value(samples, "lvsha_metrics_failed_commands") == 1
+
+
+def test_keepalived_running_another_file_is_drift(keepalived1):
+    (keepalived1.root / "keepalived" / "keepalived.conf").write_text("edited by hand\n")  # not reloaded since
+    assert keepalived1.run().returncode == 0
+    assert value(keepalived1.samples(), "lvsha_config_applied", component="keepalived") == 0
+    (keepalived1.root / "keepalived" / "keepalived.conf").write_text(keepalived1.files[render.KEEPALIVED_CONF].content)
+    assert keepalived1.run().returncode == 0
+    assert value(keepalived1.samples(), "lvsha_config_applied", component="keepalived") == 1
+    (keepalived1.root / "run" / "keepalived.applied").unlink()  # never recorded (its drop-in not in place)
+    assert keepalived1.run().returncode == 0
+    assert value(keepalived1.samples(), "lvsha_config_applied", component="keepalived") == 0
+
+
+def test_keepalived_the_last_takeover_is_the_last_transition_to_master(keepalived1):
+    """At the time keepalived's notify wrote MASTER: even a flap between two runs (the node
+    holding every address at both) is a takeover."""
+    keepalived1.vrrp("BACKUP", when=1_600_000_000)
+    assert keepalived1.run().returncode == 0
+    assert "lvsha_last_takeover_timestamp_seconds" not in keepalived1.text
+    keepalived1.vrrp("MASTER", when=1_700_000_000)
+    assert keepalived1.run().returncode == 0
+    assert value(keepalived1.samples(), "lvsha_last_takeover_timestamp_seconds") == 1_700_000_000
+    assert keepalived1.run().returncode == 0  # still MASTER: the same takeover
+    assert value(keepalived1.samples(), "lvsha_last_takeover_timestamp_seconds") == 1_700_000_000
+    keepalived1.vrrp("MASTER", when=1_800_000_000)  # BACKUP and MASTER again since the last run
+    assert keepalived1.run().returncode == 0
+    assert value(keepalived1.samples(), "lvsha_last_takeover_timestamp_seconds") == 1_800_000_000
+    keepalived1.vrrp("BACKUP", when=1_900_000_000)
+    assert keepalived1.run().returncode == 0
+    assert value(keepalived1.samples(), "lvsha_last_takeover_timestamp_seconds") == 1_800_000_000
+    assert (keepalived1.root / "lib" / "last-takeover").read_text().strip() == "1800000000"
+
+
+def test_no_drain_program_is_none_drained_not_a_failure(keepalived1):
+    (keepalived1.bin / "lvsha-drain").unlink()
+    result = keepalived1.run()
+    assert result.returncode == 0 and result.stderr == ""
+    samples = keepalived1.samples()
+    assert value(samples, "lvsha_metrics_failed_commands") == 0
+    assert not [v for (name, labels), v in samples.items()
+                if name == "lvsha_real_server_state" and dict(labels)["state"] == "drained" and v]
+
+
+def test_keepalived_a_service_on_one_port_names_its_reals_with_the_port(keepalived1):
+    """keepalived.conf's `virtual_server VIP PORT` / `real_server IP PORT` as ipvsadm names
+    them (VIP:PORT, IP:PORT); lvsha-drain names such a real IP:PORT (ldirectord's `real=`)."""
+    (keepalived1.root / "keepalived" / "keepalived.conf").write_text(
+        "virtual_server 10.0.0.9 80 {\n\tlb_kind NAT\n\tsorry_server 192.168.0.99 80\n"
+        "\treal_server 192.168.0.1 80 {\n\t\tweight 1\n\t}\n\treal_server 192.168.0.4 80 {\n\t\tweight 1\n\t}\n}\n")
+    keepalived1.answer("ipvsadm -Ln", "IP Virtual Server version 1.2.1 (size=4096)\n"
+                       "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n"
+                       "TCP  10.0.0.9:80 wlc\n  -> 192.168.0.1:80 Masq 1 0 0\n  -> 192.168.0.4:80 Masq 0 3 0\n")
+    keepalived1.answer("lvsha-drain list", "10.0.0.9:80 192.168.0.4:80")
+    assert keepalived1.run().returncode == 0
+    samples = keepalived1.samples()
+    assert value(samples, "lvsha_virtual_service_loaded", virtual="10.0.0.9:80", address="10.0.0.9") == 1
+    assert value(samples, "lvsha_real_server_state", virtual="10.0.0.9:80", real="192.168.0.1:80", state="in_rotation") == 1
+    assert value(samples, "lvsha_real_server_state", virtual="10.0.0.9:80", real="192.168.0.4:80", state="drained") == 1
+    assert {dict(labels)["real"] for (name, labels) in samples if name == "lvsha_real_server_weight"} == {
+        "192.168.0.1:80", "192.168.0.4:80"}  # the sorry server is not a real server of the model

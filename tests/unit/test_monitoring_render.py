@@ -1,11 +1,12 @@
-"""What monitoring renders: its golden files (tests/golden-monitoring: every file the
-reference's rendering gains or changes when monitoring is on), the firewall's rule, and
-the Prometheus alert rules, checked by `promtool check rules` and proven to fire by
-`promtool test rules` on series of both balancers."""
+"""What monitoring renders, on each engine: its golden files (tests/golden-monitoring/ENGINE:
+every file the reference's rendering on that engine gains or changes when monitoring is
+on), the firewall's rule, and the Prometheus alert rules, checked by `promtool check rules`
+and proven to fire by `promtool test rules` on series of both balancers."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -18,11 +19,20 @@ from lvsha.model import Monitoring
 from tests.conftest import promtool
 
 GOLDEN_MONITORING = Path(__file__).resolve().parent.parent / "golden-monitoring"
+ENGINES = ("heartbeat", "keepalived")
 
 
-def test_golden_files_with_monitoring(monitored, request, tmp_path):
+@pytest.fixture(params=ENGINES)
+def on_engine(request, monitored, monitored_keepalived):
+    """(engine, the monitored reference on it)."""
+    return request.param, monitored if request.param == "heartbeat" else monitored_keepalived
+
+
+def test_golden_files_with_monitoring(on_engine, request, tmp_path):
     """Monitoring adds its files and the rules file, and changes each balancer's rules.v4:
     nothing else (rules.v6 stays closed), each equal to its reviewed copy."""
+    engine, monitored = on_engine
+    golden = GOLDEN_MONITORING / engine
     off = tmp_path / "off"
     render.write_tree(replace(monitored, monitoring=Monitoring()), off)
     on = tmp_path / "on"
@@ -30,18 +40,18 @@ def test_golden_files_with_monitoring(monitored, request, tmp_path):
     changed = sorted(rel for rel in (p.relative_to(on) for p in written)
                      if not (off / rel).is_file() or (off / rel).read_text() != (on / rel).read_text())
     if request.config.getoption("--update-golden"):
-        shutil.rmtree(GOLDEN_MONITORING, ignore_errors=True)
+        shutil.rmtree(golden, ignore_errors=True)
         for rel in changed:
-            (GOLDEN_MONITORING / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(on / rel, GOLDEN_MONITORING / rel)
-    expected = sorted(p.relative_to(GOLDEN_MONITORING) for p in GOLDEN_MONITORING.rglob("*") if p.is_file())
+            (golden / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(on / rel, golden / rel)
+    expected = sorted(p.relative_to(golden) for p in golden.rglob("*") if p.is_file())
     assert changed == expected
     assert {str(rel) for rel in changed} == {render.ALERT_RULES} | {
         f"{b.name}{path}" for b in monitored.balancers
-        for path in (render.FIREWALL_RULES, render.METRICS_SCRIPT, render.METRICS_SERVICE, render.METRICS_TIMER,
-                     render.NODE_EXPORTER_DROPIN)}
+        for path in (render.FIREWALL_RULES, render.METRICS_SCRIPT, render.METRICS_ENV, render.METRICS_SERVICE,
+                     render.METRICS_TIMER, render.NODE_EXPORTER_DROPIN)}
     for rel in changed:
-        assert (on / rel).read_text() == (GOLDEN_MONITORING / rel).read_text(), f"{rel} differs from its golden copy"
+        assert (on / rel).read_text() == (golden / rel).read_text(), f"{rel} differs from its golden copy"
 
 
 def test_monitoring_off_renders_nothing_of_it(reference, tmp_path):
@@ -78,13 +88,25 @@ def test_units_follow_the_model(monitored):
     assert f"Environment=LVSHA_TEXTFILE_DIR={render.TEXTFILE_DIR}\n" in files[render.METRICS_SERVICE]
     assert f"ExecStart={render.METRICS_SCRIPT}\n" in files[render.METRICS_SERVICE]
     assert render.METRICS_FILE == f"{render.TEXTFILE_DIR}/lvsha.prom"
+    assert "After=heartbeat.service ldirectord.service\n" in files[render.METRICS_SERVICE]
+    assert "LVSHA_ENGINE=heartbeat\n" in files[render.METRICS_ENV]
+    on_keepalived = {f.path: f.content for f in render.monitoring_files(replace(tuned, engine="keepalived"), tuned.master)}
+    assert "After=keepalived.service\n" in on_keepalived[render.METRICS_SERVICE]
+    assert "LVSHA_ENGINE=keepalived\n" in on_keepalived[render.METRICS_ENV]
+    assert "LVSHA_PEER" not in on_keepalived[render.METRICS_ENV]  # heartbeat's name of the peer
 
 
 @pytest.fixture
-def rules_file(monitored, tmp_path) -> Path:
+def rules_file(on_engine, tmp_path) -> Path:
+    """The monitored reference's rules, on each engine (the common rules are the same)."""
+    _, monitored = on_engine
     path = tmp_path / render.ALERT_RULES
     path.write_text(render.alert_rules(monitored))
     return path
+
+
+HEARTBEAT_ALERTS = ("LvshaHeartbeatStopped", "LvshaPeerDown", "LvshaHeartbeatLinkDown")
+KEEPALIVED_ALERTS = ("LvshaKeepalivedStopped", "LvshaVrrpNoMaster", "LvshaVrrpTwoMasters", "LvshaVrrpFault")
 
 
 def test_promtool_check_rules(rules_file):
@@ -93,7 +115,26 @@ def test_promtool_check_rules(rules_file):
     assert "SUCCESS" in result.stdout
 
 
-def test_the_rules_follow_the_model(monitored):
+def _alerts(rules: str) -> dict[str, list[str]]:
+    """{alert: its rules' lines, comments left out} (the site alert's are one per site)."""
+    found: dict[str, list[str]] = {}
+    for block in rules.split("- alert: ")[1:]:
+        name, *lines = block.splitlines()
+        found.setdefault(name, []).extend(line for line in lines if not line.lstrip().startswith("#"))
+    return found
+
+
+def test_each_engine_gets_its_own_alerts_and_the_same_common_ones(monitored, monitored_keepalived):
+    heartbeat, keepalived = _alerts(render.alert_rules(monitored)), _alerts(render.alert_rules(monitored_keepalived))
+    assert set(HEARTBEAT_ALERTS) <= set(heartbeat) and not set(KEEPALIVED_ALERTS) & set(heartbeat)
+    assert set(KEEPALIVED_ALERTS) <= set(keepalived) and not set(HEARTBEAT_ALERTS) & set(keepalived)
+    common = {name: lines for name, lines in heartbeat.items() if name not in HEARTBEAT_ALERTS}
+    assert common == {name: lines for name, lines in keepalived.items() if name not in KEEPALIVED_ALERTS}
+    assert {"LvshaFloatingAddressOnTwoBalancers", "LvshaConfigurationDrift", "LvshaStateSyncDownOnStandby"} <= set(common)
+
+
+def test_the_rules_follow_the_model(on_engine):
+    _, monitored = on_engine
     rules = render.alert_rules(monitored)
     for ip in monitored.floating_ips():
         assert str(ip.address).replace(".", "\\\\.") in rules
@@ -201,3 +242,60 @@ def test_monitored_rules_pass_iptables_restore_test(monitored, balancer, tmp_pat
     rules.write_text(render.firewall_file(monitored, monitored.balancer(balancer)).content)
     result = subprocess.run([exe, "--test", str(rules)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_promtool_test_rules_keepalived_masters_fault_and_a_stopped_keepalived(monitored_keepalived, tmp_path):
+    """keepalived's alerts, on both balancers' series: both MASTER (split brain); then none
+    MASTER, balancer2 in FAULT with keepalived stopped. A balancer of another cluster (none
+    of this model's floating addresses) being MASTER counts for neither."""
+    rules_file = tmp_path / render.ALERT_RULES
+    rules_file.write_text(render.alert_rules(monitored_keepalived))
+    b1, b2 = (f"{b.name}:9100" for b in monitored_keepalived.balancers)
+    other = "elsewhere:9100"
+    gateway = str(monitored_keepalived.gateway)
+
+    def world(states: dict[str, str], running: dict[str, str]) -> list[dict]:
+        series = [_series("lvsha_floating_address_held", "1x10" if instance == b1 else "0x10", instance=instance,
+                          job="lvsha", address=gateway, interface="eth1") for instance in (b1, b2)]
+        series.append(_series("lvsha_floating_address_held", "1x10", instance=other, job="lvsha",
+                              address="172.16.0.1", interface="eth1"))
+        series.append(_series("lvsha_vrrp_state", "1x10", instance=other, job="lvsha", state="MASTER"))
+        for instance, state in states.items():
+            for each in ("MASTER", "BACKUP", "FAULT", "STOP", "unknown"):
+                series.append(_series("lvsha_vrrp_state", "1x10" if each == state else "0x10", instance=instance,
+                                      job="lvsha", state=each))
+        series += [_series("lvsha_keepalived_running", values, instance=instance, job="lvsha")
+                   for instance, values in running.items()]
+        return series
+
+    critical = {"severity": "critical"}
+    tests = {"rule_files": [str(rules_file)], "evaluation_interval": "30s", "tests": [
+        {"interval": "30s", "input_series": world({b1: "MASTER", b2: "MASTER"}, {b1: "1x10", b2: "1x10"}),
+         "alert_rule_test": [
+             {"eval_time": "10s", "alertname": "LvshaVrrpTwoMasters", "exp_alerts": []},  # 30 s first
+             {"eval_time": "1m", "alertname": "LvshaVrrpTwoMasters",
+              "exp_alerts": [{"exp_labels": critical,
+                              "exp_annotations": {"summary": "Split brain: both balancers are VRRP MASTER"}}]},
+             {"eval_time": "2m", "alertname": "LvshaVrrpNoMaster", "exp_alerts": []},
+             {"eval_time": "2m", "alertname": "LvshaVrrpFault", "exp_alerts": []},
+             {"eval_time": "2m", "alertname": "LvshaKeepalivedStopped", "exp_alerts": []},
+         ]},
+        {"interval": "30s", "input_series": world({b1: "BACKUP", b2: "FAULT"}, {b1: "1x10", b2: "0x10"}),
+         "alert_rule_test": [
+             {"eval_time": "30s", "alertname": "LvshaVrrpNoMaster", "exp_alerts": []},  # 1 min first
+             {"eval_time": "2m", "alertname": "LvshaVrrpNoMaster",
+              "exp_alerts": [{"exp_labels": critical, "exp_annotations": {"summary": "No balancer is VRRP MASTER"}}]},
+             {"eval_time": "2m", "alertname": "LvshaVrrpTwoMasters", "exp_alerts": []},
+             {"eval_time": "2m", "alertname": "LvshaVrrpFault",
+              "exp_alerts": [{"exp_labels": {**critical, "instance": b2, "job": "lvsha", "state": "FAULT"},
+                              "exp_annotations": {"summary": f"{b2} is in VRRP FAULT (a tracked link or check failed): "
+                                                             "it cannot take over"}}]},
+             {"eval_time": "2m", "alertname": "LvshaKeepalivedStopped",
+              "exp_alerts": [{"exp_labels": {**critical, "instance": b2, "job": "lvsha"},
+                              "exp_annotations": {"summary": f"keepalived is not running on {b2}"}}]},
+         ]},
+    ]}
+    tests_file = tmp_path / "tests.yml"
+    tests_file.write_text(json.dumps(tests, indent=1))
+    result = subprocess.run([promtool(), "test", "rules", str(tests_file)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
