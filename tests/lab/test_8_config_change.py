@@ -32,7 +32,8 @@ def test_config_change_restarts_heartbeat_and_the_pair_settles(lab):
     record("deploy restarting heartbeat on both", result.seconds)
     assert result.ok, result.output[-6000:]
     assert result.output.count("Restart heartbeat for its new configuration") >= 1
-    assert result.changed == 4, result.output[-6000:]  # ha.cf and the restart, on each balancer
+    # ha.cf and the restart on each balancer, and before each restart its peer's wait for its IPVS
+    assert result.changed == 6, result.output[-6000:]
     for name in (master, backup):
         assert "hand edit" not in lab.ssh(name, f"cat {HA_CF}").stdout
     _settled_when_the_deploy_returned(lab)
