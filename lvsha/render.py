@@ -53,8 +53,13 @@ FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf
 APPLIED_SCRIPT = "/usr/local/sbin/lvsha-applied"
 DRAIN_SCRIPT = "/usr/local/sbin/lvsha-drain"
 IPVS_READY_SCRIPT = "/usr/local/sbin/lvsha-ipvs-ready"
-# lvsha-ipvs-ready waits at most this long for ldirectord to load IPVS.
+# lvsha-ipvs-ready waits at most this long for ldirectord to load IPVS (the sync daemons, at boot).
 IPVS_READY_TIMEOUT = 60
+# The deploy waits at most this long (lvsha-ipvs-ready --strict) for a node's IPVS to hold
+# every virtual service of the model before its peer's heartbeat restarts: an ldirectord
+# restarted in the same run (Perl, then a first health check of each real server, each up to
+# checktimeout) loads its table seconds later.
+IPVS_TAKEOVER_TIMEOUT = 90
 # What ldirectord.service runs with: LDIRECTORD_CF with the drained real servers at weight 0.
 # Named "ldirectord" so that ldirectord's pid file stays Debian's /run/ldirectord.ldirectord.pid.
 LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
@@ -279,9 +284,10 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
             group=IPVS_SYNC_GROUP, port=IPVS_SYNC_PORT, ready_script=IPVS_READY_SCRIPT,
             ready_timeout=IPVS_READY_TIMEOUT)),
     ]
-    # No wait on keepalived (lvsha-ipvs-ready reads ldirectord.cf): a boot's first moments may
-    # sync connections before IPVS is loaded (ipvs-sync.service.j2, docs/limitations.md).
-    return files if cluster.engine == "keepalived" else [_shipped("lvsha", IPVS_READY_SCRIPT, mode="0755"), *files]
+    # No wait on keepalived (lvsha-ipvs-ready reads ldirectord.cf, heartbeat's engine installs
+    # it: ipvs_ready_script): a boot's first moments may sync connections before IPVS is loaded
+    # (ipvs-sync.service.j2, docs/limitations.md).
+    return files
 
 
 def monitoring_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
@@ -317,6 +323,12 @@ def drain_script() -> RenderedFile:
     """lvsha-drain: what ldirectord.service (or keepalived.service) starts and reloads
     with (its drop-in)."""
     return _shipped("lvsha", DRAIN_SCRIPT, mode="0755")
+
+
+def ipvs_ready_script() -> RenderedFile:
+    """lvsha-ipvs-ready: waits for ldirectord's IPVS (the sync daemons at boot; with
+    --strict, the deploy on a node before its peer's heartbeat restarts)."""
+    return _shipped("lvsha", IPVS_READY_SCRIPT, mode="0755")
 
 
 def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
@@ -593,6 +605,7 @@ def engine_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
         *heartbeat_files(cluster, balancer),
         *heartbeat_helper_files(cluster, balancer),
         drain_script(),
+        ipvs_ready_script(),
         *unit_dropin_files(cluster),
         ldirectord_file(cluster),
     ]

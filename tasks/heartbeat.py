@@ -17,7 +17,7 @@ from tasks.operations import (
     sha1_of,
     unit,
 )
-from tasks.rendered import put
+from tasks.rendered import is_as_rendered, put
 
 
 def running(service: str) -> bool:
@@ -87,6 +87,27 @@ def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
     return due and nodes[balancer.name][0], restart_first
 
 
+def restart_due(cluster: Cluster, balancer: Balancer) -> bool:
+    """Whether heartbeat on `balancer` restarts in this run, read from its facts
+    while the run is planned: the condition of its restart operation (see
+    heartbeat), which pyinfra only evaluates on that node when the operation
+    runs, read here on either node, so that its peer knows it too.
+
+    heartbeat runs and is enabled (one started or enabled in this run is not
+    restarted), and ha.cf, haresources or authkeys (not while the key is rotated
+    in place) is not as rendered, or it runs with other files than the model's."""
+    rotate, _ = key_rotation(cluster, balancer)
+    with on_host(balancer.name):
+        state = unit_state("heartbeat")
+        if not (state["running"] and state["enabled"]):
+            return False
+        ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
+        written = [f for f in (ha_cf, haresources) if not is_as_rendered(f.path, f.content, f.mode)]
+        new_secret = not rotate and (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content)
+        return bool(written or new_secret or runs_stale("heartbeat", [ha_cf, haresources] if rotate
+                                                        else [ha_cf, haresources, authkeys]))
+
+
 def rotate_authkeys(authkeys):
     """Change heartbeat's key on a running pair without a moment where the two
     nodes cannot authenticate each other: five phases (files/heartbeat/lvsha-authkeys),
@@ -115,6 +136,7 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     daemon, and with `cleanstop=no` the table is edited in place.
     """
     put(render.drain_script())
+    put(render.ipvs_ready_script())  # the sync daemons' wait at boot, and the deploy's before a heartbeat restart
     _, dropin_file = render.unit_dropin_files(cluster)
     dropin = put(dropin_file)
     systemd.daemon_reload(name="Reload systemd for ldirectord's drop-in", _if=dropin.did_change)
@@ -152,6 +174,11 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     heartbeat is enabled and running, restarted only when its configuration
     changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
     to restart the only node serving and returns once the pair has settled.
+    Before each restart, which may hand the peer the floating addresses, the
+    peer waits until its IPVS holds every virtual service of the model
+    (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s); one that does
+    not by then fails the run before the restart. The wait runs only in a run
+    that restarts that node (restart_due, read from both nodes' facts).
     A new heartbeat secret is rotated in place on a running pair (see
     rotate_authkeys), never by restarts with keys that differ, decided for the
     pair and ordered around the restarts as key_rotation says. It is also
@@ -176,11 +203,24 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
 
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
+    # Both nodes' restarts, known on both from both nodes' facts: the peer's wait below.
+    due = {b.name: restart_due(cluster, b) for b in cluster.balancers}
     # One operation per balancer, the backup's first: pyinfra runs operations in
     # order and (config.py: FAIL_PERCENT = 0) stops at the first failure, so a
     # restart that fails leaves the other balancer untouched, and a bad
     # configuration shows on the node that serves nothing.
     for turn, name in enumerate(b.name for b in reversed(cluster.balancers)):
+        peer = cluster.peer(cluster.balancer(name)).name
+        # The restart may hand the peer the floating addresses: the peer's IPVS holds every
+        # virtual service of the model first (an ldirectord restarted earlier in this run
+        # loads it seconds later; an empty table never), or the run stops here, bounded.
+        server.shell(
+            name=f"IPVS on {peer} holds the model's virtual services before heartbeat restarts on {name} "
+                 f"({turn + 1} of 2)",
+            commands=[f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"],
+            # On the peer, and only in a run that restarts `name`'s heartbeat (never in a no-op run).
+            _if=lambda peer=peer, name=name: balancer.name == peer and due[name],
+        )
         server.shell(
             name=f"Restart heartbeat for its new configuration ({turn + 1} of 2: {name})",
             commands=[render.HEARTBEAT_RESTART],

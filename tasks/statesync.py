@@ -17,7 +17,8 @@ def state_sync(cluster: Cluster, balancer: Balancer):
 
     - lvsha-ipvs-sync.service runs both IPVS sync daemons (master and backup)
       on the sync link, enabled at boot, once ldirectord has loaded IPVS
-      (lvsha-ipvs-ready); restarted when its unit changed.
+      (lvsha-ipvs-ready, which the ldirectord deploy installs); restarted when
+      its unit changed.
     - conntrackd runs with lvsha's configuration (FTFW, unicast to the peer),
       enabled at boot; restarted when its configuration or drop-in changed, or
       when it runs with another file (it asks the peer for its whole table at
@@ -40,8 +41,6 @@ def state_sync(cluster: Cluster, balancer: Balancer):
                               _if=lambda: any(op.did_change() for op in removed))
         return
     files = {f.path: f for f in render.state_sync_files(cluster, balancer)}
-    if render.IPVS_READY_SCRIPT in files:  # heartbeat's engine: the sync daemons wait for ldirectord's IPVS
-        put(files[render.IPVS_READY_SCRIPT])
     config, dropin, sync_unit = (files[p] for p in (render.CONNTRACKD_CONF, render.CONNTRACKD_DROPIN, render.IPVS_SYNC_UNIT))
     conntrackd_stale = runs_stale("conntrackd", [config])
     config_written, dropin_written, unit_written = put(config), put(dropin), put(sync_unit)

@@ -26,7 +26,9 @@ def gateway(reference):
 
 
 def _plan(cluster, machine, name):
-    others = tuple(b.name for b in cluster.balancers)
+    """The operations on balancer `name` (facts: `machine`), its peer converged."""
+    peer = cluster.peer(cluster.balancer(name))
+    others = {peer.name: converged_balancer(cluster, peer).fact}
     return plan(cluster_host, cluster, name, True, host_name=name, facts=machine.fact, others=others)
 
 

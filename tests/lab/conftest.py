@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,7 @@ import pytest
 from lvsha import render
 from lvsha.lab import lab as lab_api
 from lvsha.lab import LabError, cache_dir, image, wait_until
+from lvsha.lab.addrwatch import Clock, Offset, Overlap, holding, overlaps, parse_monitor
 from lvsha.lab.model import LAB_INVENTORY_ENV, REFERENCE_INVENTORY, ROOT, lab_cluster, topology_cluster
 from lvsha.lab.run import LAB_INVENTORY, deploy, format_report, record, set_report_label, start_report
 from lvsha.model import ENGINES, Cluster
@@ -310,12 +312,104 @@ class Lab:
                 "| grep -v -e debug: -e 'WARN: Consider' | tail -n 80")
 
 
-class Watch:
-    """Samples both balancers: who carries which floating address, and whether any
-    address is on both at once (which must never be seen)."""
+class AddressEvents:
+    """Every address each balancer's kernel adds or deletes from now on, read back
+    as holding intervals on the host's clock (lvsha/lab/addrwatch.py says how, and
+    what the tolerance is): sees two holders of any floating address for longer
+    than the clocks' tolerance (milliseconds), where sampling sees only those that
+    outlast a sample's interval.
+
+    On each balancer `ip -o -ts monitor address` runs as a transient unit (ended by
+    `read`, or by systemd after RuntimeMaxSec should the test die) logging to /run;
+    it is known to be listening once a marker address added and deleted on `lo` is
+    in its log, and only then is the snapshot of what the node holds taken."""
+
+    MARKER = "127.254.254.254"
+    _count = 0
 
     def __init__(self, lab: Lab):
+        AddressEvents._count += 1
+        self.lab, self.id = lab, f"lvsha-lab-addrwatch-{os.getpid()}-{AddressEvents._count}"
+        self.log = f"/run/lvsha-lab/{self.id}.log"
+        self.names = [b.name for b in lab.cluster.balancers]
+        self.undecided: list = []
+        self.first = {name: self._offset(name) for name in self.names}
+        self.since, self.held = {}, {}
+        for name in self.names:
+            self.since[name], self.held[name] = self._start(name)
+
+    def _start(self, name: str) -> tuple[float, set[str]]:
+        marker = f"{self.MARKER}/32"
+        out = self.lab.ssh(name, (
+            "set -e; mkdir -p /run/lvsha-lab; "
+            f"systemd-run --quiet --unit={self.id} --property=RuntimeMaxSec=7200 --setenv=TZ=UTC "
+            f"/bin/sh -c 'exec ip -o -ts monitor address > {self.log}'; i=0; "
+            f"until grep -q ' {marker} ' {self.log} 2>/dev/null; do "
+            f"ip addr add {marker} dev lo 2>/dev/null || true; ip addr del {marker} dev lo 2>/dev/null || true; "
+            "i=$((i + 1)); [ $i -lt 60 ] || { echo 'ip monitor logged nothing in 30 s' >&2; exit 1; }; sleep 0.5; done; "
+            "date +%s.%N; ip -4 -o addr show"), timeout=90)
+        since, _, addresses = out.stdout.partition("\n")
+        return float(since), {f.split("/")[0] for line in addresses.splitlines() for f in line.split()[3:4]}
+
+    def _offset(self, name: str, samples: int = 20) -> Offset:
+        """The guest's clock against the host's, over one SSH session (no fork per sample)."""
+        session = subprocess.Popen([*lab_api.ssh_argv(name), "exec bash -c 'while read -r _; do echo $EPOCHREALTIME; done'"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        taken = []
+        try:
+            for _ in range(samples):
+                sent = time.time()
+                session.stdin.write("\n")
+                session.stdin.flush()
+                if not select.select([session.stdout], [], [], 20)[0]:
+                    raise AssertionError(f"{name}: no clock reading within 20 s")
+                read = float(session.stdout.readline().strip().replace(",", "."))
+                taken.append((sent, read, time.time()))
+        finally:
+            session.stdin.close()
+            session.kill()
+            session.wait(timeout=10)
+        return Offset.of(taken)
+
+    def read(self) -> list[Overlap]:
+        """Stops the logs; every time both balancers held a floating address at once
+        beyond the clocks' tolerance (certain), in time order. Those within it are in
+        `undecided`."""
+        last = {name: self._offset(name) for name in self.names}
+        spans, clocks = {}, {}
+        for name in self.names:
+            out = self.lab.ssh(name, f"date +%s.%N; cat {self.log}; systemctl stop {self.id} 2>/dev/null; rm -f {self.log}",
+                               timeout=60).stdout
+            until, _, log = out.partition("\n")
+            spans[name] = holding(self.held[name], self.since[name], parse_monitor(log), float(until), self.lab.floating())
+            clocks[name] = Clock(self.first[name], last[name])
+        found = overlaps(spans[self.names[0]], clocks[self.names[0]], spans[self.names[1]], clocks[self.names[1]])
+        self.undecided = [o for o in found if not o.certain]
+        return [o for o in found if o.certain]
+
+
+class Watch:
+    """Samples both balancers: who carries which floating address, and whether any
+    address is on both at once (which must never be seen). With `events`, it also
+    logs both balancers' address events from now on (AddressEvents): `on_both()`
+    then sees two holders for any time longer than the clocks' tolerance, not only
+    those a sample happens to fall on."""
+
+    def __init__(self, lab: Lab, events: bool = False):
         self.lab, self.both = lab, []
+        self.events = AddressEvents(lab) if events else None
+        self.undecided: list[Overlap] = []  # within the clocks' tolerance
+        self.overlaps: list[Overlap] = []  # certain, from the address events
+
+    def on_both(self) -> list[str]:
+        """Every time an address was seen, or logged, on both balancers at once (with
+        events: read once, which ends the logs); each said with its address, and its
+        length where the logs give one."""
+        said = [f"sampled on both: {', '.join(addresses)}" for addresses in self.both]
+        if self.events:
+            self.overlaps = self.events.read()
+            self.undecided, self.events = self.events.undecided, None
+        return said + [str(o) for o in self.overlaps]
 
     def carriers(self) -> dict[str, set[str]]:
         held = {b.name: self.lab.carries(b.name)[0] & self.lab.floating() for b in self.lab.cluster.balancers}

@@ -69,7 +69,7 @@ def test_a_failed_link_on_the_backup_moves_nothing(lab, segment):
     active = lab.carrier()
     backup = lab.other(active)
     hb = lab.cluster.heartbeat
-    watch = Watch(lab)
+    watch = Watch(lab, events=True)
     _set_link(lab, backup, segment, "down")
     failed = None
     try:
@@ -88,4 +88,4 @@ def test_a_failed_link_on_the_backup_moves_nothing(lab, segment):
         raise failed
     time.sleep(2 * hb.deadtime)  # the link and the ping nodes come back; nothing may move then either
     assert watch.exactly_one_carrier() == active and lab.serving()
-    assert watch.both == []
+    assert watch.on_both() == [], f"addresses on both balancers: {watch.on_both()}"

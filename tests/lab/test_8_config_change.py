@@ -32,7 +32,8 @@ def test_config_change_restarts_heartbeat_and_the_pair_settles(lab):
     record("deploy restarting heartbeat on both", result.seconds)
     assert result.ok, result.output[-6000:]
     assert result.output.count("Restart heartbeat for its new configuration") >= 1
-    assert result.changed == 4, result.output[-6000:]  # ha.cf and the restart, on each balancer
+    # ha.cf and the restart on each balancer, and before each restart its peer's wait for its IPVS
+    assert result.changed == 6, result.output[-6000:]
     for name in (master, backup):
         assert "hand edit" not in lab.ssh(name, f"cat {HA_CF}").stdout
     _settled_when_the_deploy_returned(lab)
@@ -41,12 +42,13 @@ def test_config_change_restarts_heartbeat_and_the_pair_settles(lab):
 @pytest.mark.heartbeat_internals
 def test_secret_rotation_keeps_the_pair_authenticated_and_the_group_where_it_is(lab):
     """A new secret, one deploy: rotated in place (no restart), the group never
-    moves, and the floating addresses are never seen on both balancers (sampled every 2 s)."""
+    moves, and the floating addresses are never on both balancers (sampled every 2 s, and
+    from both kernels' address events)."""
     holder = lab.carrier()
     secret_file = Path(lab.state["heartbeat_secret_file"])
     new_secret = secrets.token_hex(32)
     secret_file.write_text(new_secret + "\n")  # stays 0600
-    watch, done = Watch(lab), threading.Event()
+    watch, done = Watch(lab, events=True), threading.Event()
 
     def sample():
         while not done.is_set():
@@ -64,7 +66,7 @@ def test_secret_rotation_keeps_the_pair_authenticated_and_the_group_where_it_is(
     assert result.ok, result.output[-6000:]
     assert "Rotate the heartbeat key 5/5" in result.output
     assert result.changed == 2 * 6, result.output[-6000:]  # staged + 5 phases on each balancer, no restart
-    assert watch.both == [], f"floating addresses on both balancers during the rotation: {watch.both}"
+    assert watch.on_both() == [], f"floating addresses on both balancers during the rotation: {watch.on_both()}"
     for name in lab.pair:
         assert new_secret in lab.ssh(name, f"cat {AUTHKEYS}").stdout
     assert lab.wait_settled(holder, timeout=60) < 60

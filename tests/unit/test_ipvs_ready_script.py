@@ -35,12 +35,12 @@ def run(tmp_path, reference):
     (tmp_path / "logger").write_text("#!/bin/sh\nexit 0\n")
     (tmp_path / "logger").chmod(0o755)
 
-    def run(timeout: str, *tables: str, every: float = 0.0):
+    def run(timeout: str, *tables: str, every: float = 0.0, strict: bool = False):
         """Run with `tables` shown by ipvsadm one after another, `every` seconds apart."""
         table.write_text(tables[0])
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(tmp_path / "ldirectord.cf")}
         started = time.monotonic()
-        process = subprocess.Popen([SCRIPT, timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        process = subprocess.Popen([SCRIPT, *(["--strict"] if strict else []), timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         for later in tables[1:]:
             time.sleep(every)
             table.write_text(later)
@@ -87,3 +87,64 @@ def test_the_timeout_is_counted_on_the_monotonic_clock(run, reference, tmp_path)
     every = len(reference.virtual_servers())
     rc, err, took = run("2", table(reference, every, reals=False))
     assert rc == 0 and took > 1, err  # the 2 s timeout, not the first tick of a racing clock
+
+
+# --strict: the deploy's check of a node about to be handed the group (tasks/heartbeat.py).
+
+def test_strict_a_table_holding_every_virtual_service_is_ready_at_once(run, reference):
+    every = len(reference.virtual_servers())
+    rc, err, _ = run("10", table(reference, every), strict=True)
+    assert rc == 0 and run.reads() == 1, err
+    assert all(vs.address in err for vs in reference.virtual_servers())
+
+
+def test_strict_waits_for_an_ldirectord_still_starting(run, reference):
+    """ldirectord restarted in the same run: an empty table, then services without
+    real servers (first health checks), then the full table."""
+    every = len(reference.virtual_servers())
+    rc, err, took = run("20", HEADER, table(reference, every, reals=False), table(reference, every),
+                        every=1.2, strict=True)
+    assert rc == 0 and took >= 2.4 and run.reads() >= 3, err
+    assert "holds every virtual service" in err
+
+
+def test_strict_an_empty_table_fails_at_the_timeout_naming_every_missing_service(run, reference):
+    rc, err, took = run("2", HEADER, strict=True)
+    assert rc == 1 and took > 1, err
+    missing = " ".join(vs.address for vs in reference.virtual_servers())
+    assert f"lacks virtual service(s) {missing} of " in err and "after waiting 2 s" in err
+    assert "not ready to be handed the floating addresses" in err
+
+
+def test_strict_checks_each_service_by_address_not_by_count(run, reference):
+    """As many services as ldirectord.cf has, one of them another address: the
+    boot-time count would call it loaded, the strict check names the one missing."""
+    every = len(reference.virtual_servers())
+    first = reference.virtual_servers()[0].address
+    wrong = table(reference, every).replace(f"TCP  {first} ", "TCP  192.0.2.99:0 ")
+    assert run("2", wrong)[0] == 0  # the count: loaded
+    rc, err, _ = run("2", wrong, strict=True)
+    assert rc == 1 and f"lacks virtual service(s) {first} of " in err, err
+
+
+def test_strict_a_service_without_real_servers_is_named_but_does_not_fail(run, reference):
+    """A site whose real servers all fail their checks has none on either node:
+    handing over does not make it worse; the wait says so after the timeout."""
+    every = len(reference.virtual_servers())
+    last = reference.virtual_servers()[every - 1].address
+    rc, err, took = run("2", table(reference, every, reals=False), strict=True)
+    assert rc == 0 and took > 1, err
+    assert f"has no real server for {last}" in err and "lacks" not in err
+
+
+def test_strict_without_a_virtual_service_in_the_file_fails(run, tmp_path):
+    (tmp_path / "ldirectord.cf").write_text("checkinterval=5\n")
+    rc, err, _ = run("2", HEADER, strict=True)
+    assert rc == 1 and "no virtual= service" in err
+
+
+@pytest.mark.parametrize("arguments", [["--strict", "soon"], ["--strict", "5", "6"], ["--loose"]])
+def test_bad_arguments_are_a_usage_error(arguments, tmp_path):
+    done = subprocess.run([SCRIPT, *arguments], capture_output=True, text=True, timeout=10,
+                          env={"PATH": "/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(tmp_path / "none")})
+    assert done.returncode == 2 and "usage:" in done.stderr
