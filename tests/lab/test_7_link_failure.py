@@ -25,6 +25,18 @@ def _needs_ping_nodes(lab):
         pytest.skip(f"the model {lab.cluster.name} names no external ping node: a failed link is not detected")
 
 
+@pytest.fixture(autouse=True)
+def _not_the_vrrp_link(lab, request):
+    """The lab cuts a link in its switch (the carriers stay up). On keepalived, VRRP travels on
+    the first heartbeat link only: cut there, neither node hears the other and both carry
+    every address until it returns, by design (docs/limitations.md, "One VRRP link");
+    heartbeat still hears its peer on its other link."""
+    segment = request.node.callspec.params.get("segment")
+    if lab.engine == "keepalived" and segment == lab.cluster.heartbeat.links[0]:
+        pytest.skip(f"keepalived: the {segment} link carries VRRP alone; a cut there gives two masters while it "
+                    "lasts (docs/limitations.md, One VRRP link)")
+
+
 def _set_link(lab, balancer: str, segment: str, state: str) -> None:
     (tap,) = [nic["tap"] for nic in lab.state["vms"][balancer]["nics"] if nic["segment"] == segment]
     subprocess.run(["ip", "-n", lab.state["lab_netns"], "link", "set", tap, state], check=True)
