@@ -171,7 +171,7 @@ class Fake:
     @property
     def kept(self) -> Path:
         """What the guard kept across heartbeat's restart ("SINCE PACKETS KEPT_AT")."""
-        return self.run_dir / "kept"
+        return self.run_dir / Path(render.HEARTBEAT_KEPT).name
 
 
 @pytest.fixture
@@ -293,7 +293,7 @@ def _peer_dead(fake, since: int = 100, packets: int = PEER_PACKETS) -> None:
     """The takeover watch's record: heartbeat here has called the peer dead since `since`
     (seconds since boot), when the firewall had counted `packets` of its packets."""
     fake.run_dir.mkdir(exist_ok=True)
-    (fake.run_dir / "peer-dead").write_text(f"{since} {packets}\n")
+    (fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name).write_text(f"{since} {packets}\n")
     (fake.state / "peer-alive").unlink(missing_ok=True)
 
 
@@ -308,7 +308,7 @@ def test_a_crash_while_the_peers_heartbeat_is_dead_keeps_every_address(fake):
     assert result.returncode == 0, result.stderr
     assert (fake.state / "carries").exists() and not _removed(fake), fake.calls()
     assert fake.kept.read_text().split()[:2] == ["100", str(PEER_PACKETS)]
-    assert not (fake.run_dir / "peer-dead").exists()  # the next heartbeat's watch records afresh
+    assert not (fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name).exists()  # the next heartbeat's watch records afresh
     (expire,) = [c for c in fake.calls() if c.startswith("systemd-run ")]
     assert expire.endswith(f"{GUARD} expire") and f"--setenv=LVSHA_STATE_DIR={fake.run_dir}" in expire
     assert "--no-block" in expire and "RuntimeMaxSec=" in expire
@@ -365,7 +365,7 @@ def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, ca
     fake.set("carries")
     _peer_dead(fake, packets=PEER_PACKETS - 3 if case == "peer-packets-since" else PEER_PACKETS)
     if case == "never-called-dead":
-        (fake.run_dir / "peer-dead").unlink()
+        (fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name).unlink()
     elif case == "restart-not-always":
         fake.set("restart-setting", "on-failure\n")
     elif case == "carries-some":

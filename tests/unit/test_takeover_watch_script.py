@@ -209,7 +209,7 @@ def _watching(fake: Fake, until, what: str) -> None:
 def test_records_since_when_heartbeat_calls_the_peer_dead_with_the_peers_packet_count(tmp_path):
     fake = Fake(tmp_path)
     fake.set("peer-status", "dead\n")
-    record = fake.run_dir / "peer-dead"
+    record = fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name
     _watching(fake, record.exists, "the record of the dead peer")
     since, packets = record.read_text().split()
     assert packets == "80"  # 40 on each link
@@ -229,7 +229,7 @@ def test_records_since_when_heartbeat_calls_the_peer_dead_with_the_peers_packet_
 
 def _kept(fake: Fake) -> Path:
     fake.run_dir.mkdir(exist_ok=True)
-    kept = fake.run_dir / "kept"
+    kept = fake.run_dir / Path(render.HEARTBEAT_KEPT).name
     kept.write_text("100 80 200\n")
     fake.set("carries")
     return kept
