@@ -333,6 +333,8 @@ class AddressEvents:
         self.log = f"/run/lvsha-lab/{self.id}.log"
         self.names = [b.name for b in lab.cluster.balancers]
         self.undecided: list = []
+        # after read: {balancer: {address: [(from, to), ...]}} each held the floating addresses, its own clock
+        self.spans: dict[str, dict[str, list[tuple[float, float]]]] = {}
         self.first = {name: self._offset(name) for name in self.names}
         self.since, self.held = {}, {}
         for name in self.names:
@@ -371,6 +373,12 @@ class AddressEvents:
             session.wait(timeout=10)
         return Offset.of(taken)
 
+    def lost(self, name: str) -> dict[str, list[tuple[float, float]]]:
+        """After read: the floating addresses `name` held when the log started and did not
+        hold without a break until it was read, with its holding intervals."""
+        return {a: spans for a, spans in self.spans[name].items()
+                if a in self.held[name] and (len(spans) != 1 or spans[0][0] != self.since[name])}
+
     def read(self) -> list[Overlap]:
         """Stops the logs; every time both balancers held a floating address at once
         beyond the clocks' tolerance (certain), in time order. Those within it are in
@@ -383,6 +391,7 @@ class AddressEvents:
             until, _, log = out.partition("\n")
             spans[name] = holding(self.held[name], self.since[name], parse_monitor(log), float(until), self.lab.floating())
             clocks[name] = Clock(self.first[name], last[name])
+        self.spans = spans
         found = overlaps(spans[self.names[0]], clocks[self.names[0]], spans[self.names[1]], clocks[self.names[1]])
         self.undecided = [o for o in found if not o.certain]
         return [o for o in found if o.certain]
