@@ -92,7 +92,10 @@ def test_the_fifo_race_at_the_peers_death_leaves_the_survivor_serving_and_the_pa
 
         longest, failed, out = _poll_during(lab, power_off_and_serve)
     finally:
-        lab.ssh(master, f"{ON_GUEST} disarm", check=False)
+        disarmed = lab.ssh(master, f"{ON_GUEST} disarm", check=False)
+    assert disarmed.returncode == 0, f"{master}: {ON_GUEST} disarm: {disarmed.stderr}"
+    mounted = lab.ssh(master, "cat /proc/self/mountinfo").stdout
+    assert not [path for path in WRAPPED if f" {path} " in mounted], f"still armed on {master}:\n{mounted}"
     record("FIFO race injected at the peer's power-off: longest client wait", longest)
     record("FIFO race injected at the peer's power-off: polls unanswered", failed)
 

@@ -51,7 +51,8 @@ FAKES = {
     # mount --bind SRC DST: DST kept aside, SRC copied over it (what a bind mount shows)
     "mount": '[ "$1" = --bind ] || exit 64; echo "mount $*" >> "$FAKE/calls"; '
              '[ -f "$FAKE/mount-fails" ] && exit 32; cp -p "$3" "$3.under" && cp -p "$2" "$3"',
-    "umount": 'echo "umount $*" >> "$FAKE/calls"; [ -f "$1.under" ] || exit 32; mv "$1.under" "$1"',
+    "umount": '[ "$1" = --lazy ] || exit 64; echo "umount $*" >> "$FAKE/calls"; '
+              '[ -f "$2.under" ] || exit 32; mv "$2.under" "$2"',
     "logger": 'shift 2; [ "$1" = -- ] && shift; echo "$*" >> "$FAKE/logged"',
 }
 
