@@ -45,7 +45,7 @@ from tasks.facts import InterfaceAddresses, IpvsVirtualServices, fact, on_host, 
 
 # The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
 STOPPED_STATES = ("dead", "failed")
-OLD_SERVICES = ("heartbeat", "ldirectord")
+OLD_SERVICES = ("heartbeat", "ldirectord")  # preflight.ENGINE_SERVICES["heartbeat"]
 # Stages, in order; a run starts at the one the pair has reached.
 CONVERT_FIRST, HANDOVER, CONVERT_SECOND = "convert-first", "handover", "convert-second"
 STAGES = (CONVERT_FIRST, HANDOVER, CONVERT_SECOND)

@@ -48,6 +48,10 @@ def check_pair_in_run(cluster: Cluster) -> None:
         )
 
 
+# The services of each engine (the lab's tests read them too).
+ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
+
+
 def check_engine(cluster: Cluster):
     """The pair runs the model's engine, or is migrated to it live: returns the
     migration this run makes (tasks/migration.py), or None. heartbeat -> keepalived is
