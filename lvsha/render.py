@@ -88,6 +88,15 @@ KEEPALIVED_VRRP_STATE = "/run/lvsha/vrrp-state"
 # `lvsha failover`'s request on keepalived (lvsha-keepalived failover 0|1), a vrrp_track_file.
 KEEPALIVED_FAILOVER_FILE = "/run/lvsha/vrrp-failover"
 KEEPALIVED_FAILOVER_TRACK = "lvsha_failover"
+# The hold (lvsha-keepalived hold 1|0), a vrrp_track_file of weight 0: any non-zero value
+# holds the node in FAULT (no address, no advertisement). The live migration from
+# heartbeat sets it on a node whose keepalived starts while its peer still runs heartbeat
+# (tasks/migration.py). Persistent (a reboot keeps it); the drop-in creates its directory
+# before keepalived starts (keepalived ignores a track file whose directory is missing).
+KEEPALIVED_HOLD_FILE = "/var/lib/lvsha/vrrp-hold"
+KEEPALIVED_HOLD_TRACK = "lvsha_hold"
+# The live migration's steps on a balancer (files/keepalived/lvsha-migrate).
+MIGRATE_SCRIPT = "/usr/local/sbin/lvsha-migrate"
 # Its weight with auto_failback on: keepalived's lowest (2.2.7, 2.3.3: [-253, 253]); the
 # priority it leaves is at least 1, under the peer's (a value * weight of -254 or less is FAULT).
 KEEPALIVED_FAILOVER_WEIGHT = -253
@@ -434,6 +443,7 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     sync = cluster.state_sync
     notify = (f"{KEEPALIVED_PROGRAM} notify {KEEPALIVED_CONNTRACKD_SCRIPT} {Path(IPVS_SYNC_UNIT).name}"
               if sync.enabled else f"{KEEPALIVED_PROGRAM} notify - -")
+    hold = {"name": KEEPALIVED_HOLD_TRACK, "file": KEEPALIVED_HOLD_FILE}
     failover = {"name": KEEPALIVED_FAILOVER_TRACK, "file": KEEPALIVED_FAILOVER_FILE, "program": KEEPALIVED_PROGRAM,
                 "weight": KEEPALIVED_FAILOVER_WEIGHT if cluster.heartbeat.auto_failback else 0}
     # The instance's own interface is tracked by keepalived anyway (naming it is an error).
@@ -446,7 +456,7 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
         preempt_delay=sync_listen(cluster) if balancer.name == cluster.master.name else 0, vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
         tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster), reach_wait=REACH_WAIT,
         floating_ips=cluster.floating_ips(), notify=notify, sync_notify=sync.enabled, vrrp_state=KEEPALIVED_VRRP_STATE,
-        failover=failover, virtual_servers=cluster.virtual_servers()))
+        failover=failover, hold=hold, virtual_servers=cluster.virtual_servers()))
 
 
 def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
@@ -455,13 +465,15 @@ def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     keepalived runs with it), conntrackd's primary/backup script with state sync on,
     the unit drop-in, then keepalived.conf."""
     sync_units = ["conntrackd.service"] if cluster.state_sync.enabled else []
-    files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755"), drain_script()]
+    files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755"), _shipped("keepalived", MIGRATE_SCRIPT, mode="0755"),
+             drain_script()]
     if cluster.state_sync.enabled:
         files.append(_shipped("heartbeat", KEEPALIVED_CONNTRACKD_SCRIPT, mode="0755"))
     files.append(RenderedFile(KEEPALIVED_DROPIN, _render(
         "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM, binary=KEEPALIVED_BINARY,
         config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY,
-        render_live=f"{DRAIN_SCRIPT} --engine keepalived render", live=KEEPALIVED_LIVE_CONF)))
+        render_live=f"{DRAIN_SCRIPT} --engine keepalived render", live=KEEPALIVED_LIVE_CONF,
+        hold_dir=str(PurePosixPath(KEEPALIVED_HOLD_FILE).parent))))
     files.append(keepalived_conf(cluster, balancer))
     return files
 
@@ -507,13 +519,18 @@ def ldirectord_file(cluster: Cluster) -> RenderedFile:
     return RenderedFile(LDIRECTORD_CF, _render("ldirectord.cf.j2", cluster, virtual_servers=cluster.virtual_servers()))
 
 
-def firewall_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
+def firewall_file(cluster: Cluster, balancer: Balancer, migrating: bool = False) -> RenderedFile:
+    """rules.v4 of `balancer`. `migrating` (a live migration between the engines,
+    tasks/migration.py): heartbeat's rules and VRRP's both, so that the pair's heartbeats
+    keep hearing each other until they stop, and keepalived hears its peer once it starts."""
+    keepalived = cluster.engine == "keepalived"
     content = _render(
         "rules.v4.j2", cluster, balancer=balancer, peer_links=cluster.heartbeat_peers(balancer),
         spoofed_sources=cluster.spoofed_sources(), mail_routes=cluster.mail_routes(),
         external_floating=[ip for ip in cluster.floating_ips() if ip.interface == balancer.external_interface],
         udp_port=HEARTBEAT_UDP_PORT, vrrp_protocol=VRRP_PROTOCOL,
-        vrrp_link=cluster.vrrp_link(balancer) if cluster.engine == "keepalived" else None,
+        vrrp_link=cluster.vrrp_link(balancer) if keepalived or migrating else None,
+        heartbeat_rules=not keepalived or migrating,
         sync=cluster.state_sync, sync_net=cluster.sync_net,
         sync_link=cluster.sync_link(balancer), ipvs_sync_group=IPVS_SYNC_GROUP, ipvs_sync_port=IPVS_SYNC_PORT,
         monitoring=cluster.monitoring_rules(balancer) if cluster.monitoring.enabled else [],
@@ -527,9 +544,9 @@ def firewall6_file(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     return RenderedFile(FIREWALL6_RULES, _render("rules.v6.j2", cluster, balancer=balancer), mode="0640")
 
 
-def firewall_files(cluster: Cluster, balancer: Balancer) -> dict[int, RenderedFile]:
-    """Each IP family's ruleset, by family (4, 6), IPv4's first."""
-    return {4: firewall_file(cluster, balancer), 6: firewall6_file(cluster, balancer)}
+def firewall_files(cluster: Cluster, balancer: Balancer, migrating: bool = False) -> dict[int, RenderedFile]:
+    """Each IP family's ruleset, by family (4, 6), IPv4's first (`migrating`: firewall_file)."""
+    return {4: firewall_file(cluster, balancer, migrating), 6: firewall6_file(cluster, balancer)}
 
 
 def applied_script() -> RenderedFile:

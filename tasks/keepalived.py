@@ -5,7 +5,9 @@ from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
+from tasks import migration
 from tasks.facts import KeepalivedApplied, fact, unit_state
+from tasks.migration import Migration
 from tasks.operations import only_model_addresses, only_model_ipvs_services, sha1_of, unit
 from tasks.rendered import put
 
@@ -16,7 +18,7 @@ KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} {render.KEEPALIVED_BINARY} -t -f {{
 
 
 @deploy("keepalived")
-def keepalived(cluster: Cluster, balancer: Balancer):
+def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None = None):
     """keepalived runs on both balancers, enabled at boot, with the model's
     keepalived.conf: one VRRP instance carrying every floating address, and a
     health-checked IPVS virtual server per site (so IPVS is loaded on the node that
@@ -41,6 +43,10 @@ def keepalived(cluster: Cluster, balancer: Balancer):
     refuses a pair where they run, would restart or are enabled), and stay disabled,
     so a reboot does not start a second engine. What the model no longer has (a
     virtual service, an address) does not outlive it.
+
+    On a pair migrating from heartbeat (`migrating`, tasks/migration.py), keepalived is
+    not started on both at once: the migration's steps start it one balancer at a time
+    and stop heartbeat and ldirectord; one already running is reloaded as above.
     """
     *helpers, dropin_file, config = render.keepalived_files(cluster, balancer)
     for helper in helpers:
@@ -50,6 +56,25 @@ def keepalived(cluster: Cluster, balancer: Balancer):
     runs = unit_state("keepalived")["running"]
     stale = runs and fact(KeepalivedApplied) != sha1_of(config.content)
     written = put(config, check=KEEPALIVED_CHECK)
+    if migrating:
+        server.shell(
+            name="Reload keepalived for its new configuration",
+            commands=["systemctl reload keepalived.service"],
+            _if=lambda: runs and (stale or written.did_change()),
+        )
+        migration.operations(cluster, balancer, migrating)
+    else:
+        _start_or_reload(written, stale)
+    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
+    only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
+    floating = cluster.floating_ips()
+    for interface, network, own in cluster.own_networks(balancer):
+        only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
+                             network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
+
+
+def _start_or_reload(written, stale):
+    """keepalived running and enabled, reloaded for a new file; heartbeat and ldirectord disabled."""
     started = unit(name="keepalived runs on both balancers, enabled at boot", service="keepalived",
                    running=True, enabled=True)
     server.shell(
@@ -60,9 +85,3 @@ def keepalived(cluster: Cluster, balancer: Balancer):
     )
     for service in ("heartbeat", "ldirectord"):
         unit(name=f"{service} is not enabled (engine keepalived)", service=service, enabled=False)
-    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
-    only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
-    floating = cluster.floating_ips()
-    for interface, network, own in cluster.own_networks(balancer):
-        only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
-                             network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])

@@ -15,7 +15,8 @@ from pyinfra.facts.server import Hostname
 from lvsha import ifupdown, render
 from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
-from tasks.facts import IfupdownFiles, InterfaceAddresses, OsRelease, SshConnection, fact, on_host, unit_state
+from tasks import migration
+from tasks.facts import IfupdownFiles, InterfaceAddresses, OsRelease, SshConnection, fact
 
 SUPPORTED = {("Debian", 12), ("Debian", 13)}  # the lab builds and deploys both (lvsha/lab/image.py)
 
@@ -47,36 +48,18 @@ def check_pair_in_run(cluster: Cluster) -> None:
         )
 
 
-# The services of each engine: the other engine's must not run where a deploy installs one.
+# The services of each engine (the lab's tests read them too).
 ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
-# The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
-STOPPED_STATES = ("dead", "failed")
 
 
-def check_engine(cluster: Cluster) -> None:
-    """No balancer runs the other engine's services, nor would start them: each is
-    stopped (dead or failed, not auto-restart or starting) and not enabled at boot.
-    Changing the engine of a running pair (a migration) is not built yet, and
-    deploying one engine beside the other would leave two daemons moving the same
-    addresses (now, at systemd's next restart, or at the next boot). Decided from
-    both nodes' facts (so both refuse, or neither), before anything changes."""
-    others = [s for engine, services in ENGINE_SERVICES.items() if engine != cluster.engine for s in services]
-    every = [s for services in ENGINE_SERVICES.values() for s in services]
-    states = {}
-    for b in cluster.balancers:
-        with on_host(b.name):
-            states[b.name] = {service: unit_state(service) for service in every}
-    live = [f"{service} on {name}" for name, found in states.items() for service in others
-            if found[service]["state"] not in STOPPED_STATES or found[service]["enabled"]]
-    if live:
-        seen = "; ".join(f"{name}: " + ", ".join(f"{s} {st['state']} {'enabled' if st['enabled'] else 'disabled'}"
-                                                 for s, st in found.items())
-                         for name, found in states.items())
-        raise DeployError(
-            f"{host.name}: the model's engine is {cluster.engine}, but {', '.join(live)} runs or would start "
-            f"({seen}). Changing the engine of a running pair is not built yet: nothing was changed. Stop and "
-            f"disable {', '.join(others)} on both balancers first (the pair stops serving), or deploy with "
-            f"engine={'heartbeat' if cluster.engine == 'keepalived' else 'keepalived'!r}.")
+def check_engine(cluster: Cluster):
+    """The pair runs the model's engine, or is migrated to it live: returns the
+    migration this run makes (tasks/migration.py), or None. heartbeat -> keepalived is
+    migrated one balancer at a time; a pair that cannot be migrated safely (not one
+    holder, a node unreachable or unhealthy, keepalived -> heartbeat, which is not
+    built) is refused naming each node's state, before anything changes. Decided from
+    both nodes' facts (so both plan the same, or both refuse)."""
+    return migration.plan(cluster)
 
 
 def check_node_name(balancer: Balancer) -> None:

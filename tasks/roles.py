@@ -8,9 +8,10 @@ from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
                          IpvsVirtualServices, KeepalivedApplied, LoadedModules, OsRelease, SshConnection, on_host,
                          read_together, units)
-from tasks.firewall import firewall
+from tasks.firewall import firewall, firewall_after_migration
 from tasks.heartbeat import heartbeat, ldirectord
 from tasks.keepalived import keepalived
+from tasks.migration import Migration
 from tasks.kernel import kernel, sysctls_read
 from tasks.network import balancer_network, web_host_network
 from tasks.monitoring import monitoring
@@ -33,14 +34,14 @@ def cluster_host(cluster: Cluster, name: str, with_web_server: bool = False):
         check_director(cluster, balancer)  # the peer is in the run: its facts are read too (tasks/heartbeat.py),
         with on_host(cluster.peer(balancer).name):  # in the one command of its own role
             read_together(facts_read(cluster, is_balancer=True, with_web_server=False))
-        preflight.check_engine(cluster)  # from both nodes' facts
+        migrating = preflight.check_engine(cluster)  # from both nodes' facts
     else:
         check_real_server(cluster, web_host)
     # pyinfra tells operations apart by the lines of the calls that made them:
     # one call here, for every role, makes the installs one operation.
     packages(balancer_packages(cluster) if balancer else WEB_SERVER_PACKAGES if with_web_server else [])
     if balancer:
-        director(cluster, balancer)
+        director(cluster, balancer, migrating)
     else:
         real_server(cluster, web_host, with_web_server)
 
@@ -84,20 +85,26 @@ def check_real_server(cluster: Cluster, web_host: WebHost):
 
 
 @deploy("LVS director")
-def director(cluster: Cluster, balancer: Balancer):
+def director(cluster: Cluster, balancer: Balancer, migrating: Migration | None = None):
     """A balancer (checked, its packages installed: cluster_host) converged to
     the model: firewall, kernel (forwarding only once the firewall is loaded),
     own addresses, then the engine's: on heartbeat, ldirectord (IPVS loaded on
     both), connection state sync (before heartbeat can take anything over),
     heartbeat; on keepalived, connection state sync (conntrackd up before
     keepalived can make this node primary), keepalived; then, with the model's
-    monitoring on, node_exporter and lvsha's metrics (off: their removal, where they were)."""
-    firewall(cluster, balancer)
+    monitoring on, node_exporter and lvsha's metrics (off: their removal, where they were).
+
+    `migrating` (a running pair on heartbeat whose model says keepalived: preflight's
+    plan, tasks/migration.py): the firewall accepts both engines' messages until the
+    migration's steps, in the keepalived deploy, are done, then the model's alone."""
+    firewall(cluster, balancer, migrating=migrating is not None)
     kernel(cluster)
     balancer_network(cluster, balancer)
     if cluster.engine == "keepalived":
         state_sync(cluster, balancer)
-        keepalived(cluster, balancer)
+        keepalived(cluster, balancer, migrating)
+        if migrating:
+            firewall_after_migration(cluster, balancer)
     else:
         ldirectord(cluster, balancer)
         state_sync(cluster, balancer)

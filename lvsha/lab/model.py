@@ -20,6 +20,9 @@ from lvsha.model import Cluster
 from lvsha.secrets import SECRET_ENV, SECRET_FILE_ENV
 from lvsha.validate import validate
 
+# The engine the lab deploys, when it is not its model's (lab_cluster).
+LAB_ENGINE_ENV = "LVSHA_LAB_ENGINE"
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 LAB_INVENTORY_ENV = "LVSHA_LAB_INVENTORY"
 
@@ -59,7 +62,10 @@ def lab_cluster(state: dict) -> Cluster:
     balancers = tuple(
         replace(b, management_interface=state["hosts"][b.name]["management_interface"]) for b in cluster.balancers
     )
-    return validate(replace(cluster, balancers=balancers))
+    # LVSHA_LAB_ENGINE: the lab deployed on another engine than its model's (the migration's
+    # lab test, tests/lab/test_9_migration.py, turns the running pair to it and back).
+    engine = os.environ.get(LAB_ENGINE_ENV) or cluster.engine
+    return validate(replace(cluster, balancers=balancers, engine=engine))
 
 
 def lab_connections(cluster: Cluster, state: dict) -> dict[str, dict]:

@@ -40,7 +40,8 @@ def run(tmp_path):
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
            "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_NOTIFY_LOCK": str(tmp_path / "run" / "notify.lock"),
            "LVSHA_VRRP_STATE": str(tmp_path / "run" / "vrrp-state"),
-           "LVSHA_FAILOVER_FILE": str(tmp_path / "run" / "vrrp-failover")}
+           "LVSHA_FAILOVER_FILE": str(tmp_path / "run" / "vrrp-failover"),
+           "LVSHA_HOLD_FILE": str(tmp_path / "lib" / "vrrp-hold")}
 
     def run(*args, **more):
         result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env={**env, **more}, timeout=30)
@@ -53,6 +54,7 @@ def run(tmp_path):
 
     run.dir, run.start, run.lock = tmp_path, start, Path(env["LVSHA_NOTIFY_LOCK"])
     run.state, run.failover = Path(env["LVSHA_VRRP_STATE"]), Path(env["LVSHA_FAILOVER_FILE"])
+    run.hold = Path(env["LVSHA_HOLD_FILE"])
     return run
 
 
@@ -241,3 +243,21 @@ def test_record_keeps_the_sha1_of_the_file_keepalived_runs(run):
     result, _ = run("record", str(run.dir / "missing.conf"), str(record))
     assert result.returncode != 0
     assert record.read_text() == hashlib.sha1(config.read_bytes()).hexdigest() + "\n"  # left as it was
+
+
+def test_hold_writes_its_own_tracked_file_and_leaves_the_failover_request_alone(run):
+    """The migration's hold (keepalived.conf's lvsha_hold, weight 0: non-zero is FAULT) is a
+    file of its own, in a persistent directory created on demand, renamed into place."""
+    assert run("hold", "show")[0].stdout == "0\n"  # no file: no hold
+    for value in ("1", "0"):
+        result, _ = run("hold", value)
+        assert result.returncode == 0, result.stderr
+        assert run.hold.read_text() == f"{value}\n" and run("hold", "show")[0].stdout == f"{value}\n"
+    assert [p.name for p in run.hold.parent.iterdir()] == ["vrrp-hold"]
+    assert not run.failover.exists()
+
+
+@pytest.mark.parametrize("args", [[], ["2"], ["1", "0"]])
+def test_hold_takes_0_or_1_only(run, args):
+    result, _ = run("hold", *args)
+    assert result.returncode == 2 and "usage: lvsha-keepalived hold" in result.stderr and not run.hold.exists()

@@ -273,7 +273,7 @@ def test_keepalived_runs_the_deployed_file_with_the_drained_reals_at_weight_0(re
     start = next(line for line in dropin if line.startswith("ExecStart=/"))
     assert f"-f {render.KEEPALIVED_LIVE_CONF}" in start
     reloads = [line.removeprefix("ExecReload=") for line in dropin if line.startswith("ExecReload=")]
-    assert reloads == ["", render_live, "/bin/kill -HUP $MAINPID",
+    assert reloads == ["", f"/bin/mkdir -p {Path(render.KEEPALIVED_HOLD_FILE).parent}", render_live, "/bin/kill -HUP $MAINPID",
                        f"-{render.KEEPALIVED_PROGRAM} record {render.KEEPALIVED_CONF} {render.KEEPALIVED_APPLIED}"]
 
 
@@ -302,6 +302,29 @@ def test_failover_is_a_tracked_file_lowering_or_faulting_the_holder(reference, e
             assert _block(instance, "\ttrack_file").split()[2:3] == [render.KEEPALIVED_FAILOVER_TRACK]
     # the drop leaves the holder under its peer whatever its checks add: a priority is at least 1
     assert max(render.VRRP_PRIORITIES) + render.KEEPALIVED_FAILOVER_WEIGHT < 1 and render.KEEPALIVED_FAILOVER_WEIGHT >= -253
+
+
+def test_the_hold_is_a_persistent_tracked_file_of_weight_0(model):
+    """The migration's hold: weight 0 (keepalived: any non-zero value is FAULT, a missing
+    file is 0), in a persistent directory the drop-in creates before every start and
+    reload (keepalived drops a track file whose directory is missing), tracked by the
+    instance beside the failover request."""
+    _, cluster = model
+    for balancer in cluster.balancers:
+        conf = _conf(cluster, balancer)
+        block = _block(conf, f"vrrp_track_file {render.KEEPALIVED_HOLD_TRACK}").split()
+        assert block[block.index("file") + 1] == f'"{render.KEEPALIVED_HOLD_FILE}"'
+        assert int(block[block.index("weight") + 1]) == 0
+        assert not render.KEEPALIVED_HOLD_FILE.startswith("/run/")
+        instance = _block(conf, f"vrrp_instance {render.VRRP_INSTANCE}")
+        assert _block(instance, "\ttrack_file").split()[2:4] == [render.KEEPALIVED_FAILOVER_TRACK,
+                                                                  render.KEEPALIVED_HOLD_TRACK]
+    dropin = _files(cluster, cluster.master.name)[render.KEEPALIVED_DROPIN].content.splitlines()
+    mkdir = f"/bin/mkdir -p {Path(render.KEEPALIVED_HOLD_FILE).parent}"
+    for key in ("ExecStartPre", "ExecReload"):
+        lines = [line for line in dropin if line.startswith(f"{key}=")]
+        assert f"{key}={mkdir}" in lines
+        assert lines.index(f"{key}={mkdir}") < next(i for i, line in enumerate(lines) if render.DRAIN_SCRIPT in line)
 
 
 def _debian_unit() -> Path | None:
