@@ -40,7 +40,7 @@ def _restore_heartbeat(lab, monkeypatch):
     try:
         holder = lab.carrier()
     except AssertionError:  # a migration that failed half-way: the model's master last
-        holder = lab.pair()[0]
+        holder = lab.pair[0]
     for balancer in (lab.other(holder), holder):
         lab.ssh(balancer, f"systemctl disable --now keepalived.service; {render.KEEPALIVED_PROGRAM} failover 0; "
                           f"{render.KEEPALIVED_PROGRAM} hold 0", check=False, timeout=120)
@@ -81,7 +81,7 @@ def test_heartbeat_to_keepalived_with_one_interruption_and_connections_kept(lab,
             assert not both, f"an address on both balancers during the migration: {both}"
             # the node that carried nothing took the group over, once; the old holder joined as backup
             assert lab.carrier() == first and lab.carries_none(holder)
-            for balancer in lab.pair():
+            for balancer in lab.pair:
                 for service in ("heartbeat", "ldirectord"):
                     assert _unit(lab, balancer, service) in (("inactive", "disabled"), ("failed", "disabled")), \
                         (balancer, service)
