@@ -101,8 +101,8 @@ MIGRATE_SCRIPT = "/usr/local/sbin/lvsha-migrate"
 # priority it leaves is at least 1, under the peer's (a value * weight of -254 or less is FAULT).
 KEEPALIVED_FAILOVER_WEIGHT = -253
 # s each ping of a track script (lvsha-keepalived reach) waits for its answer. The script
-# runs every keepalive and is given that long (its timeout: no run overlaps the next, which
-# keepalived starts all the same), so validation asks for keepalive > REACH_WAIT.
+# runs every keepalive, at least every REACH_WAIT + 1 s, and is given that long (its
+# timeout: no run overlaps the next, which keepalived starts all the same).
 REACH_WAIT = 1
 # The one VRRP instance: every floating address.
 VRRP_INSTANCE = "lvsha"
@@ -412,6 +412,7 @@ class TrackScript:
     weight: int
     why: str
     timeout: int
+    interval: int
 
 
 def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
@@ -424,15 +425,18 @@ def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
     if not nodes:
         return []
     weight = -(VRRP_PRIORITIES[0] - VRRP_PRIORITIES[1] + 1)
-    fall = max(1, cluster.heartbeat.deadping // cluster.heartbeat.keepalive)
-    reach, timeout = f"{KEEPALIVED_PROGRAM} reach {REACH_WAIT}", cluster.heartbeat.keepalive
+    # Every keepalive, and given that long (no run overlaps the next), but never less than
+    # one ping's wait and a second: at advert_int 1 the checks run every 2 s.
+    interval = max(cluster.heartbeat.keepalive, REACH_WAIT + 1)
+    fall = max(1, cluster.heartbeat.deadping // interval)
+    reach = f"{KEEPALIVED_PROGRAM} reach {REACH_WAIT}"
     checks = [TrackScript(f"lvsha_ping_{str(node).replace('.', '_')}", f"{reach} {node}", fall, weight,
-                          f"ping node {node} (external network)", timeout)
+                          f"ping node {node} (external network)", interval, interval)
               for node in nodes]
     group = " ".join(str(a) for a in cluster.internal_ping_group())
     checks.append(TrackScript("lvsha_web_hosts", f"{reach} {group}", fall, weight,
                               "the web hosts, one group: up while one answers, the first answer ending the check",
-                              timeout))
+                              interval, interval))
     return checks
 
 

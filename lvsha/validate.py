@@ -455,13 +455,6 @@ def _check_keepalived(c: _Checker, cluster: Cluster) -> None:
             c.fail("heartbeat.deadtime", hb.deadtime,
                    f"on keepalived deadtime must be {low} to {high} keepalives ({low * hb.keepalive}-"
                    f"{high * hb.keepalive} s): VRRP's down_timer_adverts")
-        from lvsha import render  # (render validates with this module)
-
-        if (hb.ping_nodes or cluster.external_gateway) and hb.keepalive <= render.REACH_WAIT:
-            c.fail("heartbeat.keepalive", hb.keepalive,
-                   f"on keepalived each ping node's check runs every keepalive and is given that long, while one "
-                   f"ping waits up to {render.REACH_WAIT} s for its answer: with ping nodes (or external_gateway) "
-                   f"keepalive must be above {render.REACH_WAIT}")
     if hb.media != "ucast":
         c.fail("heartbeat.media", hb.media,
                "on keepalived VRRP is sent unicast to the peer only (the firewall accepts it from there): use 'ucast'")

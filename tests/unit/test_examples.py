@@ -77,8 +77,9 @@ def test_the_keepalived_example_is_the_reference_on_the_other_engine(reference, 
 
 
 def test_the_monitored_keepalived_example_is_the_keepalived_one_with_monitoring(monkeypatch):
-    """examples/keepalived-monitored: examples/keepalived's model, monitoring on and scraped
-    from its external network (the lab client's), so test_9_monitoring runs on keepalived."""
+    """examples/keepalived-monitored: examples/keepalived's model at VRRP's 1 s advertisement,
+    monitoring on and scraped from its external network (the lab client's), so
+    test_9_monitoring runs on keepalived, and the takeovers are measured at advert_int 1."""
     from dataclasses import replace
 
     from lvsha.model import Monitoring
@@ -89,4 +90,5 @@ def test_the_monitored_keepalived_example_is_the_keepalived_one_with_monitoring(
     monitored = load_cluster(REPO / "examples" / "keepalived-monitored" / "inventory.py")  # no secret either
     assert monitored.engine == "keepalived" and monitored.monitoring.enabled
     assert monitored.monitoring.sources == (keepalived.external_network,)
-    assert replace(monitored, monitoring=Monitoring()) == keepalived
+    assert monitored.heartbeat.keepalive == 1 and monitored.heartbeat.deadtime == 3
+    assert replace(monitored, name=keepalived.name, heartbeat=keepalived.heartbeat, monitoring=Monitoring()) == keepalived

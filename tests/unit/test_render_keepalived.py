@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsha import render
+from lvsha import render, validate
 from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID, Cluster, HealthCheck
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden-keepalived"
@@ -159,6 +159,17 @@ def test_the_ping_nodes_make_the_node_that_reaches_less_yield(reference, edge):
         (timeout,) = [int(w[1]) for w in script if w[0] == "timeout"]
         assert render.REACH_WAIT < timeout <= interval == cluster.heartbeat.keepalive
         assert f"\t\t{check.name}\n" in _block(conf, "\ttrack_script")
+    # at advert_int 1 the checks cannot run every advertisement (a ping waits REACH_WAIT):
+    # every REACH_WAIT + 1 s, given that long, failing within deadping all the same
+    fast = replace(cluster, heartbeat=replace(cluster.heartbeat, keepalive=1, warntime=2, deadtime=4, initdead=12))
+    assert validate.problems(fast) == []
+    for check in render.keepalived_track_scripts(fast):
+        script = _words(_block(_conf(fast, fast.master), f"vrrp_script {check.name}"))
+        (interval,) = [int(w[1]) for w in script if w[0] == "interval"]
+        (timeout,) = [int(w[1]) for w in script if w[0] == "timeout"]
+        (fall,) = [int(w[1]) for w in script if w[0] == "fall"]
+        assert render.REACH_WAIT < timeout <= interval == render.REACH_WAIT + 1
+        assert fall * interval <= max(fast.heartbeat.deadping, interval)
     # a model without an external ping node gets no ping checks (as it gets no ipfail on heartbeat)
     assert render.keepalived_track_scripts(replace(edge, engine="keepalived")) == []
     assert "\ttrack_script {" not in _conf(replace(edge, engine="keepalived"), edge.balancers[0])

@@ -272,9 +272,6 @@ KEEPALIVED_CASES = {
                             "heartbeat.media", "bcast", "unicast to the peer only"),
     "ping nodes with nopreempt": (lambda c: _with_heartbeat(_keepalived(c), auto_failback=False),
                                   "heartbeat.auto_failback", False, "nopreempt (auto_failback off) ignores"),
-    "a keepalive no longer than a ping's wait": (
-        lambda c: _with_heartbeat(_keepalived(c), keepalive=1, warntime=1, deadtime=6, initdead=12),
-        "heartbeat.keepalive", 1, "keepalive must be above 1"),
     "a check keepalived cannot run": (lambda c: _with_site(_keepalived(c), 0, health=HealthCheck(checktype="off")),
                                       "sites[www.mysite.com].health.checktype", "off", "keepalived has no such check"),
     "a negotiate check of another service": (lambda c: _with_site(_keepalived(c), 1, health=HealthCheck(service="smtp")),
