@@ -78,6 +78,9 @@ KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
 KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
 KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
 KEEPALIVED_APPLIED = "/run/lvsha/keepalived.applied"
+# s after a node goes back to backup (conntrackd -t) before conntrackd flushes its kernel's
+# states (conntrackd.conf's PurgeTimeout; heartbeat's configuration only: lvsha-conntrackd).
+CONNTRACKD_PURGE_TIMEOUT = 60
 # What keepalived.service runs with: KEEPALIVED_CONF with the drained real servers at
 # weight 0, written (and checked with keepalived -t) by `lvsha-drain --engine keepalived
 # render` before every start and reload.
@@ -291,7 +294,7 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     files = [
         RenderedFile(CONNTRACKD_CONF, _render(
             "conntrackd.conf.j2", cluster, balancer=balancer, peer=peer, link=link, sync=cluster.state_sync,
-            state_script=Path(CONNTRACKD_SCRIPT).name, ignored=ignored)),
+            state_script=Path(CONNTRACKD_SCRIPT).name, ignored=ignored, purge_timeout=CONNTRACKD_PURGE_TIMEOUT)),
         _shipped("systemd", CONNTRACKD_DROPIN, source="conntrackd-lvsha.conf"),
         RenderedFile(IPVS_SYNC_UNIT, _render(
             "ipvs-sync.service.j2", cluster, balancer=balancer, peer=peer, link=link, sync=cluster.state_sync,

@@ -32,10 +32,10 @@ def run(tmp_path):
     logged = tmp_path / "logged"
     logger.write_text(f'#!/bin/sh\nshift 2; shift; echo "$*" >> {logged}\n')  # logger -t NAME -- MESSAGE
 
-    def run(action, settle=True):
+    def run(action, settle=True, config="/etc/conntrackd/conntrackd.conf"):
         """Run ACTION; with `settle`, also wait for its background part (its last log line)."""
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_CONNTRACKD": str(fake),
-               "LVSHA_CONNTRACKD_CONFIG": "/etc/conntrackd/conntrackd.conf", "LVSHA_STATE_DIR": str(tmp_path / "run"),
+               "LVSHA_CONNTRACKD_CONFIG": config, "LVSHA_STATE_DIR": str(tmp_path / "run"),
                "LVSHA_CONNTRACKD_TIMEOUT": "2"}
         result = subprocess.run([SCRIPT, action], capture_output=True, text=True, env=env, timeout=30)
         done = {"start": "primary", "stop": "backup"}.get(action)
@@ -72,6 +72,23 @@ def test_stop_goes_back_to_backup(run):
     assert result.returncode == 0, result.stderr
     assert calls == ["-C /etc/conntrackd/conntrackd.conf -t", "-C /etc/conntrackd/conntrackd.conf -n"]
     assert run("status")[0].returncode == 3
+
+
+def test_without_an_external_cache_stop_never_flushes_the_kernels_states(run, tmp_path, reference):
+    """keepalived's conntrackd writes the peer's states into the kernel (no external cache):
+    `-t` would flush them PurgeTimeout later, and the next takeover would find none."""
+    from dataclasses import replace
+
+    for engine, flushes in (("keepalived", False), ("heartbeat", True)):
+        cluster = replace(reference, engine=engine)
+        (conf,) = [f for f in render.all_files(cluster)[cluster.master.name] if f.path == render.CONNTRACKD_CONF]
+        path = tmp_path / f"conntrackd-{engine}.conf"
+        path.write_text(conf.content)
+        run("start", config=str(path))
+        result, calls = run("stop", config=str(path))
+        assert result.returncode == 0, result.stderr
+        assert (f"-C {path} -t" in calls) == flushes, (engine, calls)
+        assert calls[-1] == f"-C {path} -n", (engine, calls)
 
 
 def test_failed_requests_are_logged_but_never_stop_the_takeover(run):
