@@ -434,6 +434,42 @@ def test_expire_removes_kept_addresses_when_heartbeat_is_stopped_in_its_restart_
     assert "heartbeat was stopped (inactive) before it came back to the kept floating addresses" in result.stderr
 
 
+@pytest.mark.parametrize("job_type", ["restart", "start"])
+def test_expire_keeps_the_addresses_through_the_inactive_instant_of_a_restart(fake, job_type):
+    """`systemctl restart heartbeat` (or systemd's own restart after the delay) passes
+    through inactive between its stop and its start, its job pending (a restart, a start
+    once the stop half is done): heartbeat is coming back, the addresses stay."""
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "activating\ninactive\nactivating\nactive\n")
+    fake.set("job", "4242\n")
+    fake.set("job-type", f"{job_type}\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists(), fake.calls()
+    assert "systemctl show -P JobType 4242" in fake.calls()
+
+
+def test_expire_reads_the_state_again_when_no_job_is_left(fake):
+    """The start job completed between the state read and the job read: the second
+    read of the state sees heartbeat starting, the addresses stay."""
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "inactive\nactivating\nactive\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists(), fake.calls()
+
+
+def test_expire_removes_kept_addresses_when_a_stop_job_follows(fake):
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "failed\n")
+    fake.set("job", "4242\n")
+    fake.set("job-type", "stop\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert "heartbeat was stopped (failed) before it came back" in result.stderr
+
+
 def test_expire_leaves_the_addresses_to_heartbeat_once_it_runs(fake):
     _kept_by_release(fake)
     fake.set("states-heartbeat.service", "activating\nactive\n")
