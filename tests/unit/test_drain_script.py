@@ -290,3 +290,10 @@ def test_a_file_keepalived_refuses_never_replaces_the_running_one(keepalived_bal
 def test_an_unknown_engine_is_a_usage_error(keepalived_balancer):
     result = subprocess.run([SCRIPT, "--engine", "pacemaker", "list"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "unknown engine 'pacemaker'" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("--engine",), ("--engine", "keepalived")])
+def test_an_engine_or_a_command_missing_is_a_usage_error(args):
+    # dash ends the shell silently on `shift 2` with one argument left: the usage must be printed
+    result = subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "usage: lvsha-drain [--engine" in result.stderr, result

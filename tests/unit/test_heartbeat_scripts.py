@@ -360,7 +360,7 @@ def test_an_operators_stop_releases_even_with_the_peers_heartbeat_dead(fake):
 
 
 @pytest.mark.parametrize("case", ["peer-packets-since", "never-called-dead", "restart-not-always", "carries-some",
-                                  "no-transient-unit", "no-count", "systemd-unreachable"])
+                                  "no-transient-unit", "no-count", "systemd-unreachable", "firewall-reloaded"])
 def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, case):
     fake.set("carries")
     _peer_dead(fake, packets=PEER_PACKETS - 3 if case == "peer-packets-since" else PEER_PACKETS)
@@ -374,6 +374,8 @@ def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, ca
         fake.set("systemd-run-fails")
     elif case == "no-count":
         fake.set("no-heartbeat-rule")
+    elif case == "firewall-reloaded":
+        fake.set("packets", "0")  # counters reset since the watch recorded the peer dead: fails safe, releases
     elif case == "systemd-unreachable":
         systemctl = fake.bin / "systemctl"
         systemctl.write_text(systemctl.read_text().replace('show)', 'show) [ "$3" = Job ] && exit 1', 1))
@@ -432,6 +434,42 @@ def test_expire_removes_kept_addresses_when_heartbeat_is_stopped_in_its_restart_
     assert result.returncode == 0, result.stderr
     assert _removed(fake) and not fake.kept.exists()
     assert "heartbeat was stopped (inactive) before it came back to the kept floating addresses" in result.stderr
+
+
+@pytest.mark.parametrize("job_type", ["restart", "start"])
+def test_expire_keeps_the_addresses_through_the_inactive_instant_of_a_restart(fake, job_type):
+    """`systemctl restart heartbeat` (or systemd's own restart after the delay) passes
+    through inactive between its stop and its start, its job pending (a restart, a start
+    once the stop half is done): heartbeat is coming back, the addresses stay."""
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "activating\ninactive\nactivating\nactive\n")
+    fake.set("job", "4242\n")
+    fake.set("job-type", f"{job_type}\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists(), fake.calls()
+    assert "systemctl show -P JobType 4242" in fake.calls()
+
+
+def test_expire_reads_the_state_again_when_no_job_is_left(fake):
+    """The start job completed between the state read and the job read: the second
+    read of the state sees heartbeat starting, the addresses stay."""
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "inactive\nactivating\nactive\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists(), fake.calls()
+
+
+def test_expire_removes_kept_addresses_when_a_stop_job_follows(fake):
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "failed\n")
+    fake.set("job", "4242\n")
+    fake.set("job-type", "stop\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert "heartbeat was stopped (failed) before it came back" in result.stderr
 
 
 def test_expire_leaves_the_addresses_to_heartbeat_once_it_runs(fake):

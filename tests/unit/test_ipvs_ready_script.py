@@ -2,6 +2,7 @@
 sync daemons start once ldirectord has loaded every virtual service with a real
 server, and never wait forever for it."""
 
+import re
 import subprocess
 import time
 
@@ -34,6 +35,9 @@ def run(tmp_path, reference):
     ipvsadm.chmod(0o755)
     (tmp_path / "logger").write_text("#!/bin/sh\nexit 0\n")
     (tmp_path / "logger").chmod(0o755)
+    # ldirectord.service's ActiveEnterTimestampMonotonic: run.ldirectord_since, none by default (systemd cannot tell)
+    (tmp_path / "systemctl").write_text(f'#!/bin/sh\ncat "{tmp_path}/ldirectord-since" 2>/dev/null\n')
+    (tmp_path / "systemctl").chmod(0o755)
 
     def run(timeout: str, *tables: str, every: float = 0.0, strict: bool = False):
         """Run with `tables` shown by ipvsadm one after another, `every` seconds apart."""
@@ -48,6 +52,7 @@ def run(tmp_path, reference):
         return process.returncode, err, time.monotonic() - started
 
     run.reads = lambda: len((tmp_path / "calls").read_text().splitlines())  # how often it read the table
+    run.ldirectord_since = lambda us: (tmp_path / "ldirectord-since").write_text(f"{us}\n")
     return run
 
 
@@ -135,6 +140,34 @@ def test_strict_a_service_without_real_servers_is_named_but_does_not_fail(run, r
     rc, err, took = run("2", table(reference, every, reals=False), strict=True)
     assert rc == 0 and took > 1, err
     assert f"has no real server for {last}" in err and "lacks" not in err
+
+
+def test_strict_a_service_without_real_servers_does_not_hold_up_a_long_running_ldirectord(run, reference):
+    """ldirectord has run its health checks many times over (started 1 s after boot):
+    a service still without a real server is a site down everywhere, not a check
+    pending. Named, and no wait (not the timeout: 600 s)."""
+    every = len(reference.virtual_servers())
+    last = reference.virtual_servers()[every - 1].address
+    run.ldirectord_since(1_000_000)
+    rc, err, _ = run("600", table(reference, every, reals=False), strict=True)
+    assert rc == 0 and run.reads() == 1, err
+    assert f"no real server for {last} after a round of ldirectord's health checks" in err and "lacks" not in err
+
+
+def test_strict_a_service_without_real_servers_waits_one_round_of_checks_not_the_timeout(run, reference, tmp_path):
+    """systemd cannot tell when ldirectord started: one round of its health checks
+    (checkinterval + the longest check timeout of ldirectord.cf) from when IPVS first
+    lacks nothing, then the services still without a real server are named and it passes."""
+    cf = tmp_path / "ldirectord.cf"
+    text = re.sub(r"(?m)^checkinterval=\d+$", "checkinterval=1", cf.read_text())
+    text = re.sub(r"(?m)^(\s*(?:checktimeout|negotiatetimeout))=\d+$", r"\1=1", text)
+    assert "checkinterval=1\n" in text
+    cf.write_text(text)
+    every = len(reference.virtual_servers())
+    last = reference.virtual_servers()[every - 1].address
+    rc, err, took = run("600", table(reference, every, reals=False), strict=True)
+    assert rc == 0 and took > 1 and run.reads() >= 2, err  # it waited for the round (2 s), in whole seconds
+    assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
 
 
 def test_strict_without_a_virtual_service_in_the_file_fails(run, tmp_path):
