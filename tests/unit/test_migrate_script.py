@@ -198,7 +198,7 @@ def test_the_watch_leaves_the_hold_while_any_floating_address_answers(run):
     """A release that failed half-way: the gateway gone from the peer, a VIP still there."""
     _held(run)
     run.answers("10.0.0.10")
-    result, _ = run("watch", "4", "1", PORT, *ADDRESSES)
+    result, _ = run("watch", "6", "1", PORT, *ADDRESSES)
     assert result.returncode == 1
     assert run.hold_value() == "1" and "10.0.0.10 still answered" in result.stderr
 
