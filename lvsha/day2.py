@@ -336,8 +336,15 @@ def _fit_to_carry(status: live.ClusterStatus, target: str) -> list[str]:
         if view.keepalived != "active":
             reasons.append(f"keepalived is {view.keepalived} on {target}")
         elif view.vrrp != "BACKUP":
-            reasons.append(f"{target} is VRRP {view.vrrp}, not BACKUP: it would not take the group"
-                           + (" (a tracked interface or check failed)" if view.vrrp == "FAULT" else ""))
+            if view.hold == "set":
+                why = (f" ({live.HELD_BY_MIGRATION}: {render.KEEPALIVED_HOLD_FILE}; see `lvsha status` for how to "
+                       f"clear it)")
+            else:
+                why = " (a tracked interface or check failed)" if view.vrrp == "FAULT" else ""
+            reasons.append(f"{target} is VRRP {view.vrrp}, not BACKUP: it would not take the group{why}")
+        elif view.hold == "set":
+            reasons.append(f"{target} is {live.HELD_BY_MIGRATION} ({render.KEEPALIVED_HOLD_FILE}): it would not take "
+                           f"the group")
     else:
         if view.heartbeat != "running":
             reasons.append(f"heartbeat is {view.heartbeat} on {target}")

@@ -29,7 +29,8 @@ COMMANDS = {
     "drained": f"{render.DRAIN_SCRIPT} list",
 }
 # On engine "keepalived": no heartbeat; keepalived's unit, the VRRP state its notify
-# recorded, `lvsha failover`'s tracked file and the record of the file it runs with.
+# recorded, `lvsha failover`'s tracked file, the live migration's hold and the record of
+# the file it runs with.
 KEEPALIVED_COMMANDS = {
     "addresses": COMMANDS["addresses"],
     "ipvs": COMMANDS["ipvs"],
@@ -39,6 +40,7 @@ KEEPALIVED_COMMANDS = {
     "drained": COMMANDS["drained"],
     "vrrp": f"cat {render.KEEPALIVED_VRRP_STATE}",
     "failover": f"{render.KEEPALIVED_PROGRAM} failover show",
+    "hold": f"{render.KEEPALIVED_PROGRAM} hold show",
     "keepalived_applied": f"cat {render.KEEPALIVED_APPLIED}",
 }
 VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
@@ -176,11 +178,12 @@ class BalancerView:
     conntrackd: str | None = None
     sync_daemons: list[str] | None = None
     # Engine "keepalived" (KEEPALIVED_COMMANDS): the VRRP state lvsha-keepalived's notify
-    # recorded ("" when none), `lvsha failover`'s tracked file ("0", "1"), the sha1 of the
-    # deployed keepalived.conf it (re)started with.
+    # recorded ("" when none), `lvsha failover`'s tracked file ("0", "1"), the migration's
+    # hold ("0", "1"), the sha1 of the deployed keepalived.conf it (re)started with.
     engine: str = "heartbeat"
     vrrp: str = ""
     failover: str = ""
+    hold: str = ""
     keepalived_applied: str = ""
 
     @classmethod
@@ -213,6 +216,7 @@ class BalancerView:
                 sync_daemons=parse_sync_daemons(out("sync_daemons")) if "sync_daemons" in outputs else None,
                 vrrp=state if state in VRRP_STATES else "",
                 failover=out("failover").strip() or "0",
+                hold=out("hold").strip() or "0",
                 keepalived_applied=(out("keepalived_applied").split() or [""])[0],
             )
 
@@ -243,7 +247,9 @@ def floating_held(cluster: Cluster, addresses: dict[str, list[str]]) -> int:
     return sum(ip.cidr in addresses.get(ip.interface, []) for ip in cluster.floating_ips())
 
 
-IPVS_COMPLETE = "every virtual service"  # BalancerStatus.ipvs of a table with every site's virtual service
+IPVS_COMPLETE = "every virtual service"
+# Why a keepalived balancer is in FAULT while the live migration's hold is set on it.
+HELD_BY_MIGRATION = "held by a migration (vrrp-hold set)"  # BalancerStatus.ipvs of a table with every site's virtual service
 
 
 def missing_virtual_services(cluster: Cluster, ipvs: dict[str, VirtualService]) -> list[str]:
@@ -305,12 +311,15 @@ class BalancerStatus:
     # The engine; on "keepalived" heartbeat, resources, peer_seen_as, links and ldirectord
     # are empty and these say the rest: keepalived.service's state, the node's VRRP state
     # ("MASTER", "BACKUP", "FAULT"; "STOP" when keepalived does not run; "unknown" when it
-    # runs with none recorded), and "requested" while `lvsha failover`'s tracked file is
-    # set on the node (it yields the group), else "none". All "" on heartbeat.
+    # runs with none recorded), "requested" while `lvsha failover`'s tracked file is
+    # set on the node (it yields the group), else "none", and "set" while the live
+    # migration's hold is (render.KEEPALIVED_HOLD_FILE: FAULT until cleared), else "none".
+    # All "" on heartbeat.
     engine: str = "heartbeat"
     keepalived: str = ""
     vrrp: str = ""
     failover: str = ""
+    hold: str = ""
 
 
 @dataclass
@@ -408,7 +417,7 @@ def _balancer_status(cluster: Cluster, view: BalancerView, problems: list[str]) 
     if not view.reachable:
         return BalancerStatus(view.name, False, view.error, "unreachable", "", "", {}, "unknown", "unknown",
                               "unknown", "unknown", [], engine=cluster.engine,
-                              **({"keepalived": "unknown", "vrrp": "unknown", "failover": "unknown"}
+                              **({"keepalived": "unknown", "vrrp": "unknown", "failover": "unknown", "hold": "unknown"}
                                  if cluster.engine == "keepalived" else {}))
     state_sync = _state_sync(cluster, view, problems)
     balancer = cluster.balancer(view.name)
@@ -485,12 +494,22 @@ def _keepalived_status(cluster: Cluster, view: BalancerView, problems: list[str]
     else:
         vrrp = view.vrrp
     requested = view.failover not in ("", "0")
+    held_back = view.hold not in ("", "0")
+    clear = (f"{render.KEEPALIVED_HOLD_FILE} is {view.hold}: the live migration from heartbeat sets it until its "
+             f"handover. If no migration is under way: deploy (it clears a hold left once the peer runs no heartbeat), "
+             f"or `{render.KEEPALIVED_PROGRAM} hold 0` on {view.name} once the peer runs no heartbeat")
     if vrrp == "FAULT":
-        why = (f"held there by `lvsha failover`'s request ({render.KEEPALIVED_FAILOVER_FILE} is {view.failover}: "
-               f"an interrupted failover; run `lvsha failover` again, or `{render.KEEPALIVED_PROGRAM} failover 0` "
-               f"on {view.name})" if requested and not cluster.heartbeat.auto_failback
-               else "a tracked interface or check failed: journalctl -u keepalived")
+        if held_back:
+            why = f"{HELD_BY_MIGRATION}; {clear}"
+        elif requested and not cluster.heartbeat.auto_failback:
+            why = (f"held there by `lvsha failover`'s request ({render.KEEPALIVED_FAILOVER_FILE} is {view.failover}: "
+                   f"an interrupted failover; run `lvsha failover` again, or `{render.KEEPALIVED_PROGRAM} failover 0` "
+                   f"on {view.name})")
+        else:
+            why = "a tracked interface or check failed: journalctl -u keepalived"
         problems.append(f"{view.name}: VRRP is in FAULT ({why})")
+    elif held_back:
+        problems.append(f"{view.name}: {HELD_BY_MIGRATION}: keepalived there stays in FAULT whenever it runs ({clear})")
     if vrrp == "MASTER" and held < len(cluster.floating_ips()):
         problems.append(f"{view.name} is VRRP MASTER but carries {held} of {len(cluster.floating_ips())} floating addresses")
     elif vrrp not in ("MASTER", "unknown") and held:
@@ -499,7 +518,8 @@ def _keepalived_status(cluster: Cluster, view: BalancerView, problems: list[str]
     if unit == "active" and [view.keepalived_applied] != render.applied_record([render.keepalived_conf(cluster, balancer)]):
         stale.append("keepalived")
     return {"heartbeat": "", "resources": "", "peer_seen_as": "", "links": {}, "ldirectord": "",
-            "keepalived": unit, "vrrp": vrrp, "failover": "requested" if requested else "none"}, stale
+            "keepalived": unit, "vrrp": vrrp, "failover": "requested" if requested else "none",
+            "hold": "set" if held_back else "none"}, stale
 
 
 def _state_sync(cluster: Cluster, view: BalancerView, problems: list[str]) -> str:
@@ -529,6 +549,7 @@ def format_status(status: ClusterStatus) -> str:
             continue
         if b.engine == "keepalived":
             request = ", FAILOVER REQUESTED (it yields the group: lvsha failover)" if b.failover == "requested" else ""
+            request += f", HELD BY A MIGRATION ({render.KEEPALIVED_HOLD_FILE})" if b.hold == "set" else ""
             lines.append(f"  {b.name}: keepalived {b.keepalived}, VRRP {b.vrrp}{request}")
             lines.append(f"  {' ' * len(b.name)}  IPVS {b.ipvs}, firewall {b.firewall}, configuration {b.config}")
         else:

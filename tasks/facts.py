@@ -129,6 +129,18 @@ class KeepalivedApplied(FactBase):
         return words[0] if words else None
 
 
+class KeepalivedHold(FactBase):
+    """Whether the live migration's hold is set (lvsha-keepalived hold: a non-zero
+    number in render.KEEPALIVED_HOLD_FILE keeps keepalived in FAULT); False without the file."""
+
+    def command(self) -> str:
+        return f"cat {render.KEEPALIVED_HOLD_FILE} 2>/dev/null; true"
+
+    def process(self, output):
+        words = " ".join(output).split()
+        return bool(words) and words[0].isdigit() and int(words[0]) != 0
+
+
 class IpvsVirtualServices(FactBase):
     """IPVS virtual services as "TCP 10.0.0.1:0" strings ([] without ipvsadm or IPVS)."""
 

@@ -1,12 +1,14 @@
 """keepalived (engine "keepalived"): VRRP moves the floating addresses, its checker keeps IPVS loaded."""
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks import migration
-from tasks.facts import KeepalivedApplied, fact, unit_state
+from tasks.facts import InterfaceAddresses, KeepalivedApplied, KeepalivedHold, fact, on_host, unit_state
 from tasks.migration import Migration
 from tasks.operations import only_model_addresses, only_model_ipvs_services, sha1_of, unit
 from tasks.rendered import put
@@ -47,6 +49,7 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
     On a pair migrating from heartbeat (`migrating`, tasks/migration.py), keepalived is
     not started on both at once: the migration's steps start it one balancer at a time
     and stop heartbeat and ldirectord; one already running is reloaded as above.
+    Otherwise no migration's hold outlives it (clear_left_hold).
     """
     *helpers, dropin_file, config = render.keepalived_files(cluster, balancer)
     for helper in helpers:
@@ -64,6 +67,7 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
         )
         migration.operations(cluster, balancer, migrating)
     else:
+        clear_left_hold(cluster, balancer)
         _start_or_reload(written, stale)
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
     only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
@@ -71,6 +75,37 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
     for interface, network, own in cluster.own_networks(balancer):
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
                              network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
+
+
+def clear_left_hold(cluster: Cluster, balancer: Balancer):
+    """No migration's hold (render.KEEPALIVED_HOLD_FILE, which keeps keepalived in FAULT
+    across reboots) is left on a balancer of a pair no longer migrating: one left set (a
+    migration that stopped half-way, an operator's) is cleared when the peer runs neither
+    heartbeat nor ldirectord, nor would at boot. When the peer carries every floating
+    address and this node is the model's master with auto_failback on, `lvsha failover`'s
+    request is set first, as the migration's last step does, so that clearing moves
+    nothing (`lvsha failover --to` this node moves the group). A peer on heartbeat is the
+    migration's business: refused, naming the hold. Nothing runs when no hold is set."""
+    if not fact(KeepalivedHold):
+        return
+    peer = cluster.peer(balancer)
+    with on_host(peer.name):
+        states = {s: unit_state(s) for s in migration.OLD_SERVICES}
+        addresses = fact(InterfaceAddresses)
+    live = [s for s, u in states.items() if u["enabled"] or u["state"] not in migration.STOPPED_STATES]
+    if live:
+        raise DeployError(f"{host.name}: the migration's hold is set on {balancer.name} ({render.KEEPALIVED_HOLD_FILE}: "
+                          f"keepalived there stays in FAULT), and {peer.name} runs {' and '.join(live)} or starts it "
+                          f"at boot: clearing it would let {balancer.name} take addresses heartbeat holds. Nothing "
+                          f"was changed. See docs/engines.md#migrating.")
+    floating = cluster.floating_ips()
+    peer_carries = all(ip.cidr in addresses.get(ip.interface, []) for ip in floating)
+    yields = peer_carries and cluster.heartbeat.auto_failback and balancer.name == cluster.master.name
+    program = render.KEEPALIVED_PROGRAM
+    server.shell(name=f"The migration's hold left on {balancer.name} cleared ({peer.name} runs no heartbeat)"
+                 + (f": it yields to {peer.name} (`lvsha failover --to {balancer.name}` moves the group)" if yields
+                    else ""),
+                 commands=[*([f"{program} failover 1"] if yields else []), f"{program} hold 0"])
 
 
 def _start_or_reload(written, stale):

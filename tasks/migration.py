@@ -11,11 +11,13 @@ address:
    and ldirectord stopped and disabled (IPVS stays loaded: ldirectord's cleanstop=no;
    keepalived takes the table over, adding what exists already is no error for it),
    keepalived started and enabled (held: no address, no advertisement);
-2. the handover: the node converted first is checked (held, idle), a watch there is
-   armed to clear the hold as soon as the holder's gateway falls silent, heartbeat
-   stops on the holder (its guard gives every address up), and the node converted
-   first takes them (hold cleared, VRRP MASTER after its down timer): the one
-   interruption;
+2. the handover: the node converted first is checked (held, idle); heartbeat is
+   disabled on the holder (it still runs and holds the group, but a reboot there no
+   longer starts it); a watch is armed on the node converted first that clears the
+   hold once the holder has let go (no floating address answers ARP, and its heartbeat
+   has been silent for deadtime); heartbeat stops on the holder (its guard gives every
+   address up), and the node converted first takes them (hold cleared, VRRP MASTER
+   after its down timer): the one interruption;
 3. on the old holder: ldirectord stopped and disabled, keepalived started and enabled
    without hold, joining as BACKUP (with auto_failback on and this node the model's
    master, with `lvsha failover`'s request set, so that it does not preempt: one move);
@@ -27,8 +29,10 @@ conntrackd on both nodes to keepalived's configuration (the peer's states writte
 the standby's kernel as they change: nothing to commit at the handover) and the IPVS
 sync daemons' unit; step 1 asks the holder for its whole table once more.
 
-A run that dies half-way leaves one holder; the next run finds the pair half-migrated
-and continues from the step it reached, or refuses naming each node's state.
+A run that dies half-way leaves at most one holder (none when it dies after the holder
+let go and the watch expires without clearing the hold: docs/engines.md#migrating); the
+next run finds the pair half-migrated and continues from the step it reached, or refuses
+naming each node's state and the hold.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
 from lvsha import render
-from lvsha.model import Balancer, Cluster
-from tasks.facts import InterfaceAddresses, IpvsVirtualServices, fact, on_host, unit_state
+from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster
+from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
 
 # The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
 STOPPED_STATES = ("dead", "failed")
@@ -64,6 +68,7 @@ class Node:
     units: dict  # service -> {"running", "enabled", "state"}
     carried: int  # floating addresses it carries
     ipvs_missing: tuple[str, ...]  # the model's virtual services its IPVS lacks
+    held: bool = False  # the migration's hold is set (keepalived kept in FAULT)
 
     def runs(self, service: str) -> bool:
         return self.units[service]["state"] not in STOPPED_STATES
@@ -84,7 +89,8 @@ class Node:
         services = ", ".join(f"{s} {u['state']} {'enabled' if u['enabled'] else 'disabled'}"
                              for s, u in self.units.items())
         missing = f", IPVS lacks {' '.join(self.ipvs_missing)}" if self.ipvs_missing else ""
-        return f"{self.name}: {services}, carries {self.carried} of {total} floating addresses{missing}"
+        held = f", the migration's hold set ({render.KEEPALIVED_HOLD_FILE})" if self.held else ""
+        return f"{self.name}: {services}, carries {self.carried} of {total} floating addresses{missing}{held}"
 
 
 @dataclass(frozen=True)
@@ -106,9 +112,10 @@ def read_node(cluster: Cluster, balancer: Balancer) -> Node:
         addresses = fact(InterfaceAddresses)
         ipvs = fact(IpvsVirtualServices)
         units = {s: unit_state(s) for s in services}
+        held = fact(KeepalivedHold)
     carried = sum(ip.cidr in addresses.get(ip.interface, []) for ip in cluster.floating_ips())
     missing = tuple(vs.address for vs in cluster.virtual_servers() if f"TCP {vs.address}" not in ipvs)
-    return Node(balancer.name, units, carried, missing)
+    return Node(balancer.name, units, carried, missing, held)
 
 
 def plan(cluster: Cluster) -> Migration | None:
@@ -120,17 +127,15 @@ def plan(cluster: Cluster) -> Migration | None:
     if cluster.engine != "keepalived":
         if not any(n.live("keepalived") for n in nodes):
             return None
-        _refuse(cluster.engine, nodes, total, "keepalived runs, would start or is enabled on a balancer, and the "
-                "migration from keepalived back to heartbeat is not built. By hand (the sites are down until "
-                "heartbeat takes over, about initdead): `systemctl disable --now keepalived` on the backup, then on "
-                "the master, then deploy; or deploy with engine='keepalived'")
+        _refuse(cluster.engine, nodes, total, _back_to_heartbeat(nodes, total))
     if all(n.off_heartbeat for n in nodes):
         return None
     holders = [n for n in nodes if n.carried == total]
     others = [n for n in nodes if n.carried == 0]
     if len(holders) != 1 or len(others) != 1:
         _refuse(cluster.engine, nodes, total, "the pair cannot be migrated to it: a migration starts from one "
-                "balancer carrying every floating address and the other none; settle the pair first (lvsha status)")
+                "balancer carrying every floating address and the other none; settle the pair first (lvsha status)"
+                + "".join(_held_note(n, nodes, total) for n in nodes if n.held))
     holder, other = holders[0], others[0]
     if holder.runs("heartbeat"):
         if holder.units["heartbeat"]["state"] != "running":
@@ -154,6 +159,37 @@ def plan(cluster: Cluster) -> Migration | None:
         return Migration(holder.name, other.name, CONVERT_SECOND)
     _refuse(cluster.engine, nodes, total,
             f"{holder.name} carries the floating addresses with neither heartbeat nor keepalived running")
+
+
+def _back_to_heartbeat(nodes: list[Node], total: int) -> str:
+    """Why a pair with keepalived live is refused on engine heartbeat, and the way back by hand."""
+    held = [n for n in nodes if n.held and n.live("keepalived") and n.carried == 0 and not n.runs("heartbeat")]
+    serving = [n for n in nodes if n.carried == total and n.units["heartbeat"]["state"] == "running"
+               and not n.live("keepalived")]
+    if len(held) == 1 and len(serving) == 1:
+        b, h = held[0].name, serving[0].name
+        return (f"the migration to keepalived stopped before its handover: {b} runs keepalived held out of MASTER "
+                f"by the migration's hold ({render.KEEPALIVED_HOLD_FILE}) and carries no floating address, and {h} "
+                f"serves on heartbeat. Going back costs no interruption (nothing moves): on {b}, `systemctl disable "
+                f"--now keepalived`, then `{render.KEEPALIVED_PROGRAM} hold 0` (only once keepalived is stopped "
+                f"there: cleared while it runs, it would take the addresses {h} carries), then deploy (heartbeat and "
+                f"ldirectord start on {b} again); or deploy with engine='keepalived' (the migration continues)")
+    return ("keepalived runs, would start or is enabled on a balancer, and the migration from keepalived back to "
+            "heartbeat is not built. By hand (the sites are down until heartbeat takes over, about initdead): "
+            "`systemctl disable --now keepalived` on the backup, then on the master, then deploy; or deploy with "
+            "engine='keepalived'")
+
+
+def _held_note(node: Node, nodes: list[Node], total: int) -> str:
+    """A refusal's word on a node the migration's hold keeps out of MASTER."""
+    (peer,) = [n for n in nodes if n is not node]
+    busy = [f"carries {peer.carried} of {total} floating addresses"] if peer.carried else []
+    busy += [f"runs heartbeat ({peer.units['heartbeat']['state']})"] if peer.runs("heartbeat") else []
+    now = (f"not yet: {peer.name} {' and '.join(busy)}" if busy
+           else f"{peer.name} carries nothing and runs no heartbeat")
+    return (f"; {node.name} is held out of MASTER by the migration's hold ({render.KEEPALIVED_HOLD_FILE} is set): "
+            f"its keepalived takes nothing until `{render.KEEPALIVED_PROGRAM} hold 0` there, which is safe once "
+            f"{peer.name} carries no floating address and its heartbeat is stopped ({now}); then deploy again")
 
 
 def _refuse(engine: str, nodes: list[Node], total: int, why: str):
@@ -189,12 +225,15 @@ def operations(cluster: Cluster, balancer: Balancer, migration: Migration):
         _step(f"Migration 1/4: keepalived started and enabled on {first}, held (no address)", first, balancer,
               ["systemctl enable keepalived.service", "systemctl start keepalived.service"])
     if migration.runs(HANDOVER):
-        gateway_interface = cluster.balancer(first).internal_interface
+        deadtime = cluster.heartbeat.deadtime  # the watch's silence: as long as heartbeat takes to call a peer dead
         _step(f"Migration 2/4: keepalived on {first} runs held and carries no address (at most {START_TIMEOUT} s)",
               first, balancer, [f"{migrate} held {START_TIMEOUT} {addresses}"])
-        _step(f"Migration 2/4: {first} clears its hold once {second} gives the addresses up (armed for "
-              f"{WATCH_TIMEOUT} s)", first, balancer,
-              [f"{migrate} arm {WATCH_TIMEOUT} {gateway_interface} {cluster.gateway}"])
+        _step(f"Migration 2/4: heartbeat disabled on {second}, which still runs it and carries the group (a reboot "
+              f"there no longer starts it)", second, balancer, ["systemctl disable heartbeat.service"])
+        _step(f"Migration 2/4: {first} clears its hold once {second} gives the addresses up: none answers ARP and "
+              f"its heartbeat is silent for {deadtime} s (armed for {WATCH_TIMEOUT} s)", first, balancer,
+              # the addresses with the internal gateway first (floating_ips): the one probed every round
+              [f"{migrate} arm {WATCH_TIMEOUT} {deadtime} {HEARTBEAT_UDP_PORT} {addresses}"])
         _step(f"Migration 2/4: heartbeat stops on {second}, which gives every floating address up (the interruption "
               f"begins; at most {RELEASE_TIMEOUT} s)", second, balancer, [f"{migrate} release {RELEASE_TIMEOUT} {addresses}"])
         _step(f"Migration 2/4: keepalived on {first} takes every floating address (the interruption ends; at most "

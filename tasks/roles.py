@@ -6,7 +6,7 @@ from pyinfra.facts.server import Hostname
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
-                         IpvsVirtualServices, KeepalivedApplied, LoadedModules, OsRelease, SshConnection, on_host,
+                         IpvsVirtualServices, KeepalivedApplied, KeepalivedHold, LoadedModules, OsRelease, SshConnection, on_host,
                          read_together, units)
 from tasks.firewall import firewall, firewall_after_migration
 from tasks.heartbeat import heartbeat, ldirectord
@@ -61,7 +61,9 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
         if not with_web_server:
             return every_host + [units(WEB_HOST_UNITS)]
         return every_host + [units(WEB_SERVER_UNITS), installed(WEB_SERVER_PACKAGES)]
-    balancer_only = [FactRequest.of(f) for f in (Hostname, SshConnection, Applied, IpvsVirtualServices, LoadedModules)]
+    # KeepalivedHold on either engine: the migration's decisions (tasks/migration.py) read it.
+    balancer_only = [FactRequest.of(f) for f in (Hostname, SshConnection, Applied, IpvsVirtualServices, LoadedModules,
+                                                 KeepalivedHold)]
     if cluster.engine == "keepalived":
         balancer_only.append(FactRequest.of(KeepalivedApplied))
     monitored = MONITORING_UNITS if cluster.monitoring.enabled else []

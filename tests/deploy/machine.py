@@ -37,6 +37,7 @@ class Machine:
     ipvs: list = field(default_factory=list)  # "TCP 10.0.0.1:0"
     loads: list = field(default_factory=list)  # each fact loaded, in order: one SSH round trip each on a real host
     keepalived_applied: str | None = None  # the sha1 keepalived's drop-in recorded (engine keepalived)
+    hold: bool = False  # the migration's hold is set (/var/lib/lvsha/vrrp-hold non-zero)
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -111,6 +112,8 @@ class Machine:
             return {k: list(v) for k, v in self.applied.items()}
         if name == "KeepalivedApplied":
             return self.keepalived_applied
+        if name == "KeepalivedHold":
+            return self.hold
         if name == "IfupdownFiles":
             return {path: content for path, (content, _) in sorted(self.files.items())
                     if path == ifupdown.INTERFACES or path.startswith(ifupdown.INTERFACES_D + "/")}

@@ -149,6 +149,31 @@ def test_the_other_engine_stays_disabled_whatever_passed_the_check(cluster, monk
     assert changes == {"keepalived is not enabled (engine heartbeat)": ["systemctl disable keepalived.service"]}
 
 
+HOLD_OP = "The migration's hold left on"
+
+
+@pytest.mark.parametrize("peer_carries", [False, True])
+def test_a_hold_left_set_is_cleared_once_the_peer_runs_no_heartbeat(cluster, peer_carries):
+    """A migration that stopped half-way (or an operator) left the hold set: keepalived
+    there stays in FAULT, across reboots. The pair's deploy clears it, without moving the
+    group: the model's master with auto_failback on yields to a peer that carries it."""
+    for balancer in cluster.balancers:
+        machine = _converged(cluster, balancer)
+        machine.hold = True
+        peer = _converged(cluster, cluster.peer(balancer))
+        if peer_carries:
+            for ip in cluster.floating_ips():
+                peer.addresses.setdefault(ip.interface, []).append(ip.cidr)
+        changes = changing(_director(cluster, machine, balancer.name, peer=peer))
+        (name,) = changes
+        assert name.startswith(f"{HOLD_OP} {balancer.name} cleared ({cluster.peer(balancer).name} runs no heartbeat)")
+        yields = peer_carries and cluster.heartbeat.auto_failback and balancer.name == cluster.master.name
+        assert changes[name] == [*([f"{render.KEEPALIVED_PROGRAM} failover 1"] if yields else []),
+                                 f"{render.KEEPALIVED_PROGRAM} hold 0"]
+        # the peer's deploy changes nothing for this node's hold
+        assert changing(_director(cluster, peer, cluster.peer(balancer).name, peer=machine)) == {}
+
+
 def test_the_firewall_accepts_vrrp_from_the_peer_before_keepalived_starts(cluster):
     balancer = cluster.master
     ops = _director(cluster, _fresh(cluster, balancer))

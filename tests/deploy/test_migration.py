@@ -76,6 +76,7 @@ def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     stop_first = step(f"heartbeat and ldirectord stopped and disabled on {first}")
     start_first = step(f"keepalived started and enabled on {first}, held")
     held = step(f"keepalived on {first} runs held")
+    disable = step(f"heartbeat disabled on {second}, which still runs it")
     arm = step(f"{first} clears its hold once {second} gives the addresses up")
     release = step(f"heartbeat stops on {second}")
     take = step(f"keepalived on {first} takes every floating address")
@@ -83,9 +84,9 @@ def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     start_second = step(f"keepalived started and enabled on {second}, joining as BACKUP")
     joined = step(f"keepalived on {second} is VRRP BACKUP")
     final = [n for n in names if n.startswith("Migration 4/4: load")]
-    order = [hold, stop_first, start_first, held, arm, release, take, stop_second, start_second, joined]
+    order = [hold, stop_first, start_first, held, disable, arm, release, take, stop_second, start_second, joined]
     assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
-    assert [runs_on[n] for n in order] == [first] * 5 + [second, first] + [second] * 3
+    assert [runs_on[n] for n in order] == [first] * 4 + [second, first, second, first] + [second] * 3
     assert runs_on[hold] == runs_on[take] == first
     # the hold is set before keepalived starts, and cleared by the handover only
     assert commands[hold] == [f"{render.KEEPALIVED_PROGRAM} hold 1"]
@@ -93,8 +94,14 @@ def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     addresses = " ".join(render.floating_ips_arguments(on_keepalived))
     assert commands[release] == [f"{render.MIGRATE_SCRIPT} release {migration.RELEASE_TIMEOUT} {addresses}"]
     assert commands[take][0].startswith(f"{render.MIGRATE_SCRIPT} take-over ") and commands[take][0].endswith(addresses)
-    assert commands[arm] == [f"{render.MIGRATE_SCRIPT} arm {migration.WATCH_TIMEOUT} "
-                             f"{on_keepalived.balancer(first).internal_interface} {on_keepalived.gateway}"]
+    # the watch is armed once heartbeat on the holder no longer starts at boot; it clears the
+    # hold only when no floating address answers (the gateway first: probed every round) and
+    # the holder's heartbeat has been silent for deadtime
+    assert commands[disable] == ["systemctl disable heartbeat.service"]
+    assert commands[arm] == [f"{render.MIGRATE_SCRIPT} arm {migration.WATCH_TIMEOUT} {on_keepalived.heartbeat.deadtime} "
+                             f"{render.HEARTBEAT_UDP_PORT} {addresses}"]
+    assert addresses.split()[0] == f"{on_keepalived.gateway}/{on_keepalived.internal_net.prefixlen}/" \
+                                   f"{on_keepalived.balancer(first).internal_interface}"
     yields = on_keepalived.heartbeat.auto_failback
     assert commands[start_second] == [f"{render.KEEPALIVED_PROGRAM} hold 0",
                                       *([f"{render.KEEPALIVED_PROGRAM} failover 1"] if yields else []),
@@ -224,3 +231,54 @@ def test_a_peer_out_of_the_run_is_refused(reference):
     name = reference.master.name
     with pytest.raises(DeployError, match="is not in this run"):
         plan(cluster_host, on_keepalived, name, host_name=name, facts=machines[name].fact, others=())
+
+
+def _held_node(on_keepalived, balancer, on_heartbeat):
+    """The node converted first, as step 1 leaves it: keepalived running, held, nothing carried."""
+    m = _keepalived_node(on_keepalived, balancer, on_heartbeat)
+    m.hold = True
+    return m
+
+
+@pytest.mark.parametrize("left", [0, 1])
+def test_a_pair_nobody_serves_with_the_hold_left_is_refused_naming_the_hold(models, left):
+    """The holder let go (or part of the group) and the watch expired: the node converted
+    first is still held. The refusal names the hold and when clearing it is safe."""
+    on_heartbeat, on_keepalived = models
+    first, second = on_keepalived.peer(on_keepalived.master), on_keepalived.master
+    old = _machine(on_heartbeat, second)
+    old.running["heartbeat.service"], old.enabled["heartbeat.service"] = False, False  # released
+    kept = on_keepalived.floating_ips()[-1]
+    if left:  # the release failed half-way: the gateway gone, a VIP still there
+        old.addresses.setdefault(kept.interface, []).append(kept.cidr)
+    machines = {first.name: _held_node(on_keepalived, first, on_heartbeat), second.name: old}
+    total = len(on_keepalived.floating_ips())
+    _refused(on_keepalived, machines, "settle the pair first",
+             f"{first.name} is held out of MASTER by the migration's hold ({render.KEEPALIVED_HOLD_FILE} is set)",
+             f"`{render.KEEPALIVED_PROGRAM} hold 0` there, which is safe once {second.name} carries no floating "
+             f"address and its heartbeat is stopped",
+             f"carries 0 of {total} floating addresses, the migration's hold set ({render.KEEPALIVED_HOLD_FILE})",
+             f"(not yet: {second.name} carries 1 of {total} floating addresses)" if left
+             else f"({second.name} carries nothing and runs no heartbeat)")
+
+
+def test_going_back_to_heartbeat_before_the_handover_is_refused_with_the_way_that_costs_nothing(models):
+    """B held (keepalived running, carrying nothing), H serving on heartbeat: disabling
+    keepalived on B moves nothing, unlike the general way back."""
+    on_heartbeat, on_keepalived = models
+    first, second = on_keepalived.peer(on_keepalived.master), on_keepalived.master
+    machines = {first.name: _held_node(on_keepalived, first, on_heartbeat),
+                second.name: _machine(on_heartbeat, second, holds=True)}
+    _refused(on_heartbeat, machines,
+             f"the migration to keepalived stopped before its handover: {first.name} runs keepalived held out of "
+             f"MASTER by the migration's hold ({render.KEEPALIVED_HOLD_FILE}) and carries no floating address, and "
+             f"{second.name} serves on heartbeat. Going back costs no interruption",
+             f"on {first.name}, `systemctl disable --now keepalived`, then `{render.KEEPALIVED_PROGRAM} hold 0` "
+             f"(only once keepalived is stopped there")
+    for name in machines:
+        with pytest.raises(DeployError) as refused:
+            _plan(on_heartbeat, machines, name)
+        assert "the sites are down" not in str(refused.value)
+    # not held (keepalived started by hand beside heartbeat): the general way back
+    machines[first.name].hold = False
+    _refused(on_heartbeat, machines, "the sites are down until heartbeat takes over")

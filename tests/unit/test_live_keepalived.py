@@ -1,7 +1,7 @@
 """lvsha.live and lvsha.day2 on engine "keepalived": the status judged from a
 keepalived balancer's outputs (ip and ipvsadm as captured in the lab, keepalived's
 unit, the VRRP state lvsha-keepalived's notify records, `lvsha failover`'s tracked
-file, the record of the file keepalived runs), and drain and failover run against a
+file, the live migration's hold, the record of the file keepalived runs), and drain and failover run against a
 simulated pair whose VRRP follows keepalived's rules for the tracked file
 (files/keepalived/lvsha-keepalived, templates/keepalived.conf.j2)."""
 
@@ -41,7 +41,7 @@ def _addresses(cluster, name: str, holds: bool) -> str:
     return "\n".join(own + carried) + "\n"
 
 
-def raw(cluster, name: str, vrrp: str | None, holds: bool, unit="active", failover="0", drained="") -> dict:
+def raw(cluster, name: str, vrrp: str | None, holds: bool, unit="active", failover="0", drained="", hold="0") -> dict:
     """One keepalived balancer's outputs, as day2.read_outputs collects them."""
     balancer = cluster.balancer(name)
     rules = hashlib.sha1(render.firewall_file(cluster, balancer).content.encode()).hexdigest()
@@ -54,6 +54,7 @@ def raw(cluster, name: str, vrrp: str | None, holds: bool, unit="active", failov
         "drained": (0, drained),
         "vrrp": (0, f"{vrrp}\n") if vrrp else (1, ""),
         "failover": (0, f"{failover}\n"),
+        "hold": (0, f"{hold}\n"),
         "keepalived_applied": (0, render.applied_record([render.keepalived_conf(cluster, balancer)])[0] + "\n"),
     }
 
@@ -122,6 +123,34 @@ def test_degraded_keepalived_states_are_named(edge):
     assert f"lb-b is VRRP BACKUP but carries {len(cluster.floating_ips())} floating address(es)" in none.problems
 
 
+def test_a_node_held_by_the_migration_is_named_with_the_way_out(edge):
+    """The live migration's hold (render.KEEPALIVED_HOLD_FILE) keeps keepalived in FAULT
+    across reboots: status says so, not "a tracked interface failed", naming the file and
+    how to clear it; failover refuses naming it."""
+    cluster = _keepalived(edge)
+    assert live.commands(cluster)["hold"] == f"{render.KEEPALIVED_PROGRAM} hold show"
+    held = status_of(cluster, **{"lb-a": {"vrrp": "FAULT", "holds": False, "hold": "1"}, "lb-b": SETTLED["lb-b"]})
+    (fault,) = [p for p in held.problems if p.startswith("lb-a: VRRP is in FAULT")]
+    assert fault.startswith("lb-a: VRRP is in FAULT (held by a migration (vrrp-hold set); ")
+    assert render.KEEPALIVED_HOLD_FILE in fault and f"`{render.KEEPALIVED_PROGRAM} hold 0` on lb-a" in fault
+    assert "a tracked interface" not in fault
+    assert {b.name: b.hold for b in held.balancers} == {"lb-a": "set", "lb-b": "none"}
+    assert f"lb-a: keepalived active, VRRP FAULT, HELD BY A MIGRATION ({render.KEEPALIVED_HOLD_FILE})" \
+        in live.format_status(held)
+    (reason,) = _fit_to_carry(held, "lb-a")
+    assert reason.startswith("lb-a is VRRP FAULT, not BACKUP: it would not take the group (held by a migration "
+                             f"(vrrp-hold set): {render.KEEPALIVED_HOLD_FILE}")
+    # keepalived stopped with the hold set: it would start held
+    stopped = status_of(cluster, **{"lb-a": {"vrrp": None, "holds": False, "hold": "1", "unit": "inactive"},
+                                    "lb-b": SETTLED["lb-b"]})
+    assert any(p.startswith("lb-a: held by a migration (vrrp-hold set): keepalived there stays in FAULT") and
+               render.KEEPALIVED_HOLD_FILE in p for p in stopped.problems)
+    # a lvsha-keepalived without `hold` (before the migration): no hold
+    old = raw(cluster, "lb-a", "BACKUP", False)
+    old["hold"] = (2, "")
+    assert live.BalancerView.from_outputs("lb-a", old).hold == "0"
+
+
 def test_keepalived_running_another_file_is_stale(edge):
     cluster = _keepalived(edge)
     views = {name: live.BalancerView.from_outputs(name, raw(cluster, name, **kwargs)) for name, kwargs in SETTLED.items()}
@@ -169,6 +198,7 @@ class SimulatedPair:
     def __init__(self, cluster, holder: str, broken: str | None = None):
         self.cluster, self.holder, self.broken = cluster, holder, broken
         self.files = {b.name: 0 for b in cluster.balancers}
+        self.holds = {b.name: 0 for b in cluster.balancers}  # the migration's hold: FAULT while set
         self.written: list[tuple[str, int]] = []
         self.hosts = {b.name: self._host(b.name) for b in cluster.balancers}
 
@@ -187,6 +217,8 @@ class SimulatedPair:
                 self.holder = other
 
     def vrrp(self, name):
+        if self.holds[name]:
+            return "FAULT"
         if not self.cluster.heartbeat.auto_failback and self.files[name] and self.holder != name:
             return "FAULT"
         return "MASTER" if name == self.holder else "BACKUP"
@@ -201,7 +233,8 @@ class SimulatedPair:
                     sim.written.append((name, sim.files[name]))
                     sim._settle()
                     return True, SimpleNamespace(stdout="", stderr="")
-                outs = raw(sim.cluster, name, sim.vrrp(name), sim.holder == name, failover=str(sim.files[name]))
+                outs = raw(sim.cluster, name, sim.vrrp(name), sim.holder == name, failover=str(sim.files[name]),
+                           hold=str(sim.holds[name]))
                 key = next((k for k, c in live.commands(sim.cluster).items() if c == command), None)
                 if key is None:
                     return False, SimpleNamespace(stdout="", stderr=f"unexpected command {command}")
@@ -259,6 +292,18 @@ def test_failover_refuses_a_receiver_in_fault_naming_it(edge, simulate):
     result = _failover()
     assert result.exit_code == 1 and f"refusing to hand over to {first}: {first} is VRRP FAULT" in result.output
     assert sim.written == []
+
+
+def test_failover_refuses_a_receiver_held_by_the_migration_naming_the_hold(edge, simulate):
+    cluster = _keepalived(edge, auto_failback=True)
+    first, second = (b.name for b in cluster.balancers)
+    sim = simulate(cluster, holder=second)
+    sim.holds[first] = 1
+    result = _failover()
+    assert result.exit_code == 1
+    assert f"refusing to hand over to {first}: {first} is VRRP FAULT, not BACKUP: it would not take the group " \
+           f"(held by a migration (vrrp-hold set): {render.KEEPALIVED_HOLD_FILE}" in result.output
+    assert "a tracked interface" not in result.output and sim.written == []
 
 
 def test_a_failover_that_does_not_happen_in_time_is_undone(edge, simulate):
