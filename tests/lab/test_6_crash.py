@@ -207,10 +207,14 @@ def _said(lab, balancer: str, tag: str, since: int) -> str:
 
 
 def _peer_recorded_dead(lab, balancer: str) -> None:
-    """Wait until `balancer`'s takeover watch has recorded its peer dead (what its guard keeps on)."""
+    """Wait until `balancer`'s takeover watch has recorded its peer dead, with no packet from
+    it for warntime (what its guard keeps on: a peer shutting down still sends for seconds)."""
     hb = lab.cluster.heartbeat
-    wait_until(lambda: lab.ssh(balancer, f"test -s {render.HEARTBEAT_PEER_DEAD}", check=False).returncode == 0,
-               hb.deadtime + 4 * hb.keepalive + 30, interval=1, what=f"{balancer}'s heartbeat to call its peer dead")
+    known_dead = (f"read -r since _ < {render.HEARTBEAT_PEER_DEAD} && read -r up _ < /proc/uptime && "
+                  f"[ $((${{up%.*}} - since)) -ge {hb.warntime} ]")
+    wait_until(lambda: lab.ssh(balancer, known_dead, check=False).returncode == 0,
+               hb.deadtime + 4 * hb.keepalive + hb.warntime + 30, interval=1,
+               what=f"{balancer}'s heartbeat to call its peer dead, silent for warntime")
 
 
 @pytest.mark.heartbeat_internals

@@ -214,13 +214,21 @@ def test_records_since_when_heartbeat_calls_the_peer_dead_with_the_peers_packet_
     since, packets = record.read_text().split()
     assert packets == "80"  # 40 on each link
     assert abs(int(since) - float(Path("/proc/uptime").read_text().split()[0])) < 10  # seconds since boot
-    # from the first time only: the count must not have moved since then
-    fake.set("packets", "41")
+    # unchanged while the count stays (it says since when no packet came)
     watch = fake.start()
     try:
         wait_until(lambda: fake.calls().count("cl_status nodestatus " + PEER.name) >= 6, 30, interval=0.2,
                    what="more checks")
         assert record.read_text().split() == [since, packets]
+    finally:
+        _stop(watch)
+    # a packet after heartbeat said dead (a peer shutting down sends for a few seconds after its
+    # notice): the record follows the count, with the time it was seen to move
+    fake.set("packets", "41")
+    watch = fake.start()
+    try:
+        wait_until(lambda: record.read_text().split()[1] == "82", 30, interval=0.2, what="the record to follow the count")
+        assert int(record.read_text().split()[0]) >= int(since)
         fake.set("peer-status", "active\n")
         wait_until(lambda: not record.exists(), 30, interval=0.2, what="the record to go once the peer is active")
     finally:
