@@ -59,9 +59,21 @@ def _serve_bound(lab) -> float:
     return lab.cluster.heartbeat.deadtime + 20
 
 
-@pytest.mark.every_model
 @pytest.mark.heartbeat_internals
 def test_the_fifo_race_at_the_peers_death_leaves_the_survivor_serving_and_the_pair_heals(lab):
+    """Not in the default run's edge subset (no every_model): its one run there (Debian 13)
+    saw the survivor serve, but heartbeat never ran the wrapped scripts, so the race was not
+    injected (docs/limitations.md). Run it on request on the edge model."""
+    powered_off = []
+    try:
+        _the_fifo_race(lab, powered_off)
+    finally:
+        if powered_off:  # whatever failed, the next test finds both balancers up
+            lab_api.vm_start(powered_off[0])
+            lab.wait_settled(lab.home_after_return(lab.other(powered_off[0])))
+
+
+def _the_fifo_race(lab, powered_off: list) -> None:
     hb = lab.cluster.heartbeat
     if hb.auto_failback:
         pytest.skip(f"{lab.cluster.name} has auto_failback on: heartbeat's mach_down then sends no message and "
@@ -87,6 +99,7 @@ def test_the_fifo_race_at_the_peers_death_leaves_the_survivor_serving_and_the_pa
     lab.ssh(master, f"{ON_GUEST} arm {' '.join(WRAPPED)}")
     try:
         def power_off_and_serve():
+            powered_off.append(backup)
             lab_api.vm_stop(backup)
             lab.wait_settled(master, timeout=hb.deadtime + 90)
 
@@ -112,6 +125,7 @@ def test_the_fifo_race_at_the_peers_death_leaves_the_survivor_serving_and_the_pa
     # 3. The dead node comes back: it joins carrying nothing, the survivor keeps the group.
     booted = time.monotonic()
     lab_api.vm_start(backup)
+    powered_off.clear()
     watch = Watch(lab, events=True)  # one holder from now on, from both kernels' address events
 
     def beside_it():
