@@ -27,24 +27,8 @@ FAKES = {
     # the journal, then (with "follow") it stays open as a real --follow does
     "journalctl": 'echo "journalctl $*" >> "$FAKE/calls"; cat "$FAKE/journal"; '
                   '[ -f "$FAKE/follow" ] && exec sleep 60; exit 0',
-    # heartbeat's API: answers at once (the peer's status and this node's resources from
-    # files, nothing without), or never while heartbeat is frozen
-    "cl_status": """
-        [ -f "$FAKE/frozen" ] && exec sleep 60
-        echo "cl_status $*" >> "$FAKE/calls"
-        case $1 in
-        nodestatus) cat "$FAKE/peer-status" 2>/dev/null ;;
-        rscstatus) cat "$FAKE/resources" 2>/dev/null ;;
-        esac
-        exit 0""",
-    # the firewall's count of the peer's heartbeat packets, on two links
-    "iptables-save": """
-        echo "iptables-save $*" >> "$FAKE/calls"
-        n=$(cat "$FAKE/packets" 2>/dev/null || echo 40)
-        echo "*filter"
-        echo "[$n:$((n * 150))] -A INPUT -i eth1 -s 192.168.0.2/32 -p udp -m udp --dport $PORT -j ACCEPT"
-        echo "[$n:$((n * 150))] -A INPUT -i eth0 -s 10.0.0.252/32 -p udp -m udp --dport $PORT -j ACCEPT"
-        echo COMMIT""",
+    # heartbeat's API: answers at once, or never while heartbeat is frozen
+    "cl_status": '[ -f "$FAKE/frozen" ] && exec sleep 60; echo "cl_status $*" >> "$FAKE/calls"; exit 0',
     "systemctl": """
         echo "systemctl $*" >> "$FAKE/calls"
         case $1 in is-active) cat "$FAKE/unit-state" 2>/dev/null || echo active ;; esac
@@ -59,7 +43,6 @@ FAKES = {
         case $action in
         status) [ -f "$FAKE/carries" ] || exit 3 ;;
         start) [ -f "$FAKE/start-fails" ] && exit 1; touch "$FAKE/carries" ;;
-        stop) rm -f "$FAKE/carries" ;;
         esac
         exit 0""",
 }
@@ -72,12 +55,7 @@ class Fake(takeover.Fake):
         super().__init__(root, state_sync, fakes=FAKES)
 
     def env(self) -> dict[str, str]:
-        return {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file),
-                "LVSHA_STATE_DIR": str(self.run_dir), "PORT": str(render.HEARTBEAT_UDP_PORT)}
-
-    @property
-    def run_dir(self) -> Path:
-        return self.state.parent / "run"
+        return {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE": str(self.state), "LVSHA_ENV_FILE": str(self.env_file)}
 
     def run(self, journal: list[str]) -> subprocess.CompletedProcess:
         self.set("journal", "".join(f"{line}\n" for line in journal))
@@ -192,95 +170,5 @@ def test_a_heartbeat_that_answers_or_is_stopping_is_left_alone(tmp_path):
         wait_until(lambda: fake.calls().count("systemctl is-active heartbeat.service") >= 2, 30, interval=0.2,
                    what="the watch to look at the stopping unit twice")
         assert not any(c.startswith("systemctl kill") for c in fake.calls())
-    finally:
-        _stop(watch)
-
-
-# ---- what the guard needs to keep the addresses, and what it kept -------------
-
-def _watching(fake: Fake, until, what: str) -> None:
-    watch = fake.start()
-    try:
-        wait_until(until, 30, interval=0.2, what=what)
-    finally:
-        _stop(watch)
-
-
-def test_records_since_when_heartbeat_calls_the_peer_dead_with_the_peers_packet_count(tmp_path):
-    fake = Fake(tmp_path)
-    fake.set("peer-status", "dead\n")
-    record = fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name
-    _watching(fake, record.exists, "the record of the dead peer")
-    since, packets = record.read_text().split()
-    assert packets == "80"  # 40 on each link
-    assert abs(int(since) - float(Path("/proc/uptime").read_text().split()[0])) < 10  # seconds since boot
-    # unchanged while the count stays (it says since when no packet came)
-    watch = fake.start()
-    try:
-        wait_until(lambda: fake.calls().count("cl_status nodestatus " + PEER.name) >= 6, 30, interval=0.2,
-                   what="more checks")
-        assert record.read_text().split() == [since, packets]
-    finally:
-        _stop(watch)
-    # a packet after heartbeat said dead (a peer shutting down sends for a few seconds after its
-    # notice): the record follows the count, with the time it was seen to move
-    fake.set("packets", "41")
-    watch = fake.start()
-    try:
-        wait_until(lambda: record.read_text().split()[1] == "82", 30, interval=0.2, what="the record to follow the count")
-        assert int(record.read_text().split()[0]) >= int(since)
-        fake.set("peer-status", "active\n")
-        wait_until(lambda: not record.exists(), 30, interval=0.2, what="the record to go once the peer is active")
-    finally:
-        _stop(watch)
-
-
-def _kept(fake: Fake) -> Path:
-    fake.run_dir.mkdir(exist_ok=True)
-    kept = fake.run_dir / Path(render.HEARTBEAT_KEPT).name
-    kept.write_text("100 80 200\n")
-    fake.set("carries")
-    return kept
-
-
-def test_kept_addresses_are_heartbeats_again_once_it_holds_the_group(tmp_path):
-    fake = Fake(tmp_path)
-    kept = _kept(fake)
-    fake.set("peer-status", "dead\n")
-    fake.set("resources", "all\n")
-    _watching(fake, lambda: not kept.exists(), "the kept record to go")
-    assert fake.actions() == []  # the addresses stay
-    assert any("heartbeat holds the group (all): the floating addresses kept across its restart are its own again" in c
-               for c in fake.calls())
-
-
-def test_kept_addresses_are_removed_when_the_peers_heartbeat_came_back_and_took_the_group(tmp_path):
-    """The peer's heartbeat started before this node's had acquired the group, and
-    heartbeat gave the group to the peer: the kept addresses would be on both."""
-    fake = Fake(tmp_path)
-    kept = _kept(fake)
-    fake.set("peer-status", "active\n")
-    fake.set("resources", "none\n")
-    _watching(fake, lambda: not kept.exists(), "the kept addresses to be removed")
-    assert fake.actions() == [f"floating-ips {ADDRESSES} stop", "state stop"]  # addresses first, states after
-    assert not (fake.state / "carries").exists()
-    assert any("came back before this node's had taken the group" in c for c in fake.calls())
-    # twice a keepalive apart, never on one look
-    assert fake.calls().count("cl_status rscstatus") >= 2
-
-
-def test_kept_addresses_stay_while_heartbeat_has_not_settled(tmp_path):
-    """In initdead (the peer dead, nothing held yet) or in transition: nothing is removed."""
-    fake = Fake(tmp_path)
-    kept = _kept(fake)
-    fake.set("peer-status", "dead\n")
-    fake.set("resources", "none\n")
-    watch = fake.start()
-    try:
-        wait_until(lambda: fake.calls().count("cl_status rscstatus") >= 3, 30, interval=0.2, what="three checks")
-        fake.set("peer-status", "active\n")
-        fake.set("resources", "transition\n")
-        wait_until(lambda: fake.calls().count("cl_status rscstatus") >= 6, 30, interval=0.2, what="three more")
-        assert fake.actions() == [] and kept.exists()
     finally:
         _stop(watch)
