@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lvsha import render
+from tests.unit.fakes import fake_programs
 
 PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PROGRAM).name)
 
@@ -19,7 +20,7 @@ PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PROGRAM).name
 @pytest.fixture
 def run(tmp_path):
     calls = tmp_path / "calls"
-    for name, body in {
+    fake_programs(tmp_path, {
         # conntrackd's primary/backup script and systemctl: each call recorded, failing on demand
         "state-script": 'echo "state-script $*" >> "$FAKE/calls"; [ ! -e /proc/$$/fd/9 ] || echo "lock inherited" >> "$FAKE/calls"; '
                         '[ ! -f "$FAKE/state-fails" ] || { echo broken >&2; exit 1; }',
@@ -32,10 +33,7 @@ def run(tmp_path):
         "ping": 'for a; do :; done; echo "$*" >> "$FAKE/pinged"; if grep -qx "$a" "$FAKE/hanging" 2>/dev/null; then '
                 'while [ ! -f "$FAKE/release" ]; do sleep 0.05; done; exit 1; fi; grep -qx "$a" "$FAKE/answering" 2>/dev/null',
         "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
-    }.items():
-        fake = tmp_path / name
-        fake.write_text(f"#!/bin/sh\n{body}\n")
-        fake.chmod(0o755)
+    })
 
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
            "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_NOTIFY_LOCK": str(tmp_path / "run" / "notify.lock"),

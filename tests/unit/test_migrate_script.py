@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lvsha import render
+from tests.unit.fakes import fake_programs
 
 PROGRAM = str(render.FILES / "keepalived" / Path(render.MIGRATE_SCRIPT).name)
 KEEPALIVED_PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PROGRAM).name)
@@ -18,7 +19,7 @@ PORT = str(render.HEARTBEAT_UDP_PORT)
 
 @pytest.fixture
 def run(tmp_path):
-    for name, body in {
+    fake_programs(tmp_path, {
         # systemctl: calls recorded; `is-active` answers from $FAKE/active; `stop heartbeat`
         # removes the addresses (the guard's release) unless $FAKE/stuck exists
         "systemctl": 'echo "systemctl $*" >> "$FAKE/calls"; case "$1" in is-active) [ -f "$FAKE/active" ] ;; '
@@ -44,10 +45,7 @@ def run(tmp_path):
             echo COMMIT""",
         "systemd-run": 'echo "systemd-run $*" >> "$FAKE/calls"',
         "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
-    }.items():
-        fake = tmp_path / name
-        fake.write_text(f"#!/bin/sh\n{body}\n")
-        fake.chmod(0o755)
+    })
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
            "LVSHA_SYSTEMD_RUN": str(tmp_path / "systemd-run"), "LVSHA_IP": str(tmp_path / "ip"),
            "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_IPTABLES_SAVE": str(tmp_path / "iptables-save"),
