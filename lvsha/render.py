@@ -99,9 +99,18 @@ MIGRATE_SCRIPT = "/usr/local/sbin/lvsha-migrate"
 # priority it leaves is at least 1, under the peer's (a value * weight of -254 or less is FAULT).
 KEEPALIVED_FAILOVER_WEIGHT = -253
 # s each ping of a track script (lvsha-keepalived reach) waits for its answer. The script
-# runs every keepalive, at least every REACH_WAIT + 1 s, and is given that long (its
-# timeout: no run overlaps the next, which keepalived starts all the same).
+# runs every keepalive, at least every REACH_WAIT + 1 s. An unanswered ping fails it in
+# REACH_WAIT; its timeout (TRACK_SCRIPT_TIMEOUT) is only for a run that hangs: a run late
+# because the node is busy (measured in the lab at advert_int 1: runs killed at a 2 s
+# timeout every half minute, each dropping the master's priority) is waited for, and
+# keepalived skips the runs due meanwhile.
 REACH_WAIT = 1
+# s a track script run may take before keepalived counts it as failed (at least the
+# model's deadtime).
+TRACK_SCRIPT_TIMEOUT = 10
+# Consecutive failed runs before a track script counts as down, at least (and as many
+# more as heartbeat's deadping allows): one late or lost ping is noise, not a failed link.
+TRACK_SCRIPT_FALL = 2
 # The one VRRP instance: every floating address.
 VRRP_INSTANCE = "lvsha"
 # keepalived 2.2.7 reads keepalived.conf with fgets(buf, MAXBUF) (lib/parser.h: 1024 bytes):
@@ -418,23 +427,25 @@ def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
     for the web hosts as a group. Each failing check costs more than the difference of
     the two nodes' priorities, so the node that reaches fewer of them than its peer
     yields the group; one that both miss moves nothing. A check fails after as many
-    misses as heartbeat's deadping allows (before the peer would be declared dead)."""
+    misses as heartbeat's deadping allows (before the peer would be declared dead), and
+    never after fewer than TRACK_SCRIPT_FALL: one missed ping moves nothing."""
     nodes = cluster.external_ping_nodes()
     if not nodes:
         return []
     weight = -(VRRP_PRIORITIES[0] - VRRP_PRIORITIES[1] + 1)
-    # Every keepalive, and given that long (no run overlaps the next), but never less than
-    # one ping's wait and a second: at advert_int 1 the checks run every 2 s.
+    # Every keepalive, but never less than one ping's wait and a second: at advert_int 1
+    # the checks run every 2 s. A run that is late is waited for (see REACH_WAIT).
     interval = max(cluster.heartbeat.keepalive, REACH_WAIT + 1)
-    fall = max(1, cluster.heartbeat.deadping // interval)
+    timeout = max(TRACK_SCRIPT_TIMEOUT, cluster.heartbeat.deadtime)
+    fall = max(TRACK_SCRIPT_FALL, cluster.heartbeat.deadping // interval)
     reach = f"{KEEPALIVED_PROGRAM} reach {REACH_WAIT}"
     checks = [TrackScript(f"lvsha_ping_{str(node).replace('.', '_')}", f"{reach} {node}", fall, weight,
-                          f"ping node {node} (external network)", interval, interval)
+                          f"ping node {node} (external network)", timeout, interval)
               for node in nodes]
     group = " ".join(str(a) for a in cluster.internal_ping_group())
     checks.append(TrackScript("lvsha_web_hosts", f"{reach} {group}", fall, weight,
                               "the web hosts, one group: up while one answers, the first answer ending the check",
-                              interval, interval))
+                              timeout, interval))
     return checks
 
 
