@@ -31,7 +31,7 @@ from lvsha.lab import wait_until
 from lvsha.lab.model import LAB_INVENTORY_ENV, source_inventory
 from lvsha.lab.run import deploy, record
 from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID
-from lvsha.render import KEEPALIVED_APPLIED, KEEPALIVED_CONF
+from lvsha.render import KEEPALIVED_APPLIED, KEEPALIVED_CONF, keepalived_track_scripts
 from tests.lab.changes import ADDED_SITE, changed_inventory, free_internal_addresses
 from tests.lab.conftest import Watch
 from tests.lab.sessions import KINDS, LongLived, fresh_client_address
@@ -333,3 +333,29 @@ def test_power_off_of_the_active_node_is_taken_over(lab):
     # the down timer (deadtime) plus VRRP's skew (under one keepalive)
     assert longest < hb.deadtime + hb.keepalive + WAIT_MARGIN, out[-3000:]
     _back_home(lab, standby)
+
+
+# ---- steady priorities -------------------------------------------------------------
+
+def test_the_priorities_hold_steady_on_a_busy_pair_while_nothing_fails(lab):
+    """While every ping node and web host answers, no track script lowers a priority,
+    even with the guests made busy by deploys: a late run is waited for and one failed
+    run moves nothing (render.TRACK_SCRIPT_TIMEOUT, TRACK_SCRIPT_FALL). At fall 1 and a
+    2 s timeout the lab saw the master's priority drop every half minute and the group
+    move between the balancers with nothing failed."""
+    if not keepalived_track_scripts(lab.cluster):
+        pytest.skip("no track script: the model has no external ping node")
+    holder = lab.carrier()
+    since = {b.name: lab.ssh(b.name, "date '+%Y-%m-%d %H:%M:%S'").stdout.strip() for b in lab.cluster.balancers}
+    started = time.monotonic()
+    for _ in range(3):  # no-op deploys: facts and checks on every host at once
+        result = deploy()
+        assert result.ok, result.output[-4000:]
+    changes = {name: [line for line in lab.ssh(name, f"journalctl -u keepalived --since '{when}' --no-pager "
+                                                     "-o short-monotonic").stdout.splitlines()
+                      if "Changing effective priority" in line or "Entering " in line]
+               for name, when in since.items()}
+    record("priority changes while nothing failed, three no-op deploys",
+           sum(len(lines) for lines in changes.values()))
+    assert not any(changes.values()), f"over {time.monotonic() - started:.0f} s: {changes}"
+    assert lab.carrier() == holder
