@@ -50,7 +50,30 @@ def test_every_test_the_scale_benchmark_selects_exists_in_the_lab_tier():
         assert [name for name in defined if selected in name], f"{selected}: no lab test by that name"
     argv = bench_module.scale_argv(["-x"])
     assert argv[argv.index("-k") + 1] == " or ".join(bench_module.SCALE_TESTS) and argv[-1] == "-x"
-    assert argv.index(str(bench_module.SCALE_FIGURES)) < argv.index(str(LAB_TESTS.parent.parent / "tests" / "lab"))
+    assert argv.index(str(bench_module.SCALE_FIGURES)) < argv.index(str(LAB_TESTS / "test_1_deploy.py"))
+
+
+def _collected(argv, env) -> list[str]:
+    """The lab tests a scale run's pytest would run (its own argv, collection only): node ids
+    (-qq: its own -v and these leave pytest's shortest listing)."""
+    import subprocess
+
+    result = subprocess.run([*argv, "--collect-only", "-qq"], cwd=bench_module.ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [line for line in result.stdout.splitlines() if "::" in line]
+
+
+def test_the_scale_run_collects_each_selected_test_once_scale_figures_first():
+    """What pytest collects of the scale run's argv, on the scale model of 3 sites (the lab's
+    conftest deselects by the model's engine): every test SCALE_TESTS names, once."""
+    import os
+
+    collected = _collected(bench_module.scale_argv(), bench_module.scale_environment(3, dict(os.environ)))
+    assert collected[0].startswith("tests/lab/scale_figures.py::test_scale_figures_of_the_deployed_pair")
+    for selected in bench_module.SCALE_TESTS:
+        assert len([node for node in collected if f"::{selected}" in node]) == 1, (selected, collected)
+    assert len(collected) == len(bench_module.SCALE_TESTS)
 
 
 def test_each_run_deploys_the_scale_model_of_its_number_of_sites():
