@@ -81,31 +81,54 @@ def format_figures(figures: list[Figures]) -> str:
     return "\n".join(lines)
 
 
-# ---- the scale benchmark: the same lab, N sites (issue 22) -----------------------------
+# ---- the scale benchmark: the same lab, N sites, on each failover engine (issue 22) ------
 #
-# `lvsha lab bench --sites 3,50,250` brings the lab's five VMs up with the scale model
-# (examples/scale/inventory.py, LVSHA_SCALE_SITES=N) once per N, runs the lab tests that
-# take the figures it compares (each records its own), and tears the lab down: a pytest
-# run of the lab tier per N, as `lvsha lab run` is. The figures of every N land in one
-# table (format_scale), which `--into docs/scale.md` writes between its markers.
+# `lvsha lab bench --sites 3,50,250 --engine heartbeat,keepalived` brings the lab's five VMs
+# up with the scale model (examples/scale/inventory.py, LVSHA_SCALE_SITES=N,
+# LVSHA_SCALE_ENGINE=engine) once per engine and N, runs the lab tests that take the
+# figures it compares (each records its own), and tears the lab down: a pytest run of the
+# lab tier per engine and N, as `lvsha lab run` is. Each engine's figures land in a table
+# of their own (format_scale), a column per N, which `--into docs/scale.md` writes between
+# that engine's markers (scale_markers): a run of one engine rewrites its table only.
 
 SCALE_INVENTORY = ROOT / "examples" / "scale" / "inventory.py"
 SCALE_FIGURES = ROOT / "tests" / "lab" / "scale_figures.py"
-# The lab tests whose figures the scale benchmark compares, by name (tests/lab).
-SCALE_TESTS = (
+# The lab tests whose figures the scale benchmark compares, by name (tests/lab), per engine:
+# the same measurements on each, taken by the tests that run on it (a test marked
+# `<engine>_internals` runs on that engine's models only: tests/lab/conftest.py).
+_SCALE_TESTS_BOTH = (
     "test_scale_figures_of_the_deployed_pair",            # scale_figures.py: processes, rules, IPVS
     "test_first_deploy_converged",                        # first deploy (the session fixture records it)
     "test_second_deploy_changes_nothing",                 # no-op deploy
     "test_benchmark_no_op_and_dry_run_against_the_floor",  # no-op deploy and dry run against pyinfra's floor
     "test_stopped_web_server_leaves_and_rejoins_rotation",  # a real server stopped: out of every site
-    "test_heartbeat_stop_moves_everything",               # takeover after a service stop: every VIP answers
+    "test_heartbeat_stop_moves_everything",               # takeover after the engine's service stop: every VIP answers
     "test_power_off_moves_everything",                    # takeover after a power-off: every VIP answers
     "test_failover_hands_everything_over",                # lvsha failover, a client polling every VIP
-    "test_config_change_restarts_heartbeat",              # a configuration change: heartbeat restarted on both
 )
-SCALE_REPORT = "scale-report.json"
-SCALE_BEGIN = "<!-- lvsha lab bench --sites: begin (lvsha lab bench --sites ... --into FILE writes between these) -->"
-SCALE_END = "<!-- lvsha lab bench --sites: end -->"
+SCALE_TESTS = {
+    "heartbeat": (
+        *_SCALE_TESTS_BOTH,
+        "test_config_change_restarts_heartbeat",          # a configuration change: heartbeat restarted on both
+    ),
+    "keepalived": (
+        *_SCALE_TESTS_BOTH,
+        # a configuration change: a health check changed, a site added, both undone, each by reload
+        "test_a_changed_health_check_and_an_added_site_are_applied_by_reload",
+        # keepalived's own takeovers: the longest wait of a client polling every VIP
+        "test_systemctl_stop_keepalived_on_the_active_node_is_taken_over",
+        "test_power_off_of_the_active_node_is_taken_over",
+    ),
+}
+# The cache's record of each engine's last scale benchmark (cache_dir()).
+SCALE_REPORT = "scale-report-{engine}.json"
+
+
+def scale_markers(engine: str) -> tuple[str, str]:
+    """The lines between which `--into FILE` writes `engine`'s table."""
+    return (f"<!-- lvsha lab bench --sites --engine {engine}: begin (lvsha lab bench --sites ... --engine {engine} "
+            f"--into FILE writes between these) -->",
+            f"<!-- lvsha lab bench --sites --engine {engine}: end -->")
 
 
 def parse_sites(text: str) -> list[int]:
@@ -118,66 +141,119 @@ def parse_sites(text: str) -> list[int]:
     return sites
 
 
-def scale_argv(pytest_args=()) -> list[str]:
-    """The pytest run of one N: the lab tier's tests that SCALE_TESTS names, scale_figures first."""
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-v", str(SCALE_FIGURES),
-            str(ROOT / "tests" / "lab"), "-k", " or ".join(SCALE_TESTS), *pytest_args]
+def parse_engines(text: str) -> list[str]:
+    """"heartbeat,keepalived" -> ["heartbeat", "keepalived"]; ValueError naming what is not
+    a failover engine, or is named twice."""
+    from lvsha.model import ENGINES
+
+    engines: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if part not in ENGINES:
+            raise ValueError(f"--engine {text!r}: {part!r} is not a failover engine "
+                             f"(comma-separated, each one of {', '.join(ENGINES)})")
+        if part in engines:
+            raise ValueError(f"--engine {text!r}: {part!r} is named twice")
+        engines.append(part)
+    return engines
 
 
-def scale_environment(sites: int, environ: dict) -> dict:
-    """The environment of one N's run: the scale model with N sites, for the lab and
-    every pyinfra run it makes (they inherit it)."""
-    from lvsha.lab.model import LAB_INVENTORY_ENV
-    from lvsha.lab.scale import SITES_ENV
+def scale_argv(engine: str, pytest_args=()) -> list[str]:
+    """The pytest run of one engine and N: the lab tier's tests that SCALE_TESTS names for
+    `engine`, scale_figures first. The lab tier's files are named one by one: named beside
+    its folder, scale_figures.py was collected only as part of the folder's collection
+    (pytest 9 drops a path inside another it is given), which skips it (no test_ prefix)."""
+    files = [SCALE_FIGURES, *sorted((ROOT / "tests" / "lab").glob("test_*.py"))]
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-v", *map(str, files),
+            "-k", " or ".join(SCALE_TESTS[engine]), *pytest_args]
 
-    return {**environ, LAB_INVENTORY_ENV: str(SCALE_INVENTORY), SITES_ENV: str(sites)}
+
+def scale_environment(sites: int, engine: str, environ: dict) -> dict:
+    """The environment of one run: the scale model with N sites on `engine`, for the lab
+    and every pyinfra run it makes (they inherit it). The model says the engine: the lab's
+    own override (LVSHA_LAB_ENGINE, the migration's) is left out."""
+    from lvsha.lab.model import LAB_ENGINE_ENV, LAB_INVENTORY_ENV
+    from lvsha.lab.scale import ENGINE_ENV, SITES_ENV
+
+    kept = {k: v for k, v in environ.items() if k != LAB_ENGINE_ENV}
+    return {**kept, LAB_INVENTORY_ENV: str(SCALE_INVENTORY), SITES_ENV: str(sites), ENGINE_ENV: engine}
 
 
-def scale_bench(sites: list[int], environ: dict, pytest_args=(), call=subprocess.call,
-                progress=lambda line: None) -> dict:
-    """Run the lab per N in `sites` (each its own up, deploy, tests, down); return and
-    save (cache_dir()/SCALE_REPORT) {N: {"exit": pytest's status, "run": ..., "figures": ...}}."""
+def scale_report_path(engine: str) -> Path:
     from lvsha.lab import cache_dir
+
+    return cache_dir() / SCALE_REPORT.format(engine=engine)
+
+
+def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args=(), call=subprocess.call,
+                progress=lambda line: None) -> dict:
+    """Run the lab per engine in `engines` and N in `sites` (each its own up, deploy, tests,
+    down); return {engine: {N: {"exit": pytest's status, "run": ..., "figures": ...}}}, each
+    engine's saved as it goes (scale_report_path(engine): that engine's last benchmark)."""
     from lvsha.lab.run import report_path
 
     results: dict = {}
-    for n in sites:
-        progress(f"scale bench: {n} sites (lab up, deploy, tests, down)")
-        code = call(scale_argv(pytest_args), cwd=ROOT, env=scale_environment(n, environ))
-        report = json.loads(report_path().read_text()) if report_path().exists() else {}
-        results[str(n)] = {"exit": code, "run": report.get("run", {}), "figures": report.get("figures", {})}
-        path = cache_dir() / SCALE_REPORT
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1) + "\n")
-        progress(f"scale bench: {n} sites done (pytest exit {code}, {len(results[str(n)]['figures'])} figures)")
+    for engine in engines:
+        ours = results.setdefault(engine, {})
+        for n in sites:
+            progress(f"scale bench: {engine}, {n} sites (lab up, deploy, tests, down)")
+            report_path().unlink(missing_ok=True)  # an earlier run's figures are never this one's
+            code = call(scale_argv(engine, pytest_args), cwd=ROOT, env=scale_environment(n, engine, environ))
+            report = json.loads(report_path().read_text()) if report_path().exists() else {}
+            ours[str(n)] = {"exit": code, "run": report.get("run", {}), "figures": report.get("figures", {})}
+            path = scale_report_path(engine)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(ours, indent=1) + "\n")
+            progress(f"scale bench: {engine}, {n} sites done (pytest exit {code}, "
+                     f"{len(ours[str(n)]['figures'])} figures)")
     return results
 
 
-def format_scale(results: dict) -> str:
-    """A markdown table: a row per figure (in the order first recorded), a column per N."""
+def _figure_name(name: str, engine: str) -> str:
+    """A figure's name as the table shows it: without the engine the lab's report prefixes
+    to a figure taken on another engine than the default (the table says the engine)."""
+    return name.removeprefix(f"{engine}: ")
+
+
+def format_scale(engine: str, results: dict) -> str:
+    """`engine`'s markdown table: a row per figure (in the order first recorded), a column per N."""
     columns = list(results)
+    figures = {n: {_figure_name(k, engine): v for k, v in results[n]["figures"].items()} for n in columns}
     names: list[str] = []
     for n in columns:
-        names += [name for name in results[n]["figures"] if name not in names]
+        names += [name for name in figures[n] if name not in names]
     about = "; ".join(f"{n} sites: {', '.join(str(v) for v in results[n]['run'].values()) or 'run not recorded'}"
                       + ("" if results[n]["exit"] == 0 else f", pytest exit {results[n]['exit']} (a test failed)")
                       for n in columns)
-    lines = [f"Measured by `lvsha lab bench --sites {','.join(columns)}` ({about}); seconds unless marked:", "",
+    lines = [f"Engine {engine}, measured by `lvsha lab bench --sites {','.join(columns)} --engine {engine}` "
+             f"({about}); seconds unless marked:", "",
              "| figure | " + " | ".join(f"{n} sites" for n in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]
     for name in names:
-        cells = [str(results[n]["figures"].get(name, "-")) for n in columns]
+        cells = [str(figures[n].get(name, "-")) for n in columns]
         lines.append(f"| {name.replace('|', '/')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_scale_into(path: Path, results: dict) -> None:
-    """Replace what stands between SCALE_BEGIN and SCALE_END in `path` with format_scale's table."""
+def check_scale_place(path: Path, engines: list[str]) -> None:
+    """LabError unless `path` has each engine's markers, begin before end (checked before
+    a benchmark of hours, not after it)."""
     text = path.read_text()
-    if SCALE_BEGIN not in text or SCALE_END not in text.split(SCALE_BEGIN, 1)[1]:
-        raise LabError(f"{path}: no place for the table (a line {SCALE_BEGIN!r}, later {SCALE_END!r})")
-    head, rest = text.split(SCALE_BEGIN, 1)
-    _, tail = rest.split(SCALE_END, 1)
+    for engine in engines:
+        begin, end = scale_markers(engine)
+        if begin not in text or end not in text.split(begin, 1)[1]:
+            raise LabError(f"{path}: no place for {engine}'s table (a line {begin!r}, later {end!r})")
+
+
+def write_scale_into(path: Path, results: dict) -> None:
+    """Replace what stands between each engine's markers in `path` with format_scale's
+    table of that engine (results: {engine: {N: ...}}); other engines' tables are kept."""
+    check_scale_place(path, list(results))
+    text = path.read_text()
+    for engine, ours in results.items():
+        begin, end = scale_markers(engine)
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{format_scale(engine, ours)}\n{end}{tail}"
     staged = path.with_name(f".{path.name}.new")
-    staged.write_text(f"{head}{SCALE_BEGIN}\n{format_scale(results)}\n{SCALE_END}{tail}")
+    staged.write_text(text)
     staged.replace(path)

@@ -300,20 +300,25 @@ def add_commands(lab: click.Group) -> None:
     @click.option("--sites", "sites", default=None, metavar="N[,N...]",
                   help="the scale benchmark instead: the lab brought up, deployed, measured and torn down "
                        "with the scale model of N sites (examples/scale/inventory.py), for each N")
+    @click.option("--engine", "engines", default=None, metavar="ENGINE[,ENGINE]",
+                  help="with --sites: the scale model's failover engine, heartbeat (the default) or keepalived; "
+                       "both comma-separated: each engine its own run per N and its own table")
     @click.option("--into", "into", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-                  help="with --sites: write the table into FILE, between its markers (docs/scale.md)")
+                  help="with --sites: write each engine's table into FILE, between that engine's markers "
+                       "(docs/scale.md)")
     @click.argument("pytest_args", nargs=-1)
-    def bench_command(rounds: int, sites: str | None, into: Path | None, pytest_args) -> None:
+    def bench_command(rounds: int, sites: str | None, engines: str | None, into: Path | None, pytest_args) -> None:
         """Time pyinfra's floor, a no-op deploy and a dry run on the running, deployed lab;
-        with --sites, compare the lab at N sites (no lab may be up: each N brings its own)."""
+        with --sites, compare the lab at N sites, on each --engine (no lab may be up: each
+        engine and N brings its own)."""
         from lvsha.lab import LabError
         from lvsha.lab.bench import bench, format_figures, ratios
 
         if sites is not None:
-            _scale_bench(sites, into, pytest_args)
+            _scale_bench(sites, engines, into, pytest_args)
             return
-        if into is not None or pytest_args:
-            raise click.UsageError("--into and pytest arguments go with --sites")
+        if into is not None or engines is not None or pytest_args:
+            raise click.UsageError("--engine, --into and pytest arguments go with --sites")
         start_report("bench")  # a run of its own: its report holds its figures alone
         try:
             figures = bench(rounds, progress=click.echo)
@@ -325,22 +330,32 @@ def add_commands(lab: click.Group) -> None:
         for name, ratio in ratios(figures).items():
             record(f"bench: {name} / floor (x)", ratio)
 
-    def _scale_bench(sites: str, into: Path | None, pytest_args) -> None:
+    def _scale_bench(sites: str, engines: str | None, into: Path | None, pytest_args) -> None:
+        from lvsha.lab import LabError
         from lvsha.lab import lab as lab_api
-        from lvsha.lab.bench import format_scale, parse_sites, scale_bench, write_scale_into
+        from lvsha.lab.bench import (check_scale_place, format_scale, parse_engines, parse_sites, scale_bench,
+                                     write_scale_into)
+        from lvsha.lab.scale import DEFAULT_ENGINE
 
         try:
             counts = parse_sites(sites)
+            chosen = parse_engines(engines if engines is not None else DEFAULT_ENGINE)
         except ValueError as error:
             raise click.UsageError(str(error)) from None
+        if into is not None:
+            try:
+                check_scale_place(into, chosen)
+            except LabError as error:
+                raise click.ClickException(str(error)) from None
         if lab_api.status().get("status") != "down":
             raise click.ClickException("a lab is up: the scale benchmark brings its own for each N (lvsha lab down first)")
-        results = scale_bench(counts, dict(os.environ), pytest_args, progress=click.echo)
-        click.echo(format_scale(results))
+        results = scale_bench(counts, chosen, dict(os.environ), pytest_args, progress=click.echo)
+        for engine, ours in results.items():
+            click.echo(format_scale(engine, ours))
         if into is not None:
             write_scale_into(into, results)
-            click.echo(f"scale table written into {into}")
-        sys.exit(0 if all(r["exit"] == 0 for r in results.values()) else 1)
+            click.echo(f"scale tables ({', '.join(results)}) written into {into}")
+        sys.exit(0 if all(r["exit"] == 0 for ours in results.values() for r in ours.values()) else 1)
 
     @lab.command("report")
     @click.option("--markdown", is_flag=True, help="a markdown table, with the run's commit and machine")

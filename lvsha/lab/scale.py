@@ -13,15 +13,20 @@ the reference model itself.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from netaddr import IPAddress, IPNetwork
 
-from lvsha.model import Cluster, Site
+from lvsha.model import ENGINES, Cluster, Site
 
 # Environment variable: the number of sites of examples/scale/inventory.py's model.
 SITES_ENV = "LVSHA_SCALE_SITES"
 DEFAULT_SITES = 250
+# Environment variable: the failover engine of examples/scale/inventory.py's model, which
+# grows that engine's example (heartbeat: the reference `inventory.py`; keepalived:
+# examples/keepalived/inventory.py). Unset: the model's default engine.
+ENGINE_ENV = "LVSHA_SCALE_ENGINE"
+DEFAULT_ENGINE = next(f.default for f in fields(Cluster) if f.name == "engine")
 # Names of the sites added beyond the base model's.
 SITE_NAME = "site{k}.scale.test"
 # Free addresses the external network keeps for the lab (its client takes the highest free one).
@@ -34,6 +39,14 @@ def sites_from_environment(environ) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{SITES_ENV} = {text!r}: must be a whole number of sites above 0")
     return int(text)
+
+
+def engine_from_environment(environ) -> str:
+    """ENGINE_ENV as a failover engine (DEFAULT_ENGINE when unset); ValueError naming it otherwise."""
+    text = environ.get(ENGINE_ENV, "").strip() or DEFAULT_ENGINE
+    if text not in ENGINES:
+        raise ValueError(f"{ENGINE_ENV} = {text!r}: must be one of {', '.join(ENGINES)}")
+    return text
 
 
 def _widened(network: IPNetwork, needed: int, keep: int) -> IPNetwork:

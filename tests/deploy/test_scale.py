@@ -1,6 +1,9 @@
 """At hundreds of sites the deploy runs the same operations and reads the same facts as
 at three (issue 22): what grows with the sites is the files' content and the commands
-of an operation, never the count of operations or of SSH round trips."""
+of an operation, never the count of operations or of SSH round trips. On each failover
+engine: the scale model (examples/scale/inventory.py) as `lvsha lab bench --sites
+--engine` deploys it, heartbeat's grown from the reference, keepalived's from
+examples/keepalived."""
 
 from __future__ import annotations
 
@@ -8,17 +11,43 @@ import time
 
 import pytest
 
-from lvsha.lab.scale import scale_cluster
+from lvsha.lab.bench import SCALE_INVENTORY
+from lvsha.lab.scale import ENGINE_ENV, SITES_ENV, scale_cluster
+from lvsha.model import ENGINES
 from tasks.roles import cluster_host
+from tests.conftest import load_with_test_secret
 from tests.deploy.harness import changing, plan
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 SITES = 250
 
 
+def _scale_model(engine: str, sites: int):
+    """The scale inventory's model of `sites` sites on `engine`."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(ENGINE_ENV, engine)
+        env.setenv(SITES_ENV, str(sites))
+        return load_with_test_secret(SCALE_INVENTORY)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def scaled(reference):
-    return scale_cluster(reference, SITES)
+def base(engine):
+    """The engine's example: the scale model of its own three sites."""
+    cluster = _scale_model(engine, 3)
+    assert cluster.engine == engine and len(cluster.sites) == 3
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def scaled(engine):
+    cluster = _scale_model(engine, SITES)
+    assert cluster.engine == engine and len(cluster.sites) == SITES
+    return cluster
 
 
 def _balancer_run(cluster, name, machine):
@@ -37,9 +66,9 @@ def _shape(ops, machine):
 
 
 @pytest.mark.parametrize("index", [0, 1])
-def test_a_converged_balancer_runs_the_same_operations_and_reads_at_250_sites(reference, scaled, index):
+def test_a_converged_balancer_runs_the_same_operations_and_reads_at_250_sites(base, scaled, index):
     shapes = []
-    for cluster in (reference, scaled):
+    for cluster in (base, scaled):
         name = cluster.balancers[index].name
         machine = converged_balancer(cluster, cluster.balancer(name))
         ops = _balancer_run(cluster, name, machine)
@@ -48,9 +77,9 @@ def test_a_converged_balancer_runs_the_same_operations_and_reads_at_250_sites(re
     assert shapes[0] == shapes[1]
 
 
-def test_a_fresh_balancer_runs_the_same_operations_at_250_sites(reference, scaled):
+def test_a_fresh_balancer_runs_the_same_operations_at_250_sites(base, scaled):
     shapes = []
-    for cluster in (reference, scaled):
+    for cluster in (base, scaled):
         name = cluster.master.name
         machine = fresh(name, [cluster.master.external_interface, cluster.master.internal_interface])
         ops = _balancer_run(cluster, name, machine)
@@ -58,9 +87,9 @@ def test_a_fresh_balancer_runs_the_same_operations_at_250_sites(reference, scale
     assert shapes[0] == shapes[1]
 
 
-def test_a_web_host_runs_the_same_operations_and_reads_at_250_sites(reference, scaled):
+def test_a_web_host_runs_the_same_operations_and_reads_at_250_sites(base, scaled):
     shapes = []
-    for cluster in (reference, scaled):
+    for cluster in (base, scaled):
         host = cluster.web_hosts[1]
         for machine in (converged_web_host(cluster, host), fresh(host.name, [host.interface])):
             ops = plan(cluster_host, cluster, host.name, True, host_name=host.name, facts=machine.fact)
@@ -69,10 +98,10 @@ def test_a_web_host_runs_the_same_operations_and_reads_at_250_sites(reference, s
     assert shapes[0][1] == []  # converged: no change
 
 
-def test_sites_removed_at_scale_are_one_operation_however_many(reference, scaled):
+def test_sites_removed_at_scale_are_one_operation_however_many(base, scaled):
     """A balancer of 250 sites deployed with 50: the 200 virtual services left over go
     in the operations a converged run has, not in one each."""
-    fewer = scale_cluster(reference, 50)
+    fewer = scale_cluster(base, 50)
     name = fewer.master.name
     machine = converged_balancer(fewer, fewer.master)
     machine.ipvs = [f"TCP {vs.address}" for vs in scaled.virtual_servers()]

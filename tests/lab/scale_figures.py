@@ -11,16 +11,19 @@ from lvsha.lab.run import record
 
 def test_scale_figures_of_the_deployed_pair(lab):
     master = lab.cluster.master.name
-    # ldirectord: its processes (one per site with fork=yes, docs/scale.md) and their memory,
-    # every process of its unit (children rename themselves: `ps -C` would miss them), each
-    # one's proportional share (Pss: pages shared after the fork counted once in all)
-    out = lab.ssh(master, "for pid in $(cat /sys/fs/cgroup/system.slice/ldirectord.service/cgroup.procs); do "
+    # The health checker's unit: ldirectord (one process per site with fork=yes, docs/scale.md),
+    # or keepalived (its parent, VRRP and checker processes, and the scripts it runs).
+    checker = lab.engine_services[-1]
+    # its processes and their memory, every process of its unit (ldirectord's children rename
+    # themselves: `ps -C` would miss them), each one's proportional share (Pss: pages shared
+    # after the fork counted once in all)
+    out = lab.ssh(master, f"for pid in $(cat /sys/fs/cgroup/system.slice/{checker}.service/cgroup.procs); do "
                           "awk '/^Pss:/ { print $2 }' /proc/$pid/smaps_rollup 2>/dev/null; done | "
                           "awk '{ n++; kib += $1 } END { print n + 0, kib + 0 }'").stdout
     processes, kib = (int(x) for x in out.split())
-    assert processes >= 1, "ldirectord.service has no process"
-    record("ldirectord processes (count)", processes)
-    record("ldirectord memory, its processes' Pss summed (MiB)", kib / 1024)
+    assert processes >= 1, f"{checker}.service has no process"
+    record(f"{checker} processes (count)", processes)
+    record(f"{checker} memory, its processes' Pss summed (MiB)", kib / 1024)
     record("balancer memory available (MiB)",
            int(lab.ssh(master, "awk '/^MemAvailable:/ { print $2 }' /proc/meminfo").stdout) / 1024)
     # the firewall: rules loaded, and what checking its ruleset costs (the deploy tests before it loads)

@@ -1,5 +1,5 @@
 """The benchmark's arithmetic (its runs are the lab's: tests/lab/test_1_deploy.py), and
-the scale benchmark's wiring (`lvsha lab bench --sites`), with a fake lab run."""
+the scale benchmark's wiring (`lvsha lab bench --sites ... --engine ...`), with a fake lab run."""
 
 import json
 import re
@@ -12,8 +12,10 @@ from lvsha.cli import main
 from lvsha.lab import bench as bench_module
 from lvsha.lab import run
 from lvsha.lab.bench import DRY, FLOOR, NO_OP, Figures, format_figures, ratios
-from lvsha.lab.model import LAB_INVENTORY_ENV
-from lvsha.lab.scale import SITES_ENV
+from lvsha.lab import LabError
+from lvsha.lab.model import LAB_ENGINE_ENV, LAB_INVENTORY_ENV
+from lvsha.lab.scale import ENGINE_ENV, SITES_ENV
+from lvsha.model import ENGINES
 
 
 def test_ratios_are_medians_over_the_floor_median():
@@ -43,53 +45,202 @@ def test_sites_are_a_comma_separated_list_of_counts():
             bench_module.parse_sites(bad)
 
 
+def test_engines_are_a_comma_separated_list_of_failover_engines():
+    assert bench_module.parse_engines("heartbeat") == ["heartbeat"]
+    assert bench_module.parse_engines("keepalived, heartbeat") == ["keepalived", "heartbeat"]
+    for bad, why in (("", "not a failover engine"), ("vrrp", "'vrrp' is not a failover engine"),
+                     ("heartbeat;keepalived", "not a failover engine"), ("keepalived,keepalived", "named twice")):
+        with pytest.raises(ValueError, match=f"--engine {bad!r}: .*{why}"):
+            bench_module.parse_engines(bad)
+
+
 def test_every_test_the_scale_benchmark_selects_exists_in_the_lab_tier():
+    assert set(bench_module.SCALE_TESTS) == set(ENGINES)
     defined = {name for path in LAB_TESTS.glob("*.py")
                for name in re.findall(r"^def (test_\w+)\(", path.read_text(), re.M)}
-    for selected in bench_module.SCALE_TESTS:
-        assert [name for name in defined if selected in name], f"{selected}: no lab test by that name"
-    argv = bench_module.scale_argv(["-x"])
-    assert argv[argv.index("-k") + 1] == " or ".join(bench_module.SCALE_TESTS) and argv[-1] == "-x"
-    assert argv.index(str(bench_module.SCALE_FIGURES)) < argv.index(str(LAB_TESTS.parent.parent / "tests" / "lab"))
+    for engine, selected in bench_module.SCALE_TESTS.items():
+        for name in selected:
+            assert [d for d in defined if name in d], f"{engine}: {name}: no lab test by that name"
+        argv = bench_module.scale_argv(engine, ["-x"])
+        assert argv[argv.index("-k") + 1] == " or ".join(selected) and argv[-1] == "-x"
+        assert argv.index(str(bench_module.SCALE_FIGURES)) < argv.index(str(LAB_TESTS / "test_1_deploy.py"))
 
 
-def test_each_run_deploys_the_scale_model_of_its_number_of_sites():
-    env = bench_module.scale_environment(250, {"PATH": "/bin"})
-    assert env == {"PATH": "/bin", LAB_INVENTORY_ENV: str(bench_module.SCALE_INVENTORY), SITES_ENV: "250"}
+def _collected(argv, env) -> list[str]:
+    """The lab tests a scale run's pytest would run (its own argv, collection only): node ids
+    (-qq: its own -v and these leave pytest's shortest listing)."""
+    import subprocess
+
+    result = subprocess.run([*argv, "--collect-only", "-qq"], cwd=bench_module.ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [line for line in result.stdout.splitlines() if "::" in line]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_engines_run_collects_each_selected_test_once_scale_figures_first(engine):
+    """What pytest collects of the run's argv, on the engine's scale model of 3 sites (the
+    lab's conftest deselects a test of the other engine's own machinery): every test
+    SCALE_TESTS names for the engine, once; none of the other engine's own."""
+    import os
+
+    collected = _collected(bench_module.scale_argv(engine),
+                           bench_module.scale_environment(3, engine, {**os.environ, LAB_ENGINE_ENV: "x"}))
+    assert collected[0].startswith("tests/lab/scale_figures.py::test_scale_figures_of_the_deployed_pair")
+    for selected in bench_module.SCALE_TESTS[engine]:
+        assert len([node for node in collected if f"::{selected}" in node]) == 1, (selected, collected)
+    assert len(collected) == len(bench_module.SCALE_TESTS[engine])
+    others = {name for e, names in bench_module.SCALE_TESTS.items() if e != engine for name in names}
+    assert others - set(bench_module.SCALE_TESTS[engine])  # each engine has tests of its own, left out here
+    assert not [node for node in collected for name in others - set(bench_module.SCALE_TESTS[engine])
+                if f"::{name}" in node]
+
+
+def test_each_run_deploys_the_scale_model_of_its_number_of_sites_and_engine():
+    env = bench_module.scale_environment(250, "keepalived", {"PATH": "/bin", LAB_ENGINE_ENV: "heartbeat"})
+    assert env == {"PATH": "/bin", LAB_INVENTORY_ENV: str(bench_module.SCALE_INVENTORY), SITES_ENV: "250",
+                   ENGINE_ENV: "keepalived"}
     assert bench_module.SCALE_INVENTORY.is_file()
 
 
-def _fake_lab(figures_by_sites, exits=None):
-    """A stand-in for the pytest run of the lab: records what it was given, writes a report."""
+def _fake_lab(figures, exits=None):
+    """A stand-in for the pytest run of the lab: records what it was given, writes a report
+    as the lab's does (figures taken on keepalived prefixed with its name: conftest's label)."""
     calls = []
 
     def call(argv, cwd, env):
-        sites = int(env[SITES_ENV])
-        calls.append((argv, sites))
+        engine, sites = env[ENGINE_ENV], int(env[SITES_ENV])
+        calls.append((engine, sites, argv[argv.index("-k") + 1]))
         run.start_report()
-        for name, value in figures_by_sites[sites].items():
-            run.record(name, value)
-        return (exits or {}).get(sites, 0)
+        run.set_report_label("" if engine == "heartbeat" else engine)
+        try:
+            for name, value in figures[engine, sites].items():
+                run.record(name, value)
+        finally:
+            run.set_report_label("")
+        return (exits or {}).get((engine, sites), 0)
 
     return call, calls
 
 
-def test_the_scale_benchmark_runs_the_lab_once_per_count_and_tables_every_figure(cache, tmp_path):
-    call, calls = _fake_lab({3: {"first deploy": 400.0, "takeover after power-off": 14.6},
-                             250: {"first deploy": 900.0, "ldirectord processes (count)": 251}}, exits={250: 1})
-    results = bench_module.scale_bench([3, 250], {"PATH": "/bin"}, call=call)
-    assert [sites for _, sites in calls] == [3, 250]
-    assert json.loads((cache / bench_module.SCALE_REPORT).read_text()) == results
-    table = bench_module.format_scale(results)
-    assert "| figure | 3 sites | 250 sites |" in table
-    assert "| first deploy | 400.0 | 900.0 |" in table
-    assert "| takeover after power-off | 14.6 | - |" in table and "| ldirectord processes (count) | - | 251 |" in table
-    assert "250 sites: " in table and "pytest exit 1 (a test failed)" in table
-    doc = tmp_path / "scale.md"
-    doc.write_text(f"before\n{bench_module.SCALE_BEGIN}\nold table\n{bench_module.SCALE_END}\nafter\n")
+FIGURES = {("heartbeat", 3): {"first deploy": 400.0, "takeover after power-off": 14.6},
+           ("heartbeat", 250): {"first deploy": 900.0, "ldirectord processes (count)": 251},
+           ("keepalived", 3): {"first deploy": 300.0, "takeover after power-off": 12.1},
+           ("keepalived", 250): {"first deploy": 700.0, "keepalived processes (count)": 3}}
+
+
+def _doc(path, *engines, text="old table"):
+    path.write_text("before\n" + "middle\n".join(
+        f"{begin}\n{text} {engine}\n{end}\n" for engine in engines for begin, end in [bench_module.scale_markers(engine)])
+        + "after\n")
+    return path
+
+
+def test_the_scale_benchmark_runs_the_lab_per_engine_and_count_and_tables_each_engine(cache, tmp_path):
+    call, calls = _fake_lab(FIGURES, exits={("heartbeat", 250): 1})
+    results = bench_module.scale_bench([3, 250], ["heartbeat", "keepalived"], {"PATH": "/bin"}, call=call)
+    assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", 3), ("heartbeat", 250),
+                                                              ("keepalived", 3), ("keepalived", 250)]
+    assert all(k == " or ".join(bench_module.SCALE_TESTS[engine]) for engine, _, k in calls)
+    for engine in ENGINES:
+        assert json.loads(bench_module.scale_report_path(engine).read_text()) == results[engine]
+    assert results["keepalived"]["3"]["figures"] == {"keepalived: first deploy": 300.0,
+                                                     "keepalived: takeover after power-off": 12.1}
+    heartbeat, keepalived = (bench_module.format_scale(e, results[e]) for e in ENGINES)
+    assert heartbeat.startswith("Engine heartbeat, measured by `lvsha lab bench --sites 3,250 --engine heartbeat`")
+    assert "| figure | 3 sites | 250 sites |" in heartbeat and "| first deploy | 400.0 | 900.0 |" in heartbeat
+    assert "| takeover after power-off | 14.6 | - |" in heartbeat and "| ldirectord processes (count) | - | 251 |" in heartbeat
+    assert "250 sites: " in heartbeat and "pytest exit 1 (a test failed)" in heartbeat
+    # keepalived's table: its figures without the report's engine prefix (the table says the engine)
+    assert keepalived.startswith("Engine keepalived, measured by `lvsha lab bench --sites 3,250 --engine keepalived`")
+    assert "| first deploy | 300.0 | 700.0 |" in keepalived and "| keepalived processes (count) | - | 3 |" in keepalived
+    assert "keepalived:" not in keepalived.split("\n", 1)[1] and "a test failed" not in keepalived
+    doc = _doc(tmp_path / "scale.md", *ENGINES)
     bench_module.write_scale_into(doc, results)
     text = doc.read_text()
-    assert "old table" not in text and table in text and text.startswith("before\n") and text.endswith("after\n")
+    assert "old table" not in text and heartbeat in text and keepalived in text
+    assert text.startswith("before\n") and text.endswith("after\n") and "\nmiddle\n" in text
+
+
+def test_a_run_of_one_engine_rewrites_its_table_only(cache, tmp_path):
+    call, _ = _fake_lab(FIGURES)
+    results = bench_module.scale_bench([250], ["keepalived"], {}, call=call)
+    assert list(results) == ["keepalived"] and not bench_module.scale_report_path("heartbeat").exists()
+    doc = _doc(tmp_path / "scale.md", *ENGINES)
+    bench_module.write_scale_into(doc, results)
+    text = doc.read_text()
+    assert "old table heartbeat" in text and "old table keepalived" not in text
+    assert bench_module.format_scale("keepalived", results["keepalived"]) in text
+    begin, end = bench_module.scale_markers("heartbeat")
+    assert text.index(begin) < text.index("old table heartbeat") < text.index(end)
+
+
+def test_a_file_without_an_engines_markers_is_refused_naming_the_engine(tmp_path):
+    doc = _doc(tmp_path / "scale.md", "heartbeat")
+    bench_module.check_scale_place(doc, ["heartbeat"])
+    with pytest.raises(LabError, match="no place for keepalived's table"):
+        bench_module.check_scale_place(doc, ["heartbeat", "keepalived"])
+    begin, end = bench_module.scale_markers("keepalived")
+    (tmp_path / "reversed.md").write_text(f"{end}\n{begin}\n")
+    with pytest.raises(LabError, match="no place for keepalived's table"):
+        bench_module.check_scale_place(tmp_path / "reversed.md", ["keepalived"])
+
+
+@pytest.fixture
+def lab_down(monkeypatch):
+    from lvsha.lab import lab as lab_api
+
+    monkeypatch.setattr(lab_api, "status", lambda: {"status": "down"})
+
+
+def _fake_bench(monkeypatch, exits=0):
+    """bench_module.scale_bench replaced: records its engines and counts, every run exits `exits`."""
+    runs = []
+
+    def scale_bench(sites, engines, environ, pytest_args=(), progress=None):
+        runs.append((sites, engines, list(pytest_args)))
+        return {e: {str(n): {"exit": exits, "run": {}, "figures": {"first deploy": 1.0}} for n in sites} for e in engines}
+
+    monkeypatch.setattr(bench_module, "scale_bench", scale_bench)
+    return runs
+
+
+def test_the_engine_option_chooses_the_runs_heartbeat_by_default(cache, lab_down, monkeypatch, tmp_path):
+    runs = _fake_bench(monkeypatch)
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "3,50"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "250", "--engine", "heartbeat,keepalived", "-x"])
+    assert result.exit_code == 0, result.output
+    assert runs == [([3, 50], ["heartbeat"], []), ([250], ["heartbeat", "keepalived"], ["-x"])]
+    assert "Engine heartbeat, measured by" in result.output and "Engine keepalived, measured by" in result.output
+    doc = _doc(tmp_path / "scale.md", *ENGINES)
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "3", "--engine", "keepalived", "--into", str(doc)])
+    assert result.exit_code == 0, result.output
+    assert "old table heartbeat" in doc.read_text() and "old table keepalived" not in doc.read_text()
+
+
+def test_a_failed_run_of_either_engine_fails_the_command(cache, lab_down, monkeypatch):
+    _fake_bench(monkeypatch, exits=1)
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "3", "--engine", "keepalived"])
+    assert result.exit_code == 1 and "pytest exit 1 (a test failed)" in result.output
+
+
+def test_bad_engines_and_a_file_without_their_markers_are_refused_before_any_run(cache, lab_down, monkeypatch, tmp_path):
+    runs = _fake_bench(monkeypatch)
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "3", "--engine", "vrrp"])
+    assert result.exit_code == 2 and "'vrrp' is not a failover engine" in result.output
+    doc = _doc(tmp_path / "scale.md", "heartbeat")
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "3", "--engine", "heartbeat,keepalived",
+                                       "--into", str(doc)])
+    assert result.exit_code == 1 and "no place for keepalived's table" in result.output
+    assert runs == []
+
+
+def test_the_engine_goes_with_sites_only(cache, monkeypatch):
+    """The --rounds benchmark (the running lab, whatever its engine) takes no --engine."""
+    monkeypatch.setattr(bench_module, "bench", lambda *a, **k: pytest.fail("benchmarked"))
+    result = CliRunner().invoke(main, ["lab", "bench", "--engine", "keepalived"])
+    assert result.exit_code == 2 and "--engine, --into and pytest arguments go with --sites" in result.output
 
 
 def test_the_scale_benchmark_refuses_while_a_lab_is_up(cache, monkeypatch):

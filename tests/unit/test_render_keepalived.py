@@ -437,6 +437,29 @@ def test_keepalived_accepts_the_other_checks_and_the_external_link(reference, tm
     assert result.returncode == 0, result.stderr
 
 
+def test_keepalived_accepts_the_scale_model_up_to_the_addresses_a_vrrp_advertisement_holds(tmp_path):
+    """The keepalived scale model (examples/scale/inventory.py grows examples/keepalived): at
+    250 sites (254 addresses) and at the most validation lets through (VRRP_MAX_ADDRESSES)
+    keepalived -t passes; with one address more (rendered without validation, which refuses
+    it) keepalived moves the excess out of the advertisement and -t fails: the limit is its own."""
+    from lvsha.lab.scale import scale_cluster
+    from lvsha.loader import run_inventory
+    from lvsha.model import VRRP_MAX_ADDRESSES
+
+    keepalived = _keepalived()
+    example = run_inventory(ROOT / "examples" / "keepalived" / "inventory.py")["keepalived_cluster"]()
+    others = 1 + len(example.web_hosts)  # the internal gateway and the mail IPs besides the sites' VIPs
+    for sites in (250, VRRP_MAX_ADDRESSES - others):
+        cluster = validate.validate(scale_cluster(example, sites))
+        result = _check(keepalived, cluster, cluster.master, tmp_path)
+        assert result.returncode == 0, f"{sites} sites: keepalived -t exited {result.returncode}: {result.stderr}"
+    over = scale_cluster(example, VRRP_MAX_ADDRESSES - others + 1)
+    assert [p.field for p in validate.problems(over)] == ["sites"]
+    result = _check(keepalived, over, over.master, tmp_path, render.keepalived_conf(over, over.master).content)
+    assert result.returncode != 0
+    assert f"Number of VIPs ({VRRP_MAX_ADDRESSES + 1}) exceeds maximum" in result.stdout + result.stderr
+
+
 def test_keepalived_check_refuses_a_broken_file(reference, tmp_path):
     """The check the deploy relies on fails on a file keepalived would run wrongly."""
     keepalived = _keepalived()

@@ -13,7 +13,9 @@ import pytest
 from netaddr import IPNetwork
 
 from lvsha import render
-from lvsha.lab.scale import DEFAULT_SITES, SITES_ENV, scale_cluster, sites_from_environment
+from lvsha.lab.scale import (DEFAULT_ENGINE, DEFAULT_SITES, ENGINE_ENV, SITES_ENV, engine_from_environment,
+                              scale_cluster, sites_from_environment)
+from lvsha.loader import load_cluster
 from lvsha.model import SERIAL_CHECK_SECONDS, Ldirectord
 from lvsha.validate import ValidationError, problems, validate
 from tests.unit.test_render import _iptables_restore
@@ -72,6 +74,58 @@ def test_the_number_of_sites_comes_from_the_environment():
     for bad in ("0", "many", "-3"):
         with pytest.raises(ValueError, match=SITES_ENV):
             sites_from_environment({SITES_ENV: bad})
+
+
+def test_the_engine_comes_from_the_environment():
+    assert engine_from_environment({}) == DEFAULT_ENGINE == "heartbeat"
+    assert engine_from_environment({ENGINE_ENV: " keepalived "}) == "keepalived"
+    for bad in ("vrrp", "Keepalived", "heartbeat,keepalived"):
+        with pytest.raises(ValueError, match=f"{ENGINE_ENV} = {bad!r}: must be one of heartbeat, keepalived"):
+            engine_from_environment({ENGINE_ENV: bad})
+
+
+SCALE_INVENTORY = Path(__file__).resolve().parents[2] / "examples" / "scale" / "inventory.py"
+KEEPALIVED_INVENTORY = SCALE_INVENTORY.parents[1] / "keepalived" / "inventory.py"
+
+
+@pytest.fixture
+def no_secret(monkeypatch):
+    """No heartbeat secret anywhere: keepalived's models need none."""
+    monkeypatch.delenv("LVSHA_HEARTBEAT_SECRET", raising=False)
+    monkeypatch.delenv("LVSHA_HEARTBEAT_SECRET_FILE", raising=False)
+
+
+def test_the_scale_inventory_grows_each_engines_example(reference, monkeypatch, no_secret):
+    """heartbeat's from the reference (its secret from the environment), keepalived's from
+    examples/keepalived without any secret; at the example's own three sites, the example."""
+    from tests.conftest import TEST_SECRET
+
+    keepalived = load_cluster(KEEPALIVED_INVENTORY)
+    monkeypatch.setenv(ENGINE_ENV, "keepalived")
+    for sites in (3, SITES):
+        monkeypatch.setenv(SITES_ENV, str(sites))
+        assert load_cluster(SCALE_INVENTORY) == scale_cluster(keepalived, sites)
+    assert load_cluster(SCALE_INVENTORY).engine == "keepalived" and keepalived.heartbeat.auth.secret is None
+    monkeypatch.setenv(SITES_ENV, "3")
+    assert load_cluster(SCALE_INVENTORY) == keepalived
+    monkeypatch.setenv("LVSHA_HEARTBEAT_SECRET", TEST_SECRET)
+    for engine in ("heartbeat", ""):  # unset: heartbeat
+        monkeypatch.setenv(ENGINE_ENV, engine)
+        monkeypatch.setenv(SITES_ENV, str(SITES))
+        assert load_cluster(SCALE_INVENTORY) == scale_cluster(reference, SITES)
+        monkeypatch.setenv(SITES_ENV, "3")
+        assert load_cluster(SCALE_INVENTORY) == reference
+
+
+def test_a_wrong_engine_or_count_stops_the_scale_inventory_naming_the_variable(monkeypatch, capsys, no_secret):
+    for variable, value in ((ENGINE_ENV, "vrrp"), (SITES_ENV, "many")):
+        monkeypatch.setenv(ENGINE_ENV, "keepalived")
+        monkeypatch.setenv(SITES_ENV, "3")
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(SystemExit) as stopped:
+            load_cluster(SCALE_INVENTORY)
+        assert stopped.value.code == 2
+        assert f"{variable} = {value!r}" in capsys.readouterr().err
 
 
 def test_every_host_renders_at_scale(scaled):
@@ -225,6 +279,29 @@ def test_more_floating_addresses_than_a_vrrp_advertisement_holds_are_refused(ref
     assert (found.field, found.value) == ("sites", fits + 1)
     assert f"{VRRP_MAX_ADDRESSES + 1} (" in found.message and f"over the {VRRP_MAX_ADDRESSES}" in found.message
     assert not problems(scale_cluster(reference, fits + 1))  # heartbeat carries them
+
+
+def test_keepalived_conf_at_250_sites_holds_every_address_in_the_one_vrrp_instance(no_secret, monkeypatch):
+    """The keepalived scale model at 250 sites: one VRRP instance with its 254 addresses
+    (within the advertisement's 255, so none is moved out of it), a virtual server per site
+    with a real server per web host, every line within what keepalived reads as one."""
+    from lvsha.model import VRRP_MAX_ADDRESSES
+
+    monkeypatch.setenv(ENGINE_ENV, "keepalived")
+    monkeypatch.setenv(SITES_ENV, str(SITES))
+    cluster = load_cluster(SCALE_INVENTORY)
+    floating = cluster.floating_ips()
+    assert len(floating) == 1 + SITES + len(cluster.web_hosts) <= VRRP_MAX_ADDRESSES
+    for balancer in cluster.balancers:
+        conf = render.keepalived_conf(cluster, balancer).content
+        assert conf.count("\nvrrp_instance ") == 1 and "virtual_ipaddress_excluded" not in conf
+        listed = conf.split("\tvirtual_ipaddress {\n", 1)[1].split("\t}\n", 1)[0].splitlines()
+        assert [line.split()[0] for line in listed] == [ip.cidr for ip in floating]
+        assert conf.count("\nvirtual_server ") == SITES
+        assert conf.count("\treal_server ") == SITES * len(cluster.web_hosts)
+        assert max(map(len, conf.splitlines())) <= render.KEEPALIVED_LINE_MAX
+        print(f"\n{balancer.name}: keepalived.conf of {SITES} sites: {len(conf):,} characters, "
+              f"{conf.count(chr(10)):,} lines")
 
 
 # ---- the firewall ------------------------------------------------------------------------
