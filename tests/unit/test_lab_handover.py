@@ -122,28 +122,65 @@ def test_the_lab_refuses_to_switch_when_it_is_not_up(lab_state):
     assert lab_state()["inventory"] == EDGE
 
 
-# ---- pytest's order of setups and teardowns, which the hand-over relies on ----------------
+# ---- the lab fixture itself, on a fake lab: pytest's order of setups and teardowns --------
+#
+# The real fixture and hooks (tests/lab/conftest.py) in a pytest run of their own, with
+# the lab's boot, teardown and deploys faked (and its state and cache directories in
+# tmp_path): which labs come up and down, and which model each deploy deploys.
 
 FAKE_CONFTEST = textwrap.dedent("""
+    import json
     import os
+    from pathlib import Path
 
-    import pytest
+    import lvsha.lab.lab as lab_api
+    import tests.lab.conftest as real
+    from lvsha.lab.model import lab_cluster
+    from lvsha.lab.run import DeployResult
+    from tests.lab.conftest import *  # noqa: F403 - the lab fixture and hooks under test
 
-    from tests.lab import conftest as lab_conftest
-    from tests.lab.conftest import pytest_runtest_setup  # noqa: F401 - the hook under test
+    ROOT = str(real.ROOT) + "/"
 
 
     def log(line):
         with open(os.environ["FAKE_LAB_LOG"], "a") as f:
-            f.write(line + "\\n")
+            f.write(line.replace(ROOT, "") + "\\n")
 
 
-    @pytest.fixture(scope="session", params=[pytest.param(inventory, id=id)
-                                            for id, inventory in lab_conftest.lab_models(None)])
-    def lab(request):
-        log(f"up {request.param}")
-        yield request.param
-        log(f"down {request.param} hands over: {lab_conftest.hands_over(request.param, lab_conftest._setting_up)}")
+    def up(model, progress=None, inventory=None, provisioned=False, release="12"):
+        secret = Path(os.environ["LVSHA_LAB_DIR"]) / "secret"
+        secret.write_text("a-lab-secret-of-the-fake-lab\\n")
+        secret.chmod(0o600)
+        hosts = {b.name: {"management_interface": "eth2"} for b in model.balancers}
+        lab_api.state_file().write_text(json.dumps({
+            "status": "up", "inventory": str(inventory), "release": release, "heartbeat_secret_file": str(secret),
+            "hosts": hosts, "client": {"address": "192.0.2.1/24"}, "timings": {"boot_s": 1.0}}))
+        log(f"up {inventory} Debian {release}{' provisioned' if provisioned else ''}")
+        return lab_api.load_state()
+
+
+    def down(quiet=False):
+        if lab_api.state_file().exists():
+            lab_api.state_file().unlink()
+            log("down")
+        return []
+
+
+    def deploy(*extra, progress=None, timeout=1800):
+        state = lab_api.load_state()
+        log(f"deploy {state['inventory']} on {lab_cluster(state).engine}")
+        failing = os.environ.get("FAKE_FAILING_DEPLOY") == state["inventory"].replace(ROOT, "")
+        return DeployResult(1 if failing else 0, "fake deploy\\n", 1.0, 50, 0)
+
+
+    if os.environ.get("FAKE_RUNNING"):  # a lab up before the run
+        up(real.topology_cluster(Path(os.environ["FAKE_RUNNING"])), inventory=os.environ["FAKE_RUNNING"], release="13")
+    real._missing_prerequisites = lambda: []
+    real.deploy = deploy
+    real.Lab.wait_settled = lambda self, owner, timeout=0: 0.0
+    real.Watch.exactly_one_carrier = lambda self: self.lab.cluster.master.name
+    lab_api.up, lab_api.down = up, down
+    lab_api.status = lambda: {"status": "up" if lab_api.state_file().exists() else "down"}
 """)
 
 FAKE_TESTS = textwrap.dedent("""
@@ -151,13 +188,18 @@ FAKE_TESTS = textwrap.dedent("""
 
     import pytest
 
+    from tests.lab.conftest import LAB_INVENTORY_ENV
+
+
+    def _log(line):
+        with open(os.environ["FAKE_LAB_LOG"], "a") as f:
+            f.write(line + "\\n")
+
 
     def test_one(lab):
-        assert not os.environ.get("FAKE_FAIL") or "edge" not in lab or "keepalived" in lab
-
-
-    def test_two(lab):
-        pass
+        _log(f"test {lab.cluster.name} on {lab.engine}" + (f" migrated from {lab.migrated_from}" if lab.migrated_from
+                                                           else ""))
+        assert os.environ.get("FAKE_FAILING_TEST") != lab.cluster.name
 
 
     @pytest.fixture(scope="module")
@@ -165,44 +207,78 @@ FAKE_TESTS = textwrap.dedent("""
         yield lab
 
 
-    def test_three(per_module):
+    def test_two(per_module):
         pass
 """)
 
 
-def _run_fake_tier(tmp_path, *args, fail=False) -> list[str]:
-    (tmp_path / "conftest.py").write_text(FAKE_CONFTEST)
-    (tmp_path / "test_fake.py").write_text(FAKE_TESTS)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+def _run_fake_tier(tmp_path, *args, running: str | None = None, **env) -> tuple[list[str], str]:
+    """(the fake lab's log, pytest's output) of the lab tier's fixture run on a fake lab;
+    `running`: the inventory of a fake lab up before the run."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "conftest.py").write_text(FAKE_CONFTEST)
+    (tmp_path / "project" / "test_fake.py").write_text(FAKE_TESTS)
+    (tmp_path / "project" / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "lab").mkdir()
+    if running:
+        env["FAKE_RUNNING"] = running
     log = tmp_path / "log"
-    env = {k: v for k, v in os.environ.items() if k not in (LAB_INVENTORY_ENV, "PYTEST_ADDOPTS")}
-    env.update(FAKE_LAB_LOG=str(log), PYTHONPATH=str(ROOT), **({"FAKE_FAIL": "1"} if fail else {}))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert result.returncode in (0, 1), result.stdout + result.stderr
-    return [line.replace(str(ROOT) + "/", "") for line in log.read_text().splitlines()]
+    log.touch()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("LVSHA_", "PYTEST_")) and k != "CI"}
+    environ.update(FAKE_LAB_LOG=str(log), PYTHONPATH=str(ROOT), LVSHA_LAB_DIR=str(tmp_path / "lab"),
+                   LVSHA_LAB_CACHE=str(tmp_path / "cache"), LVSHA_CACHE_DIR=str(tmp_path / "lvsha-cache"), **env)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *args],
+                            cwd=tmp_path / "project", env=environ, capture_output=True, text=True, timeout=300,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    return log.read_text().splitlines(), result.stdout
 
 
-def test_pytest_tears_the_edge_lab_down_while_setting_up_edge_on_keepalived(tmp_path):
-    """Each param's tests together, in lab_models' order; the edge param torn down while the
-    first test of its taker is set up (so it is handed over), every other at the end or
-    while the next boots (so it is not)."""
-    assert _run_fake_tier(tmp_path) == [
-        "up inventory.py",
-        "down inventory.py hands over: False",
-        "up examples/edge/inventory.py",
-        "down examples/edge/inventory.py hands over: True",
-        "up examples/edge-keepalived/inventory.py",
-        "down examples/edge-keepalived/inventory.py hands over: False",
-    ]
+def test_the_edge_lab_is_handed_over_migrated_and_taken_down_once(tmp_path):
+    lines, out = _run_fake_tier(tmp_path)
+    assert lines == [
+        "up inventory.py Debian 12", "deploy inventory.py on heartbeat", "test reference on heartbeat", "down",
+        "up examples/edge/inventory.py Debian 13 provisioned", "deploy examples/edge/inventory.py on heartbeat",
+        "test edge on heartbeat",
+        "deploy examples/edge-keepalived/inventory.py on keepalived", "test edge on keepalived migrated from heartbeat",
+        "down",
+    ], out
+    assert "6 passed" in out
+    assert "edge (Debian 13) keepalived: first deploy (migration from heartbeat)" in out  # the report
+    assert "edge (Debian 13) keepalived: cluster settled after the migration" in out
 
 
-def test_without_its_taker_the_edge_lab_is_not_handed_over(tmp_path):
-    lines = _run_fake_tier(tmp_path, "-k", "not keepalived")
-    assert lines[-1] == "down examples/edge/inventory.py hands over: False" and len(lines) == 4
+def test_a_failed_migration_takes_the_lab_down(tmp_path):
+    lines, out = _run_fake_tier(tmp_path, FAKE_FAILING_DEPLOY="examples/edge-keepalived/inventory.py")
+    assert lines[-2:] == ["deploy examples/edge-keepalived/inventory.py on keepalived", "down"], out
+    assert lines.count("down") == 2 and "first deploy (migration from heartbeat) failed" in out
 
 
-def test_stopped_at_a_failure_the_edge_lab_is_not_handed_over(tmp_path):
-    lines = _run_fake_tier(tmp_path, "-x", fail=True)
-    assert lines[-1] == "down examples/edge/inventory.py hands over: False"
-    assert not any("edge-keepalived" in line for line in lines)
+def test_a_failed_edge_test_still_hands_the_lab_over(tmp_path):
+    lines, out = _run_fake_tier(tmp_path, FAKE_FAILING_TEST="edge")
+    assert "test edge on keepalived migrated from heartbeat" in lines and lines.count("down") == 2, out
+
+
+def test_stopped_after_the_edge_tests_the_edge_lab_comes_down(tmp_path):
+    lines, out = _run_fake_tier(tmp_path, "-x", FAKE_FAILING_TEST="edge")
+    assert lines[-2:] == ["test edge on heartbeat", "down"] and lines.count("down") == 2, out
+
+
+def test_without_its_taker_the_edge_lab_comes_down(tmp_path):
+    lines, out = _run_fake_tier(tmp_path, "-k", "edge and not keepalived")
+    assert lines == ["up examples/edge/inventory.py Debian 13 provisioned",
+                     "deploy examples/edge/inventory.py on heartbeat", "test edge on heartbeat", "down"], out
+
+
+def test_the_taker_alone_fails_saying_so_and_boots_nothing(tmp_path):
+    lines, out = _run_fake_tier(tmp_path, "-k", "edge-keepalived")
+    assert lines == [], out
+    assert "none was handed over" in out and "2 errors" in out
+
+
+def test_a_reused_edge_lab_is_never_migrated(tmp_path):
+    """LVSHA_LAB_REUSE=1 on a running edge lab: the edge tests run on it, the keepalived
+    model skips (it was handed no lab), and the lab stays up (not this run's)."""
+    lines, out = _run_fake_tier(tmp_path, running=EDGE, LVSHA_LAB_REUSE="1")
+    assert lines == ["up examples/edge/inventory.py Debian 13", "test edge on heartbeat"], out
+    assert f"the running lab has the model of {EDGE}, not {EDGE_KEEPALIVED}" in out and "2 passed, 4 skipped" in out
