@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import LabError, pid_cmdline, pid_is_ours, run, state_dir
 from . import aptproxy, image, network, stock, vm
-from .model import source_inventory
+from .model import source_inventory, topology_cluster
 
 SSH_TIMEOUT = 300  # s, from QEMU start to SSH accepting the lab key, per boot
 
@@ -339,6 +339,51 @@ def _write_ssh_config(state: dict) -> None:
                 "  LogLevel ERROR",
                 *[f"  {key} {value}" for key, value in vm.shared_connection_options(_control_path(name)).items()], ""]
     Path(state["ssh_config"]).write_text("\n".join(out))
+
+
+# --- another model on the running lab ----------------------------------------------
+
+def layout(cluster) -> dict:
+    """What the lab builds from a model (up()): each VM with its role and its NICs'
+    segments, every host's own addresses, the networks, the client's address, the
+    addresses the client answers for (the external ping nodes) and the stock-install
+    hosts. Two models with the same layout can run on one lab."""
+    client = network.client_address(cluster)
+    return {
+        "networks": (str(cluster.external_net), str(cluster.internal_net)),
+        "VMs (name, role, NICs)": vm.nic_plan(cluster),
+        "own addresses": {h.name: cluster.own_addresses(h) for h in (*cluster.balancers, *cluster.web_hosts)},
+        "client address": str(client),
+        "addresses the client answers for": [str(a) for a in cluster.external_ping_nodes()],
+        "stock-install hosts": stock.stock_installs(cluster, client),
+    }
+
+
+def layout_differences(running, other) -> list[str]:
+    """Where the lab of model `other` would differ from that of `running` (empty: none),
+    each item naming what differs and both values."""
+    ours, theirs = layout(running), layout(other)
+    return [f"{key}: {ours[key]!r} ({running.name}) against {theirs[key]!r} ({other.name})"
+            for key in ours if ours[key] != theirs[key]]
+
+
+def switch_model(inventory: Path, cluster) -> dict:
+    """Make the running lab's model `cluster`, from `inventory` (its next deploy
+    deploys it: lvsha/lab/inventory.py reads the state's inventory). Refused with a
+    LabError naming every difference if its lab would be laid out otherwise than the
+    running one's. Returns the new state."""
+    with _locked():
+        state = load_state()
+        if state.get("status") != "up":
+            raise LabError(f"the lab is not up (status {state.get('status')!r}): no lab to deploy {inventory} to")
+        running = topology_cluster(Path(state["inventory"]))
+        differences = layout_differences(running, cluster)
+        if differences:
+            raise LabError(f"{inventory} cannot take over the lab of {state['inventory']}: its lab would differ "
+                           f"({'; '.join(differences)})")
+        state["inventory"], state["cluster"] = str(Path(inventory).resolve()), cluster.name
+        _save_state(state)
+    return state
 
 
 # --- down --------------------------------------------------------------------------

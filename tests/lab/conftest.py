@@ -6,12 +6,24 @@ serves, and tears the lab down at the end. On a machine that cannot run the
 lab the tier is skipped, except under CI, where that is a failure.
 
 Which models: with LVSHA_LAB_INVENTORY set, the whole tier on that inventory's
-model. Otherwise the whole tier on the reference `inventory.py`, then, on a
-second lab, the tests marked `every_model` on `examples/edge/inventory.py`
+model. Otherwise (lab_models) the whole tier on the reference `inventory.py`,
+then, on a second lab, the tests marked `every_model` on `examples/edge/inventory.py`
 (a cluster different in every dimension) on the other Debian release
-(image.SECOND_MODEL_RELEASE): deploy, balancing, firewall and a takeover on
-both releases. LVSHA_LAB_RELEASE puts every model's lab on one release. Tests
-take every name, address, count and expectation from `lab.cluster`.
+(image.SECOND_MODEL_RELEASE), then the same tests on `examples/edge-keepalived`
+(the edge cluster on keepalived) without a lab of its own: the edge lab is not
+torn down after its tests but handed over (TAKES_OVER), and the keepalived model's
+deploy to it is the live migration heartbeat -> keepalived (tasks/migration.py),
+recorded as that model's first deploy. So deploy, balancing, firewall and a
+takeover run on both releases and both engines, with two boots. The hand-over
+happens only when the edge lab's teardown runs as pytest sets up the first test
+of the model taking it over (pytest tears a parametrized session fixture's
+previous param down there, and the edge tests come first: params are grouped
+in their order); any other teardown (the last test, -x, Ctrl-C, a taker not
+selected) takes the lab down, and so does the taker's own teardown, whatever
+failed (pytest_sessionfinish catches a lab handed over and never taken). The
+taker refuses a lab laid out otherwise than its model's (lab_api.switch_model).
+LVSHA_LAB_RELEASE puts every booted lab on one release. Tests take every name,
+address, count and expectation from `lab.cluster`.
 
 Engines: a test about one failover engine's own machinery is marked
 `<engine>_internals` (`heartbeat_internals`: the guard, the takeover watch,
@@ -49,6 +61,11 @@ from lvsha.model import ENGINES, Cluster
 from tasks.preflight import ENGINE_SERVICES
 
 EXAMPLE_INVENTORY = ROOT / "examples" / "edge" / "inventory.py"
+EDGE_KEEPALIVED_INVENTORY = ROOT / "examples" / "edge-keepalived" / "inventory.py"
+# Models run after the reference one, on every_model tests only and on the other release.
+SECOND_MODELS = (str(EXAMPLE_INVENTORY), str(EDGE_KEEPALIVED_INVENTORY))
+# {model: the model whose running lab it takes over (no boot): its deploy there migrates the engine}.
+TAKES_OVER = {str(EDGE_KEEPALIVED_INVENTORY): str(EXAMPLE_INVENTORY)}
 
 PREREQUISITES = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ip", "ssh", "curl", "apt-cacher-ng")
 # Whose log lines a failed wait shows: heartbeat's own and every lvsha script acting around it.
@@ -65,14 +82,61 @@ SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~2
 SERVING_ONE_BY_ONE_MAX = 8
 _lab_used = False
 _report_started = False
+_handed_over: str | None = None  # the model whose lab its teardown left up for the model taking it over
+_setting_up: str | None = None  # the lab param of the test pytest is setting up (pytest_runtest_setup)
+
+
+def lab_models(chosen: str | None) -> list[tuple[str, str]]:
+    """(id, inventory) of each lab param, in the order they run: LVSHA_LAB_INVENTORY's
+    model alone (`chosen`), else the reference, edge, and edge on keepalived (which
+    takes over edge's lab: TAKES_OVER)."""
+    if chosen:
+        return [("chosen", os.path.abspath(chosen))]
+    return [("reference", str(REFERENCE_INVENTORY)), ("edge", str(EXAMPLE_INVENTORY)),
+            ("edge-keepalived", str(EDGE_KEEPALIVED_INVENTORY))]
 
 
 def _models() -> list:
-    chosen = os.environ.get(LAB_INVENTORY_ENV)
-    if chosen:
-        return [pytest.param(os.path.abspath(chosen), id="chosen")]
-    return [pytest.param(str(REFERENCE_INVENTORY), id="reference"),
-            pytest.param(str(EXAMPLE_INVENTORY), id="edge")]
+    return [pytest.param(inventory, id=id) for id, inventory in lab_models(os.environ.get(LAB_INVENTORY_ENV))]
+
+
+def second_model(inventory: str) -> bool:
+    """A model run after the reference one (every_model tests only, the other release):
+    never when LVSHA_LAB_INVENTORY chooses the model."""
+    return str(inventory) in SECOND_MODELS and not os.environ.get(LAB_INVENTORY_ENV)
+
+
+def gives_over(inventory: str) -> str | None:
+    """The model whose running lab the model of `inventory` takes over, or None: it
+    boots its own (and always when LVSHA_LAB_INVENTORY chooses the model)."""
+    return None if os.environ.get(LAB_INVENTORY_ENV) else TAKES_OVER.get(str(inventory))
+
+
+def hands_over(inventory: str, setting_up: str | None) -> bool:
+    """Whether the lab of `inventory`, being torn down, is left up for the model whose
+    test pytest is setting up (`setting_up`; None: none, the session is ending)."""
+    return setting_up is not None and gives_over(setting_up) == str(inventory)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    """Note the lab param of the test being set up: a lab fixture torn down meanwhile is
+    the previous param's, and `hands_over` decides from it."""
+    global _setting_up
+    _setting_up = getattr(getattr(item, "callspec", None), "params", {}).get("lab")
+    try:
+        return (yield)
+    finally:
+        _setting_up = None
+
+
+def pytest_sessionfinish(session):
+    """A lab handed over and never taken (the taker's setup did not reach it) comes down."""
+    global _handed_over
+    if _handed_over is not None:
+        _handed_over = None
+        problems = lab_api.down()
+        assert not problems, f"lab teardown left: {problems}"
 
 
 def internals_marker(engine: str) -> str:
@@ -84,7 +148,8 @@ DEFAULT_ENGINE = next(f.default for f in fields(Cluster) if f.name == "engine")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "every_model: also run on the second model (examples/edge) by default")
+    config.addinivalue_line("markers", "every_model: also run on the second models (examples/edge, "
+                                          "examples/edge-keepalived) by default")
     for engine in ENGINES:
         config.addinivalue_line("markers", f"{internals_marker(engine)}: about {engine}'s own machinery: "
                                            f"runs only on models whose engine is {engine}")
@@ -101,7 +166,7 @@ def model_engine(inventory: str) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every lab test runs on the first model; on the second only those marked
+    """Every lab test runs on the first model; on the second ones only those marked
     `every_model` (CI's budget), the whole tier only when LVSHA_LAB_INVENTORY
     chooses the model. A test marked `<engine>_internals` runs only on a model of
     that engine."""
@@ -110,7 +175,7 @@ def pytest_collection_modifyitems(config, items):
         if "/tests/lab/" in str(item.fspath):
             item.add_marker(pytest.mark.lab)
             params = getattr(getattr(item, "callspec", None), "params", {})
-            second = params.get("lab") == str(EXAMPLE_INVENTORY) and not os.environ.get(LAB_INVENTORY_ENV)
+            second = "lab" in params and second_model(params["lab"])
             if second and item.get_closest_marker("every_model") is None:
                 drop.append(item)
                 continue
@@ -151,6 +216,7 @@ class Lab:
     state: dict
     cluster: Cluster
     first_deploy: object = None
+    migrated_from: str | None = None  # the engine the first deploy migrated the running pair from
 
     def ssh(self, host: str, command: str, timeout: float = 60, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess:
@@ -468,8 +534,10 @@ def _progress(config):
 
 @pytest.fixture(scope="session", params=_models())
 def lab(request):
-    """The lab for one model (pytest runs every test of the first model, then
-    tears it down before bringing up the second)."""
+    """The lab for one model. pytest runs every test of one model before the next's
+    (lab_models' order) and tears the lab down in between, except for a model that
+    takes the lab over (TAKES_OVER): that lab stays up, and the taker's deploy to it
+    is the taker's first (the engine's migration where the engines differ)."""
     missing = _missing_prerequisites()
     if missing:
         message = f"the lab needs: {', '.join(missing)} (run bin/setup as root)"
@@ -477,11 +545,13 @@ def lab(request):
             pytest.fail(message)
         pytest.skip(message)
 
-    global _lab_used, _report_started
+    global _lab_used, _report_started, _handed_over
     say = _progress(request.config)
     _lab_used = True
     inventory = Path(request.param)
-    reuse = os.environ.get("LVSHA_LAB_REUSE") == "1" and lab_api.status().get("status") == "up"
+    giver = gives_over(request.param)
+    taking_over = giver is not None and _handed_over == giver
+    reuse = not taking_over and os.environ.get("LVSHA_LAB_REUSE") == "1" and lab_api.status().get("status") == "up"
     if not _report_started:  # this run's figures only, a reused lab's too (never an earlier run's)
         start_report()
         _report_started = True
@@ -490,11 +560,11 @@ def lab(request):
         state = lab_api.load_state()
         if Path(state.get("inventory", REFERENCE_INVENTORY)) != inventory:
             pytest.skip(f"the running lab has the model of {state.get('inventory')}, not {inventory}")
-    else:
+    elif giver is None:
         model = topology_cluster(inventory)
-        # The second model runs after the reference one has proven the install
-        # path from bare Debian: its VMs start with their packages installed.
-        second = inventory == EXAMPLE_INVENTORY and not os.environ.get(LAB_INVENTORY_ENV)
+        # The second models run after the reference one has proven the install
+        # path from bare Debian: their VMs start with their packages installed.
+        second = second_model(request.param)
         release = os.environ.get(image.RELEASE_ENV) or (image.SECOND_MODEL_RELEASE if second else image.DEFAULT_RELEASE)
         label = f"{model.name} (Debian {release})" if second else ""
         set_report_label(label)
@@ -503,24 +573,53 @@ def lab(request):
         for key in ("image_s", "boot_s"):
             if key in state.get("timings", {}):
                 record({"image_s": "image (build or cache)", "boot_s": "boot to SSH, all VMs"}[key], state["timings"][key])
+    elif not taking_over:
+        pytest.fail(f"{inventory} runs on the lab that the tests of {giver} leave up (it boots none), and none was "
+                    f"handed over (that lab did not come up, or those tests were not selected): run it with them "
+                    f"(e.g. -k edge), or alone on a lab of its own with {LAB_INVENTORY_ENV}={inventory}", pytrace=False)
+    previous = None  # taking over: the lab's model until this one's deploy
     try:
+        if taking_over:
+            _handed_over = None  # this model's lab from here: taken down below, whatever fails
+            state = lab_api.load_state()
+            previous = Lab(state, lab_cluster(state))
+            label = f"{previous.cluster.name} (Debian {state.get('release')})"
+            set_report_label(label)
+            say(f"[lab] {inventory} takes over the lab of {giver}: waiting for the pair to settle on "
+                f"{previous.engine} first")
+            previous.wait_settled(None)  # and the peer carries nothing (what the migration starts from)
+            wait_until(lambda: Watch(previous).exactly_one_carrier() is not None, 120, interval=3,
+                       what=f"one balancer of {previous.cluster.name} to carry every floating address, the other none")
+            state = lab_api.switch_model(inventory, topology_cluster(inventory))
         cluster = lab_cluster(state)
         if cluster.engine != DEFAULT_ENGINE:  # every figure says its engine: the report beside heartbeat's
             set_report_label(" ".join(filter(None, [label, cluster.engine])))
         handle = Lab(state, cluster)
         if not reuse:
-            first = deploy(progress=lambda line: say(f"[lab] first deploy {line}"))
-            first.save(cache_dir() / f"first-deploy-{cluster.name}.log")
-            assert first.ok, f"first deploy failed:\n{first.output[-6000:]}"
-            record("first deploy", first.seconds)
-            # Started together, the pair settles on the master either way.
-            record("cluster settled after deploy", handle.wait_settled(cluster.master.name))
+            what, log = "first deploy", f"first-deploy-{cluster.name}.log"
+            if previous is not None:
+                handle.migrated_from = previous.engine if previous.engine != cluster.engine else None
+                what += f" (migration from {previous.engine})" if handle.migrated_from else f" (on the lab of {giver})"
+                log = f"first-deploy-{cluster.name}-{cluster.engine}-taken-over.log"
+            first = deploy(progress=lambda line: say(f"[lab] {what} {line}"))
+            first.save(cache_dir() / log)
+            assert first.ok, f"{what} failed:\n{first.output[-6000:]}"
+            record(what, first.seconds)
+            if previous is None:  # started together, the pair settles on the master either way
+                record("cluster settled after deploy", handle.wait_settled(cluster.master.name))
+            else:  # the group stays where the deploy put it (the migration: on the node converted first)
+                record(f"cluster settled after the {'migration' if handle.migrated_from else 'deploy'}",
+                       handle.wait_settled(None))
             handle.first_deploy = first
         yield handle
     finally:
         if not reuse:
-            problems = lab_api.down()
-            assert not problems, f"lab teardown left: {problems}"
+            if hands_over(request.param, _setting_up):
+                _handed_over = request.param
+                say(f"[lab] the lab of {inventory} is left up: {_setting_up} takes it over")
+            else:
+                problems = lab_api.down()
+                assert not problems, f"lab teardown left: {problems}"
 
 
 def pytest_terminal_summary(terminalreporter):

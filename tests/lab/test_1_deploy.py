@@ -5,16 +5,31 @@ import os
 import pytest
 
 from lvsha.lab.bench import bench, format_figures, ratios
-from lvsha.lab.run import deploy, record
+from lvsha.lab.run import OPERATION_START, deploy, record
 from lvsha.render import AUTHKEYS, FIREWALL_RULES, network_file_path
+from tasks.preflight import ENGINE_SERVICES
 
 
 @pytest.mark.every_model
 def test_first_deploy_converged(lab):
+    """The first deploy installed the cluster; on a lab taken over from another engine's
+    model (the default run's edge-keepalived) it was the live migration: each of its
+    stages ran, and each balancer runs the model's engine only, at boot too."""
     if lab.first_deploy is None:
         pytest.skip("reused lab (LVSHA_LAB_REUSE): its first deploy ran before this session, nothing to judge")
     assert lab.first_deploy.ok
-    assert lab.first_deploy.changed > 40, lab.first_deploy.output[-3000:]
+    if lab.migrated_from is None:
+        assert lab.first_deploy.changed > 40, lab.first_deploy.output[-3000:]
+        return
+    started = [line for line in lab.first_deploy.output.splitlines() if OPERATION_START in line]
+    for stage in range(1, 5):  # operations named "... | Migration N/4: ..." (tasks/migration.py, tasks/firewall.py)
+        assert any(f"Migration {stage}/4: " in line for line in started), lab.first_deploy.output[-3000:]
+    stopped = {"inactive disabled", "failed disabled"}  # a service the migration stopped may have ended "failed"
+    for balancer in lab.pair:
+        for service, states in [*((s, {"active enabled"}) for s in lab.engine_services),
+                                *((s, stopped) for s in ENGINE_SERVICES[lab.migrated_from])]:
+            shown = lab.ssh(balancer, f"systemctl is-active {service}; systemctl is-enabled {service}", check=False)
+            assert " ".join(shown.stdout.split()) in states, (balancer, service, shown.stdout)
 
 
 @pytest.mark.every_model

@@ -92,3 +92,15 @@ def test_the_monitored_keepalived_example_is_the_keepalived_one_with_monitoring(
     assert monitored.monitoring.sources == (keepalived.external_network,)
     assert monitored.heartbeat.keepalive == 1 and monitored.heartbeat.deadtime == 3
     assert replace(monitored, name=keepalived.name, heartbeat=keepalived.heartbeat, monitoring=Monitoring()) == keepalived
+
+
+def test_the_edge_keepalived_example_is_edge_on_the_other_engine(edge):
+    """examples/edge-keepalived: edge's model, its engine apart (name and secret kept), so
+    deployed to the edge pair it is the migration alone, and the lab lays it out as edge's."""
+    from dataclasses import replace
+
+    from tests.conftest import load_with_test_secret
+
+    keepalived = load_with_test_secret(REPO / "examples" / "edge-keepalived" / "inventory.py")
+    assert (edge.engine, keepalived.engine) == ("heartbeat", "keepalived")
+    assert replace(keepalived, engine=edge.engine) == edge
