@@ -500,6 +500,82 @@ def test_failed_systemctl_restart_is_reported(fake):
 
 
 
+# ---- lvsha-heartbeat-guard adopt (the migration from keepalived) ----------------
+
+@pytest.fixture
+def adopting(fake):
+    """The node carrying every floating address on keepalived, its peer running no heartbeat
+    (its packet count still), the migration's request made."""
+    (fake.state / "peer-alive").unlink()
+    fake.set("carries")
+    result = fake.run(GUARD, "adopt", "60")
+    assert result.returncode == 0, result.stderr
+    return fake
+
+
+def _released(fake) -> bool:
+    return f"floating-ips {ADDRESSES} stop" in fake.calls()
+
+
+def test_adopt_lets_the_next_start_keep_the_addresses_once(adopting):
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert not _released(adopting) and (adopting.state / "carries").exists()
+    assert "heartbeat starts keeping every floating address this node carries" in result.stderr
+    assert adopting.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
+    assert not (adopting.run_dir / "heartbeat-adopt").exists()  # consumed
+    # heartbeat stopping or restarting afterwards: the usual release
+    again = adopting.run(GUARD, "rejoin")
+    assert again.returncode == 0, again.stderr
+    assert _released(adopting) and not (adopting.state / "carries").exists()
+
+
+def test_adopt_releases_as_usual_while_the_peers_heartbeat_is_heard(adopting):
+    """A peer whose heartbeat runs would take the group too, as one starting during a kept
+    node's initdead did in the lab: the start begins idle."""
+    adopting.set("peer-alive")
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert _released(adopting)
+    assert f"{PEER.name}'s heartbeat is alive (it would take the group too): releasing as usual" in result.stderr
+
+
+@pytest.mark.parametrize("rule", ["no-heartbeat-rule", "counters-reset"])
+def test_adopt_never_takes_no_count_for_a_silent_peer(adopting, rule):
+    adopting.set(rule)
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert _released(adopting) and "heartbeat is unknown" in result.stderr
+
+
+def test_adopt_keeps_nothing_when_this_node_does_not_carry_every_address(adopting):
+    (adopting.state / "carries").unlink()
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert _released(adopting) and "does not carry every floating address" in result.stderr
+
+
+def test_an_expired_request_to_adopt_is_not_used(adopting):
+    (adopting.run_dir / "heartbeat-adopt").write_text(f"{int(_uptime()) - 1}\n")
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert _released(adopting) and "expired" in result.stderr
+
+
+def test_adopt_never_starts_heartbeat_without_the_firewall(adopting):
+    (adopting.state / "active-netfilter-persistent.service").unlink()
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 1
+    assert "the firewall is not loaded" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["adopt"], ["adopt", "soon"]])
+def test_adopt_without_seconds_is_refused(fake, args):
+    result = fake.run(GUARD, *args)
+    assert result.returncode == 2 and "usage" in result.stderr
+    assert not (fake.run_dir / "heartbeat-adopt").exists()
+
+
 # ---- connection state sync ----------------------------------------------------
 
 @pytest.fixture
