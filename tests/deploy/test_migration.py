@@ -46,27 +46,35 @@ def _plan(cluster, machines, name):
                 others={peer: machines[peer].fact})
 
 
-def _pair(on_heartbeat, holder=None):
-    holder = holder or on_heartbeat.master.name
-    return {b.name: _machine(on_heartbeat, b, holds=b.name == holder) for b in on_heartbeat.balancers}
+def _pair(cluster, holder=None):
+    """A pair converged on `cluster`'s engine, `holder` (the model's master by default) carrying the group."""
+    holder = holder or cluster.master.name
+    return {b.name: _machine(cluster, b, holds=b.name == holder) for b in cluster.balancers}
 
 
 def _migration_ops(ops):
     return [op for op in ops if op.name.startswith("Migration")]
 
 
+def _pair_plans(cluster, machines):
+    """Both balancers' plans, checked to be the same operations in the same order, each
+    migration step running on one node: (plans, operation names, the node each step runs
+    on, the commands of each operation that changes something)."""
+    plans = {name: _plan(cluster, machines, name) for name in machines}
+    first, second = (ops for ops in plans.values())
+    assert [op.name for op in first] == [op.name for op in second]
+    runs_on = {op.name: name for name, ops in plans.items() for op in _migration_ops(ops) if op.changes}
+    assert all(op.name in runs_on for op in _migration_ops(first)), "every step runs on one node"
+    commands = {op.name: op.commands for ops in plans.values() for op in ops if op.changes}
+    return plans, [op.name for op in first], runs_on, commands
+
+
 def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     on_heartbeat, on_keepalived = models
     machines = _pair(on_heartbeat)
     first, second = on_keepalived.peer(on_keepalived.master).name, on_keepalived.master.name
-    plans = {name: _plan(on_keepalived, machines, name) for name in machines}
-    # both balancers plan the same operations in the same order: each step runs on one node
-    assert [op.name for op in plans[first]] == [op.name for op in plans[second]]
-    names = [op.name for op in plans[first]]
-    runs_on = {op.name: name for name, ops in plans.items() for op in _migration_ops(ops) if op.changes}
+    plans, names, runs_on, commands = _pair_plans(on_keepalived, machines)
     steps = [op.name for op in _migration_ops(plans[first])]
-    assert all(name in runs_on for name in steps), "every step runs on one node"
-    commands = {op.name: op.commands for ops in plans.values() for op in ops if op.changes}
 
     def step(text):
         (found,) = [n for n in steps if text in n]
@@ -183,7 +191,7 @@ def _refused(cluster, machines, *texts):
         with pytest.raises(DeployError) as refused:
             _plan(cluster, machines, name)
         message = str(refused.value)
-        assert "Nothing was changed" in message
+        assert "Nothing was changed" in message and f"the model's engine is {cluster.engine}, and " in message
         for b in cluster.balancers:
             assert f"{b.name}: heartbeat " in message  # each node's state named
         for text in texts:
@@ -209,11 +217,13 @@ def test_ipvs_missing_on_the_node_to_convert_is_refused(reference):
     _refused(on_keepalived, machines, f"IPVS on {backup}", f"lacks {lost.address}")
 
 
-def test_heartbeat_not_running_on_the_holder_is_refused(reference):
-    on_keepalived = replace(reference, engine="keepalived")
-    machines = _pair(reference)
-    machines[reference.master.name].states["heartbeat.service"] = "auto-restart"
-    _refused(on_keepalived, machines, f"heartbeat on {reference.master.name} is auto-restart, not running")
+@pytest.mark.parametrize("to", ["keepalived", "heartbeat"])
+def test_the_old_engine_not_running_on_the_holder_is_refused(reference, to):
+    """The holder's engine restarting (auto-restart: Restart=always between attempts), either way."""
+    old = migration.OTHER_ENGINE[to]
+    machines = _pair(replace(reference, engine=old))
+    machines[reference.master.name].states[f"{old}.service"] = "auto-restart"
+    _refused(replace(reference, engine=to), machines, f"{old} on {reference.master.name} is auto-restart, not running")
 
 
 def test_heartbeat_beside_a_keepalived_holder_is_refused(reference):
@@ -262,12 +272,6 @@ def test_a_pair_nobody_serves_with_the_hold_left_is_refused_naming_the_hold(mode
              else f"({second.name} carries nothing and runs no heartbeat)")
 
 
-def _keepalived_pair(on_keepalived, holder=None):
-    """A pair on keepalived, `holder` (the model's master by default) carrying the group."""
-    holder = holder or on_keepalived.master.name
-    return {b.name: _machine(on_keepalived, b, holds=b.name == holder) for b in on_keepalived.balancers}
-
-
 def _steps_by_text(ops, *texts):
     """The name of the one migration step containing each of `texts`."""
     steps = [op.name for op in _migration_ops(ops)]
@@ -283,14 +287,9 @@ def test_keepalived_to_heartbeat_keeps_the_addresses_where_they_are_and_the_back
     keepalived first, the MASTER gets heartbeat under its addresses (kept, then keepalived
     frozen and killed), the BACKUP joins it; both balancers plan the same operations."""
     on_heartbeat, on_keepalived = models
-    machines = _keepalived_pair(on_keepalived)
+    machines = _pair(on_keepalived)
     first, second = on_heartbeat.peer(on_heartbeat.master).name, on_heartbeat.master.name
-    plans = {name: _plan(on_heartbeat, machines, name) for name in machines}
-    assert [op.name for op in plans[first]] == [op.name for op in plans[second]]
-    names = [op.name for op in plans[first]]
-    runs_on = {op.name: name for name, ops in plans.items() for op in _migration_ops(ops) if op.changes}
-    assert all(op.name in runs_on for op in _migration_ops(plans[first])), "every step runs on one node"
-    commands = {op.name: op.commands for ops in plans.values() for op in ops if op.changes}
+    plans, names, runs_on, commands = _pair_plans(on_heartbeat, machines)
     stay_off, carries, leave, off, ipvs_first, ipvs_second, adopt, adopted, retire, join = order = _steps_by_text(
         plans[first], f"heartbeat stays off on {first}", f"{second} carries every floating address",
         f"keepalived stopped and disabled on {first}", f"{first} runs neither keepalived nor heartbeat",
@@ -345,7 +344,7 @@ def test_back_to_heartbeat_the_models_master_takes_the_group_back_by_heartbeats_
     auto_failback on: the master, converted first, takes it back when its heartbeat joins."""
     on_keepalived = replace(reference, engine="keepalived")
     holder, master = reference.peer(reference.master).name, reference.master.name
-    machines = _keepalived_pair(on_keepalived, holder=holder)
+    machines = _pair(on_keepalived, holder=holder)
     ops = _plan(reference, machines, master)
     (adopt, join) = _steps_by_text(ops, f"heartbeat enabled and started on {holder}",
                                    f"heartbeat started and enabled on {master}")
@@ -354,7 +353,7 @@ def test_back_to_heartbeat_the_models_master_takes_the_group_back_by_heartbeats_
     assert op.commands[0].startswith(f"{render.MIGRATE_SCRIPT} join ") and f" {holder} carry " in op.commands[0]
     # with auto_failback off the group stays where it is
     off = replace(reference, heartbeat=replace(reference.heartbeat, auto_failback=False))
-    ops = _plan(off, _keepalived_pair(replace(off, engine="keepalived"), holder=holder), master)
+    ops = _plan(off, _pair(replace(off, engine="keepalived"), holder=holder), master)
     (join,) = _steps_by_text(ops, f"heartbeat started and enabled on {master}")
     assert "as standby" in join
 
@@ -411,11 +410,10 @@ def test_going_back_to_heartbeat_before_the_forward_handover_moves_nothing(model
     first, second = on_keepalived.peer(on_keepalived.master), on_keepalived.master
     machines = {first.name: _held_node(on_keepalived, first, on_heartbeat),
                 second.name: _machine(on_heartbeat, second, holds=True)}
-    plans = {name: _plan(on_heartbeat, machines, name) for name in machines}
+    plans, _, _, commands = _pair_plans(on_heartbeat, machines)
     leave, adopt, join = _steps_by_text(plans[first.name], f"keepalived stopped and disabled on {first.name}",
                                         f"heartbeat enabled and started on {second.name}",
                                         f"heartbeat started and enabled on {first.name}")
-    commands = {op.name: op.commands for ops in plans.values() for op in ops if op.changes}
     # the hold is cleared only once keepalived is stopped there: cleared while it runs, it would take the group
     assert commands[leave].index("systemctl stop keepalived.service") < \
         commands[leave].index(f"{render.KEEPALIVED_PROGRAM} hold 0")
@@ -423,24 +421,12 @@ def test_going_back_to_heartbeat_before_the_forward_handover_moves_nothing(model
     assert " standby " in commands[join][0]
 
 
-def _refused_back(on_heartbeat, machines, *texts):
-    for name in machines:
-        with pytest.raises(DeployError) as refused:
-            _plan(on_heartbeat, machines, name)
-        message = str(refused.value)
-        assert "Nothing was changed" in message and "the model's engine is heartbeat" in message
-        for b in on_heartbeat.balancers:
-            assert f"{b.name}: heartbeat " in message  # each node's state named
-        for text in texts:
-            assert text in message
-
-
 def test_back_to_heartbeat_with_heartbeat_running_on_the_node_carrying_nothing_is_refused(models):
     on_heartbeat, on_keepalived = models
-    machines = _keepalived_pair(on_keepalived)
+    machines = _pair(on_keepalived)
     backup = on_heartbeat.peer(on_heartbeat.master).name
     machines[backup].running["heartbeat.service"] = True
-    _refused_back(on_heartbeat, machines, f"heartbeat runs on {backup} while {on_heartbeat.master.name} carries",
+    _refused(on_heartbeat, machines, f"heartbeat runs on {backup} while {on_heartbeat.master.name} carries",
                   f"`systemctl disable --now heartbeat` on {backup}")
 
 
@@ -448,19 +434,12 @@ def test_back_to_heartbeat_with_heartbeat_running_on_the_node_carrying_nothing_i
 def test_back_to_heartbeat_without_one_holder_is_refused(reference, holders):
     on_keepalived = replace(reference, engine="keepalived")
     machines = {b.name: _machine(on_keepalived, b, holds=b.name in holders) for b in reference.balancers}
-    _refused_back(reference, machines, "keepalived runs, would start or is enabled on balancer1, balancer2, and the "
+    _refused(reference, machines, "keepalived runs, would start or is enabled on balancer1, balancer2, and the "
                   "pair cannot be migrated to heartbeat", "settle the pair first")
-
-
-def test_back_to_heartbeat_with_keepalived_restarting_on_the_holder_is_refused(reference):
-    on_keepalived = replace(reference, engine="keepalived")
-    machines = _keepalived_pair(on_keepalived)
-    machines[reference.master.name].states["keepalived.service"] = "auto-restart"
-    _refused_back(reference, machines, f"keepalived on {reference.master.name} is auto-restart, not running")
 
 
 def test_back_to_heartbeat_with_both_engines_on_the_holder_and_keepalived_on_its_peer_is_refused(reference):
     on_keepalived = replace(reference, engine="keepalived")
-    machines = _keepalived_pair(on_keepalived)
+    machines = _pair(on_keepalived)
     machines[reference.master.name].running["heartbeat.service"] = True
-    _refused_back(reference, machines, f"keepalived and heartbeat both run on {reference.master.name}")
+    _refused(reference, machines, f"keepalived and heartbeat both run on {reference.master.name}")

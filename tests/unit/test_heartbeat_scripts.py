@@ -530,36 +530,26 @@ def test_adopt_lets_the_next_start_keep_the_addresses_once(adopting):
     assert _released(adopting) and not (adopting.state / "carries").exists()
 
 
-def test_adopt_releases_as_usual_while_the_peers_heartbeat_is_heard(adopting):
-    """A peer whose heartbeat runs would take the group too, as one starting during a kept
-    node's initdead did in the lab: the start begins idle."""
-    adopting.set("peer-alive")
+@pytest.mark.parametrize("why, said", [
+    # a peer whose heartbeat runs would take the group too, as one starting during a kept node's initdead did in the lab
+    ("peer-alive", f"{PEER.name}'s heartbeat is alive (it would take the group too): releasing as usual"),
+    # no count to read is never a silent peer
+    ("no-heartbeat-rule", f"{PEER.name}'s heartbeat is unknown"),
+    ("counters-reset", f"{PEER.name}'s heartbeat is unknown"),
+    ("not carrying", "does not carry every floating address: nothing to keep, releasing as usual"),
+    ("expired", "the request to keep the floating addresses expired: releasing as usual"),
+])
+def test_adopt_keeps_nothing_unless_it_is_safe_and_the_start_releases_as_usual(adopting, why, said):
+    if why == "not carrying":
+        (adopting.state / "carries").unlink()
+    elif why == "expired":
+        (adopting.run_dir / "heartbeat-adopt").write_text(f"{int(_uptime()) - 1}\n")
+    else:
+        adopting.set(why)
     result = adopting.run(GUARD, "rejoin")
     assert result.returncode == 0, result.stderr
-    assert _released(adopting)
-    assert f"{PEER.name}'s heartbeat is alive (it would take the group too): releasing as usual" in result.stderr
-
-
-@pytest.mark.parametrize("rule", ["no-heartbeat-rule", "counters-reset"])
-def test_adopt_never_takes_no_count_for_a_silent_peer(adopting, rule):
-    adopting.set(rule)
-    result = adopting.run(GUARD, "rejoin")
-    assert result.returncode == 0, result.stderr
-    assert _released(adopting) and "heartbeat is unknown" in result.stderr
-
-
-def test_adopt_keeps_nothing_when_this_node_does_not_carry_every_address(adopting):
-    (adopting.state / "carries").unlink()
-    result = adopting.run(GUARD, "rejoin")
-    assert result.returncode == 0, result.stderr
-    assert _released(adopting) and "does not carry every floating address" in result.stderr
-
-
-def test_an_expired_request_to_adopt_is_not_used(adopting):
-    (adopting.run_dir / "heartbeat-adopt").write_text(f"{int(_uptime()) - 1}\n")
-    result = adopting.run(GUARD, "rejoin")
-    assert result.returncode == 0, result.stderr
-    assert _released(adopting) and "expired" in result.stderr
+    assert _released(adopting) and said in result.stderr
+    assert not (adopting.run_dir / "heartbeat-adopt").exists()  # consumed all the same
 
 
 def test_adopt_never_starts_heartbeat_without_the_firewall(adopting):
