@@ -38,6 +38,7 @@ def run(tmp_path):
                        exit $? ;;
             show) case "$*" in
                   *ControlGroup*) alive && echo /system.slice/keepalived.service || echo ;;
+                  *MainPID*) echo "main $*" >> "$FAKE/reads"; head -n 1 "$FAKE/pids" 2>/dev/null || echo 0 ;;
                   *Restart*) [ -f "$RUNTIME/keepalived.service.d/zz-lvsha-migrate.conf" ] && [ ! -f "$FAKE/restart-stays" ] \
                                  && grep -q '^Restart=no$' "$RUNTIME/keepalived.service.d/zz-lvsha-migrate.conf" \
                                  && echo no || echo always ;;
@@ -345,8 +346,10 @@ def test_retire_kills_every_process_of_keepalived_leaving_the_addresses(run, kee
     (run.dir / "vrrp-state").write_text("MASTER\n")
     result, calls = run("retire", "10", *ADDRESSES)
     assert result.returncode == 0, result.stderr
-    # SIGKILL (the fake takes a zombie for ended), never a signal keepalived would shut down on
+    # SIGKILL (the fake takes a zombie for ended), never a signal keepalived would shut down on; the
+    # main process (systemd's MainPID, here the first) known, to be killed last
     assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
+    assert "MainPID keepalived.service" in (run.dir / "reads").read_text()
     # told not to restart it first, the drop-in gone after; nothing started or stopped by systemd
     assert calls == ["systemctl disable --quiet keepalived.service", "systemctl daemon-reload",
                      "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
