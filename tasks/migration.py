@@ -394,5 +394,6 @@ def _takeover_timeout(cluster: Cluster) -> int:
 
 def _adopted_timeout(cluster: Cluster) -> int:
     """heartbeat's initdead (it then declares its silent peer dead), its takeover of the
-    group (deadtime: heartbeat's own pace, measured in seconds), and a margin."""
-    return cluster.heartbeat.initdead + cluster.heartbeat.deadtime + 30
+    group (seconds of resource scripts on a slow guest: deadtime's worth), and heartbeat's
+    start margin (a slow guest, as heartbeat.service's own start timeout allows)."""
+    return cluster.heartbeat.initdead + cluster.heartbeat.deadtime + render.START_MARGIN

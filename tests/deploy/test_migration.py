@@ -1,6 +1,7 @@
-"""The live migration heartbeat -> keepalived at the operation level (tasks/migration.py):
-the steps in order, each on its node; the half-migrated states continued; the pairs
-refused, naming each node's state; nothing to do after a completed migration."""
+"""The live migrations heartbeat -> keepalived and back at the operation level
+(tasks/migration.py): the steps in order, each on its node; the half-migrated states
+continued; the pairs refused, naming each node's state; nothing to do after a completed
+migration."""
 
 from dataclasses import replace
 
