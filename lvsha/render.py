@@ -352,13 +352,25 @@ def ipvs_ready_script() -> RenderedFile:
     return _shipped("lvsha", IPVS_READY_SCRIPT, mode="0755")
 
 
+def migrate_script() -> RenderedFile:
+    """lvsha-migrate: the live migrations' steps on a balancer (tasks/migration.py), either way."""
+    return _shipped("keepalived", MIGRATE_SCRIPT, mode="0755")
+
+
+def heartbeat_start_timeout(cluster: Cluster) -> int:
+    """s heartbeat.service's start may take (its TimeoutStartSec): the guard's rejoin waits
+    (deadtime + 2 keepalives, the rejoin timeout, the sync listen) and START_MARGIN."""
+    hb = cluster.heartbeat
+    return hb.deadtime + 2 * hb.keepalive + REJOIN_TIMEOUT + sync_listen(cluster) + START_MARGIN
+
+
 def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
     """systemd drop-ins for heartbeat.service and ldirectord.service (a change needs daemon-reload)."""
     return [
         RenderedFile(HEARTBEAT_DROPIN, _render(
             "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
             rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=START_MARGIN, stop_timeout=STOP_TIMEOUT,
-            sync_listen=sync_listen(cluster),
+            start_timeout=heartbeat_start_timeout(cluster), sync_listen=sync_listen(cluster),
             sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),
         _shipped("systemd", LDIRECTORD_DROPIN, source="ldirectord-lvsha.conf"),
     ]
@@ -478,8 +490,7 @@ def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
     keepalived runs with it), conntrackd's primary/backup script with state sync on,
     the unit drop-in, then keepalived.conf."""
     sync_units = ["conntrackd.service"] if cluster.state_sync.enabled else []
-    files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755"), _shipped("keepalived", MIGRATE_SCRIPT, mode="0755"),
-             drain_script()]
+    files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755"), migrate_script(), drain_script()]
     if cluster.state_sync.enabled:
         files.append(_shipped("heartbeat", KEEPALIVED_CONNTRACKD_SCRIPT, mode="0755"))
     files.append(RenderedFile(KEEPALIVED_DROPIN, _render(

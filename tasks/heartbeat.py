@@ -7,7 +7,9 @@ from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
+from tasks import migration
 from tasks.facts import Applied, IpvsVirtualServices, fact, managed_state, on_host, unit_state
+from tasks.migration import Migration
 from tasks.operations import (
     absent_file,
     only_model_addresses,
@@ -160,7 +162,7 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
 
 
 @deploy("heartbeat")
-def heartbeat(cluster: Cluster, balancer: Balancer):
+def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None = None):
     """ha.cf, haresources (identical on both nodes), authkeys (0600, sha1), the
     resource scripts and lvsha's helpers are in place. Runs after ldirectord
     and the state sync deploys: the node it may hand the group to has IPVS
@@ -185,6 +187,10 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     restarted when it runs with other files than the model's (lvsha-applied).
     keepalived, where it is installed, is not enabled (the other engine never
     starts at boot beside heartbeat).
+
+    On a pair migrating from keepalived (`migrating`, tasks/migration.py), heartbeat is
+    neither started on both at once nor restarted: the migration's steps start it one
+    balancer at a time, where the addresses are first.
     """
     for helper in render.heartbeat_helper_files(cluster, balancer):
         put(helper)  # read afresh at each use: a new version needs no restart
@@ -201,6 +207,9 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         changes.append(secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path))
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
+    if migrating:
+        migration.operations(cluster, balancer, migrating)
+        return _only_the_model(cluster, balancer)
 
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     # Both nodes' restarts, known on both from both nodes' facts: the peer's wait below.
@@ -230,6 +239,11 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         )
     if rotate and restart_first:
         rotate_authkeys(authkeys)  # heartbeat runs the files on disk now: its SIGHUP rereads authkeys alone
+    _only_the_model(cluster, balancer)
+
+
+def _only_the_model(cluster: Cluster, balancer: Balancer):
+    """No address, engine or script the model does not have, once heartbeat runs."""
     # What the model no longer has is gone too: heartbeat only manages what its current files name.
     floating = cluster.floating_ips()
     for interface, network, own in cluster.own_networks(balancer):

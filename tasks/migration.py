@@ -1,9 +1,16 @@
-"""The live migration of a running pair from heartbeat to keepalived (docs/engines.md#migrating).
+"""The live migrations of a running pair between the engines, heartbeat -> keepalived and
+back (docs/engines.md#migrating).
 
 Decided for the pair from both nodes' facts while the run is planned, so that both
 balancers plan the same steps; each step is an operation that runs on one node (its
 `_if`), in the order below, and pyinfra (FAIL_PERCENT = 0) stops the run at the first
-that fails. The steps, from a pair on heartbeat whose holder carries every floating
+that fails. Either way one balancer is changed at a time, the one that carries nothing
+(B) first, while the holder (H) of every floating address serves; the firewall accepts
+both engines' messages until the last step (tasks/firewall.py); and the state sync
+deploy, which runs before the steps, has already switched conntrackd on both nodes to
+the new engine's configuration and the IPVS sync daemons to its unit.
+
+heartbeat -> keepalived, from a pair on heartbeat whose holder carries every floating
 address:
 
 1. on the node that carries nothing (converted first): keepalived held out of MASTER
@@ -24,15 +31,56 @@ address:
 4. both: the firewall without heartbeat's rules (it accepted heartbeat and VRRP both
    while the pair migrated).
 
-Connection state: the state sync deploy, which runs before, has already switched
-conntrackd on both nodes to keepalived's configuration (the peer's states written into
-the standby's kernel as they change: nothing to commit at the handover) and the IPVS
-sync daemons' unit; step 1 asks the holder for its whole table once more.
+Connection state: on keepalived's configuration conntrackd writes the peer's states
+into the standby's kernel as they change (nothing to commit at the handover); step 1
+asks the holder for its whole table once more.
 
-A run that dies half-way leaves at most one holder (none when it dies after the holder
-let go and the watch expires without clearing the hold: docs/engines.md#migrating); the
-next run finds the pair half-migrated and continues from the step it reached, or refuses
-naming each node's state and the hold.
+keepalived -> heartbeat, from a pair on keepalived whose MASTER (H) carries every
+floating address and whose BACKUP (B) none. heartbeat started alone waits initdead,
+hears no peer (the other node runs keepalived, not heartbeat) and takes every address.
+Started on B while H holds the group it would take it too (two holders); started on B
+only once H has let go, the sites would be down for initdead and more, and with
+auto_failback on (keepalived keeps the group on the model's master) H's heartbeat would
+take the group back when it joins: a second interruption. So the addresses do not
+move: heartbeat is started on H, where they are, and takes them over in place, and B
+joins it:
+
+1. on B: keepalived stopped and disabled (it carries nothing: nothing moves; its IPVS
+   stays loaded, --dont-release-ipvs, and ldirectord, which the ldirectord deploy has
+   started on both nodes beside keepalived's checker, keeps editing the same table),
+   its hold and `lvsha failover`'s request cleared. heartbeat stays off on B (stopped
+   and disabled: a reboot does not start it) until step 3;
+2. on H, the engine swapped under the addresses: B checked (neither engine, no
+   address); both nodes' IPVS checked (every virtual service: ldirectord's table);
+   keepalived disabled and heartbeat enabled on H (a reboot of H from then on starts
+   heartbeat alone, which takes the group after initdead: nobody else can); heartbeat
+   started on H keeping the addresses (the guard's adopt, files/heartbeat/
+   lvsha-heartbeat-guard: its one start that does not release, and only while H
+   carries every floating address and B's heartbeat is silent); after initdead
+   heartbeat declares B dead and takes the group over, finding every resource running
+   where keepalived put it (the takeover watch and ResourceManager check each first:
+   nothing is added or removed); then keepalived on H is frozen and killed (its VRRP
+   never runs its shutdown, which would remove the addresses; systemd told not to
+   restart it), leaving the addresses to heartbeat and IPVS to ldirectord;
+3. on B: heartbeat started and enabled, joining H: as standby; or, when B is the
+   model's master with auto_failback on (the group was away from it, as a forward
+   migration or `lvsha failover` leaves it), heartbeat's own failback moves the group
+   to B (H releases, then B acquires, committing the states conntrackd kept): the only
+   move, one interruption about a failback's;
+4. both: the firewall without keepalived's rules.
+
+Exactly one node carries the addresses throughout: H until step 3, and B after a
+failback. Connection state: conntrackd on heartbeat's configuration (its external
+cache) keeps on B the states H sends; B's keepalived leaving in step 1 asks it to
+shorten the kernel's copies it held on keepalived's configuration (lvsha-conntrackd
+stop) and for H's whole table once more.
+
+A run that dies half-way leaves at most one holder (to keepalived: none when it dies
+after the holder let go and the watch expires without clearing the hold:
+docs/engines.md#migrating); the next run finds the pair half-migrated and continues
+from the step it reached, or refuses naming each node's state and the hold. Back to
+heartbeat, a run that died after step 2 leaves the pair on heartbeat alone: the
+heartbeat deploy, which starts heartbeat on B, is step 3.
 """
 
 from __future__ import annotations
@@ -46,19 +94,26 @@ from pyinfra.operations import server
 from lvsha import render
 from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster
 from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
+from tasks.rendered import put
 
 # The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
 STOPPED_STATES = ("dead", "failed")
-OLD_SERVICES = ("heartbeat", "ldirectord")  # preflight.ENGINE_SERVICES["heartbeat"]
-# Stages, in order; a run starts at the one the pair has reached.
+# Each engine's services (preflight.ENGINE_SERVICES; the lab's tests read them too).
+ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
+OTHER_ENGINE = {"heartbeat": "keepalived", "keepalived": "heartbeat"}
+OLD_SERVICES = ENGINE_SERVICES["heartbeat"]  # what the migration to keepalived leaves
+# Stages of each migration (by the engine it goes to), in order; a run starts at the one the pair has reached.
 CONVERT_FIRST, HANDOVER, CONVERT_SECOND = "convert-first", "handover", "convert-second"
-STAGES = (CONVERT_FIRST, HANDOVER, CONVERT_SECOND)
+LEAVE_FIRST, SWAP, JOIN = "leave-first", "swap", "join"
+STAGES = {"keepalived": (CONVERT_FIRST, HANDOVER, CONVERT_SECOND), "heartbeat": (LEAVE_FIRST, SWAP, JOIN)}
 # s a step's wait may take: keepalived's start; heartbeat's bounded stop (2 x 30 s) and
-# its guard; the watch's life (the handover's steps and pyinfra's between them).
+# its guard; the watch's life (the handover's steps and pyinfra's between them);
+# keepalived's processes ending once killed.
 START_TIMEOUT = 60
 RELEASE_TIMEOUT = 2 * render.STOP_TIMEOUT + 30
 WATCH_TIMEOUT = RELEASE_TIMEOUT + 120
 RESYNC_TIMEOUT = 10
+RETIRE_TIMEOUT = 30
 HOW_TO_UNDO = "docs/engines.md#migrating"
 
 
@@ -77,9 +132,13 @@ class Node:
         """Runs, is about to, or starts at boot."""
         return self.runs(service) or self.units[service]["enabled"]
 
+    def off(self, engine: str) -> bool:
+        """None of `engine`'s services runs, is about to, or starts at boot."""
+        return not any(self.live(s) for s in ENGINE_SERVICES[engine])
+
     @property
     def off_heartbeat(self) -> bool:
-        return not any(self.live(s) for s in OLD_SERVICES)
+        return self.off("heartbeat")
 
     @property
     def converted(self) -> bool:
@@ -95,19 +154,23 @@ class Node:
 
 @dataclass(frozen=True)
 class Migration:
-    """heartbeat -> keepalived: `first` is converted first and ends holding the group,
-    `second` (the holder on heartbeat) joins last; `stage` is where this run starts."""
+    """To the engine `to`: `first`, the node carrying nothing when the migration began, is
+    changed first; `second`, the holder, serves until its turn (to keepalived the group
+    moves to `first` at the handover; to heartbeat it stays on `second`, unless heartbeat's
+    failback gives it to `first`); `stage` is where this run starts."""
 
     first: str
     second: str
     stage: str
+    to: str = "keepalived"
 
     def runs(self, stage: str) -> bool:
-        return STAGES.index(stage) >= STAGES.index(self.stage)
+        stages = STAGES[self.to]
+        return stages.index(stage) >= stages.index(self.stage)
 
 
 def read_node(cluster: Cluster, balancer: Balancer) -> Node:
-    services = [*OLD_SERVICES, "keepalived"]
+    services = [s for engine in ENGINE_SERVICES.values() for s in engine]
     with on_host(balancer.name):
         addresses = fact(InterfaceAddresses)
         ipvs = fact(IpvsVirtualServices)
@@ -120,64 +183,71 @@ def read_node(cluster: Cluster, balancer: Balancer) -> Node:
 
 def plan(cluster: Cluster) -> Migration | None:
     """The migration this run makes, from both nodes' facts: None when there is none to
-    make (no node runs, would run or starts heartbeat or ldirectord at boot: the
-    engine's own deploy), or a DeployError naming each node's state and what to do."""
+    make (no node runs, would run or starts at boot a service of the other engine: the
+    model's engine's own deploy), or a DeployError naming each node's state and what to do."""
     nodes = [read_node(cluster, b) for b in cluster.balancers]
     total = len(cluster.floating_ips())
-    if cluster.engine != "keepalived":
-        if not any(n.live("keepalived") for n in nodes):
-            return None
-        _refuse(cluster.engine, nodes, total, _back_to_heartbeat(nodes, total))
-    if all(n.off_heartbeat for n in nodes):
+    old = OTHER_ENGINE[cluster.engine]
+    if all(n.off(old) for n in nodes):
         return None
     holders = [n for n in nodes if n.carried == total]
     others = [n for n in nodes if n.carried == 0]
     if len(holders) != 1 or len(others) != 1:
-        _refuse(cluster.engine, nodes, total, "the pair cannot be migrated to it: a migration starts from one "
-                "balancer carrying every floating address and the other none; settle the pair first (lvsha status)"
+        live = ", ".join(n.name for n in nodes if not n.off(old))
+        _refuse(cluster.engine, nodes, total, f"{' or '.join(ENGINE_SERVICES[old])} runs, would start or is enabled "
+                f"on {live}, and the pair cannot be migrated to {cluster.engine}: a migration starts from one balancer "
+                "carrying every floating address and the other none; settle the pair first (lvsha status)"
                 + "".join(_held_note(n, nodes, total) for n in nodes if n.held))
-    holder, other = holders[0], others[0]
+    to = _to_keepalived if cluster.engine == "keepalived" else _to_heartbeat
+    return to(cluster.engine, nodes, total, holders[0], others[0])
+
+
+def _to_keepalived(engine: str, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
+    """heartbeat -> keepalived: `other` is converted first and takes the group at the handover."""
     if holder.runs("heartbeat"):
         if holder.units["heartbeat"]["state"] != "running":
-            _refuse(cluster.engine, nodes, total,
-                    f"heartbeat on {holder.name} is {holder.units['heartbeat']['state']}, not running")
+            _refuse(engine, nodes, total, f"heartbeat on {holder.name} is {holder.units['heartbeat']['state']}, not running")
         if holder.runs("keepalived"):
-            _refuse(cluster.engine, nodes, total,
-                    f"keepalived runs on {holder.name} beside its heartbeat: stop it there first")
+            _refuse(engine, nodes, total, f"keepalived runs on {holder.name} beside its heartbeat: stop it there first")
         if other.runs("keepalived") and not other.off_heartbeat:
-            _refuse(cluster.engine, nodes, total,
+            _refuse(engine, nodes, total,
                     f"keepalived runs on {other.name} beside heartbeat or ldirectord: stop it there first")
         if other.ipvs_missing:
-            _refuse(cluster.engine, nodes, total, f"IPVS on {other.name}, which would carry the sites after the "
-                    f"handover, lacks {', '.join(other.ipvs_missing)}: check ldirectord there (journalctl -u ldirectord)")
+            _refuse(engine, nodes, total, f"IPVS on {other.name}, which would carry the sites after the handover, "
+                    f"lacks {', '.join(other.ipvs_missing)}: check ldirectord there (journalctl -u ldirectord)")
         return Migration(other.name, holder.name, HANDOVER if other.converted else CONVERT_FIRST)
     if holder.converted:
         if other.runs("heartbeat"):
-            _refuse(cluster.engine, nodes, total, f"heartbeat runs on {other.name} while {holder.name} carries the "
-                    f"addresses on keepalived: heartbeat there would take them too; `systemctl disable --now heartbeat` on "
-                    f"{other.name}, then deploy again")
+            _refuse(engine, nodes, total, f"heartbeat runs on {other.name} while {holder.name} carries the "
+                    f"addresses on keepalived: heartbeat there would take them too; `systemctl disable --now heartbeat` "
+                    f"on {other.name}, then deploy again")
         return Migration(holder.name, other.name, CONVERT_SECOND)
-    _refuse(cluster.engine, nodes, total,
-            f"{holder.name} carries the floating addresses with neither heartbeat nor keepalived running")
+    _refuse(engine, nodes, total, f"{holder.name} carries the floating addresses with neither heartbeat nor keepalived running")
 
 
-def _back_to_heartbeat(nodes: list[Node], total: int) -> str:
-    """Why a pair with keepalived live is refused on engine heartbeat, and the way back by hand."""
-    held = [n for n in nodes if n.held and n.live("keepalived") and n.carried == 0 and not n.runs("heartbeat")]
-    serving = [n for n in nodes if n.carried == total and n.units["heartbeat"]["state"] == "running"
-               and not n.live("keepalived")]
-    if len(held) == 1 and len(serving) == 1:
-        b, h = held[0].name, serving[0].name
-        return (f"the migration to keepalived stopped before its handover: {b} runs keepalived held out of MASTER "
-                f"by the migration's hold ({render.KEEPALIVED_HOLD_FILE}) and carries no floating address, and {h} "
-                f"serves on heartbeat. Going back costs no interruption (nothing moves): on {b}, `systemctl disable "
-                f"--now keepalived`, then `{render.KEEPALIVED_PROGRAM} hold 0` (only once keepalived is stopped "
-                f"there: cleared while it runs, it would take the addresses {h} carries), then deploy (heartbeat and "
-                f"ldirectord start on {b} again); or deploy with engine='keepalived' (the migration continues)")
-    return ("keepalived runs, would start or is enabled on a balancer, and the migration from keepalived back to "
-            "heartbeat is not built. By hand (the sites are down until heartbeat takes over, about initdead): "
-            "`systemctl disable --now keepalived` on the backup, then on the master, then deploy; or deploy with "
-            "engine='keepalived'")
+def _to_heartbeat(engine: str, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
+    """keepalived -> heartbeat: `other` leaves keepalived first, `holder` keeps the group and
+    gets heartbeat under it, then `other` joins (module docstring)."""
+    if other.runs("heartbeat"):
+        _refuse(engine, nodes, total, f"heartbeat runs on {other.name} while {holder.name} carries the floating "
+                f"addresses and keepalived is live on the pair: heartbeat there hears no heartbeat from "
+                f"{holder.name} and would take them too; `systemctl disable --now heartbeat` on {other.name}, "
+                "then deploy again")
+    engines = [s for s in ("keepalived", "heartbeat") if holder.runs(s)]
+    if not engines:
+        _refuse(engine, nodes, total,
+                f"{holder.name} carries the floating addresses with neither heartbeat nor keepalived running")
+    unsettled = [f"{s} on {holder.name} is {holder.units[s]['state']}, not running"
+                 for s in engines if holder.units[s]["state"] != "running"]
+    if unsettled:
+        _refuse(engine, nodes, total, "; ".join(unsettled))
+    if not other.live("keepalived"):
+        return Migration(other.name, holder.name, SWAP, "heartbeat")
+    if len(engines) > 1:
+        _refuse(engine, nodes, total, f"keepalived and heartbeat both run on {holder.name} while keepalived runs or "
+                f"starts at boot on {other.name} too: `systemctl disable --now heartbeat` on {holder.name}, then "
+                "deploy again")
+    return Migration(other.name, holder.name, LEAVE_FIRST, "heartbeat")
 
 
 def _held_note(node: Node, nodes: list[Node], total: int) -> str:
@@ -206,22 +276,41 @@ def _step(name: str, on: str, balancer: Balancer, commands: list[str]):
     server.shell(name=name, commands=commands, _if=lambda: balancer.name == on)
 
 
+def _stopped_and_disabled(*services: str) -> list[str]:
+    units = " ".join(f"{s}.service" for s in services)
+    return [f"systemctl disable {units}", f"systemctl stop {units}"]
+
+
+def _resync(cluster: Cluster, balancer: Balancer, step: int, on: str, peer: str):
+    """With state sync on, conntrackd on `on` asks `peer` for its whole table (bounded)."""
+    if cluster.state_sync.enabled:
+        _step(f"Migration {step}/4: conntrackd on {on} asks {peer} for every connection state", on, balancer,
+              [f"timeout {RESYNC_TIMEOUT} conntrackd -C {render.CONNTRACKD_CONF} -n"])
+
+
+def _master_with_failback(cluster: Cluster, name: str) -> bool:
+    """`name` is the model's master and auto_failback is on: the engine gives it the group when it joins."""
+    return cluster.heartbeat.auto_failback and name == cluster.master.name
+
+
 def operations(cluster: Cluster, balancer: Balancer, migration: Migration):
     """The migration's steps from its stage on, each an operation on one node (module docstring)."""
+    steps = _steps_to_keepalived if migration.to == "keepalived" else _steps_to_heartbeat
+    steps(cluster, balancer, migration)
+
+
+def _steps_to_keepalived(cluster: Cluster, balancer: Balancer, migration: Migration):
     first, second = migration.first, migration.second
     addresses = _addresses(cluster)
     program, migrate = render.KEEPALIVED_PROGRAM, render.MIGRATE_SCRIPT
     if migration.runs(CONVERT_FIRST):
         _step(f"Migration 1/4: {second} keeps heartbeat for now, keepalived stays off there", second, balancer,
-              ["systemctl disable keepalived.service", "systemctl stop keepalived.service"])
+              _stopped_and_disabled("keepalived"))
         _step(f"Migration 1/4: keepalived on {first} held out of MASTER before it starts ({first} carries no address)",
               first, balancer, [f"{program} hold 1"])
         _step(f"Migration 1/4: heartbeat and ldirectord stopped and disabled on {first} (IPVS stays loaded)", first,
-              balancer, ["systemctl disable heartbeat.service ldirectord.service",
-                         "systemctl stop heartbeat.service ldirectord.service"])
-        if cluster.state_sync.enabled:
-            _step(f"Migration 1/4: conntrackd on {first} asks {second} for every connection state", first, balancer,
-                  [f"timeout {RESYNC_TIMEOUT} conntrackd -C {render.CONNTRACKD_CONF} -n"])
+              balancer, _stopped_and_disabled(*OLD_SERVICES))
+        _resync(cluster, balancer, 1, first, second)
         _step(f"Migration 1/4: keepalived started and enabled on {first}, held (no address)", first, balancer,
               ["systemctl enable keepalived.service", "systemctl start keepalived.service"])
     if migration.runs(HANDOVER):
@@ -241,9 +330,8 @@ def operations(cluster: Cluster, balancer: Balancer, migration: Migration):
               [f"{migrate} take-over {_takeover_timeout(cluster)} {addresses}"])
     if migration.runs(CONVERT_SECOND):
         _step(f"Migration 3/4: heartbeat and ldirectord stopped and disabled on {second} (IPVS stays loaded)", second,
-              balancer, ["systemctl disable heartbeat.service ldirectord.service",
-                         "systemctl stop heartbeat.service ldirectord.service"])
-        yields = cluster.heartbeat.auto_failback and second == cluster.master.name
+              balancer, _stopped_and_disabled(*OLD_SERVICES))
+        yields = _master_with_failback(cluster, second)
         _step(f"Migration 3/4: keepalived started and enabled on {second}, joining as BACKUP"
               + (f" (it yields to {first}: `lvsha failover --to {second}` moves the group back)" if yields else ""),
               second, balancer, [f"{program} hold 0", *([f"{program} failover 1"] if yields else []),
@@ -252,7 +340,60 @@ def operations(cluster: Cluster, balancer: Balancer, migration: Migration):
               f"{START_TIMEOUT} s)", second, balancer, [f"{migrate} joined {START_TIMEOUT} {addresses}"])
 
 
+def _steps_to_heartbeat(cluster: Cluster, balancer: Balancer, migration: Migration):
+    first, second = migration.first, migration.second
+    addresses = _addresses(cluster)
+    program, migrate = render.KEEPALIVED_PROGRAM, render.MIGRATE_SCRIPT
+    started = render.heartbeat_start_timeout(cluster)  # heartbeat.service's own start timeout
+    put(render.migrate_script())
+    _step(f"Migration: heartbeat stays off on {first} until it joins {second} (step 3)", first, balancer,
+          _stopped_and_disabled("heartbeat"))
+    if migration.runs(LEAVE_FIRST):
+        _step(f"Migration 1/4: {second} carries every floating address (at most {START_TIMEOUT} s)", second, balancer,
+              [f"{migrate} carries {START_TIMEOUT} {addresses}"])
+        _step(f"Migration 1/4: keepalived stopped and disabled on {first}, which carries nothing (nothing moves; its "
+              f"IPVS stays loaded, kept by ldirectord), its hold and failover request cleared", first, balancer,
+              [*_stopped_and_disabled("keepalived"), f"{program} hold 0", f"{program} failover 0"])
+        _resync(cluster, balancer, 1, first, second)
+    if migration.runs(SWAP):
+        adopted = _adopted_timeout(cluster)
+        _step(f"Migration 2/4: {first} runs neither keepalived nor heartbeat and carries no address (at most "
+              f"{START_TIMEOUT} s)", first, balancer, [f"{migrate} off {START_TIMEOUT} {addresses}"])
+        # Both tables checked before anything changes on the holder: B may carry the group after step 3
+        # (heartbeat's failback, or a takeover), H's is the one serving (ldirectord's checks with keepalived's).
+        _ipvs_ready(2, first, balancer, "(ldirectord's table, keepalived gone)")
+        _ipvs_ready(2, second, balancer, "(ldirectord's table, beside keepalived's checker)")
+        _step(f"Migration 2/4: heartbeat enabled and started on {second}, keeping the floating addresses keepalived "
+              f"carries there (keepalived disabled: a reboot starts heartbeat alone; at most {started} s)", second,
+              balancer, [f"{migrate} adopt {started} {addresses}"])
+        _step(f"Migration 2/4: heartbeat on {second} holds the group where keepalived put it (after initdead, "
+              f"{cluster.heartbeat.initdead} s; at most {adopted} s)", second, balancer,
+              [f"{migrate} adopted {adopted} {addresses}"])
+        _step(f"Migration 2/4: keepalived on {second} frozen and killed, the addresses left to heartbeat and IPVS to "
+              f"ldirectord (at most {RETIRE_TIMEOUT} s)", second, balancer, [f"{migrate} retire {RETIRE_TIMEOUT} {addresses}"])
+    if migration.runs(JOIN):
+        takes = _master_with_failback(cluster, first)
+        _step(f"Migration 3/4: heartbeat started and enabled on {first}, joining {second}"
+              + (f": the model's master with auto_failback on, it takes the group back (heartbeat's failback: the one "
+                 f"move)" if takes else " as standby") + f" (at most {started} s to start, {started} s to settle)", first, balancer,
+              [f"{migrate} join {started} {second} {'carry' if takes else 'standby'} {addresses}"])
+
+
+def _ipvs_ready(step: int, on: str, balancer: Balancer, why: str):
+    """`on`'s IPVS holds every virtual service of the model (lvsha-ipvs-ready --strict, bounded)."""
+    _step(f"Migration {step}/4: IPVS on {on} holds the model's virtual services {why} (at most "
+          f"{render.IPVS_TAKEOVER_TIMEOUT} s)", on, balancer,
+          [f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"])
+
+
 def _takeover_timeout(cluster: Cluster) -> int:
     """keepalived's down timer (deadtime, plus under one advertisement of skew), the watch's
     probes, and a margin."""
     return cluster.heartbeat.deadtime + 2 * cluster.heartbeat.keepalive + 30
+
+
+def _adopted_timeout(cluster: Cluster) -> int:
+    """heartbeat's initdead (it then declares its silent peer dead), its takeover of the
+    group (seconds of resource scripts on a slow guest: deadtime's worth), and heartbeat's
+    start margin (a slow guest, as heartbeat.service's own start timeout allows)."""
+    return cluster.heartbeat.initdead + cluster.heartbeat.deadtime + render.START_MARGIN

@@ -49,16 +49,16 @@ def check_pair_in_run(cluster: Cluster) -> None:
 
 
 # The services of each engine (the lab's tests read them too).
-ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
+ENGINE_SERVICES = migration.ENGINE_SERVICES
 
 
 def check_engine(cluster: Cluster):
     """The pair runs the model's engine, or is migrated to it live: returns the
-    migration this run makes (tasks/migration.py), or None. heartbeat -> keepalived is
-    migrated one balancer at a time; a pair that cannot be migrated safely (not one
-    holder, a node unreachable or unhealthy, keepalived -> heartbeat, which is not
-    built) is refused naming each node's state, before anything changes. Decided from
-    both nodes' facts (so both plan the same, or both refuse)."""
+    migration this run makes (tasks/migration.py), or None. heartbeat -> keepalived and
+    back are migrated one balancer at a time; a pair that cannot be migrated safely (not
+    one holder, a node unreachable or unhealthy, the other engine's service where it
+    would take the addresses too) is refused naming each node's state, before anything
+    changes. Decided from both nodes' facts (so both plan the same, or both refuse)."""
     return migration.plan(cluster)
 
 

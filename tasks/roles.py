@@ -96,21 +96,23 @@ def director(cluster: Cluster, balancer: Balancer, migrating: Migration | None =
     keepalived can make this node primary), keepalived; then, with the model's
     monitoring on, node_exporter and lvsha's metrics (off: their removal, where they were).
 
-    `migrating` (a running pair on heartbeat whose model says keepalived: preflight's
-    plan, tasks/migration.py): the firewall accepts both engines' messages until the
-    migration's steps, in the keepalived deploy, are done, then the model's alone."""
+    `migrating` (a running pair on the other engine than the model's: preflight's plan,
+    tasks/migration.py): the firewall accepts both engines' messages until the
+    migration's steps, in the model's engine's deploy (keepalived, heartbeat), are done,
+    then the model's alone. Back to heartbeat, ldirectord starts on both beside
+    keepalived's checker (the same table) before the steps."""
     firewall(cluster, balancer, migrating=migrating is not None)
     kernel(cluster)
     balancer_network(cluster, balancer)
     if cluster.engine == "keepalived":
         state_sync(cluster, balancer)
         keepalived(cluster, balancer, migrating)
-        if migrating:
-            firewall_after_migration(cluster, balancer)
     else:
         ldirectord(cluster, balancer)
         state_sync(cluster, balancer)
-        heartbeat(cluster, balancer)
+        heartbeat(cluster, balancer, migrating)
+    if migrating:
+        firewall_after_migration(cluster, balancer)
     monitoring(cluster, balancer)
 
 

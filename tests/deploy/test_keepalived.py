@@ -185,10 +185,11 @@ def test_the_firewall_accepts_vrrp_from_the_peer_before_keepalived_starts(cluste
 
 
 def test_a_heartbeat_model_is_not_deployed_beside_a_running_keepalived(reference):
+    """A pair that cannot be migrated back (neither node carries the group) is refused."""
     keepalived_node = converged_balancer(replace(reference, engine="keepalived"), reference.master)
     with pytest.raises(DeployError, match=r"the model's engine is heartbeat, and keepalived runs, would start or is "
-                                          r"enabled on a balancer, and the migration from keepalived back to heartbeat "
-                                          r"is not built\. By hand .*systemctl disable --now keepalived"):
+                                          r"enabled on balancer1, and the pair cannot be migrated to heartbeat: .*"
+                                          r"settle the pair first"):
         _director(reference, converged_balancer(reference, reference.peer(reference.master)),
                   reference.peer(reference.master).name, peer=keepalived_node)
 

@@ -1,6 +1,7 @@
-"""The live migration heartbeat -> keepalived at the operation level (tasks/migration.py):
-the steps in order, each on its node; the half-migrated states continued; the pairs
-refused, naming each node's state; nothing to do after a completed migration."""
+"""The live migrations heartbeat -> keepalived and back at the operation level
+(tasks/migration.py): the steps in order, each on its node; the half-migrated states
+continued; the pairs refused, naming each node's state; nothing to do after a completed
+migration."""
 
 from dataclasses import replace
 
@@ -46,27 +47,35 @@ def _plan(cluster, machines, name):
                 others={peer: machines[peer].fact})
 
 
-def _pair(on_heartbeat, holder=None):
-    holder = holder or on_heartbeat.master.name
-    return {b.name: _machine(on_heartbeat, b, holds=b.name == holder) for b in on_heartbeat.balancers}
+def _pair(cluster, holder=None):
+    """A pair converged on `cluster`'s engine, `holder` (the model's master by default) carrying the group."""
+    holder = holder or cluster.master.name
+    return {b.name: _machine(cluster, b, holds=b.name == holder) for b in cluster.balancers}
 
 
 def _migration_ops(ops):
     return [op for op in ops if op.name.startswith("Migration")]
 
 
+def _pair_plans(cluster, machines):
+    """Both balancers' plans, checked to be the same operations in the same order, each
+    migration step running on one node: (plans, operation names, the node each step runs
+    on, the commands of each operation that changes something)."""
+    plans = {name: _plan(cluster, machines, name) for name in machines}
+    first, second = (ops for ops in plans.values())
+    assert [op.name for op in first] == [op.name for op in second]
+    runs_on = {op.name: name for name, ops in plans.items() for op in _migration_ops(ops) if op.changes}
+    assert all(op.name in runs_on for op in _migration_ops(first)), "every step runs on one node"
+    commands = {op.name: op.commands for ops in plans.values() for op in ops if op.changes}
+    return plans, [op.name for op in first], runs_on, commands
+
+
 def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     on_heartbeat, on_keepalived = models
     machines = _pair(on_heartbeat)
     first, second = on_keepalived.peer(on_keepalived.master).name, on_keepalived.master.name
-    plans = {name: _plan(on_keepalived, machines, name) for name in machines}
-    # both balancers plan the same operations in the same order: each step runs on one node
-    assert [op.name for op in plans[first]] == [op.name for op in plans[second]]
-    names = [op.name for op in plans[first]]
-    runs_on = {op.name: name for name, ops in plans.items() for op in _migration_ops(ops) if op.changes}
+    plans, names, runs_on, commands = _pair_plans(on_keepalived, machines)
     steps = [op.name for op in _migration_ops(plans[first])]
-    assert all(name in runs_on for name in steps), "every step runs on one node"
-    commands = {op.name: op.commands for ops in plans.values() for op in ops if op.changes}
 
     def step(text):
         (found,) = [n for n in steps if text in n]
@@ -183,7 +192,7 @@ def _refused(cluster, machines, *texts):
         with pytest.raises(DeployError) as refused:
             _plan(cluster, machines, name)
         message = str(refused.value)
-        assert "Nothing was changed" in message
+        assert "Nothing was changed" in message and f"the model's engine is {cluster.engine}, and " in message
         for b in cluster.balancers:
             assert f"{b.name}: heartbeat " in message  # each node's state named
         for text in texts:
@@ -209,11 +218,13 @@ def test_ipvs_missing_on_the_node_to_convert_is_refused(reference):
     _refused(on_keepalived, machines, f"IPVS on {backup}", f"lacks {lost.address}")
 
 
-def test_heartbeat_not_running_on_the_holder_is_refused(reference):
-    on_keepalived = replace(reference, engine="keepalived")
-    machines = _pair(reference)
-    machines[reference.master.name].states["heartbeat.service"] = "auto-restart"
-    _refused(on_keepalived, machines, f"heartbeat on {reference.master.name} is auto-restart, not running")
+@pytest.mark.parametrize("to", ["keepalived", "heartbeat"])
+def test_the_old_engine_not_running_on_the_holder_is_refused(reference, to):
+    """The holder's engine restarting (auto-restart: Restart=always between attempts), either way."""
+    old = migration.OTHER_ENGINE[to]
+    machines = _pair(replace(reference, engine=old))
+    machines[reference.master.name].states[f"{old}.service"] = "auto-restart"
+    _refused(replace(reference, engine=to), machines, f"{old} on {reference.master.name} is auto-restart, not running")
 
 
 def test_heartbeat_beside_a_keepalived_holder_is_refused(reference):
@@ -262,23 +273,174 @@ def test_a_pair_nobody_serves_with_the_hold_left_is_refused_naming_the_hold(mode
              else f"({second.name} carries nothing and runs no heartbeat)")
 
 
-def test_going_back_to_heartbeat_before_the_handover_is_refused_with_the_way_that_costs_nothing(models):
-    """B held (keepalived running, carrying nothing), H serving on heartbeat: disabling
-    keepalived on B moves nothing, unlike the general way back."""
+def _steps_by_text(ops, *texts):
+    """The name of the one migration step containing each of `texts`."""
+    steps = [op.name for op in _migration_ops(ops)]
+    found = []
+    for text in texts:
+        (name,) = [n for n in steps if text in n]
+        found.append(name)
+    return found
+
+
+def test_keepalived_to_heartbeat_keeps_the_addresses_where_they_are_and_the_backup_joins(models):
+    """From a pair on keepalived, the MASTER carrying every address: the BACKUP leaves
+    keepalived first, the MASTER gets heartbeat under its addresses (kept, then keepalived
+    frozen and killed), the BACKUP joins it; both balancers plan the same operations."""
+    on_heartbeat, on_keepalived = models
+    machines = _pair(on_keepalived)
+    first, second = on_heartbeat.peer(on_heartbeat.master).name, on_heartbeat.master.name
+    plans, names, runs_on, commands = _pair_plans(on_heartbeat, machines)
+    stay_off, carries, leave, off, ipvs_first, ipvs_second, adopt, adopted, retire, join = order = _steps_by_text(
+        plans[first], f"heartbeat stays off on {first}", f"{second} carries every floating address",
+        f"keepalived stopped and disabled on {first}", f"{first} runs neither keepalived nor heartbeat",
+        f"IPVS on {first} holds", f"IPVS on {second} holds", f"heartbeat enabled and started on {second}",
+        f"heartbeat on {second} holds the group", f"keepalived on {second} frozen and killed",
+        f"heartbeat started and enabled on {first}")
+    assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
+    assert [runs_on[n] for n in order] == [first, second, first, first, first, second, second, second, second, first]
+    addresses = " ".join(render.floating_ips_arguments(on_heartbeat))
+    started = render.heartbeat_start_timeout(on_heartbeat)
+    # heartbeat never starts on the node carrying nothing before the holder's holds the group
+    assert commands[stay_off] == ["systemctl disable heartbeat.service", "systemctl stop heartbeat.service"]
+    assert commands[leave] == ["systemctl disable keepalived.service", "systemctl stop keepalived.service",
+                               f"{render.KEEPALIVED_PROGRAM} hold 0", f"{render.KEEPALIVED_PROGRAM} failover 0"]
+    assert commands[off] == [f"{render.MIGRATE_SCRIPT} off {migration.START_TIMEOUT} {addresses}"]
+    assert commands[adopt] == [f"{render.MIGRATE_SCRIPT} adopt {started} {addresses}"]
+    assert commands[adopted][0].startswith(f"{render.MIGRATE_SCRIPT} adopted ")
+    assert commands[retire] == [f"{render.MIGRATE_SCRIPT} retire {migration.RETIRE_TIMEOUT} {addresses}"]
+    assert commands[ipvs_first] == commands[ipvs_second] == [
+        f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
+    # the holder is the model's master: with or without auto_failback it keeps the group
+    assert commands[join] == [f"{render.MIGRATE_SCRIPT} join {started} {second} standby {addresses}"]
+    assert "as standby" in join
+    resync = [n for n in _migration_ops(plans[first]) if "conntrackd on" in n.name]
+    assert bool(resync) == on_heartbeat.state_sync.enabled
+    if resync:
+        assert runs_on[resync[0].name] == first and names.index(leave) < names.index(resync[0].name) < names.index(off)
+        # conntrackd switched to heartbeat's configuration (its external cache) on both before
+        assert all("Restart conntrackd for its new configuration" in changing(ops) for ops in plans.values())
+        assert names.index("Restart conntrackd for its new configuration") < names.index(stay_off)
+    # ldirectord runs on both before the steps (beside keepalived's checker: the same table);
+    # heartbeat's usual start and restarts do not run
+    assert names.index("ldirectord runs on both balancers, enabled at boot") < names.index(stay_off)
+    assert all("ldirectord runs on both balancers, enabled at boot" in changing(ops) for ops in plans.values())
+    assert "Enable and start heartbeat" not in names and not [n for n in names if n.startswith("Restart heartbeat")]
+    for name, ops in plans.items():
+        changes = changing(ops)
+        (loaded,) = [op for op in ops if op.name == f"Load {render.FIREWALL_RULES}"]
+        (rules,) = [t for p, t in loaded.uploads.items() if p.endswith(".lvsha-candidate")]
+        assert "-p 112 -j ACCEPT" in rules and "--dport 694 -j ACCEPT" in rules
+        (after,) = [op for op in ops if op.name.startswith("Migration 4/4: load")]
+        (rules,) = [t for p, t in after.uploads.items() if p.endswith(".lvsha-candidate")]
+        assert "--dport 694 -j ACCEPT" in rules and "-p 112" not in rules
+        assert rules == render.firewall_file(on_heartbeat, on_heartbeat.balancer(name)).content
+        assert names.index(join) < names.index(after.name) and after.name in changes
+        # the migration's program is the heartbeat deploy's too, for this migration
+        assert "keepalived is not enabled (engine heartbeat)" in [op.name for op in ops]
+
+
+def test_back_to_heartbeat_the_models_master_takes_the_group_back_by_heartbeats_failback(reference):
+    """The group on the backup (a forward migration, or `lvsha failover`, left it there) and
+    auto_failback on: the master, converted first, takes it back when its heartbeat joins."""
+    on_keepalived = replace(reference, engine="keepalived")
+    holder, master = reference.peer(reference.master).name, reference.master.name
+    machines = _pair(on_keepalived, holder=holder)
+    ops = _plan(reference, machines, master)
+    (adopt, join) = _steps_by_text(ops, f"heartbeat enabled and started on {holder}",
+                                   f"heartbeat started and enabled on {master}")
+    (op,) = [op for op in ops if op.name == join]
+    assert "takes the group back (heartbeat's failback: the one move)" in join
+    assert op.commands[0].startswith(f"{render.MIGRATE_SCRIPT} join ") and f" {holder} carry " in op.commands[0]
+    # with auto_failback off the group stays where it is
+    off = replace(reference, heartbeat=replace(reference.heartbeat, auto_failback=False))
+    ops = _plan(off, _pair(replace(off, engine="keepalived"), holder=holder), master)
+    (join,) = _steps_by_text(ops, f"heartbeat started and enabled on {master}")
+    assert "as standby" in join
+
+
+def _left_keepalived(on_keepalived, balancer):
+    """The node that carried nothing after step 1 back to heartbeat: keepalived stopped
+    and disabled, ldirectord running (the ldirectord deploy), heartbeat off."""
+    m = _machine(on_keepalived, balancer)
+    m.running["keepalived.service"], m.enabled["keepalived.service"] = False, False
+    m.running["ldirectord.service"] = m.enabled["ldirectord.service"] = True
+    return m
+
+
+@pytest.mark.parametrize("heartbeat_started", [False, True])
+def test_a_run_back_that_died_after_the_first_node_left_keepalived_continues_with_the_swap(models, heartbeat_started):
+    """Step 1 done (and maybe heartbeat started on the holder, still beside keepalived): the
+    next run continues with step 2, whose `adopt` leaves a running heartbeat as it is."""
+    on_heartbeat, on_keepalived = models
+    first, second = on_heartbeat.peer(on_heartbeat.master), on_heartbeat.master
+    holder = _machine(on_keepalived, second, holds=True)
+    if heartbeat_started:  # with the files the run that died wrote, keepalived disabled by `adopt`
+        holder = _machine(on_heartbeat, second, holds=True)
+        holder.running["keepalived.service"], holder.enabled["keepalived.service"] = True, False
+    machines = {first.name: _left_keepalived(on_keepalived, first), second.name: holder}
+    steps = [op.name for op in _migration_ops(_plan(on_heartbeat, machines, first.name))]
+    assert not any(s.startswith("Migration 1/4") for s in steps)
+    assert steps[1].startswith(f"Migration 2/4: {first.name} runs neither keepalived nor heartbeat")
+    assert any(f"heartbeat enabled and started on {second.name}" in s for s in steps)
+    assert any(f"heartbeat started and enabled on {first.name}" in s for s in steps)
+
+
+def test_a_run_back_that_died_after_the_swap_is_the_heartbeat_deploy(reference):
+    """keepalived gone from both, heartbeat holding the group on the old MASTER, the other
+    node running neither: no migration left; the heartbeat deploy starts heartbeat there
+    (step 3), and the firewall is heartbeat's."""
+    on_keepalived = replace(reference, engine="keepalived")
+    first, second = reference.peer(reference.master), reference.master
+    holder = _machine(reference, second, holds=True)
+    holder.running["keepalived.service"], holder.enabled["keepalived.service"] = False, False
+    machines = {first.name: _left_keepalived(on_keepalived, first), second.name: holder}
+    ops = _plan(reference, machines, first.name)
+    assert not _migration_ops(ops)
+    assert "Enable and start heartbeat" in changing(ops)
+    (loaded,) = [op for op in ops if op.name == f"Load {render.FIREWALL_RULES}"]
+    (rules,) = [t for p, t in loaded.uploads.items() if p.endswith(".lvsha-candidate")]
+    assert "-p 112" not in rules
+
+
+def test_going_back_to_heartbeat_before_the_forward_handover_moves_nothing(models):
+    """The migration to keepalived stopped before its handover (B held, carrying nothing; H
+    serving on heartbeat), the model back on heartbeat: B leaves keepalived (its hold
+    cleared once it is stopped), H's heartbeat is left as it is, and B joins it."""
     on_heartbeat, on_keepalived = models
     first, second = on_keepalived.peer(on_keepalived.master), on_keepalived.master
     machines = {first.name: _held_node(on_keepalived, first, on_heartbeat),
                 second.name: _machine(on_heartbeat, second, holds=True)}
-    _refused(on_heartbeat, machines,
-             f"the migration to keepalived stopped before its handover: {first.name} runs keepalived held out of "
-             f"MASTER by the migration's hold ({render.KEEPALIVED_HOLD_FILE}) and carries no floating address, and "
-             f"{second.name} serves on heartbeat. Going back costs no interruption",
-             f"on {first.name}, `systemctl disable --now keepalived`, then `{render.KEEPALIVED_PROGRAM} hold 0` "
-             f"(only once keepalived is stopped there")
-    for name in machines:
-        with pytest.raises(DeployError) as refused:
-            _plan(on_heartbeat, machines, name)
-        assert "the sites are down" not in str(refused.value)
-    # not held (keepalived started by hand beside heartbeat): the general way back
-    machines[first.name].hold = False
-    _refused(on_heartbeat, machines, "the sites are down until heartbeat takes over")
+    plans, _, _, commands = _pair_plans(on_heartbeat, machines)
+    leave, adopt, join = _steps_by_text(plans[first.name], f"keepalived stopped and disabled on {first.name}",
+                                        f"heartbeat enabled and started on {second.name}",
+                                        f"heartbeat started and enabled on {first.name}")
+    # the hold is cleared only once keepalived is stopped there: cleared while it runs, it would take the group
+    assert commands[leave].index("systemctl stop keepalived.service") < \
+        commands[leave].index(f"{render.KEEPALIVED_PROGRAM} hold 0")
+    assert commands[adopt][0].startswith(f"{render.MIGRATE_SCRIPT} adopt ")  # a running heartbeat: left as it is
+    assert " standby " in commands[join][0]
+
+
+def test_back_to_heartbeat_with_heartbeat_running_on_the_node_carrying_nothing_is_refused(models):
+    on_heartbeat, on_keepalived = models
+    machines = _pair(on_keepalived)
+    backup = on_heartbeat.peer(on_heartbeat.master).name
+    machines[backup].running["heartbeat.service"] = True
+    _refused(on_heartbeat, machines, f"heartbeat runs on {backup} while {on_heartbeat.master.name} carries",
+                  f"`systemctl disable --now heartbeat` on {backup}")
+
+
+@pytest.mark.parametrize("holders", [(), ("balancer1", "balancer2")])
+def test_back_to_heartbeat_without_one_holder_is_refused(reference, holders):
+    on_keepalived = replace(reference, engine="keepalived")
+    machines = {b.name: _machine(on_keepalived, b, holds=b.name in holders) for b in reference.balancers}
+    _refused(reference, machines, "keepalived runs, would start or is enabled on balancer1, balancer2, and the "
+                  "pair cannot be migrated to heartbeat", "settle the pair first")
+
+
+def test_back_to_heartbeat_with_both_engines_on_the_holder_and_keepalived_on_its_peer_is_refused(reference):
+    on_keepalived = replace(reference, engine="keepalived")
+    machines = _pair(on_keepalived)
+    machines[reference.master.name].running["heartbeat.service"] = True
+    _refused(reference, machines, f"keepalived and heartbeat both run on {reference.master.name}")

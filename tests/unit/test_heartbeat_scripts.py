@@ -500,6 +500,72 @@ def test_failed_systemctl_restart_is_reported(fake):
 
 
 
+# ---- lvsha-heartbeat-guard adopt (the migration from keepalived) ----------------
+
+@pytest.fixture
+def adopting(fake):
+    """The node carrying every floating address on keepalived, its peer running no heartbeat
+    (its packet count still), the migration's request made."""
+    (fake.state / "peer-alive").unlink()
+    fake.set("carries")
+    result = fake.run(GUARD, "adopt", "60")
+    assert result.returncode == 0, result.stderr
+    return fake
+
+
+def _released(fake) -> bool:
+    return f"floating-ips {ADDRESSES} stop" in fake.calls()
+
+
+def test_adopt_lets_the_next_start_keep_the_addresses_once(adopting):
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert not _released(adopting) and (adopting.state / "carries").exists()
+    assert "heartbeat starts keeping every floating address this node carries" in result.stderr
+    assert adopting.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
+    assert not (adopting.run_dir / "heartbeat-adopt").exists()  # consumed
+    # heartbeat stopping or restarting afterwards: the usual release
+    again = adopting.run(GUARD, "rejoin")
+    assert again.returncode == 0, again.stderr
+    assert _released(adopting) and not (adopting.state / "carries").exists()
+
+
+@pytest.mark.parametrize("why, said", [
+    # a peer whose heartbeat runs would take the group too, as one starting during a kept node's initdead did in the lab
+    ("peer-alive", f"{PEER.name}'s heartbeat is alive (it would take the group too): releasing as usual"),
+    # no count to read is never a silent peer
+    ("no-heartbeat-rule", f"{PEER.name}'s heartbeat is unknown"),
+    ("counters-reset", f"{PEER.name}'s heartbeat is unknown"),
+    ("not carrying", "does not carry every floating address: nothing to keep, releasing as usual"),
+    ("expired", "the request to keep the floating addresses expired: releasing as usual"),
+])
+def test_adopt_keeps_nothing_unless_it_is_safe_and_the_start_releases_as_usual(adopting, why, said):
+    if why == "not carrying":
+        (adopting.state / "carries").unlink()
+    elif why == "expired":
+        (adopting.run_dir / "heartbeat-adopt").write_text(f"{int(_uptime()) - 1}\n")
+    else:
+        adopting.set(why)
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert _released(adopting) and said in result.stderr
+    assert not (adopting.run_dir / "heartbeat-adopt").exists()  # consumed all the same
+
+
+def test_adopt_never_starts_heartbeat_without_the_firewall(adopting):
+    (adopting.state / "active-netfilter-persistent.service").unlink()
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 1
+    assert "the firewall is not loaded" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["adopt"], ["adopt", "soon"]])
+def test_adopt_without_seconds_is_refused(fake, args):
+    result = fake.run(GUARD, *args)
+    assert result.returncode == 2 and "usage" in result.stderr
+    assert not (fake.run_dir / "heartbeat-adopt").exists()
+
+
 # ---- connection state sync ----------------------------------------------------
 
 @pytest.fixture

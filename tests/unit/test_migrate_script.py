@@ -20,11 +20,44 @@ PORT = str(render.HEARTBEAT_UDP_PORT)
 @pytest.fixture
 def run(tmp_path):
     fake_programs(tmp_path, {
-        # systemctl: calls recorded; `is-active` answers from $FAKE/active; `stop heartbeat`
-        # removes the addresses (the guard's release) unless $FAKE/stuck exists
-        "systemctl": 'echo "systemctl $*" >> "$FAKE/calls"; case "$1" in is-active) [ -f "$FAKE/active" ] ;; '
-                     'stop) [ "$2" = heartbeat.service ] && [ ! -f "$FAKE/stuck" ] && rm -f "$FAKE"/addr-*; true ;; '
-                     '*) true ;; esac',
+        # systemctl: calls recorded (not the reads); `is-active keepalived` answers from
+        # $FAKE/active while a process of $FAKE/pids lives (when it lists any), `is-active heartbeat`
+        # from $FAKE/active-heartbeat; `stop heartbeat` removes the addresses (the guard's release)
+        # unless $FAKE/stuck exists; `start heartbeat` makes it active (and removes the addresses
+        # with $FAKE/released: its guard released them); keepalived's cgroup is named while a
+        # process of it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists,
+        # unless $FAKE/restart-stays.
+        "systemctl": """
+            alive() { for p in $(cat "$FAKE/pids" 2>/dev/null); do
+                          read -r st 2>/dev/null < /proc/$p/stat || continue; st=${st##*) }; [ "${st%% *}" = Z ] || return 0
+                      done; return 1; }
+            case "$1" in
+            is-active) shift; [ "$1" = --quiet ] && shift
+                       case $1 in heartbeat.service) [ -f "$FAKE/active-heartbeat" ] ;;
+                                  *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive; } ;; esac
+                       exit $? ;;
+            show) case "$*" in
+                  *ControlGroup*) alive && echo /system.slice/keepalived.service || echo ;;
+                  *MainPID*) echo "main $*" >> "$FAKE/reads"; head -n 1 "$FAKE/pids" 2>/dev/null || echo 0 ;;
+                  *Restart*) [ -f "$RUNTIME/keepalived.service.d/zz-lvsha-migrate.conf" ] && [ ! -f "$FAKE/restart-stays" ] \
+                                 && grep -q '^Restart=no$' "$RUNTIME/keepalived.service.d/zz-lvsha-migrate.conf" \
+                                 && echo no || echo always ;;
+                  esac; exit 0 ;;
+            esac
+            echo "systemctl $*" >> "$FAKE/calls"
+            case "$1" in
+            stop) [ "$2" = heartbeat.service ] && [ ! -f "$FAKE/stuck" ] && rm -f "$FAKE"/addr-* ;;
+            start) [ "$2" = heartbeat.service ] && touch "$FAKE/active-heartbeat" && [ -f "$FAKE/released" ] && rm -f "$FAKE"/addr-* ;;
+            esac
+            true""",
+        # cl_status: rscstatus from $FAKE/rscstatus, nodestatus from $FAKE/peer
+        "cl_status": 'case "$1" in rscstatus) cat "$FAKE/rscstatus" ;; nodestatus) cat "$FAKE/peer" ;; esac',
+        "guard": 'echo "guard $*" >> "$FAKE/calls"',
+        # the floating addresses' resource script: `start` adds every address it is given
+        "floating-ips": """
+            echo "floating-ips $*" >> "$FAKE/calls"
+            for a; do [ "$a" = start ] && break; i=${a##*/}; c=${a%/*}
+                      grep -qF " inet $c " "$FAKE/addr-$i" 2>/dev/null || echo " inet $c " >> "$FAKE/addr-$i"; done""",
         # ip: `addr show dev IF` prints $FAKE/addr-IF; `-4 neigh show to ADDRESS dev IF` answers
         # while $FAKE/arp-ADDRESS exists (something on the link holds ADDRESS)
         "ip": 'case "$*" in *"addr show dev"*) for a; do :; done; cat "$FAKE/addr-$a" 2>/dev/null ;; '
@@ -51,7 +84,10 @@ def run(tmp_path):
            "LVSHA_PING": str(tmp_path / "ping"), "LVSHA_IPTABLES_SAVE": str(tmp_path / "iptables-save"),
            "LVSHA_KEEPALIVED_PROGRAM": KEEPALIVED_PROGRAM,
            "LVSHA_HOLD_FILE": str(tmp_path / "lib" / "vrrp-hold"), "LVSHA_VRRP_STATE": str(tmp_path / "vrrp-state"),
-           "LVSHA_POLL": "0.05"}
+           "LVSHA_FAILOVER_FILE": str(tmp_path / "vrrp-failover"), "LVSHA_CL_STATUS": str(tmp_path / "cl_status"),
+           "LVSHA_HEARTBEAT_GUARD": str(tmp_path / "guard"), "LVSHA_FLOATING_IPS_SCRIPT": str(tmp_path / "floating-ips"),
+           "LVSHA_RUNTIME_UNITS": str(tmp_path / "runtime"), "RUNTIME": str(tmp_path / "runtime"),
+           "LVSHA_CGROUP_ROOT": str(tmp_path / "cgroup"), "LVSHA_POLL": "0.05"}
 
     def run(*args):
         result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env=env, timeout=60)
@@ -214,5 +250,158 @@ def test_joined_waits_for_backup_without_addresses(run):
 @pytest.mark.parametrize("args", [[], ["held"], ["held", "soon"], ["arm", "5", "10", PORT],
                                   ["watch", "5", "ten", PORT, ADDRESSES[0]], ["nothing"]])
 def test_bad_arguments_are_refused(run, args):
+    result, calls = run(*args)
+    assert result.returncode == 2 and "usage" in result.stderr and calls == []
+
+
+# ---- keepalived -> heartbeat ----------------------------------------------------
+
+def test_carries_passes_when_every_address_is_here_and_fails_naming_how_many(run):
+    run.carry(*ADDRESSES)
+    assert run("carries", "5", *ADDRESSES)[0].returncode == 0
+    (run.dir / "addr-eth0").unlink()
+    result, _ = run("carries", "1", *ADDRESSES)
+    assert result.returncode == 1 and "this node carries 1 of 2 floating addresses" in result.stderr
+
+
+@pytest.mark.parametrize("busy", ["keepalived", "heartbeat", "an address"])
+def test_off_waits_for_neither_engine_and_no_address(run, busy):
+    assert run("off", "5", *ADDRESSES)[0].returncode == 0
+    if busy == "keepalived":
+        (run.dir / "active").touch()
+    elif busy == "heartbeat":
+        (run.dir / "active-heartbeat").touch()
+    else:
+        run.carry(ADDRESSES[0])
+    result, _ = run("off", "1", *ADDRESSES)
+    assert result.returncode == 1 and "waited 1 s for neither keepalived nor heartbeat active here" in result.stderr
+    if busy == "an address":
+        assert "carries: 192.168.0.254/24" in result.stderr
+
+
+def test_adopt_starts_heartbeat_keeping_the_addresses_keepalived_carries(run):
+    run.carry(*ADDRESSES)
+    (run.dir / "active").touch()
+    result, calls = run("adopt", "30", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    # keepalived disabled and heartbeat enabled before it starts: a reboot from then on starts heartbeat alone
+    assert calls == ["systemctl disable --quiet keepalived.service", "systemctl enable --quiet heartbeat.service",
+                     "guard adopt 30", "systemctl start heartbeat.service"]
+    assert "every floating address kept" in result.stderr
+
+
+def test_adopt_fails_when_the_guard_released_the_addresses(run):
+    run.carry(*ADDRESSES)
+    (run.dir / "released").touch()
+    result, _ = run("adopt", "30", *ADDRESSES)
+    assert result.returncode == 1
+    assert "carries 0 of 2 floating addresses: its guard released them" in result.stderr
+
+
+def test_adopt_starts_nothing_on_a_node_not_carrying_every_address(run):
+    run.carry(ADDRESSES[0])
+    result, calls = run("adopt", "30", *ADDRESSES)
+    assert result.returncode == 1 and calls == []
+    assert "carries 1 of 2 floating addresses: nothing to keep, heartbeat not started" in result.stderr
+
+
+def test_adopt_leaves_a_running_heartbeat_as_it_is(run):
+    (run.dir / "active-heartbeat").touch()
+    result, calls = run("adopt", "30", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["systemctl disable --quiet keepalived.service", "systemctl enable --quiet heartbeat.service"]
+
+
+def test_adopted_waits_until_heartbeat_holds_the_group_and_every_address(run):
+    run.carry(*ADDRESSES)
+    (run.dir / "rscstatus").write_text("none\n")
+    result, _ = run("adopted", "1", *ADDRESSES)
+    assert result.returncode == 1
+    assert "heartbeat's resources: none, this node carries 2 of 2 floating addresses" in result.stderr
+    for resources in ("all", "local", "foreign"):
+        (run.dir / "rscstatus").write_text(f"{resources}\n")
+        assert run("adopted", "5", *ADDRESSES)[0].returncode == 0
+
+
+@pytest.fixture
+def keepalived_processes(run):
+    """keepalived.service's processes (here: sleeps) and its cgroup, as the fake systemctl names it."""
+    children = [subprocess.Popen(["sleep", "300"]) for _ in range(3)]
+    (run.dir / "pids").write_text("".join(f"{c.pid}\n" for c in children))
+    procs = run.dir / "cgroup" / "system.slice" / "keepalived.service" / "cgroup.procs"
+    procs.parent.mkdir(parents=True)
+    procs.write_text("".join(f"{c.pid}\n" for c in children))
+    (run.dir / "active").touch()
+    yield children
+    for child in children:
+        child.kill()
+        child.wait()
+
+
+def test_retire_kills_every_process_of_keepalived_leaving_the_addresses(run, keepalived_processes):
+    run.carry(*ADDRESSES)
+    run.hold.parent.mkdir()
+    run.hold.write_text("1\n")
+    (run.dir / "vrrp-failover").write_text("1\n")
+    (run.dir / "vrrp-state").write_text("MASTER\n")
+    result, calls = run("retire", "10", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    # SIGKILL (the fake takes a zombie for ended), never a signal keepalived would shut down on; the
+    # main process (systemd's MainPID, here the first) known, to be killed last
+    assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
+    assert "MainPID keepalived.service" in (run.dir / "reads").read_text()
+    # told not to restart it first, the drop-in gone after; nothing started or stopped by systemd
+    assert calls == ["systemctl disable --quiet keepalived.service", "systemctl daemon-reload",
+                     "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
+    assert not (run.dir / "runtime" / "keepalived.service.d" / "zz-lvsha-migrate.conf").exists()
+    assert all(a.split("/")[0] in (run.dir / f"addr-{a.split('/')[2]}").read_text() for a in ADDRESSES)
+    assert run.hold_value() == "0" and (run.dir / "vrrp-failover").read_text().strip() == "0"
+    assert not (run.dir / "vrrp-state").exists()
+    assert "every floating address left in place for heartbeat" in result.stderr
+
+
+def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, keepalived_processes):
+    run.carry(*ADDRESSES)
+    (run.dir / "restart-stays").touch()
+    result, calls = run("retire", "5", *ADDRESSES)
+    assert result.returncode == 1
+    assert "systemd would still restart keepalived (Restart=always): keepalived left running" in result.stderr
+    assert all(child.poll() is None for child in keepalived_processes)
+    assert not (run.dir / "runtime" / "keepalived.service.d" / "zz-lvsha-migrate.conf").exists()
+    assert calls[-1] == "systemctl daemon-reload"
+
+
+def test_retire_adds_back_an_address_found_missing(run):
+    run.carry(ADDRESSES[0])  # keepalived not running: nothing to end
+    result, calls = run("retire", "5", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["systemctl disable --quiet keepalived.service", f"floating-ips {' '.join(ADDRESSES)} start"]
+    assert "some floating addresses were missing: added again" in result.stderr
+
+
+@pytest.mark.parametrize("role", ["standby", "carry"])
+def test_join_starts_heartbeat_and_waits_until_it_hears_its_peer_and_settles(run, role):
+    (run.dir / "peer").write_text("active\n")
+    (run.dir / "rscstatus").write_text("none\n" if role == "standby" else "all\n")
+    if role == "carry":
+        run.carry(*ADDRESSES)
+    result, calls = run("join", "5", "balancer1", role, *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    assert calls == ["systemctl enable --quiet heartbeat.service", "systemctl start heartbeat.service"]
+    assert "heartbeat hears balancer1 and has settled" in result.stderr
+
+
+def test_join_fails_naming_what_it_saw(run):
+    (run.dir / "peer").write_text("dead\n")
+    (run.dir / "rscstatus").write_text("all\n")
+    run.carry(*ADDRESSES)
+    result, _ = run("join", "1", "balancer1", "standby", *ADDRESSES)
+    assert result.returncode == 1
+    assert "balancer1 dead, resources all, carries: 192.168.0.254/24 10.0.0.10/24" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["adopt"], ["retire", "x"], ["join", "5", "balancer1", "maybe", ADDRESSES[0]],
+                                  ["join", "5", "balancer1", "standby"], ["off", "soon"]])
+def test_bad_arguments_of_the_way_back_are_refused(run, args):
     result, calls = run(*args)
     assert result.returncode == 2 and "usage" in result.stderr and calls == []
