@@ -7,7 +7,7 @@ from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import Applied, IpvsVirtualServices, fact, managed_state, on_host, unit_state
+from tasks.facts import Applied, IpvsVirtualServices, LdirectordServices, fact, managed_state, on_host, unit_state
 from tasks.operations import (
     absent_file,
     only_model_addresses,
@@ -118,6 +118,21 @@ def rotate_authkeys(authkeys):
         server.shell(name=f"Rotate the heartbeat key {turn}/{len(ROTATION)}: {what}", commands=[f"{render.AUTHKEYS_SCRIPT} {phase}"])
 
 
+def ipvs_drift(cluster: Cluster) -> list[str]:
+    """The model's virtual services (by address) that a running ldirectord's IPVS
+    table lacks although the file it runs names them: drift (the node would serve
+    nothing of that site after a takeover), repaired by a restart. Known only when it
+    runs the file on disk (lvsha-applied's record); a service that file does not name
+    yet (a site added in this run) is not drift: the reload adds it."""
+    if not running("ldirectord"):
+        return []
+    recorded = fact(Applied).get("ldirectord", [])
+    if recorded[:1] != [(managed_state(render.LDIRECTORD_CF) or {}).get("sha1")]:
+        return []  # it runs another file: the reload applies the model's, its wait checks the table
+    table, named = fact(IpvsVirtualServices), set(fact(LdirectordServices))
+    return [vs.address for vs in cluster.virtual_servers() if f"TCP {vs.address}" not in table and vs.address in named]
+
+
 @deploy("ldirectord")
 def ldirectord(cluster: Cluster, balancer: Balancer):
     """ldirectord runs as Debian's ldirectord.service on both balancers, enabled
@@ -125,37 +140,53 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     drop-in); systemd restarts it if it dies. IPVS is thus loaded on the node
     that takes over, and heartbeat moves only the floating addresses.
 
-    A running ldirectord is restarted when its configuration or its unit
-    drop-in changed (a reload cannot add or remove virtual services), or when
-    it runs with another file than the model's (lvsha-applied), such as one
-    written by a run that died before the restart, or when its IPVS table lacks
-    a virtual service of the model (drift: the node would not serve that site
-    after a takeover). What the model no longer has is removed from IPVS
-    (ldirectord only manages what its file names). systemd stops ldirectord
-    itself and waits for it (the drop-in), so a restart never races the old
-    daemon, and with `cleanstop=no` the table is edited in place.
+    A running ldirectord is **reloaded** for a new ldirectord.cf, or when it runs
+    with another file than the model's (lvsha-applied, recorded at each start and
+    reload), such as one written by a run that died before the reload: SIGHUP, and
+    ldirectord rereads its file and edits IPVS in place (ipvsadm -E for the
+    virtual services it has, -A for new ones, -D for those its old file named and
+    the new one does not; real servers likewise), so a site added, a health check
+    or a real server changed leaves the other sites and their connections alone.
+    The reload is then followed by a wait until IPVS holds every virtual service of
+    the file (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s), so that
+    what comes next (heartbeat adding a new site's address) finds it loaded.
+
+    It is **restarted** when its unit drop-in changed (systemd runs the new unit
+    only from a start), or when its IPVS table lacks a virtual service of the model
+    that the file it runs names (ipvs_drift: the node would not serve that site
+    after a takeover). systemd stops ldirectord itself and waits for it (the
+    drop-in), so a restart never races the old daemon, and with `cleanstop=no` the
+    table is edited in place. What the model no longer has is removed from IPVS
+    (ldirectord only manages what its files named).
     """
     put(render.drain_script())
-    put(render.ipvs_ready_script())  # the sync daemons' wait at boot, and the deploy's before a heartbeat restart
+    put(render.ipvs_ready_script())  # the sync daemons' wait at boot, the reload's and the peer's before a heartbeat restart
     _, dropin_file = render.unit_dropin_files(cluster)
     dropin = put(dropin_file)
     systemd.daemon_reload(name="Reload systemd for ldirectord's drop-in", _if=dropin.did_change)
     config = render.ldirectord_file(cluster)
     stale = runs_stale("ldirectord", [config])
-    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
-    # A running ldirectord whose table lacks a model's virtual service is drift: the node
-    # would serve nothing of that site if it carried the addresses. A restart loads it again.
-    lacking = [svc.split()[1] for svc in services if svc not in fact(IpvsVirtualServices)] if running("ldirectord") else []
+    lacking = ipvs_drift(cluster)
     written = put(config)
     started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
                    running=True, enabled=True)
+
+    def restart() -> bool:  # one just started has read the new files already
+        return not started.did_change() and bool(lacking or dropin.did_change())
+
     server.shell(
         name=(f"Restart ldirectord: its IPVS table lacks {', '.join(lacking)}" if lacking
-              else "Restart ldirectord for its new configuration"),
+              else "Restart ldirectord for its new unit drop-in"),
         commands=["systemctl restart ldirectord.service"],
-        # One just started has read the new files already.
-        _if=lambda: not started.did_change() and bool(stale or lacking or written.did_change() or dropin.did_change()),
+        _if=restart,
     )
+    server.shell(
+        name="Reload ldirectord for its new configuration",
+        commands=["systemctl reload ldirectord.service",
+                  f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"],
+        _if=lambda: not started.did_change() and not restart() and bool(stale or written.did_change()),
+    )
+    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
     only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
 
 
