@@ -3,11 +3,13 @@
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
-from tasks.facts import Applied, IpvsVirtualServices, LdirectordServices, fact, managed_state, on_host, unit_state
+from tasks.facts import (Applied, InterfaceAddresses, IpvsVirtualServices, LdirectordServices, fact, managed_state,
+                         on_host, unit_state)
 from tasks.operations import (
     absent_file,
     only_model_addresses,
@@ -87,25 +89,76 @@ def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
     return due and nodes[balancer.name][0], restart_first
 
 
+def haresources_change(cluster: Cluster, balancer: Balancer) -> str | None:
+    """How the haresources on `balancer` differs from the model's: None (its content is
+    the model's), "addresses" (only in the floating addresses it names: the same group
+    owner and the same other resources, render.haresources_shape) or "group" (anything
+    else, or no file). heartbeat reads haresources at every takeover and release: a
+    change of the addresses alone is applied without a restart (lvsha-floating-ips
+    reload on the node carrying the group: see heartbeat), any other needs one."""
+    _, haresources, _ = render.heartbeat_files(cluster, balancer)
+    with on_host(balancer.name):
+        if (managed_state(haresources.path) or {}).get("sha1") == sha1_of(haresources.content):
+            return None
+        lines = fact(FileContents, path=haresources.path)
+    if lines is None:
+        return "group"
+    same = render.haresources_shape("\n".join(lines)) == render.haresources_shape(haresources.content)
+    return "addresses" if same else "group"
+
+
+def heartbeat_runs_stale(cluster: Cluster, balancer: Balancer, rotate: bool) -> bool:
+    """heartbeat runs on `balancer` with other files than the model's ha.cf, haresources
+    and authkeys (lvsha-applied's record, compared file by file; authkeys left out
+    while the key is rotated in place), such as files written by a run that died
+    before the restart, or edited and restarted by hand. Not stale: a haresources
+    whose floating addresses alone differ from the model's, when heartbeat runs with
+    the one on disk (this run writes the model's and records it: heartbeat reads it
+    at each takeover and release)."""
+    ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
+    want = render.applied_record([ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
+    with on_host(balancer.name):
+        if not running("heartbeat"):
+            return False
+        recorded = fact(Applied).get("heartbeat", [])[:len(want)]
+        on_disk = (managed_state(haresources.path) or {}).get("sha1")
+    if (len(recorded) == len(want) and recorded[1] != want[1] and recorded[1] == on_disk
+            and haresources_change(cluster, balancer) == "addresses"):
+        recorded = [recorded[0], want[1], *recorded[2:]]
+    return recorded != want
+
+
 def restart_due(cluster: Cluster, balancer: Balancer) -> bool:
     """Whether heartbeat on `balancer` restarts in this run, read from its facts
     while the run is planned: the condition of its restart operation (see
-    heartbeat), which pyinfra only evaluates on that node when the operation
-    runs, read here on either node, so that its peer knows it too.
+    heartbeat), read here on either node, so that its peer knows it too.
 
     heartbeat runs and is enabled (one started or enabled in this run is not
-    restarted), and ha.cf, haresources or authkeys (not while the key is rotated
-    in place) is not as rendered, or it runs with other files than the model's."""
+    restarted), and ha.cf or authkeys (not while the key is rotated in place) is
+    not as rendered, or haresources differs from the model's in more than its
+    floating addresses (haresources_change), or it runs with other files than the
+    model's (heartbeat_runs_stale). A change of the floating addresses alone (a
+    site added or removed, a mail address) restarts nothing."""
     rotate, _ = key_rotation(cluster, balancer)
     with on_host(balancer.name):
         state = unit_state("heartbeat")
         if not (state["running"] and state["enabled"]):
             return False
-        ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
-        written = [f for f in (ha_cf, haresources) if not is_as_rendered(f.path, f.content, f.mode)]
+        ha_cf, _, authkeys = render.heartbeat_files(cluster, balancer)
+        new_ha_cf = not is_as_rendered(ha_cf.path, ha_cf.content, ha_cf.mode)
         new_secret = not rotate and (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content)
-        return bool(written or new_secret or runs_stale("heartbeat", [ha_cf, haresources] if rotate
-                                                        else [ha_cf, haresources, authkeys]))
+    return bool(new_ha_cf or new_secret or haresources_change(cluster, balancer) == "group"
+                or heartbeat_runs_stale(cluster, balancer, rotate))
+
+
+def carries_part_of_the_group(cluster: Cluster, balancer: Balancer) -> bool:
+    """`balancer` has some of the model's floating addresses as the model gives them,
+    not all (from its facts): the node carrying the group lacks an address the model
+    added (a run that died before adding it, or one removed by hand)."""
+    with on_host(balancer.name):
+        addresses = fact(InterfaceAddresses)
+    held = [ip for ip in cluster.floating_ips() if ip.cidr in addresses.get(ip.interface, [])]
+    return 0 < len(held) < len(cluster.floating_ips())
 
 
 def rotate_authkeys(authkeys):
@@ -203,8 +256,18 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     (files/heartbeat/lvsha-heartbeat-guard).
 
     heartbeat is enabled and running, restarted only when its configuration
-    changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
-    to restart the only node serving and returns once the pair has settled.
+    changed (ha.cf, authkeys outside a rotation, haresources beyond its floating
+    addresses: restart_due), the backup first and then the master, each by
+    lvsha-heartbeat-restart, which refuses to restart the only node serving and
+    returns once the pair has settled.
+    A change of the floating addresses alone (a site added or removed) restarts
+    nothing and moves nothing: both nodes get the new haresources and lvsha.env
+    (which heartbeat's resource chain, the guard and the takeover watch read at
+    each use), then the node carrying the group adds the new addresses and
+    announces them (lvsha-floating-ips reload, which decides on the node, from
+    heartbeat's own view, whether it carries the group); the peer takes the new
+    set at its next takeover. Addresses the model no longer has are removed from
+    both nodes.
     Before each restart, which may hand the peer the floating addresses, the
     peer waits until its IPVS holds every virtual service of the model
     (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s); one that does
@@ -226,16 +289,31 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
     rotate, restart_first = key_rotation(cluster, balancer)
     if rotate and not restart_first:
         rotate_authkeys(authkeys)  # before anything heartbeat rereads changes
-    heartbeat_stale = runs_stale("heartbeat", [ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
-    changes = [put(ha_cf), put(haresources)]
+    # Both nodes' restarts, known on both from both nodes' facts: the peer's wait below.
+    due = {b.name: restart_due(cluster, b) for b in cluster.balancers}
+    runs = running("heartbeat")
+    addresses_only = haresources_change(cluster, balancer) == "addresses"
+    put(ha_cf)
+    # A haresources whose addresses alone changed is what heartbeat runs with once it is
+    # in place (read at each takeover and release): recorded so, in the same operation.
+    group = put(haresources, then=(f"{render.APPLIED_SCRIPT} record haresources",)
+                if runs and addresses_only and not due[balancer.name] else ())
     if not rotate:
-        changes.append(secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path))
+        secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path)
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
 
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
-    # Both nodes' restarts, known on both from both nodes' facts: the peer's wait below.
-    due = {b.name: restart_due(cluster, b) for b in cluster.balancers}
+    # The group's addresses as the model has them on the node carrying it, once both nodes
+    # have the new haresources (a takeover from now on moves the new set): no restart,
+    # nothing moves. Also where the carrier lacks one of the model's (a run that died
+    # before this). The script decides on the node whether it carries the group.
+    lacks = carries_part_of_the_group(cluster, balancer)
+    server.shell(
+        name="The group's floating addresses as the model has them where heartbeat carries it (no restart)",
+        commands=[f"{render.FLOATING_IPS_SCRIPT} {' '.join(render.floating_ips_arguments(cluster))} reload"],
+        _if=lambda: runs and not due[balancer.name] and (lacks or (addresses_only and group.did_change())),
+    )
     # One operation per balancer, the backup's first: pyinfra runs operations in
     # order and (config.py: FAIL_PERCENT = 0) stops at the first failure, so a
     # restart that fails leaves the other balancer untouched, and a bad
@@ -255,9 +333,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer):
         server.shell(
             name=f"Restart heartbeat for its new configuration ({turn + 1} of 2: {name})",
             commands=[render.HEARTBEAT_RESTART],
-            # A heartbeat just started has read the new files already.
-            _if=lambda name=name: balancer.name == name and not started.did_change()
-            and (heartbeat_stale or any(op.did_change() for op in changes)),
+            # restart_due: never one just started (it has read the new files already).
+            _if=lambda name=name: balancer.name == name and due[name],
         )
     if rotate and restart_first:
         rotate_authkeys(authkeys)  # heartbeat runs the files on disk now: its SIGHUP rereads authkeys alone

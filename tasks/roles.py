@@ -1,8 +1,10 @@
 """The two roles of the cluster, composed from the smaller deploys."""
 
 from pyinfra.api import deploy
+from pyinfra.facts.files import FileContents
 from pyinfra.facts.server import Hostname
 
+from lvsha import render
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
@@ -66,8 +68,8 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
                                                  KeepalivedHold)]
     if cluster.engine == "keepalived":
         balancer_only.append(FactRequest.of(KeepalivedApplied))
-    else:  # what ldirectord's file names (tasks/heartbeat.py: reload or restart)
-        balancer_only.append(FactRequest.of(LdirectordServices))
+    else:  # what ldirectord's file names, and haresources' group (tasks/heartbeat.py: reload or restart)
+        balancer_only += [FactRequest.of(LdirectordServices), FactRequest.of(FileContents, path=render.HARESOURCES)]
     monitored = MONITORING_UNITS if cluster.monitoring.enabled else []
     return every_host + balancer_only + [units(BALANCER_UNITS + monitored), installed(balancer_packages(cluster)),
                                          sysctls_read(cluster)]
