@@ -527,6 +527,40 @@ def haresources_lines(cluster: Cluster, wrap: int | None = None) -> list[str]:
     return [*lines, current]
 
 
+def haresources_shape(text: str) -> tuple[tuple[str, ...], ...]:
+    """haresources as heartbeat's restart depends on it: each group's line as
+    ResourceManager reads it (comments removed, a line ending in a backslash joined
+    to the next), its owner then its resources, where a floating addresses' resource
+    is its script's name alone (several in a row count as one: a split group). Two
+    files of the same shape differ only in the addresses the group moves, which
+    heartbeat does not hold: ResourceManager reads haresources at every takeover and
+    release (heartbeat 3.0.6 itself reads only its node names, at start; SIGHUP
+    rereads ha.cf and authkeys, not haresources), so they need no restart
+    (tasks/heartbeat.py)."""
+    script = Path(FLOATING_IPS_SCRIPT).name
+    lines, current = [], ""
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        if line.endswith("\\"):
+            current += line[:-1]
+            continue
+        lines.append(current + line)
+        current = ""
+    lines.append(current)
+    shape = []
+    for line in lines:
+        words = line.split()
+        if not words:
+            continue
+        resources: list[str] = []
+        for resource in words[1:]:
+            name = script if resource.split("::")[0] == script else resource
+            if not (name == script and resources and resources[-1] == script):
+                resources.append(name)
+        shape.append((words[0], *resources))
+    return tuple(shape)
+
+
 def neighbour_thresholds(cluster: Cluster) -> tuple[int, int] | None:
     """(gc_thresh2, gc_thresh3) for a balancer whose neighbours (every real server's
     address, the peer, the fallbacks, NEIGHBOUR_RESERVE on the external network)

@@ -153,6 +153,19 @@ class IpvsVirtualServices(FactBase):
         return [" ".join(line.split()[:2]) for line in output if line.split()[:1] in (["TCP"], ["UDP"])]
 
 
+class LdirectordServices(FactBase):
+    """The virtual services the ldirectord.cf on disk names, by address as ipvsadm shows
+    them ("10.0.0.1:0"); [] without the file."""
+
+    default = list
+
+    def command(self) -> str:
+        return f"sed -n 's/^virtual=\\([^[:space:]]*\\).*/\\1/p' {render.LDIRECTORD_CF} 2>/dev/null; true"
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
 class ManagedFiles(FactBase):
     """Every regular file and symbolic link directly in `directories`, read in one
     command: {path: {"sha1": ..., "mode": "644", "user": "root", "group": "root"}}

@@ -3,12 +3,14 @@
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import server, systemd
 
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks import migration
-from tasks.facts import Applied, IpvsVirtualServices, fact, managed_state, on_host, unit_state
+from tasks.facts import (Applied, InterfaceAddresses, IpvsVirtualServices, LdirectordServices, fact, managed_state,
+                         on_host, unit_state)
 from tasks.migration import Migration
 from tasks.operations import (
     absent_file,
@@ -89,25 +91,76 @@ def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
     return due and nodes[balancer.name][0], restart_first
 
 
+def haresources_change(cluster: Cluster, balancer: Balancer) -> str | None:
+    """How the haresources on `balancer` differs from the model's: None (its content is
+    the model's), "addresses" (only in the floating addresses it names: the same group
+    owner and the same other resources, render.haresources_shape) or "group" (anything
+    else, or no file). heartbeat reads haresources at every takeover and release: a
+    change of the addresses alone is applied without a restart (lvsha-floating-ips
+    reload on the node carrying the group: see heartbeat), any other needs one."""
+    _, haresources, _ = render.heartbeat_files(cluster, balancer)
+    with on_host(balancer.name):
+        if (managed_state(haresources.path) or {}).get("sha1") == sha1_of(haresources.content):
+            return None
+        lines = fact(FileContents, path=haresources.path)
+    if lines is None:
+        return "group"
+    same = render.haresources_shape("\n".join(lines)) == render.haresources_shape(haresources.content)
+    return "addresses" if same else "group"
+
+
+def heartbeat_runs_stale(cluster: Cluster, balancer: Balancer, rotate: bool) -> bool:
+    """heartbeat runs on `balancer` with other files than the model's ha.cf, haresources
+    and authkeys (lvsha-applied's record, compared file by file; authkeys left out
+    while the key is rotated in place), such as files written by a run that died
+    before the restart, or edited and restarted by hand. Not stale: a haresources
+    whose floating addresses alone differ from the model's, when heartbeat runs with
+    the one on disk (this run writes the model's and records it: heartbeat reads it
+    at each takeover and release)."""
+    ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
+    want = render.applied_record([ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
+    with on_host(balancer.name):
+        if not running("heartbeat"):
+            return False
+        recorded = fact(Applied).get("heartbeat", [])[:len(want)]
+        on_disk = (managed_state(haresources.path) or {}).get("sha1")
+    if (len(recorded) == len(want) and recorded[1] != want[1] and recorded[1] == on_disk
+            and haresources_change(cluster, balancer) == "addresses"):
+        recorded = [recorded[0], want[1], *recorded[2:]]
+    return recorded != want
+
+
 def restart_due(cluster: Cluster, balancer: Balancer) -> bool:
     """Whether heartbeat on `balancer` restarts in this run, read from its facts
     while the run is planned: the condition of its restart operation (see
-    heartbeat), which pyinfra only evaluates on that node when the operation
-    runs, read here on either node, so that its peer knows it too.
+    heartbeat), read here on either node, so that its peer knows it too.
 
     heartbeat runs and is enabled (one started or enabled in this run is not
-    restarted), and ha.cf, haresources or authkeys (not while the key is rotated
-    in place) is not as rendered, or it runs with other files than the model's."""
+    restarted), and ha.cf or authkeys (not while the key is rotated in place) is
+    not as rendered, or haresources differs from the model's in more than its
+    floating addresses (haresources_change), or it runs with other files than the
+    model's (heartbeat_runs_stale). A change of the floating addresses alone (a
+    site added or removed, a mail address) restarts nothing."""
     rotate, _ = key_rotation(cluster, balancer)
     with on_host(balancer.name):
         state = unit_state("heartbeat")
         if not (state["running"] and state["enabled"]):
             return False
-        ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
-        written = [f for f in (ha_cf, haresources) if not is_as_rendered(f.path, f.content, f.mode)]
+        ha_cf, _, authkeys = render.heartbeat_files(cluster, balancer)
+        new_ha_cf = not is_as_rendered(ha_cf.path, ha_cf.content, ha_cf.mode)
         new_secret = not rotate and (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content)
-        return bool(written or new_secret or runs_stale("heartbeat", [ha_cf, haresources] if rotate
-                                                        else [ha_cf, haresources, authkeys]))
+    return bool(new_ha_cf or new_secret or haresources_change(cluster, balancer) == "group"
+                or heartbeat_runs_stale(cluster, balancer, rotate))
+
+
+def carries_part_of_the_group(cluster: Cluster, balancer: Balancer) -> bool:
+    """`balancer` has some of the model's floating addresses as the model gives them,
+    not all (from its facts): the node carrying the group lacks an address the model
+    added (a run that died before adding it, or one removed by hand)."""
+    with on_host(balancer.name):
+        addresses = fact(InterfaceAddresses)
+    held = [ip for ip in cluster.floating_ips() if ip.cidr in addresses.get(ip.interface, [])]
+    return 0 < len(held) < len(cluster.floating_ips())
 
 
 def rotate_authkeys(authkeys):
@@ -120,6 +173,21 @@ def rotate_authkeys(authkeys):
         server.shell(name=f"Rotate the heartbeat key {turn}/{len(ROTATION)}: {what}", commands=[f"{render.AUTHKEYS_SCRIPT} {phase}"])
 
 
+def ipvs_drift(cluster: Cluster) -> list[str]:
+    """The model's virtual services (by address) that a running ldirectord's IPVS
+    table lacks although the file it runs names them: drift (the node would serve
+    nothing of that site after a takeover), repaired by a restart. Known only when it
+    runs the file on disk (lvsha-applied's record); a service that file does not name
+    yet (a site added in this run) is not drift: the reload adds it."""
+    if not running("ldirectord"):
+        return []
+    recorded = fact(Applied).get("ldirectord", [])
+    if recorded[:1] != [(managed_state(render.LDIRECTORD_CF) or {}).get("sha1")]:
+        return []  # it runs another file: the reload applies the model's, its wait checks the table
+    table, named = fact(IpvsVirtualServices), set(fact(LdirectordServices))
+    return [vs.address for vs in cluster.virtual_servers() if f"TCP {vs.address}" not in table and vs.address in named]
+
+
 @deploy("ldirectord")
 def ldirectord(cluster: Cluster, balancer: Balancer):
     """ldirectord runs as Debian's ldirectord.service on both balancers, enabled
@@ -127,37 +195,53 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     drop-in); systemd restarts it if it dies. IPVS is thus loaded on the node
     that takes over, and heartbeat moves only the floating addresses.
 
-    A running ldirectord is restarted when its configuration or its unit
-    drop-in changed (a reload cannot add or remove virtual services), or when
-    it runs with another file than the model's (lvsha-applied), such as one
-    written by a run that died before the restart, or when its IPVS table lacks
-    a virtual service of the model (drift: the node would not serve that site
-    after a takeover). What the model no longer has is removed from IPVS
-    (ldirectord only manages what its file names). systemd stops ldirectord
-    itself and waits for it (the drop-in), so a restart never races the old
-    daemon, and with `cleanstop=no` the table is edited in place.
+    A running ldirectord is **reloaded** for a new ldirectord.cf, or when it runs
+    with another file than the model's (lvsha-applied, recorded at each start and
+    reload), such as one written by a run that died before the reload: SIGHUP, and
+    ldirectord rereads its file and edits IPVS in place (ipvsadm -E for the
+    virtual services it has, -A for new ones, -D for those its old file named and
+    the new one does not; real servers likewise), so a site added, a health check
+    or a real server changed leaves the other sites and their connections alone.
+    The reload is then followed by a wait until IPVS holds every virtual service of
+    the file (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s), so that
+    what comes next (heartbeat adding a new site's address) finds it loaded.
+
+    It is **restarted** when its unit drop-in changed (systemd runs the new unit
+    only from a start), or when its IPVS table lacks a virtual service of the model
+    that the file it runs names (ipvs_drift: the node would not serve that site
+    after a takeover). systemd stops ldirectord itself and waits for it (the
+    drop-in), so a restart never races the old daemon, and with `cleanstop=no` the
+    table is edited in place. What the model no longer has is removed from IPVS
+    (ldirectord only manages what its files named).
     """
     put(render.drain_script())
-    put(render.ipvs_ready_script())  # the sync daemons' wait at boot, and the deploy's before a heartbeat restart
+    put(render.ipvs_ready_script())  # the sync daemons' wait at boot, the reload's and the peer's before a heartbeat restart
     _, dropin_file = render.unit_dropin_files(cluster)
     dropin = put(dropin_file)
     systemd.daemon_reload(name="Reload systemd for ldirectord's drop-in", _if=dropin.did_change)
     config = render.ldirectord_file(cluster)
     stale = runs_stale("ldirectord", [config])
-    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
-    # A running ldirectord whose table lacks a model's virtual service is drift: the node
-    # would serve nothing of that site if it carried the addresses. A restart loads it again.
-    lacking = [svc.split()[1] for svc in services if svc not in fact(IpvsVirtualServices)] if running("ldirectord") else []
+    lacking = ipvs_drift(cluster)
     written = put(config)
     started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
                    running=True, enabled=True)
+
+    def restart() -> bool:  # one just started has read the new files already
+        return not started.did_change() and bool(lacking or dropin.did_change())
+
     server.shell(
         name=(f"Restart ldirectord: its IPVS table lacks {', '.join(lacking)}" if lacking
-              else "Restart ldirectord for its new configuration"),
+              else "Restart ldirectord for its new unit drop-in"),
         commands=["systemctl restart ldirectord.service"],
-        # One just started has read the new files already.
-        _if=lambda: not started.did_change() and bool(stale or lacking or written.did_change() or dropin.did_change()),
+        _if=restart,
     )
+    server.shell(
+        name="Reload ldirectord for its new configuration",
+        commands=["systemctl reload ldirectord.service",
+                  f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"],
+        _if=lambda: not started.did_change() and not restart() and bool(stale or written.did_change()),
+    )
+    services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
     only_model_ipvs_services(name="No IPVS service the model does not have", services=services)
 
 
@@ -174,8 +258,18 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     (files/heartbeat/lvsha-heartbeat-guard).
 
     heartbeat is enabled and running, restarted only when its configuration
-    changed, the backup first and then the master, each by lvsha-heartbeat-restart, which refuses
-    to restart the only node serving and returns once the pair has settled.
+    changed (ha.cf, authkeys outside a rotation, haresources beyond its floating
+    addresses: restart_due), the backup first and then the master, each by
+    lvsha-heartbeat-restart, which refuses to restart the only node serving and
+    returns once the pair has settled.
+    A change of the floating addresses alone (a site added or removed) restarts
+    nothing and moves nothing: both nodes get the new haresources and lvsha.env
+    (which heartbeat's resource chain, the guard and the takeover watch read at
+    each use), then the node carrying the group adds the new addresses and
+    announces them (lvsha-floating-ips reload, which decides on the node, from
+    heartbeat's own view, whether it carries the group); the peer takes the new
+    set at its next takeover. Addresses the model no longer has are removed from
+    both nodes.
     Before each restart, which may hand the peer the floating addresses, the
     peer waits until its IPVS holds every virtual service of the model
     (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s); one that does
@@ -201,10 +295,17 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     rotate, restart_first = key_rotation(cluster, balancer)
     if rotate and not restart_first:
         rotate_authkeys(authkeys)  # before anything heartbeat rereads changes
-    heartbeat_stale = runs_stale("heartbeat", [ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
-    changes = [put(ha_cf), put(haresources)]
+    # Both nodes' restarts, known on both from both nodes' facts: the peer's wait below.
+    due = {b.name: restart_due(cluster, b) for b in cluster.balancers}
+    runs = running("heartbeat")
+    addresses_only = haresources_change(cluster, balancer) == "addresses"
+    put(ha_cf)
+    # A haresources whose addresses alone changed is what heartbeat runs with once it is
+    # in place (read at each takeover and release): recorded so, in the same operation.
+    group = put(haresources, then=(f"{render.APPLIED_SCRIPT} record haresources",)
+                if runs and addresses_only and not due[balancer.name] else ())
     if not rotate:
-        changes.append(secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path))
+        secret_file(name=f"Write {authkeys.path}", content=authkeys.content, path=authkeys.path)
     # Mode and owner on their own: drift there is fixed without restarting heartbeat.
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
     if migrating:
@@ -212,8 +313,16 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
         return _only_the_model(cluster, balancer)
 
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
-    # Both nodes' restarts, known on both from both nodes' facts: the peer's wait below.
-    due = {b.name: restart_due(cluster, b) for b in cluster.balancers}
+    # The group's addresses as the model has them on the node carrying it, once both nodes
+    # have the new haresources (a takeover from now on moves the new set): no restart,
+    # nothing moves. Also where the carrier lacks one of the model's (a run that died
+    # before this). The script decides on the node whether it carries the group.
+    lacks = carries_part_of_the_group(cluster, balancer)
+    server.shell(
+        name="The group's floating addresses as the model has them where heartbeat carries it (no restart)",
+        commands=[f"{render.FLOATING_IPS_SCRIPT} {' '.join(render.floating_ips_arguments(cluster))} reload"],
+        _if=lambda: runs and not due[balancer.name] and (lacks or (addresses_only and group.did_change())),
+    )
     # One operation per balancer, the backup's first: pyinfra runs operations in
     # order and (config.py: FAIL_PERCENT = 0) stops at the first failure, so a
     # restart that fails leaves the other balancer untouched, and a bad
@@ -233,9 +342,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
         server.shell(
             name=f"Restart heartbeat for its new configuration ({turn + 1} of 2: {name})",
             commands=[render.HEARTBEAT_RESTART],
-            # A heartbeat just started has read the new files already.
-            _if=lambda name=name: balancer.name == name and not started.did_change()
-            and (heartbeat_stale or any(op.did_change() for op in changes)),
+            # restart_due: never one just started (it has read the new files already).
+            _if=lambda name=name: balancer.name == name and due[name],
         )
     if rotate and restart_first:
         rotate_authkeys(authkeys)  # heartbeat runs the files on disk now: its SIGHUP rereads authkeys alone

@@ -134,7 +134,9 @@ def only_model_addresses(interface: str, network: str, keep: list[str]):
 @operation()
 def only_model_ipvs_services(services: list[str]):
     """No IPVS virtual service but `services` ("TCP 10.0.0.1:0"): a removed site's
-    service does not outlive it (ldirectord only manages what its file names)."""
+    service does not outlive it (ldirectord only manages what its file names). One
+    that is gone when it is deleted is fine: ldirectord's reload removes a service
+    its old file named, maybe at the same moment."""
     extra = [svc for svc in fact(IpvsVirtualServices) if svc not in services]
     if not extra:
         host.noop("IPVS has no virtual service the model does not have")
@@ -142,8 +144,8 @@ def only_model_ipvs_services(services: list[str]):
     for svc in extra:
         protocol, address = svc.split()
         flag = {"TCP": "-t", "UDP": "-u"}[protocol]
-        yield StringCommand("sh", "-c",
-                            QuoteString(f"! ipvsadm -Ln {flag} {address} >/dev/null 2>&1 || ipvsadm -D {flag} {address}"))
+        yield StringCommand("sh", "-c", QuoteString(f"ipvsadm -D {flag} {address} 2>/dev/null "
+                                                    f"|| ! ipvsadm -Ln {flag} {address} >/dev/null 2>&1"))
 
 
 @operation()

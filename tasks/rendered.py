@@ -21,7 +21,7 @@ def is_as_rendered(path: str, content: str, mode: str) -> bool:
 
 
 @operation()
-def rendered_file(rendered: RenderedFile, check: str | None = None):
+def rendered_file(rendered: RenderedFile, check: str | None = None, then: tuple[str, ...] = ()):
     """`rendered.path` holds `rendered.content`, root:root, `rendered.mode`.
     Checked against one fact for the whole host; only a file that differs is
     written, and never in place: it is uploaded beside the file, given its owner
@@ -30,7 +30,9 @@ def rendered_file(rendered: RenderedFile, check: str | None = None):
     or the new one, never half of one. With `check` (a command, `{}` standing for
     the staged file) the staged file is checked on the host before the rename:
     a non-zero exit fails the operation and leaves the file in place as it was.
-    With --diff the change is shown as pyinfra's files.put shows it."""
+    `then` (commands) run right after the rename, in the same operation, only when
+    the file was written. With --diff the change is shown as pyinfra's files.put
+    shows it."""
     if is_as_rendered(rendered.path, rendered.content, rendered.mode):
         host.noop(f"{rendered.path} is up to date")
         return
@@ -50,11 +52,13 @@ def rendered_file(rendered: RenderedFile, check: str | None = None):
     if check:
         yield StringCommand(*check.replace("{}", staged).split())
     yield StringCommand("mv", "-f", staged, rendered.path)
+    for command in then:
+        yield StringCommand(*command.split())
 
 
-def put(rendered: RenderedFile, check: str | None = None):
+def put(rendered: RenderedFile, check: str | None = None, then: tuple[str, ...] = ()):
     """Upload one rendered file with its mode (checked first with `check`, if
-    given); returns the operation's result."""
+    given; `then` run once it is in place); returns the operation's result."""
     if check:
-        return rendered_file(name=f"Check and write {rendered.path}", rendered=rendered, check=check)
-    return rendered_file(name=f"Write {rendered.path}", rendered=rendered)
+        return rendered_file(name=f"Check and write {rendered.path}", rendered=rendered, check=check, then=then)
+    return rendered_file(name=f"Write {rendered.path}", rendered=rendered, then=then)

@@ -1,13 +1,15 @@
 """The two roles of the cluster, composed from the smaller deploys."""
 
 from pyinfra.api import deploy
+from pyinfra.facts.files import FileContents
 from pyinfra.facts.server import Hostname
 
+from lvsha import render
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
-                         IpvsVirtualServices, KeepalivedApplied, KeepalivedHold, LoadedModules, OsRelease, SshConnection, on_host,
-                         read_together, units)
+                         IpvsVirtualServices, KeepalivedApplied, KeepalivedHold, LdirectordServices, LoadedModules,
+                         OsRelease, SshConnection, on_host, read_together, units)
 from tasks.firewall import firewall, firewall_after_migration
 from tasks.heartbeat import heartbeat, ldirectord
 from tasks.keepalived import keepalived
@@ -66,6 +68,8 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
                                                  KeepalivedHold)]
     if cluster.engine == "keepalived":
         balancer_only.append(FactRequest.of(KeepalivedApplied))
+    else:  # what ldirectord's file names, and haresources' group (tasks/heartbeat.py: reload or restart)
+        balancer_only += [FactRequest.of(LdirectordServices), FactRequest.of(FileContents, path=render.HARESOURCES)]
     monitored = MONITORING_UNITS if cluster.monitoring.enabled else []
     return every_host + balancer_only + [units(BALANCER_UNITS + monitored), installed(balancer_packages(cluster)),
                                          sysctls_read(cluster)]

@@ -105,16 +105,17 @@ _SCALE_TESTS_BOTH = (
     "test_heartbeat_stop_moves_everything",               # takeover after the engine's service stop: every VIP answers
     "test_power_off_moves_everything",                    # takeover after a power-off: every VIP answers
     "test_failover_hands_everything_over",                # lvsha failover, a client polling every VIP
+    # a configuration change applied in place (a site added, a health check changed, both
+    # undone): addresses moved, connections broken, the deploy's time
+    "test_a_site_added_and_a_health_check_changed_move_no_address",
 )
 SCALE_TESTS = {
     "heartbeat": (
         *_SCALE_TESTS_BOTH,
-        "test_config_change_restarts_heartbeat",          # a configuration change: heartbeat restarted on both
+        "test_config_change_restarts_heartbeat",          # an ha.cf change: heartbeat restarted on both
     ),
     "keepalived": (
         *_SCALE_TESTS_BOTH,
-        # a configuration change: a health check changed, a site added, both undone, each by reload
-        "test_a_changed_health_check_and_an_added_site_are_applied_by_reload",
         # keepalived's own takeovers: the longest wait of a client polling every VIP
         "test_systemctl_stop_keepalived_on_the_active_node_is_taken_over",
         "test_power_off_of_the_active_node_is_taken_over",

@@ -108,6 +108,9 @@ class Machine:
                     if path.rsplit("/", 1)[0] in kw["directories"]}
         if name == "IpvsVirtualServices":
             return list(self.ipvs)
+        if name == "LdirectordServices":
+            content = self.files.get(render.LDIRECTORD_CF, ("", 0))[0]
+            return [line.split("=", 1)[1].split()[0] for line in content.splitlines() if line.startswith("virtual=")]
         if name == "Applied":
             return {k: list(v) for k, v in self.applied.items()}
         if name == "KeepalivedApplied":

@@ -1,4 +1,4 @@
-"""Models a lab test deploys for a while instead of the lab's (test_8_keepalived):
+"""Models a lab test deploys for a while instead of the lab's (test_8_config_reload):
 the inventory text a deploy is pointed at through LVSHA_LAB_INVENTORY, as
 test_9_site_removed does, and the free addresses it takes."""
 

@@ -1,7 +1,8 @@
 """A heartbeat configuration change: the deploy restarts heartbeat one balancer
 at a time and returns only once the pair has settled: on the master with
 auto_failback, on one node without it. Both tests are heartbeat's own (ha.cf,
-authkeys); keepalived's configuration change, applied by reload, is test_8_keepalived's."""
+authkeys); a site added and a health check changed, applied by reload on either engine,
+are test_8_config_reload's."""
 
 import secrets
 import threading

@@ -4,10 +4,8 @@
   address only (its counter moves with the master's advertisements on the backup;
   a forged advertisement from the client side is dropped by the policy and moves
   nothing);
-- a health check changed, then a site added, then both undone, each by a deploy
-  that reloads keepalived: no address moves, keepalived is never restarted, and
-  the established connections of tests/lab/sessions.py hold (see
-  test_a_changed_health_check_and_an_added_site_are_applied_by_reload for which);
+- (a health check changed and a site added, by reload: test_8_config_reload, on
+  either engine);
 - `systemctl stop keepalived` and a power-off on the active node: the peer takes
   over; the longest wait of a client polling every VIP every 0.2 s is recorded;
 - keepalived SIGKILLed on the active node: systemd brings it back; it starts as a
@@ -21,39 +19,23 @@ recorded under the report label "keepalived" (conftest), beside heartbeat's.
 from __future__ import annotations
 
 import textwrap
-import threading
 import time
 
 import pytest
 
 from lvsha.lab import lab as lab_api
 from lvsha.lab import wait_until
-from lvsha.lab.model import LAB_INVENTORY_ENV, source_inventory
 from lvsha.lab.run import deploy, record
 from lvsha.model import VRRP_PROTOCOL, VRRP_ROUTER_ID
-from lvsha.render import KEEPALIVED_APPLIED, KEEPALIVED_CONF, keepalived_track_scripts
-from tests.lab.changes import ADDED_SITE, changed_inventory, free_internal_addresses
+from lvsha.render import keepalived_track_scripts
 from tests.lab.conftest import Watch
-from tests.lab.sessions import KINDS, LongLived, fresh_client_address
 from tests.lab.test_6_crash import _restarts, wait_stable
 from tests.lab.test_8_day2 import _poll_during
 
 pytestmark = pytest.mark.keepalived_internals  # conftest.internals_marker("keepalived")
 
-RELOAD = "Reload keepalived for its new configuration"  # tasks/keepalived.py's operation
 # Margin of a longest client wait over VRRP's own timers: the lab's TCG guests, SSH, the poller's 1 s timeout.
 WAIT_MARGIN = 10
-# The sessions' client and the added site's VIP: free external addresses of their own
-# (test_7_failover's sessions use the first two).
-SESSION_CLIENT, ADDED_VIP = 2, 4
-# Connections that end at a web host's nginx: its restart (tasks/webserver.py restarts
-# nginx when its sites change, such as a site added) ends them, whatever the balancers do.
-THROUGH_NGINX = ("http", "stream", "probe")
-
-
-def _keepalived_pids(lab) -> dict[str, str]:
-    return {b.name: lab.ssh(b.name, "systemctl show -p MainPID --value keepalived").stdout.strip()
-            for b in lab.cluster.balancers}
 
 
 # ---- the VRRP firewall rule ------------------------------------------------------
@@ -146,108 +128,6 @@ def test_vrrp_is_accepted_from_the_peer_only(lab):
     assert _packets(_vrrp_rule(lab, master, out)) == accepted, f"{master.name} accepted VRRP from the client side"
     record("forged VRRP advertisements reaching the master, none accepted", _packets(seen))
     assert Watch(lab).exactly_one_carrier() == active and lab.serving()
-
-
-# ---- a configuration change, by reload ---------------------------------------------
-
-class Sampler:
-    """Samples, every ~2 s in a thread, which model address each balancer carries."""
-
-    def __init__(self, lab):
-        self.lab, self.samples, self.done = lab, [], threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.done.is_set():
-            self.samples.append({b.name: self.lab.carries(b.name)[0] & self.lab.floating()
-                                 for b in self.lab.cluster.balancers})
-            self.done.wait(2)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        self.thread.join(timeout=60)
-
-    def moved(self, holder: str) -> list[dict]:
-        """Samples where `holder` lacked an address or its peer had one."""
-        everything = self.lab.floating()
-        return [s for s in self.samples if s[holder] != everything or s[self.lab.other(holder)]]
-
-
-def _deploy_by_reload(lab, holder: str, what: str) -> None:
-    """Deploy (LVSHA_LAB_INVENTORY as set now): keepalived reloaded on both (the
-    file it last read, recorded by its drop-in's ExecReload, is the new one), never
-    restarted (same main process), and no address of the model moved while it ran."""
-    pids = _keepalived_pids(lab)
-    with Sampler(lab) as sampler:
-        result = deploy()
-    record(f"deploy, {what}", result.seconds)
-    assert result.ok, result.output[-6000:]
-    assert result.output.count(RELOAD) >= 1, result.output[-6000:]
-    assert _keepalived_pids(lab) == pids, f"keepalived restarted by the deploy ({what})"
-    for balancer in lab.pair:
-        applied = lab.ssh(balancer, f"sha1sum < {KEEPALIVED_CONF}; cat {KEEPALIVED_APPLIED}").stdout.split()
-        assert applied[0] == applied[-1], f"{balancer}: keepalived runs another file than {KEEPALIVED_CONF} ({what})"
-    assert not sampler.moved(holder), f"addresses moved during the deploy ({what}): {sampler.moved(holder)}"
-    record(f"{what}: addresses moved (samples every ~2 s)", len(sampler.moved(holder)))
-
-
-def _held(sessions, kinds) -> dict[str, tuple]:
-    """The sessions among `kinds` that ended so far: {kind: (error, failed_at)}."""
-    now = sessions.connections()
-    return {k: (now[k]["error"], now[k]["failed_at"]) for k in kinds if now[k]["error"]}
-
-
-def test_a_changed_health_check_and_an_added_site_are_applied_by_reload(lab, monkeypatch, tmp_path):
-    """Long-lived connections open on the first site, three deploys: the last site's
-    health check changed (the balancers only: every connection holds), a site
-    added (the web hosts' nginx restarts for it, which ends the connections that
-    end there: only the mail session and the outbound connection, NATed by the
-    balancers, are judged), then the model as it was. Each deploy reloads keepalived
-    and moves no address."""
-    holder = lab.carrier()
-    source = str(source_inventory(lab.state))
-    checked, added = tmp_path / "health_changed.py", tmp_path / "site_added.py"
-    checked.write_text(changed_inventory(source, None))
-    addresses = tuple(free_internal_addresses(lab.cluster, len(lab.cluster.web_hosts)))
-    vip = fresh_client_address(lab, ADDED_VIP)
-    added.write_text(changed_inventory(source, (ADDED_SITE, vip, addresses)))
-    beyond_nginx = tuple(k for k in KINDS if k not in THROUGH_NGINX)
-    with LongLived(lab, fresh_client_address(lab, SESSION_CLIENT)) as sessions:
-        monkeypatch.setenv(LAB_INVENTORY_ENV, str(checked))
-        _deploy_by_reload(lab, holder, "health check changed")
-        time.sleep(2)
-        assert _held(sessions, KINDS) == {}, f"connections ended by a health check change: {_held(sessions, KINDS)}"
-        changed = lab.cluster.sites[-1].health.negotiatetimeout + 1
-        for balancer in lab.pair:
-            assert f"connect_timeout {changed}" in lab.ssh(balancer, f"cat {KEEPALIVED_CONF}").stdout, balancer
-
-        monkeypatch.setenv(LAB_INVENTORY_ENV, str(added))
-        _deploy_by_reload(lab, holder, "site added")
-        wait_until(lambda: ADDED_SITE in lab.client("curl", "-s", "--max-time", "5", f"http://{vip}/", timeout=15).stdout,
-                   60, interval=2, what=f"the added site {ADDED_SITE} to answer on {vip}")
-        for balancer in lab.pair:
-            assert f"{vip}:" in " ".join(lab.ipvs_reals(balancer)), balancer
-        assert lab.holder_of(vip) == [holder]
-        assert _held(sessions, beyond_nginx) == {}, f"NATed connections ended by a site added: {_held(sessions, beyond_nginx)}"
-
-        monkeypatch.setenv(LAB_INVENTORY_ENV, source)
-        _deploy_by_reload(lab, holder, "back to the model")
-        result = sessions.result()
-    through_nginx_ended = {k: result[k]["error"] for k in THROUGH_NGINX if result[k]["error"]}
-    print(f"connections through nginx ended by its restart for the added site: {through_nginx_ended}")
-    record("config change by reload: connections through nginx ended (its restart for the added site)",
-           len(through_nginx_ended))
-    broken = {k: (result[k]["error"], result[k]["failed_at"]) for k in beyond_nginx if result[k]["error"]}
-    assert not broken, f"NATed connections broken by the reloads: {broken}\n{result}"
-    for kind in beyond_nginx:
-        record(f"config change by reload: longest stall, {kind}", result[kind]["longest_stall"])
-    assert vip not in lab.carries(holder)[0] and not any(v.startswith(f"{vip}:") for v in lab.ipvs_reals(holder))
-    assert lab.wait_settled(holder, timeout=60) < 60
-    assert lab.carries_none(lab.other(holder))
 
 
 # ---- takeovers -----------------------------------------------------------------------

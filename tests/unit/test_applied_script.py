@@ -80,3 +80,28 @@ def test_each_family_is_recorded_and_compared_on_its_own(tmp_path):
     shown = dict(line.split(" ", 1) for line in flushed.stdout.splitlines())
     assert shown["firewall6"].split()[1] != shown["firewall6-now"]
     assert shown["firewall"].split()[1] == shown["firewall-now"]
+
+
+def test_a_haresources_applied_without_a_restart_updates_only_its_digest(tmp_path):
+    """The deploy records a haresources whose addresses alone changed (heartbeat reads it at
+    each takeover and release): ha.cf's and authkeys' digests stay what heartbeat started with."""
+    ha_d = tmp_path / "ha.d"
+    ha_d.mkdir()
+    rendered = [RenderedFile(str(ha_d / name), f"content of {name}\n") for name in ("ha.cf", "haresources", "authkeys")]
+    for f in rendered:
+        Path(f.path).write_text(f.content)
+    assert _run(tmp_path, "record", "heartbeat").returncode == 0
+    Path(rendered[0].path).write_text("an ha.cf heartbeat has not read\n")
+    new = RenderedFile(rendered[1].path, "node1 lvsha-floating-ips::10.0.0.1/24/eth0::10.0.0.30/24/eth0\n")
+    Path(new.path).write_text(new.content)
+    assert _run(tmp_path, "record", "haresources").returncode == 0
+    shown = dict(line.split(" ", 1) for line in _run(tmp_path, "show").stdout.splitlines())
+    assert shown["heartbeat"].split() == render.applied_record([rendered[0], new, rendered[2]])
+
+
+def test_a_haresources_is_not_recorded_for_a_heartbeat_never_recorded(tmp_path):
+    (tmp_path / "ha.d").mkdir()
+    (tmp_path / "ha.d" / "haresources").write_text("node1 lvsha-floating-ips::10.0.0.1/24/eth0\n")
+    result = _run(tmp_path, "record", "haresources")
+    assert result.returncode == 1 and "nothing recorded for heartbeat" in result.stderr
+    assert "heartbeat" not in _run(tmp_path, "show").stdout

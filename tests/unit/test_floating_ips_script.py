@@ -14,6 +14,7 @@ import uuid
 import pytest
 
 from lvsha import render
+from tests.unit.fakes import fake_programs
 
 SCRIPT = str(render.FILES / "heartbeat" / "lvsha-floating-ips")
 GROUP = ["192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"]
@@ -191,3 +192,90 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+# ---- reload: the group's addresses changed on a running pair (tasks/heartbeat.py) -------
+
+NEW = "10.50.0.30/24/lvt0"  # a site added: its VIP joins the group
+
+
+def _heartbeat_says(tmp_path, *answers: str) -> str:
+    """A folder with a fake cl_status answering `rscstatus` with each of `answers` in
+    turn (the last one from then on; "" for no answer), recording every call."""
+    fakes = tmp_path / "fakes"
+    fakes.mkdir(exist_ok=True)
+    (tmp_path / "answers").write_text("".join(f"{a}\n" for a in answers))
+    fake_programs(fakes, {"cl_status": f"""
+        echo "cl_status $*" >> {tmp_path}/cl_status.calls
+        n=$(($(cat {tmp_path}/asked 2>/dev/null || echo 0) + 1)); echo $n > {tmp_path}/asked
+        answer=$(sed -n "${{n}}p" {tmp_path}/answers); [ -n "$answer" ] || answer=$(tail -n 1 {tmp_path}/answers)
+        [ "$answer" = "" ] && exit 1
+        echo "$answer\""""})
+    return str(fakes)
+
+
+def _asked(tmp_path) -> int:
+    path = tmp_path / "cl_status.calls"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+@pytest.mark.parametrize("holds", ["all", "local", "foreign"])
+def test_reload_on_the_carrier_adds_the_new_address_and_announces_it_alone(netns, tmp_path, holds):
+    assert netns.resource(*GROUP, "start").returncode == 0
+    before = netns.announcements(3)
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
+    assert (result.returncode, result.stdout.strip()) == (0, "running"), result.stderr
+    assert netns.addresses() == {*GROUP, NEW}
+    assert "added 10.50.0.30/24 to lvt0" in result.stderr
+    after = netns.announcements(len(before) + 1)
+    assert [line for line in after if line not in before] == [
+        f"-i 200 -r 5 -p {netns.state_dir}/send_arp-10.50.0.30 lvt0 10.50.0.30 auto not_used not_used"]
+    assert _asked(tmp_path) == 2  # before adding, and again after
+
+
+def test_reload_with_nothing_new_changes_nothing(netns, tmp_path):
+    assert netns.resource(*GROUP, "start").returncode == 0
+    before = netns.announcements(3)
+    result = netns.resource(*GROUP, "reload", path=_heartbeat_says(tmp_path, "all"))
+    assert (result.returncode, result.stdout.strip()) == (0, "running"), result.stderr
+    assert netns.addresses() == set(GROUP)
+    time.sleep(0.3)
+    assert netns.announcements(len(before)) == before
+
+
+def test_reload_on_a_node_carrying_nothing_changes_nothing_and_asks_nothing(netns, tmp_path):
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all"))
+    assert (result.returncode, result.stdout.strip()) == (0, "stopped"), result.stderr
+    assert netns.addresses() == set()
+    assert _asked(tmp_path) == 0
+
+
+@pytest.mark.parametrize("holds", ["none", "transition", ""])
+def test_reload_on_a_node_heartbeat_does_not_call_a_carrier_is_refused(netns, tmp_path, holds):
+    """Some addresses here while heartbeat says it holds nothing, is in transition or
+    does not answer: nothing is guessed, nothing changes, the deploy is told."""
+    assert netns.resource(*GROUP, "start").returncode == 0
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
+    assert result.returncode == 1
+    assert f"this node has 3 of the group's addresses while heartbeat says '{holds or 'nothing (no answer)'}'" \
+        in result.stderr
+    assert netns.addresses() == set(GROUP)
+
+
+def test_reload_removes_what_it_added_when_heartbeat_let_the_group_go_meanwhile(netns, tmp_path):
+    assert netns.resource(*GROUP, "start").returncode == 0
+    before = netns.announcements(3)
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", "none"))
+    assert (result.returncode, result.stdout.strip()) == (0, "stopped"), result.stderr
+    assert netns.addresses() == set(GROUP)  # the new one gone again; the old ones are heartbeat's release's
+    assert "removed 10.50.0.30/24 from lvt0" in result.stderr and "the ones added are removed again" in result.stderr
+    time.sleep(0.3)
+    assert netns.announcements(len(before)) == before  # never announced
+
+
+def test_reload_moves_a_misplaced_copy_as_start_does(netns, tmp_path):
+    assert netns.resource(*GROUP, "start").returncode == 0
+    assert netns.sh("ip addr add 10.50.0.30/32 dev lvt1").returncode == 0
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all"))
+    assert result.returncode == 0, result.stderr
+    assert netns.addresses() == {*GROUP, NEW}

@@ -128,7 +128,7 @@ def test_home_after_return_follows_the_models_failback(inventory):
         assert conftest.Lab(state={}, cluster=changed).home_after_return(peer) == home
 
 
-# ---- test_8_keepalived's changed models (what its deploys are pointed at) ------------
+# ---- test_8_config_reload's changed models (what its deploys are pointed at) ---------
 
 def _changed(tmp_path, added):
     from lvsha.loader import load_cluster
@@ -150,6 +150,26 @@ def test_the_health_check_change_touches_the_last_sites_check_only(tmp_path):
     before, after = (render.keepalived_conf(c, c.master).content for c in (full, changed))
     assert before != after and f"connect_timeout {full.sites[-1].health.negotiatetimeout + 1}" in after
     assert before.split("virtual_server")[:-1] == after.split("virtual_server")[:-1]  # the other sites' as they were
+
+
+def test_on_heartbeat_the_health_check_change_touches_the_last_sites_block_of_ldirectord_cf_only(tmp_path):
+    from lvsha import render
+    from tests.conftest import load_with_test_secret
+    from tests.lab import changes
+
+    full = load_with_test_secret(conftest.Path(REFERENCE))
+    path = tmp_path / "changed.py"
+    path.write_text(changes.changed_inventory(REFERENCE, None))
+    changed = load_with_test_secret(path)
+    before, after = (render.ldirectord_file(c).content for c in (full, changed))
+    assert before != after and f"negotiatetimeout={full.sites[-1].health.negotiatetimeout + 1}" in after
+    assert before.split("\nvirtual=")[:-1] == after.split("\nvirtual=")[:-1]  # the other sites' as they were
+
+
+def test_the_config_reload_test_is_generic_and_runs_on_every_model():
+    """tests/lab/test_8_config_reload.py: on both engines (no internals marker) and on the second model."""
+    tests = [marks for name, node, _, marks, _ in _lab_tests() if name == "test_8_config_reload.py"]
+    assert tests and all("every_model" in marks and not any(m.endswith("_internals") for m in marks) for marks in tests)
 
 
 def test_the_added_site_takes_free_addresses_and_validates(tmp_path):

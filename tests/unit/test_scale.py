@@ -184,6 +184,41 @@ def test_without_state_sync_too_many_addresses_for_one_key_are_split_in_resource
     assert [a for resource, _ in group for a in resource.split("::")[1:]] == render.floating_ips_arguments(many)
 
 
+@pytest.mark.parametrize("model", ["reference", "scaled", "unsynced"])
+def test_haresources_shape_is_the_group_as_resource_manager_reads_it_without_the_addresses(model, request, tmp_path):
+    """render.haresources_shape (what decides a heartbeat restart, tasks/heartbeat.py) joins
+    the lines as ResourceManager's own sed does, split groups and wrapped lines included."""
+    cluster = request.getfixturevalue(model)
+    content = _balancer_file(cluster, render.HARESOURCES)
+    script = Path(render.FLOATING_IPS_SCRIPT).name
+    expected = []
+    for line in _resource_manager_view(content, tmp_path):
+        node, *resources = line.split()
+        names = [script if r.split("::")[0] == script else r for r in resources]
+        expected.append((node, *[n for i, n in enumerate(names) if not (n == script and i and names[i - 1] == script)]))
+    assert render.haresources_shape(content) == tuple(expected)
+    assert all(script in group for group in expected)
+
+
+@pytest.mark.parametrize("model", ["reference", "scaled", "unsynced"])
+def test_sites_added_or_removed_keep_haresources_shape(model, request):
+    """More or fewer addresses (unsynced and many: more or fewer resources of the split
+    group) are the same shape: heartbeat is not restarted for them."""
+    cluster = request.getfixturevalue(model)
+    shape = render.haresources_shape(_balancer_file(cluster, render.HARESOURCES))
+    for count in (1, len(cluster.sites) - 1, len(cluster.sites) + 40):
+        other = scale_cluster(cluster, count)
+        assert render.haresources_shape(_balancer_file(other, render.HARESOURCES)) == shape, count
+
+
+def test_the_group_owner_or_its_other_resources_change_haresources_shape(reference):
+    shape = render.haresources_shape(_balancer_file(reference, render.HARESOURCES))
+    unsynced = replace(reference, state_sync=replace(reference.state_sync, enabled=False))
+    assert render.haresources_shape(_balancer_file(unsynced, render.HARESOURCES)) != shape
+    swapped = replace(reference, balancers=tuple(reversed(reference.balancers)))
+    assert render.haresources_shape(_balancer_file(swapped, render.HARESOURCES)) != shape
+
+
 def test_the_reference_haresources_is_one_line(reference):
     assert render.haresources_lines(reference) == [
         f"{reference.master.name} {' '.join(r for r, _ in render.haresources_group(reference))}"]

@@ -172,3 +172,26 @@ def test_a_heartbeat_that_answers_or_is_stopping_is_left_alone(tmp_path):
         assert not any(c.startswith("systemctl kill") for c in fake.calls())
     finally:
         _stop(watch)
+
+
+def test_a_takeover_adds_the_addresses_lvsha_env_names_now_not_those_it_read_at_start(tmp_path):
+    """A deploy added a site after heartbeat started the watch (lvsha.env rewritten, no
+    restart: tasks/heartbeat.py): the takeover adds the new set. Here the file is
+    rewritten once the watch has read it (by the fake renice, which runs just after)."""
+    fake = Fake(tmp_path)
+    added = f"{ADDRESSES} 10.0.0.30/24/eth0"
+    new_env = tmp_path / "new.env"
+    new_env.write_text(fake.env_file.read_text().replace(f'LVSHA_FLOATING_IPS="{ADDRESSES}"',
+                                                         f'LVSHA_FLOATING_IPS="{added}"'))
+    assert new_env.read_text() != fake.env_file.read_text()
+    (fake.bin / "renice").write_text(f'#!/bin/sh\necho "renice $*" >> "$FAKE/calls"\ncp {new_env} "$LVSHA_ENV_FILE"\n')
+    fake.run(ACQUIRING[:1])
+    assert fake.actions() == ["state start", f"floating-ips {added} start"]
+
+
+def test_an_unreadable_lvsha_env_at_a_takeover_leaves_the_addresses_read_at_start(tmp_path):
+    fake = Fake(tmp_path)
+    (fake.bin / "renice").write_text('#!/bin/sh\necho "renice $*" >> "$FAKE/calls"\nrm -f "$LVSHA_ENV_FILE"\n')
+    result = fake.run(ACQUIRING[:1])
+    assert fake.actions() == ["state start", f"floating-ips {ADDRESSES} start"]
+    assert "the floating addresses read at start are used" in result.stderr
