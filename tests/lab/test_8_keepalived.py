@@ -10,7 +10,9 @@
   over; the longest wait of a client polling every VIP every 0.2 s is recorded;
 - keepalived SIGKILLed on the active node: systemd brings it back; it starts as a
   backup and drops the addresses, the peer takes over, and in the end exactly one
-  node holds the group (the master again with auto_failback, keepalived's preempt).
+  node holds the group (the master again with auto_failback, keepalived's preempt);
+- the priorities hold steady over busy no-op deploys while nothing fails (the track
+  scripts' timeout and fall).
 
 Named test_8_*: test_9_site_removed stays the last of the tier. Every figure is
 recorded under the report label "keepalived" (conftest), beside heartbeat's.
