@@ -76,7 +76,18 @@ def _new_connections_reach(lab, sources, host_name) -> list[str]:
     return reached
 
 
-def test_drain_keeps_established_connections_sends_new_ones_elsewhere_and_survives_a_failover(lab, client_sources):
+@pytest.fixture
+def drained_hosts(lab):
+    """The web hosts a test drains (it appends each name): undrained at its end whatever
+    failed, so that no later test finds a host out of rotation."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        lab.lvsha("undrain", name)
+
+
+def test_drain_keeps_established_connections_sends_new_ones_elsewhere_and_survives_a_failover(
+        lab, client_sources, drained_hosts):
     site = lab.cluster.sites[0]
     held_from, others = client_sources[0], client_sources[1:]
     holder = lab.client_program("hold", site.vip, 60, held_from)
@@ -84,6 +95,7 @@ def test_drain_keeps_established_connections_sends_new_ones_elsewhere_and_surviv
         first = holder.stdout.readline().strip()
         assert first.startswith("HOLD "), f"{first} {holder.stdout.read()}"
         victim = first.split()[1]  # the web host serving the held connection is the one drained
+        drained_hosts.append(victim)
         drained = lab.lvsha("drain", victim)
         assert drained.returncode == 0, drained.stderr
         # the held connection keeps being answered by the drained host, new ones never are
