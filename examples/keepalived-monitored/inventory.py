@@ -7,8 +7,8 @@ state), scraped from the external network (where the lab's client is; docs/monit
 
 The lab runs its whole tier on it with
 LVSHA_LAB_INVENTORY=examples/keepalived-monitored/inventory.py
-(tests/lab/test_9_monitoring.py scrapes it; its takeover and drain tests need the
-day-2 commands on keepalived). Not yet run in the lab (docs/limitations.md).
+(tests/lab/test_9_monitoring.py scrapes it through a takeover and a drain;
+docs/limitations.md says what its runs found).
 """
 
 import runpy
