@@ -267,7 +267,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     (which heartbeat's resource chain, the guard and the takeover watch read at
     each use), then the node carrying the group adds the new addresses and
     announces them (lvsha-floating-ips reload, which decides on the node, from
-    heartbeat's own view, whether it carries the group); the peer takes the new
+    heartbeat's own view and the group's owner in lvsha.env, whether it carries the
+    group: after a failback heartbeat says `local` on both nodes); the peer takes the new
     set at its next takeover. Addresses the model no longer has are removed from
     both nodes.
     Before each restart, which may hand the peer the floating addresses, the

@@ -23,8 +23,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a netw
 
 
 class Netns:
-    def __init__(self, name: str, send_arp_log: str, send_arp: str, state_dir: str):
+    def __init__(self, name: str, send_arp_log: str, send_arp: str, state_dir: str, env_file: str):
         self.name, self.send_arp_log, self.send_arp, self.state_dir = name, send_arp_log, send_arp, state_dir
+        self.env_file = env_file
+        self.settings(node="balancer1", owner="balancer1")
+
+    def settings(self, node: str, owner: str) -> None:
+        """lvsha.env as the deploy renders it for reload: this node, and the group's owner (the model's master)."""
+        with open(self.env_file, "w") as f:
+            f.write(f"LVSHA_NODE={node}\nLVSHA_PEER=other\nLVSHA_MASTER={owner}\n")
 
     def sh(self, command: str) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.name, "sh", "-c", command],
@@ -32,7 +39,7 @@ class Netns:
 
     def resource(self, *args: str, send_arp: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp,
-                   LVSHA_STATE_DIR=self.state_dir)
+                   LVSHA_STATE_DIR=self.state_dir, LVSHA_ENV_FILE=self.env_file)
         # A PATH with fakes first applies inside the namespace only (`ip netns exec` is the real ip).
         inside = ["env", f"PATH={path}:{env['PATH']}"] if path else []
         return subprocess.run(["ip", "netns", "exec", self.name, *inside, SCRIPT, *args],
@@ -60,7 +67,7 @@ def netns(tmp_path):
         fake = tmp_path / "send_arp"
         fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
         fake.chmod(0o755)
-        ns = Netns(name, str(log), str(fake), str(tmp_path / "state"))
+        ns = Netns(name, str(log), str(fake), str(tmp_path / "state"), str(tmp_path / "lvsha.env"))
         for veth in ("lvt0", "lvt1"):
             assert ns.sh(f"ip link add {veth} type veth peer name {veth}p && ip link set {veth} up "
                          f"&& ip link set {veth}p up").returncode == 0
@@ -219,8 +226,20 @@ def _asked(tmp_path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.mark.parametrize("holds", ["all", "local", "foreign"])
-def test_reload_on_the_carrier_adds_the_new_address_and_announces_it_alone(netns, tmp_path, holds):
+# (rscstatus, this node is the group's owner): heartbeat's answers that make this node the carrier.
+# After a failback both nodes answer local (hb_resource.c: the node that acquires its own,
+# here empty, resource set says local, and so does the one that released the group).
+CARRIER = [("all", True), ("all", False), ("local", True), ("foreign", False)]
+NOT_CARRIER = [("none", True), ("none", False), ("local", False), ("foreign", True)]
+
+
+def _owned(netns, owner: bool) -> None:
+    netns.settings(node="balancer1" if owner else "balancer2", owner="balancer1")
+
+
+@pytest.mark.parametrize("holds,owner", CARRIER)
+def test_reload_on_the_carrier_adds_the_new_address_and_announces_it_alone(netns, tmp_path, holds, owner):
+    _owned(netns, owner)
     assert netns.resource(*GROUP, "start").returncode == 0
     before = netns.announcements(3)
     result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
@@ -250,10 +269,21 @@ def test_reload_on_a_node_carrying_nothing_changes_nothing_and_asks_nothing(netn
     assert _asked(tmp_path) == 0
 
 
-@pytest.mark.parametrize("holds", ["none", "transition", ""])
-def test_reload_on_a_node_heartbeat_does_not_call_a_carrier_is_refused(netns, tmp_path, holds):
-    """Some addresses here while heartbeat says it holds nothing, is in transition or
-    does not answer: nothing is guessed, nothing changes, the deploy is told."""
+@pytest.mark.parametrize("holds,owner", NOT_CARRIER)
+def test_reload_on_a_node_heartbeat_does_not_call_the_carrier_is_refused(netns, tmp_path, holds, owner):
+    """Some addresses here while heartbeat says this node does not carry the group (the
+    standby after a failback says local too, with one address left over): nothing is
+    guessed, nothing is added, the deploy is told."""
+    _owned(netns, owner)
+    assert netns.sh("ip addr add 192.168.50.254/24 dev lvt1").returncode == 0  # GROUP[0], left over
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
+    assert result.returncode == 1
+    assert f"this node has 1 of the group's addresses while heartbeat says '{holds}'" in result.stderr
+    assert netns.addresses() == {GROUP[0]}
+
+
+@pytest.mark.parametrize("holds", ["transition", ""])
+def test_reload_while_heartbeat_does_not_say_is_refused(netns, tmp_path, holds):
     assert netns.resource(*GROUP, "start").returncode == 0
     result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
     assert result.returncode == 1
@@ -262,10 +292,21 @@ def test_reload_on_a_node_heartbeat_does_not_call_a_carrier_is_refused(netns, tm
     assert netns.addresses() == set(GROUP)
 
 
-def test_reload_removes_what_it_added_when_heartbeat_let_the_group_go_meanwhile(netns, tmp_path):
+def test_reload_without_the_node_and_owner_changes_nothing(netns, tmp_path):
+    os.remove(netns.env_file)
+    assert netns.resource(*GROUP, "start").returncode == 0
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "local"))
+    assert result.returncode == 1
+    assert f"cannot read LVSHA_NODE and LVSHA_MASTER from {netns.env_file}" in result.stderr
+    assert netns.addresses() == set(GROUP)
+
+
+@pytest.mark.parametrize("holds,owner", NOT_CARRIER)
+def test_reload_removes_what_it_added_when_heartbeat_let_the_group_go_meanwhile(netns, tmp_path, holds, owner):
+    _owned(netns, owner)
     assert netns.resource(*GROUP, "start").returncode == 0
     before = netns.announcements(3)
-    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", "none"))
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", holds))
     assert (result.returncode, result.stdout.strip()) == (0, "stopped"), result.stderr
     assert netns.addresses() == set(GROUP)  # the new one gone again; the old ones are heartbeat's release's
     assert "removed 10.50.0.30/24 from lvt0" in result.stderr and "the ones added are removed again" in result.stderr
