@@ -18,6 +18,7 @@ from tests.unit.fakes import fake_programs
 
 SCRIPT = str(render.FILES / "heartbeat" / "lvsha-floating-ips")
 GROUP = ["192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"]
+RSC_WAIT = 2  # s reload asks heartbeat again while it says transition or nothing
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
 
@@ -39,7 +40,7 @@ class Netns:
 
     def resource(self, *args: str, send_arp: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp,
-                   LVSHA_STATE_DIR=self.state_dir, LVSHA_ENV_FILE=self.env_file)
+                   LVSHA_STATE_DIR=self.state_dir, LVSHA_ENV_FILE=self.env_file, LVSHA_RSC_WAIT=str(RSC_WAIT))
         # A PATH with fakes first applies inside the namespace only (`ip netns exec` is the real ip).
         inside = ["env", f"PATH={path}:{env['PATH']}"] if path else []
         return subprocess.run(["ip", "netns", "exec", self.name, *inside, SCRIPT, *args],
@@ -238,18 +239,21 @@ def _owned(netns, owner: bool) -> None:
 
 
 @pytest.mark.parametrize("holds,owner", CARRIER)
-def test_reload_on_the_carrier_adds_the_new_address_and_announces_it_alone(netns, tmp_path, holds, owner):
+@pytest.mark.parametrize("transitions", [0, 1])
+def test_reload_on_the_carrier_adds_the_new_address_and_announces_it_alone(netns, tmp_path, holds, owner, transitions):
+    """Also when heartbeat says transition at first (a takeover under way): asked again until it says."""
     _owned(netns, owner)
     assert netns.resource(*GROUP, "start").returncode == 0
     before = netns.announcements(3)
-    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
+    answers = ["transition"] * transitions + [holds]
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, *answers))
     assert (result.returncode, result.stdout.strip()) == (0, "running"), result.stderr
     assert netns.addresses() == {*GROUP, NEW}
     assert "added 10.50.0.30/24 to lvt0" in result.stderr
     after = netns.announcements(len(before) + 1)
     assert [line for line in after if line not in before] == [
         f"-i 200 -r 5 -p {netns.state_dir}/send_arp-10.50.0.30 lvt0 10.50.0.30 auto not_used not_used"]
-    assert _asked(tmp_path) == 2  # before adding, and again after
+    assert _asked(tmp_path) == transitions + 2  # until it says before adding, and once more after
 
 
 def test_reload_with_nothing_new_changes_nothing(netns, tmp_path):
@@ -280,16 +284,19 @@ def test_reload_on_a_node_heartbeat_does_not_call_the_carrier_is_refused(netns, 
     assert result.returncode == 1
     assert f"this node has 1 of the group's addresses while heartbeat says '{holds}'" in result.stderr
     assert netns.addresses() == {GROUP[0]}
+    assert _asked(tmp_path) == 1  # a settled answer: not asked again
 
 
 @pytest.mark.parametrize("holds", ["transition", ""])
-def test_reload_while_heartbeat_does_not_say_is_refused(netns, tmp_path, holds):
+def test_reload_while_heartbeat_never_says_is_refused_after_asking_again(netns, tmp_path, holds):
+    """In transition or not answering for LVSHA_RSC_WAIT s: nothing changes, the deploy is told what it waited for."""
     assert netns.resource(*GROUP, "start").returncode == 0
     result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
     assert result.returncode == 1
-    assert f"this node has 3 of the group's addresses while heartbeat says '{holds or 'nothing (no answer)'}'" \
-        in result.stderr
+    assert (f"this node has 3 of the group's addresses while heartbeat says '{holds or 'nothing (no answer)'}' "
+            f"for {RSC_WAIT} s") in result.stderr
     assert netns.addresses() == set(GROUP)
+    assert _asked(tmp_path) > 1
 
 
 def test_reload_without_the_node_and_owner_changes_nothing(netns, tmp_path):
@@ -302,16 +309,36 @@ def test_reload_without_the_node_and_owner_changes_nothing(netns, tmp_path):
 
 
 @pytest.mark.parametrize("holds,owner", NOT_CARRIER)
-def test_reload_removes_what_it_added_when_heartbeat_let_the_group_go_meanwhile(netns, tmp_path, holds, owner):
+@pytest.mark.parametrize("unsettled", [[], ["transition"], [""]])
+def test_reload_removes_what_it_added_when_heartbeat_let_the_group_go_meanwhile(netns, tmp_path, holds, owner,
+                                                                                unsettled):
+    """Only on an answer that says this node no longer carries the group, once heartbeat says."""
     _owned(netns, owner)
     assert netns.resource(*GROUP, "start").returncode == 0
     before = netns.announcements(3)
-    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", holds))
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", *unsettled, holds))
     assert (result.returncode, result.stdout.strip()) == (0, "stopped"), result.stderr
     assert netns.addresses() == set(GROUP)  # the new one gone again; the old ones are heartbeat's release's
     assert "removed 10.50.0.30/24 from lvt0" in result.stderr and "the ones added are removed again" in result.stderr
     time.sleep(0.3)
     assert netns.announcements(len(before)) == before  # never announced
+
+
+@pytest.mark.parametrize("holds", ["transition", ""])
+def test_reload_leaves_what_it_added_and_fails_when_heartbeat_does_not_say_after(netns, tmp_path, holds):
+    """A carrier briefly in transition, or not answering, once the addresses are added is
+    not taken for one that let the group go (the new address would be on neither node):
+    the addresses stay, unannounced, and the deploy fails."""
+    assert netns.resource(*GROUP, "start").returncode == 0
+    before = netns.announcements(3)
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", holds))
+    assert result.returncode == 1 and result.stdout.strip() != "stopped"
+    assert netns.addresses() == {*GROUP, NEW}
+    assert "added 10.50.0.30/24 to lvt0" in result.stderr
+    assert (f"heartbeat did not say whether this node still carries the group once the addresses were added "
+            f"(it says '{holds or 'nothing (no answer)'}' for {RSC_WAIT} s)") in result.stderr
+    time.sleep(0.3)
+    assert netns.announcements(len(before)) == before
 
 
 def test_reload_moves_a_misplaced_copy_as_start_does(netns, tmp_path):
