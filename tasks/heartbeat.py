@@ -24,6 +24,10 @@ from tasks.operations import (
 from tasks.rendered import is_as_rendered, put
 
 
+# ldirectord's own reading of the staged ldirectord.cf, `{}` (bounded by the script).
+LDIRECTORD_CHECK = f"{render.LDIRECTORD_CHECK_SCRIPT} {{}}"
+
+
 def running(service: str) -> bool:
     return unit_state(service)["running"]
 
@@ -213,16 +217,24 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     drop-in), so a restart never races the old daemon, and with `cleanstop=no` the
     table is edited in place. What the model no longer has is removed from IPVS
     (ldirectord only manages what its files named).
+
+    ldirectord.cf is uploaded beside the file and checked there by ldirectord itself
+    (lvsha-ldirectord-check: `ldirectord COPY status` reads the file as a start or a
+    reload does, under a name of its own, so no pid file of the running daemon is
+    touched); a file it refuses fails the operation and never replaces the one in
+    place: a reload of a refused file would remove the daemon's pid file, and any
+    later start would fail on it, in a loop, with IPVS left unchecked.
     """
     put(render.drain_script())
     put(render.ipvs_ready_script())  # the sync daemons' wait at boot, the reload's and the peer's before a heartbeat restart
+    put(render.ldirectord_check_script())  # before ldirectord.cf: it checks the staged file
     _, dropin_file = render.unit_dropin_files(cluster)
     dropin = put(dropin_file)
     systemd.daemon_reload(name="Reload systemd for ldirectord's drop-in", _if=dropin.did_change)
     config = render.ldirectord_file(cluster)
     stale = runs_stale("ldirectord", [config])
     lacking = ipvs_drift(cluster)
-    written = put(config)
+    written = put(config, check=LDIRECTORD_CHECK)
     started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
                    running=True, enabled=True)
 

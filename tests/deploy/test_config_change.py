@@ -103,7 +103,7 @@ def test_a_site_added_reloads_ldirectord_and_adds_its_address_without_a_restart(
     machines = _running_pair(cluster)
     changes = changing(_plan(added, machines, cluster.balancers[which].name))
     _no_restart(changes, added)
-    assert set(changes) == {f"Write {render.LDIRECTORD_CF}", LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}",
+    assert set(changes) == {f"Check and write {render.LDIRECTORD_CF}", LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}",
                             f"Write {render.HEARTBEAT_ENV}", f"Write {render.HARESOURCES}", ADD_ADDRESSES}, list(changes)
     assert changes[LDIRECTORD_RELOAD] == RELOAD_AND_WAIT
     assert changes[f"Write {render.HARESOURCES}"][-2:] == [f"mv -f {render.HARESOURCES}.lvsha-new {render.HARESOURCES}",
@@ -134,7 +134,7 @@ def test_a_health_check_changed_reloads_ldirectord_alone(every_model):
     machines = _running_pair(cluster)
     for name in machines:
         changes = changing(_plan(_health_changed(cluster), machines, name))
-        assert changes == {f"Write {render.LDIRECTORD_CF}": changes[f"Write {render.LDIRECTORD_CF}"],
+        assert changes == {f"Check and write {render.LDIRECTORD_CF}": changes[f"Check and write {render.LDIRECTORD_CF}"],
                            LDIRECTORD_RELOAD: RELOAD_AND_WAIT}, list(changes)
 
 
@@ -143,7 +143,7 @@ def test_a_real_server_changed_reloads_ldirectord_and_loads_the_firewall(referen
     for name in machines:
         changes = changing(_plan(_real_changed(reference), machines, name))
         _no_restart(changes, reference)
-        assert set(changes) == {f"Write {render.LDIRECTORD_CF}", LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}"}
+        assert set(changes) == {f"Check and write {render.LDIRECTORD_CF}", LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}"}
 
 
 def test_a_site_removed_reloads_ldirectord_and_removes_its_address_and_service_without_a_restart(reference):
