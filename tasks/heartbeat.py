@@ -63,7 +63,8 @@ def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
     started with it after its peer's rotation.
 
     The restarts come first when a running node's heartbeat runs an ha.cf or
-    haresources other than the one on disk (lvsha-applied), such as one a run
+    haresources other than the one on disk (lvsha-applied; a haresources whose
+    floating addresses alone differ is not other: runs_as), such as one a run
     that died before the restart wrote: the rotation's SIGHUP makes heartbeat
     reread ha.cf too, and a changed one turns the reread into heartbeat's own
     restart (it execs itself), with none of lvsha-heartbeat-restart's care.
@@ -82,8 +83,9 @@ def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
             ha_cf, haresources, authkeys = render.heartbeat_files(cluster, b)
             runs = running("heartbeat")
             on_disk = [(managed_state(f.path) or {}).get("sha1") for f in (ha_cf, haresources)]
-            nodes[b.name] = (runs, (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content),
-                             runs and fact(Applied).get("heartbeat", [])[:2] != on_disk)
+            recorded = fact(Applied).get("heartbeat", [])
+            differs = (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content)
+        nodes[b.name] = (runs, differs, runs and not runs_as(cluster, b, recorded, on_disk))
     due = any(runs and differs for runs, differs, _ in nodes.values())
     restart_first = due and any(pending for _, _, pending in nodes.values())
     stopped = [name for name, (runs, _, _) in nodes.items() if not runs]
@@ -113,25 +115,39 @@ def haresources_change(cluster: Cluster, balancer: Balancer) -> str | None:
     return "addresses" if same else "group"
 
 
+def runs_as(cluster: Cluster, balancer: Balancer, recorded: list, want: list) -> bool:
+    """heartbeat on `balancer`, recorded (lvsha-applied) as started with `recorded`
+    (the sha1 of ha.cf, haresources, authkeys), runs as it would with `want` (as far
+    as `want` goes): the same files, or a haresources whose floating addresses alone
+    differ, where the two are the one on disk and the model's (haresources_change):
+    heartbeat reads haresources at each takeover and release, and this run writes the
+    model's and records it without a restart."""
+    recorded = recorded[:len(want)]
+    if recorded == want:
+        return True
+    if len(recorded) != len(want) or len(want) < 2 or recorded[:1] + recorded[2:] != want[:1] + want[2:]:
+        return False
+    _, haresources, _ = render.heartbeat_files(cluster, balancer)
+    with on_host(balancer.name):
+        on_disk = (managed_state(haresources.path) or {}).get("sha1")
+    return ({recorded[1], want[1]} == {on_disk, sha1_of(haresources.content)}
+            and haresources_change(cluster, balancer) == "addresses")
+
+
 def heartbeat_runs_stale(cluster: Cluster, balancer: Balancer, rotate: bool) -> bool:
     """heartbeat runs on `balancer` with other files than the model's ha.cf, haresources
     and authkeys (lvsha-applied's record, compared file by file; authkeys left out
     while the key is rotated in place), such as files written by a run that died
     before the restart, or edited and restarted by hand. Not stale: a haresources
     whose floating addresses alone differ from the model's, when heartbeat runs with
-    the one on disk (this run writes the model's and records it: heartbeat reads it
-    at each takeover and release)."""
+    the one on disk (runs_as)."""
     ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
     want = render.applied_record([ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
     with on_host(balancer.name):
         if not running("heartbeat"):
             return False
-        recorded = fact(Applied).get("heartbeat", [])[:len(want)]
-        on_disk = (managed_state(haresources.path) or {}).get("sha1")
-    if (len(recorded) == len(want) and recorded[1] != want[1] and recorded[1] == on_disk
-            and haresources_change(cluster, balancer) == "addresses"):
-        recorded = [recorded[0], want[1], *recorded[2:]]
-    return recorded != want
+        recorded = fact(Applied).get("heartbeat", [])
+    return not runs_as(cluster, balancer, recorded, want)
 
 
 def restart_due(cluster: Cluster, balancer: Balancer) -> bool:

@@ -248,3 +248,48 @@ def test_heartbeat_running_an_older_haresources_than_the_one_on_disk_restarts(re
     name = reference.peer(reference.master).name
     machines[name].applied["heartbeat"][1] = "0" * 40
     assert _restart(added, name) in changing(_plan(added, machines, name))
+
+
+OLD_AUTHKEYS = ("auth 1\n1 sha1 the-old-secret-0123456789\n", 600)
+
+
+def _other_addresses_on_disk(cluster, machines: dict) -> None:
+    """heartbeat runs the model's haresources, and the one on disk differs in its
+    addresses alone (edited by hand; a run whose record failed, the model then put back)."""
+    for name, machine in machines.items():
+        _, other, _ = render.heartbeat_files(_added(cluster), cluster.balancer(name))
+        machine.files[render.HARESOURCES] = (other.content, 644)
+
+
+def test_a_rotation_is_not_put_after_restarts_for_a_haresources_differing_in_its_addresses(reference):
+    """heartbeat runs the model's haresources while the one on disk differs in its
+    addresses alone: no restart is due for it (heartbeat_runs_stale), so none is waited
+    for: the key rotates first, before anything heartbeat rereads is written."""
+    machines = _running_pair(reference)
+    _other_addresses_on_disk(reference, machines)
+    for machine in machines.values():
+        machine.files[render.AUTHKEYS] = OLD_AUTHKEYS
+    for name in machines:
+        ops = _plan(reference, machines, name)
+        changes = changing(ops)
+        _no_restart(changes, reference)
+        rotation = [n for n in changes if n.startswith("Rotate the heartbeat key")]
+        assert len(rotation) == 5
+        names = [op.name for op in ops]
+        assert names.index(rotation[-1]) < names.index(f"Write {render.HARESOURCES}")
+
+
+@pytest.mark.parametrize("stopped", ["balancer1", "balancer2"])
+def test_a_rotation_with_a_stopped_node_is_not_refused_for_a_haresources_differing_in_its_addresses(reference,
+                                                                                                   stopped):
+    """The refusal is for a restart that needs the stopped node serving: none is due here."""
+    machines = _running_pair(reference)
+    _other_addresses_on_disk(reference, machines)
+    for machine in machines.values():
+        machine.files[render.AUTHKEYS] = OLD_AUTHKEYS
+    machines[stopped].running["heartbeat.service"] = False
+    running = reference.peer(reference.balancer(stopped)).name
+    changes = changing(_plan(reference, machines, running))
+    _no_restart(changes, reference)
+    assert len([n for n in changes if n.startswith("Rotate the heartbeat key")]) == 5
+    assert f"Write {render.AUTHKEYS}" in changing(_plan(reference, machines, stopped))
