@@ -13,7 +13,8 @@ from tasks.operations import IPTABLES_RESTORE
 from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
 from tasks.roles import cluster_host
 from tests.conftest import TEST_SECRET
-from tests.deploy.harness import changing, plan, prepare_run
+from tests.deploy.harness import (LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, OLD_AUTHKEYS, RELOAD_AND_WAIT, changing, plan,
+                                  prepare_run)
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 
@@ -167,11 +168,7 @@ def test_new_floating_ips_script_alone_does_not_restart_heartbeat(reference):
 
 
 LDIRECTORD_RESTART = "Restart ldirectord for its new unit drop-in"
-LDIRECTORD_RELOAD = "Reload ldirectord for its new configuration"
-RELOAD_AND_WAIT = ["systemctl reload ldirectord.service",
-                   f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
 LDIRECTORD_OP = "ldirectord runs on both balancers, enabled at boot"
-LDIRECTORD_CF_OP = f"Check and write {render.LDIRECTORD_CF}"
 
 
 @pytest.mark.parametrize("name", ["balancer1", "balancer2"])
@@ -500,7 +497,6 @@ def test_a_new_secret_on_a_stopped_heartbeat_is_written(reference):
     assert not any(name.startswith("Rotate") for name in changes)
 
 
-OLD_AUTHKEYS = "auth 1\n1 sha1 the-old-secret-0123456789\n"
 # lvsha-authkeys's resign phase done, its final not: the new key as 1 and as 2
 HALF_ROTATED = f"auth 1\n1 sha1 {TEST_SECRET}\n2 sha1 {TEST_SECRET}\n"
 ROTATION_PHASES = ("accept", "sign", "bridge", "resign", "final")
