@@ -223,8 +223,11 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     the new one does not; real servers likewise), so a site added, a health check
     or a real server changed leaves the other sites and their connections alone.
     The reload is then followed by a wait until IPVS holds every virtual service of
-    the file (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s), so that
-    what comes next (heartbeat adding a new site's address) finds it loaded.
+    the file (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s), and, for a
+    service without a real server (one the reload added, its first health checks
+    pending), a round of ldirectord's health checks from then (--reloaded), so that
+    what comes next (heartbeat adding a new site's address) finds it loaded with its
+    real servers, unless they fail their checks.
 
     It is **restarted** when its unit drop-in changed (systemd runs the new unit
     only from a start), or when its IPVS table lacks a virtual service of the model
@@ -266,7 +269,7 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     server.shell(
         name="Reload ldirectord for its new configuration",
         commands=["systemctl reload ldirectord.service",
-                  f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"],
+                  f"{render.IPVS_READY_SCRIPT} --strict --reloaded {render.IPVS_TAKEOVER_TIMEOUT}"],
         _if=lambda: not started.did_change() and not restart() and bool(stale or written.did_change()),
     )
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]

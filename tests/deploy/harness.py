@@ -137,7 +137,7 @@ def prepare_run(deploy_file: Path, machines: dict, data: dict) -> list[tuple[lis
 
 LDIRECTORD_RELOAD = "Reload ldirectord for its new configuration"
 RELOAD_AND_WAIT = ["systemctl reload ldirectord.service",
-                   f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
+                   f"{render.IPVS_READY_SCRIPT} --strict --reloaded {render.IPVS_TAKEOVER_TIMEOUT}"]
 LDIRECTORD_CF_OP = f"Check and write {render.LDIRECTORD_CF}"
 OLD_AUTHKEYS = "auth 1\n1 sha1 the-old-secret-0123456789\n"  # another secret than the model's: a rotation
 
