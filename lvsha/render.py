@@ -53,6 +53,8 @@ FIREWALL_DROPIN = "/etc/systemd/system/netfilter-persistent.service.d/lvsha.conf
 APPLIED_SCRIPT = "/usr/local/sbin/lvsha-applied"
 DRAIN_SCRIPT = "/usr/local/sbin/lvsha-drain"
 IPVS_READY_SCRIPT = "/usr/local/sbin/lvsha-ipvs-ready"
+# Whether ldirectord accepts a file: the deploy's check of the staged ldirectord.cf.
+LDIRECTORD_CHECK_SCRIPT = "/usr/local/sbin/lvsha-ldirectord-check"
 # lvsha-ipvs-ready waits at most this long for ldirectord to load IPVS (the sync daemons, at boot).
 IPVS_READY_TIMEOUT = 60
 # The deploy waits at most this long (lvsha-ipvs-ready --strict) for a node's IPVS to hold
@@ -350,6 +352,12 @@ def ipvs_ready_script() -> RenderedFile:
     """lvsha-ipvs-ready: waits for ldirectord's IPVS (the sync daemons at boot; with
     --strict, the deploy on a node before its peer's heartbeat restarts)."""
     return _shipped("lvsha", IPVS_READY_SCRIPT, mode="0755")
+
+
+def ldirectord_check_script() -> RenderedFile:
+    """lvsha-ldirectord-check: whether ldirectord accepts a file (the deploy checks the
+    staged ldirectord.cf with it before renaming it into place)."""
+    return _shipped("lvsha", LDIRECTORD_CHECK_SCRIPT, mode="0755")
 
 
 def migrate_script() -> RenderedFile:
@@ -686,6 +694,7 @@ def engine_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
         *heartbeat_helper_files(cluster, balancer),
         drain_script(),
         ipvs_ready_script(),
+        ldirectord_check_script(),
         *unit_dropin_files(cluster),
         ldirectord_file(cluster),
     ]

@@ -24,6 +24,10 @@ from tasks.operations import (
 from tasks.rendered import is_as_rendered, put
 
 
+# ldirectord's own reading of the staged ldirectord.cf, `{}` (bounded by the script).
+LDIRECTORD_CHECK = f"{render.LDIRECTORD_CHECK_SCRIPT} {{}}"
+
+
 def running(service: str) -> bool:
     return unit_state(service)["running"]
 
@@ -59,7 +63,8 @@ def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
     started with it after its peer's rotation.
 
     The restarts come first when a running node's heartbeat runs an ha.cf or
-    haresources other than the one on disk (lvsha-applied), such as one a run
+    haresources other than the one on disk (lvsha-applied; a haresources whose
+    floating addresses alone differ is not other: runs_as), such as one a run
     that died before the restart wrote: the rotation's SIGHUP makes heartbeat
     reread ha.cf too, and a changed one turns the reread into heartbeat's own
     restart (it execs itself), with none of lvsha-heartbeat-restart's care.
@@ -78,8 +83,9 @@ def key_rotation(cluster: Cluster, balancer: Balancer) -> tuple[bool, bool]:
             ha_cf, haresources, authkeys = render.heartbeat_files(cluster, b)
             runs = running("heartbeat")
             on_disk = [(managed_state(f.path) or {}).get("sha1") for f in (ha_cf, haresources)]
-            nodes[b.name] = (runs, (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content),
-                             runs and fact(Applied).get("heartbeat", [])[:2] != on_disk)
+            recorded = fact(Applied).get("heartbeat", [])
+            differs = (managed_state(authkeys.path) or {}).get("sha1") != sha1_of(authkeys.content)
+        nodes[b.name] = (runs, differs, runs and not runs_as(cluster, b, recorded, on_disk))
     due = any(runs and differs for runs, differs, _ in nodes.values())
     restart_first = due and any(pending for _, _, pending in nodes.values())
     stopped = [name for name, (runs, _, _) in nodes.items() if not runs]
@@ -109,25 +115,39 @@ def haresources_change(cluster: Cluster, balancer: Balancer) -> str | None:
     return "addresses" if same else "group"
 
 
+def runs_as(cluster: Cluster, balancer: Balancer, recorded: list, want: list) -> bool:
+    """heartbeat on `balancer`, recorded (lvsha-applied) as started with `recorded`
+    (the sha1 of ha.cf, haresources, authkeys), runs as it would with `want` (as far
+    as `want` goes): the same files, or a haresources whose floating addresses alone
+    differ, where the two are the one on disk and the model's (haresources_change):
+    heartbeat reads haresources at each takeover and release, and this run writes the
+    model's and records it without a restart."""
+    recorded = recorded[:len(want)]
+    if recorded == want:
+        return True
+    if len(recorded) != len(want) or len(want) < 2 or recorded[:1] + recorded[2:] != want[:1] + want[2:]:
+        return False
+    _, haresources, _ = render.heartbeat_files(cluster, balancer)
+    with on_host(balancer.name):
+        on_disk = (managed_state(haresources.path) or {}).get("sha1")
+    return ({recorded[1], want[1]} == {on_disk, sha1_of(haresources.content)}
+            and haresources_change(cluster, balancer) == "addresses")
+
+
 def heartbeat_runs_stale(cluster: Cluster, balancer: Balancer, rotate: bool) -> bool:
     """heartbeat runs on `balancer` with other files than the model's ha.cf, haresources
     and authkeys (lvsha-applied's record, compared file by file; authkeys left out
     while the key is rotated in place), such as files written by a run that died
     before the restart, or edited and restarted by hand. Not stale: a haresources
     whose floating addresses alone differ from the model's, when heartbeat runs with
-    the one on disk (this run writes the model's and records it: heartbeat reads it
-    at each takeover and release)."""
+    the one on disk (runs_as)."""
     ha_cf, haresources, authkeys = render.heartbeat_files(cluster, balancer)
     want = render.applied_record([ha_cf, haresources] if rotate else [ha_cf, haresources, authkeys])
     with on_host(balancer.name):
         if not running("heartbeat"):
             return False
-        recorded = fact(Applied).get("heartbeat", [])[:len(want)]
-        on_disk = (managed_state(haresources.path) or {}).get("sha1")
-    if (len(recorded) == len(want) and recorded[1] != want[1] and recorded[1] == on_disk
-            and haresources_change(cluster, balancer) == "addresses"):
-        recorded = [recorded[0], want[1], *recorded[2:]]
-    return recorded != want
+        recorded = fact(Applied).get("heartbeat", [])
+    return not runs_as(cluster, balancer, recorded, want)
 
 
 def restart_due(cluster: Cluster, balancer: Balancer) -> bool:
@@ -203,8 +223,11 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     the new one does not; real servers likewise), so a site added, a health check
     or a real server changed leaves the other sites and their connections alone.
     The reload is then followed by a wait until IPVS holds every virtual service of
-    the file (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s), so that
-    what comes next (heartbeat adding a new site's address) finds it loaded.
+    the file (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s), and, for a
+    service without a real server (one the reload added, its first health checks
+    pending), a round of ldirectord's health checks from then (--reloaded), so that
+    what comes next (heartbeat adding a new site's address) finds it loaded with its
+    real servers, unless they fail their checks.
 
     It is **restarted** when its unit drop-in changed (systemd runs the new unit
     only from a start), or when its IPVS table lacks a virtual service of the model
@@ -213,16 +236,24 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     drop-in), so a restart never races the old daemon, and with `cleanstop=no` the
     table is edited in place. What the model no longer has is removed from IPVS
     (ldirectord only manages what its files named).
+
+    ldirectord.cf is uploaded beside the file and checked there by ldirectord itself
+    (lvsha-ldirectord-check: `ldirectord COPY status` reads the file as a start or a
+    reload does, under a name of its own, so no pid file of the running daemon is
+    touched); a file it refuses fails the operation and never replaces the one in
+    place: a reload of a refused file would remove the daemon's pid file, and any
+    later start would fail on it, in a loop, with IPVS left unchecked.
     """
     put(render.drain_script())
     put(render.ipvs_ready_script())  # the sync daemons' wait at boot, the reload's and the peer's before a heartbeat restart
+    put(render.ldirectord_check_script())  # before ldirectord.cf: it checks the staged file
     _, dropin_file = render.unit_dropin_files(cluster)
     dropin = put(dropin_file)
     systemd.daemon_reload(name="Reload systemd for ldirectord's drop-in", _if=dropin.did_change)
     config = render.ldirectord_file(cluster)
     stale = runs_stale("ldirectord", [config])
     lacking = ipvs_drift(cluster)
-    written = put(config)
+    written = put(config, check=LDIRECTORD_CHECK)
     started = unit(name="ldirectord runs on both balancers, enabled at boot", service="ldirectord",
                    running=True, enabled=True)
 
@@ -238,7 +269,7 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     server.shell(
         name="Reload ldirectord for its new configuration",
         commands=["systemctl reload ldirectord.service",
-                  f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"],
+                  f"{render.IPVS_READY_SCRIPT} --strict --reloaded {render.IPVS_TAKEOVER_TIMEOUT}"],
         _if=lambda: not started.did_change() and not restart() and bool(stale or written.did_change()),
     )
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
@@ -267,7 +298,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     (which heartbeat's resource chain, the guard and the takeover watch read at
     each use), then the node carrying the group adds the new addresses and
     announces them (lvsha-floating-ips reload, which decides on the node, from
-    heartbeat's own view, whether it carries the group); the peer takes the new
+    heartbeat's own view and the group's owner in lvsha.env, whether it carries the
+    group: after a failback heartbeat says `local` on both nodes); the peer takes the new
     set at its next takeover. Addresses the model no longer has are removed from
     both nodes.
     Before each restart, which may hand the peer the floating addresses, the

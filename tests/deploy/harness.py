@@ -24,6 +24,9 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra_cli.util import load_deploy_file
 
+from lvsha import render
+from tasks.roles import cluster_host
+
 
 @dataclass
 class PlannedOp:
@@ -128,3 +131,31 @@ def prepare_run(deploy_file: Path, machines: dict, data: dict) -> list[tuple[lis
         load_deploy_file(state, str(deploy_file))
     return [(sorted(state.get_op_meta(op_hash).names), [h.name for h in inventory if op_hash in h.op_hash_order])
             for op_hash in state.get_op_order()]
+
+
+# ---- the heartbeat engine's operations, named as tasks/heartbeat.py names them -------------
+
+LDIRECTORD_RELOAD = "Reload ldirectord for its new configuration"
+RELOAD_AND_WAIT = ["systemctl reload ldirectord.service",
+                   f"{render.IPVS_READY_SCRIPT} --strict --reloaded {render.IPVS_TAKEOVER_TIMEOUT}"]
+LDIRECTORD_CF_OP = f"Check and write {render.LDIRECTORD_CF}"
+OLD_AUTHKEYS = "auth 1\n1 sha1 the-old-secret-0123456789\n"  # another secret than the model's: a rotation
+
+
+def heartbeat_restart(cluster, name: str) -> str:
+    """heartbeat's restart on balancer `name` (the backup's first)."""
+    turn = [b.name for b in reversed(cluster.balancers)].index(name) + 1
+    return f"Restart heartbeat for its new configuration ({turn} of 2: {name})"
+
+
+def ipvs_wait(cluster, name: str) -> str:
+    """The wait, on `name`'s peer, for its IPVS before `name`'s restart."""
+    turn = [b.name for b in reversed(cluster.balancers)].index(name) + 1
+    peer = cluster.peer(cluster.balancer(name)).name
+    return f"IPVS on {peer} holds the model's virtual services before heartbeat restarts on {name} ({turn} of 2)"
+
+
+def plan_balancer(cluster, machines: dict, name: str) -> list[PlannedOp]:
+    """The operations on balancer `name`, each host's facts from `machines` ({name: Machine})."""
+    others = {n: m.fact for n, m in machines.items() if n != name}
+    return plan(cluster_host, cluster, name, host_name=name, facts=machines[name].fact, others=others)

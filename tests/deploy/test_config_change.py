@@ -16,26 +16,12 @@ from lvsha import render
 from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
 from lvsha.lab.model import ROOT
 from lvsha.model import Site
-from tasks.roles import cluster_host
-from tests.deploy.harness import changing, plan, prepare_run
+from tests.deploy.harness import (LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, OLD_AUTHKEYS, RELOAD_AND_WAIT, changing,
+                                  heartbeat_restart, ipvs_wait, plan_balancer, prepare_run)
 from tests.deploy.machine import converged_balancer
 
-LDIRECTORD_RELOAD = "Reload ldirectord for its new configuration"
-RELOAD_AND_WAIT = ["systemctl reload ldirectord.service",
-                   f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
 ADD_ADDRESSES = "The group's floating addresses as the model has them where heartbeat carries it (no restart)"
 RECORD = f"{render.APPLIED_SCRIPT} record haresources"
-
-
-def _restart(cluster, name) -> str:
-    turn = [b.name for b in reversed(cluster.balancers)].index(name) + 1
-    return f"Restart heartbeat for its new configuration ({turn} of 2: {name})"
-
-
-def _wait(cluster, name) -> str:
-    turn = [b.name for b in reversed(cluster.balancers)].index(name) + 1
-    peer = cluster.peer(cluster.balancer(name)).name
-    return f"IPVS on {peer} holds the model's virtual services before heartbeat restarts on {name} ({turn} of 2)"
 
 
 def _running_pair(cluster) -> dict:
@@ -46,11 +32,6 @@ def _running_pair(cluster) -> dict:
     for ip in cluster.floating_ips():
         machines[cluster.master.name].addresses[ip.interface].append(ip.cidr)
     return machines
-
-
-def _plan(cluster, machines: dict, name: str):
-    others = {n: m.fact for n, m in machines.items() if n != name}
-    return plan(cluster_host, cluster, name, host_name=name, facts=machines[name].fact, others=others)
 
 
 def _added(cluster):
@@ -87,7 +68,7 @@ def _removed(cluster):
 
 def _no_restart(changes: dict, cluster) -> None:
     for b in cluster.balancers:
-        assert _restart(cluster, b.name) not in changes and _wait(cluster, b.name) not in changes
+        assert heartbeat_restart(cluster, b.name) not in changes and ipvs_wait(cluster, b.name) not in changes
     assert not any(name.startswith("Restart ldirectord") for name in changes), list(changes)
 
 
@@ -101,9 +82,9 @@ def test_a_site_added_reloads_ldirectord_and_adds_its_address_without_a_restart(
     cluster = every_model
     added = _added(cluster)
     machines = _running_pair(cluster)
-    changes = changing(_plan(added, machines, cluster.balancers[which].name))
+    changes = changing(plan_balancer(added, machines, cluster.balancers[which].name))
     _no_restart(changes, added)
-    assert set(changes) == {f"Write {render.LDIRECTORD_CF}", LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}",
+    assert set(changes) == {LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}",
                             f"Write {render.HEARTBEAT_ENV}", f"Write {render.HARESOURCES}", ADD_ADDRESSES}, list(changes)
     assert changes[LDIRECTORD_RELOAD] == RELOAD_AND_WAIT
     assert changes[f"Write {render.HARESOURCES}"][-2:] == [f"mv -f {render.HARESOURCES}.lvsha-new {render.HARESOURCES}",
@@ -133,17 +114,17 @@ def test_a_health_check_changed_reloads_ldirectord_alone(every_model):
     cluster = every_model
     machines = _running_pair(cluster)
     for name in machines:
-        changes = changing(_plan(_health_changed(cluster), machines, name))
-        assert changes == {f"Write {render.LDIRECTORD_CF}": changes[f"Write {render.LDIRECTORD_CF}"],
+        changes = changing(plan_balancer(_health_changed(cluster), machines, name))
+        assert changes == {LDIRECTORD_CF_OP: changes[LDIRECTORD_CF_OP],
                            LDIRECTORD_RELOAD: RELOAD_AND_WAIT}, list(changes)
 
 
 def test_a_real_server_changed_reloads_ldirectord_and_loads_the_firewall(reference):
     machines = _running_pair(reference)
     for name in machines:
-        changes = changing(_plan(_real_changed(reference), machines, name))
+        changes = changing(plan_balancer(_real_changed(reference), machines, name))
         _no_restart(changes, reference)
-        assert set(changes) == {f"Write {render.LDIRECTORD_CF}", LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}"}
+        assert set(changes) == {LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}"}
 
 
 def test_a_site_removed_reloads_ldirectord_and_removes_its_address_and_service_without_a_restart(reference):
@@ -154,7 +135,7 @@ def test_a_site_removed_reloads_ldirectord_and_removes_its_address_and_service_w
     removed = _removed(reference)
     machines = _running_pair(reference)
     master, backup = reference.master.name, reference.peer(reference.master).name
-    on_master, on_backup = (changing(_plan(removed, machines, n)) for n in (master, backup))
+    on_master, on_backup = (changing(plan_balancer(removed, machines, n)) for n in (master, backup))
     for changes in (on_master, on_backup):
         _no_restart(changes, removed)
         assert ADD_ADDRESSES in changes
@@ -171,8 +152,8 @@ def test_a_carrier_lacking_an_address_of_the_model_gets_it_without_a_restart(ref
     machines = _running_pair(added)
     vip = next(ip for ip in added.floating_ips() if str(ip.address) == added.sites[-1].vip)
     machines[added.master.name].addresses[vip.interface].remove(vip.cidr)
-    assert list(changing(_plan(added, machines, added.master.name))) == [ADD_ADDRESSES]
-    assert changing(_plan(added, machines, added.peer(added.master).name)) == {}
+    assert list(changing(plan_balancer(added, machines, added.master.name))) == [ADD_ADDRESSES]
+    assert changing(plan_balancer(added, machines, added.peer(added.master).name)) == {}
 
 
 @pytest.mark.parametrize("stopped", ["balancer1", "balancer2"])
@@ -181,7 +162,7 @@ def test_a_site_added_where_heartbeat_is_stopped_is_read_at_its_start(reference,
     added = _added(reference)
     machines = _running_pair(reference)
     machines[stopped].running["heartbeat.service"] = False
-    changes = changing(_plan(added, machines, stopped))
+    changes = changing(plan_balancer(added, machines, stopped))
     assert ADD_ADDRESSES not in changes
     assert changes[f"Write {render.HARESOURCES}"][-1] != RECORD
     assert changes["Enable and start heartbeat"] == ["systemctl start heartbeat.service"]
@@ -194,7 +175,7 @@ def test_an_ipvs_table_lacking_an_old_service_is_still_repaired_by_a_restart(ref
     machines = _running_pair(reference)
     backup = reference.peer(reference.master).name
     machines[backup].ipvs = machines[backup].ipvs[1:]
-    changes = changing(_plan(added, machines, backup))
+    changes = changing(plan_balancer(added, machines, backup))
     lacking = reference.virtual_servers()[0].address
     assert changes[f"Restart ldirectord: its IPVS table lacks {lacking}"] == ["systemctl restart ldirectord.service"]
     assert LDIRECTORD_RELOAD not in changes
@@ -205,7 +186,7 @@ def test_the_new_site_missing_from_ipvs_is_not_drift(reference):
     added = _added(reference)
     machines = _running_pair(reference)
     for name in machines:
-        changes = changing(_plan(added, machines, name))
+        changes = changing(plan_balancer(added, machines, name))
         assert LDIRECTORD_RELOAD in changes and not any(n.startswith("Restart ldirectord") for n in changes)
 
 
@@ -213,8 +194,8 @@ def test_new_heartbeat_timers_still_restart_heartbeat_in_turn(reference):
     timed = replace(reference, heartbeat=replace(reference.heartbeat, deadtime=reference.heartbeat.deadtime + 2))
     machines = _running_pair(reference)
     for b in reference.balancers:
-        changes = changing(_plan(timed, machines, b.name))
-        assert changes[_restart(timed, b.name)] == [render.HEARTBEAT_RESTART]
+        changes = changing(plan_balancer(timed, machines, b.name))
+        assert changes[heartbeat_restart(timed, b.name)] == [render.HEARTBEAT_RESTART]
         assert ADD_ADDRESSES not in changes and LDIRECTORD_RELOAD not in changes
 
 
@@ -223,8 +204,8 @@ def test_a_site_added_with_new_timers_restarts_heartbeat_and_adds_nothing_by_han
     both = _added(replace(reference, heartbeat=replace(reference.heartbeat, deadtime=reference.heartbeat.deadtime + 2)))
     machines = _running_pair(reference)
     for b in reference.balancers:
-        changes = changing(_plan(both, machines, b.name))
-        assert _restart(both, b.name) in changes and ADD_ADDRESSES not in changes
+        changes = changing(plan_balancer(both, machines, b.name))
+        assert heartbeat_restart(both, b.name) in changes and ADD_ADDRESSES not in changes
         assert RECORD not in changes[f"Write {render.HARESOURCES}"]
         assert LDIRECTORD_RELOAD in changes
 
@@ -237,7 +218,7 @@ def test_a_new_group_owner_restarts_heartbeat(reference):
         content, mode = machine.files[render.HARESOURCES]
         machine.files[render.HARESOURCES] = (content.replace(f"\n{master} ", f"\n{backup} "), mode)
     for name in machines:
-        assert _restart(reference, name) in changing(_plan(reference, machines, name))
+        assert heartbeat_restart(reference, name) in changing(plan_balancer(reference, machines, name))
 
 
 def test_heartbeat_running_an_older_haresources_than_the_one_on_disk_restarts(reference):
@@ -247,4 +228,46 @@ def test_heartbeat_running_an_older_haresources_than_the_one_on_disk_restarts(re
     machines = _running_pair(reference)
     name = reference.peer(reference.master).name
     machines[name].applied["heartbeat"][1] = "0" * 40
-    assert _restart(added, name) in changing(_plan(added, machines, name))
+    assert heartbeat_restart(added, name) in changing(plan_balancer(added, machines, name))
+
+
+def _other_addresses_on_disk(cluster, machines: dict) -> None:
+    """heartbeat runs the model's haresources, and the one on disk differs in its
+    addresses alone (edited by hand; a run whose record failed, the model then put back)."""
+    for name, machine in machines.items():
+        _, other, _ = render.heartbeat_files(_added(cluster), cluster.balancer(name))
+        machine.files[render.HARESOURCES] = (other.content, 644)
+
+
+def test_a_rotation_is_not_put_after_restarts_for_a_haresources_differing_in_its_addresses(reference):
+    """heartbeat runs the model's haresources while the one on disk differs in its
+    addresses alone: no restart is due for it (heartbeat_runs_stale), so none is waited
+    for: the key rotates first, before anything heartbeat rereads is written."""
+    machines = _running_pair(reference)
+    _other_addresses_on_disk(reference, machines)
+    for machine in machines.values():
+        machine.files[render.AUTHKEYS] = (OLD_AUTHKEYS, 600)
+    for name in machines:
+        ops = plan_balancer(reference, machines, name)
+        changes = changing(ops)
+        _no_restart(changes, reference)
+        rotation = [n for n in changes if n.startswith("Rotate the heartbeat key")]
+        assert len(rotation) == 5
+        names = [op.name for op in ops]
+        assert names.index(rotation[-1]) < names.index(f"Write {render.HARESOURCES}")
+
+
+@pytest.mark.parametrize("stopped", ["balancer1", "balancer2"])
+def test_a_rotation_with_a_stopped_node_is_not_refused_for_a_haresources_differing_in_its_addresses(reference,
+                                                                                                   stopped):
+    """The refusal is for a restart that needs the stopped node serving: none is due here."""
+    machines = _running_pair(reference)
+    _other_addresses_on_disk(reference, machines)
+    for machine in machines.values():
+        machine.files[render.AUTHKEYS] = (OLD_AUTHKEYS, 600)
+    machines[stopped].running["heartbeat.service"] = False
+    running = reference.peer(reference.balancer(stopped)).name
+    changes = changing(plan_balancer(reference, machines, running))
+    _no_restart(changes, reference)
+    assert len([n for n in changes if n.startswith("Rotate the heartbeat key")]) == 5
+    assert f"Write {render.AUTHKEYS}" in changing(plan_balancer(reference, machines, stopped))

@@ -10,29 +10,10 @@ import pytest
 from lvsha import render
 from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
 from lvsha.lab.model import ROOT
-from tasks.roles import cluster_host
-from tests.deploy.harness import changing, plan, prepare_run
+from tests.deploy.harness import changing, heartbeat_restart, ipvs_wait, plan_balancer, prepare_run
 from tests.deploy.machine import converged_balancer
 
 WAIT = f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"
-
-
-def _restart(cluster, name) -> str:
-    turn = [b.name for b in reversed(cluster.balancers)].index(name) + 1
-    return f"Restart heartbeat for its new configuration ({turn} of 2: {name})"
-
-
-def _wait(cluster, name) -> str:
-    """The wait, on `name`'s peer, before `name`'s restart."""
-    turn = [b.name for b in reversed(cluster.balancers)].index(name) + 1
-    peer = cluster.peer(cluster.balancer(name)).name
-    return f"IPVS on {peer} holds the model's virtual services before heartbeat restarts on {name} ({turn} of 2)"
-
-
-def _plan(cluster, machines: dict, name: str):
-    """The operations on balancer `name`, each balancer's facts from `machines`."""
-    others = {n: m.fact for n, m in machines.items() if n != name}
-    return plan(cluster_host, cluster, name, host_name=name, facts=machines[name].fact, others=others)
 
 
 def _pair(cluster):
@@ -83,21 +64,21 @@ def test_the_peer_waits_for_its_ipvs_exactly_when_the_node_restarts(reference, c
     machines = _pair(reference)
     change(machines[restarted])
     peer = reference.peer(reference.balancer(restarted)).name
-    on_node, on_peer = changing(_plan(reference, machines, restarted)), changing(_plan(reference, machines, peer))
-    restarts = _restart(reference, restarted) in on_node
+    on_node, on_peer = (changing(plan_balancer(reference, machines, n)) for n in (restarted, peer))
+    restarts = heartbeat_restart(reference, restarted) in on_node
     assert restarts == (change in (_old_ha_cf, _old_haresources, _stale))  # the cases mean what they say
-    assert (on_peer.get(_wait(reference, restarted)) == [WAIT]) == restarts
+    assert (on_peer.get(ipvs_wait(reference, restarted)) == [WAIT]) == restarts
     # never on the node itself, never for the peer's restart that does not happen
-    assert _wait(reference, restarted) not in on_node
-    assert _wait(reference, peer) not in on_node and _wait(reference, peer) not in on_peer
+    assert ipvs_wait(reference, restarted) not in on_node
+    assert ipvs_wait(reference, peer) not in on_node and ipvs_wait(reference, peer) not in on_peer
 
 
 @pytest.mark.parametrize("name", ["balancer1", "balancer2"])
 def test_a_no_op_run_waits_for_nothing(reference, name):
     machines = _pair(reference)
-    ops = _plan(reference, machines, name)
+    ops = plan_balancer(reference, machines, name)
     assert changing(ops) == {}
-    assert {_wait(reference, b.name) for b in reference.balancers} <= {op.name for op in ops}  # there, not run
+    assert {ipvs_wait(reference, b.name) for b in reference.balancers} <= {op.name for op in ops}  # there, not run
 
 
 def test_when_both_restart_each_waits_for_the_other_just_before_and_in_turn(reference):
@@ -107,9 +88,9 @@ def test_when_both_restart_each_waits_for_the_other_just_before_and_in_turn(refe
     for machine in machines.values():
         _old_ha_cf(machine)
     backup, master = reference.peer(reference.master).name, reference.master.name
-    order = [_wait(reference, backup), _restart(reference, backup), _wait(reference, master), _restart(reference, master)]
+    order = [step(reference, name) for name in (backup, master) for step in (ipvs_wait, heartbeat_restart)]
     for name in (backup, master):
-        ops = _plan(reference, machines, name)
+        ops = plan_balancer(reference, machines, name)
         names = [op.name for op in ops]
         assert [names.index(n) for n in order] == list(range(names.index(order[0]), names.index(order[0]) + 4))
         changes = changing(ops)
@@ -126,11 +107,11 @@ def test_a_peer_whose_ldirectord_is_restarted_in_this_run_waits_after_that_resta
     node, peer = reference.master.name, reference.peer(reference.master).name
     _old_ha_cf(machines[node])
     machines[peer].ipvs = []
-    changes = changing(_plan(reference, machines, peer))
+    changes = changing(plan_balancer(reference, machines, peer))
     lacking = ", ".join(vs.address for vs in reference.virtual_servers())
     names = list(changes)
-    assert names == [f"Restart ldirectord: its IPVS table lacks {lacking}", _wait(reference, node)], names
-    assert changes[_wait(reference, node)] == [WAIT]
+    assert names == [f"Restart ldirectord: its IPVS table lacks {lacking}", ipvs_wait(reference, node)], names
+    assert changes[ipvs_wait(reference, node)] == [WAIT]
 
 
 def test_a_failed_wait_stops_the_run_before_the_restart_on_any_host(reference):
@@ -149,8 +130,8 @@ def test_a_failed_wait_stops_the_run_before_the_restart_on_any_host(reference):
         for name in names:
             where[name.rsplit(" | ", 1)[-1]] = (at, sorted(hosts))
     for b in reference.balancers:
-        wait_at, wait_hosts = where[_wait(reference, b.name)]
-        restart_at, restart_hosts = where[_restart(reference, b.name)]
+        wait_at, wait_hosts = where[ipvs_wait(reference, b.name)]
+        restart_at, restart_hosts = where[heartbeat_restart(reference, b.name)]
         assert wait_hosts == restart_hosts == balancers
         assert wait_at == restart_at - 1
 
@@ -160,7 +141,7 @@ def test_the_wait_is_installed_with_ldirectord_state_sync_or_not(reference, sync
     cluster = replace(reference, state_sync=replace(reference.state_sync, enabled=sync))
     machines = _pair(cluster)
     del machines[cluster.master.name].files[render.IPVS_READY_SCRIPT]
-    ops = _plan(cluster, machines, cluster.master.name)
+    ops = plan_balancer(cluster, machines, cluster.master.name)
     names = [op.name for op in ops]
     assert set(changing(ops)) == {f"Write {render.IPVS_READY_SCRIPT}"}
-    assert names.index(f"Write {render.IPVS_READY_SCRIPT}") < names.index(_wait(cluster, cluster.master.name))
+    assert names.index(f"Write {render.IPVS_READY_SCRIPT}") < names.index(ipvs_wait(cluster, cluster.master.name))

@@ -13,7 +13,8 @@ from tasks.operations import IPTABLES_RESTORE
 from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
 from tasks.roles import cluster_host
 from tests.conftest import TEST_SECRET
-from tests.deploy.harness import changing, plan, prepare_run
+from tests.deploy.harness import (LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, OLD_AUTHKEYS, RELOAD_AND_WAIT, changing, plan,
+                                  prepare_run)
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 
@@ -167,9 +168,6 @@ def test_new_floating_ips_script_alone_does_not_restart_heartbeat(reference):
 
 
 LDIRECTORD_RESTART = "Restart ldirectord for its new unit drop-in"
-LDIRECTORD_RELOAD = "Reload ldirectord for its new configuration"
-RELOAD_AND_WAIT = ["systemctl reload ldirectord.service",
-                   f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
 LDIRECTORD_OP = "ldirectord runs on both balancers, enabled at boot"
 
 
@@ -180,8 +178,35 @@ def test_changed_ldirectord_cf_reloads_ldirectord_on_both_then_waits_for_its_tab
     machine = converged_balancer(reference, reference.balancer(name))
     machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)
     changes = changing(_director(reference, machine, name))
-    assert changes == {f"Write {render.LDIRECTORD_CF}": changes[f"Write {render.LDIRECTORD_CF}"],
+    assert changes == {LDIRECTORD_CF_OP: changes[LDIRECTORD_CF_OP],
                        LDIRECTORD_RELOAD: RELOAD_AND_WAIT}
+
+
+def test_ldirectord_cf_is_checked_by_ldirectord_on_the_host_before_it_replaces_the_one_in_place(reference):
+    """Uploaded beside it, checked there (lvsha-ldirectord-check: ldirectord's own reading
+    of a copy, run against a fake ldirectord in tests/unit/test_ldirectord_check_script.py),
+    and only then renamed: pyinfra stops at a failed check, and the file ldirectord starts
+    and reloads with stays as it was (a reload of a refused file removes its pid file)."""
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)
+    ops = _director(reference, machine)
+    commands = changing(ops)[LDIRECTORD_CF_OP]
+    staged = f"{render.LDIRECTORD_CF}.lvsha-new"
+    check = f"{render.LDIRECTORD_CHECK_SCRIPT} {staged}"
+    upload = next(i for i, c in enumerate(commands) if "FileUploadCommand" in c)
+    assert staged in commands[upload].split(" via ")[0]
+    assert commands.index(check) > upload
+    assert commands[commands.index(check) + 1:] == [f"mv -f {staged} {render.LDIRECTORD_CF}"]
+    names = [op.name for op in ops]
+    assert names.index(f"Write {render.LDIRECTORD_CHECK_SCRIPT}") < names.index(LDIRECTORD_CF_OP)
+
+
+def test_the_ldirectord_check_is_installed_on_its_own(reference):
+    machine = converged_balancer(reference, reference.balancer("balancer1"))
+    del machine.files[render.LDIRECTORD_CHECK_SCRIPT]
+    changes = changing(_director(reference, machine))
+    assert list(changes) == [f"Write {render.LDIRECTORD_CHECK_SCRIPT}"]
+    assert any(c.startswith(f"chmod 0755 {render.LDIRECTORD_CHECK_SCRIPT}") for c in changes[list(changes)[0]])
 
 
 def test_a_new_ldirectord_dropin_restarts_ldirectord_onto_the_drained_file(reference):
@@ -193,7 +218,7 @@ def test_a_new_ldirectord_dropin_restarts_ldirectord_onto_the_drained_file(refer
     machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)  # a new file too: the restart reads it
     changes = changing(_director(reference, machine))
     assert set(changes) == {f"Write {render.LDIRECTORD_DROPIN}", "Reload systemd for ldirectord's drop-in",
-                            f"Write {render.LDIRECTORD_CF}", LDIRECTORD_RESTART, f"No {render.OLD_LDIRECTORD_SCRIPT}"}
+                            LDIRECTORD_CF_OP, LDIRECTORD_RESTART, f"No {render.OLD_LDIRECTORD_SCRIPT}"}
     assert changes[f"No {render.OLD_LDIRECTORD_SCRIPT}"] == [f"rm -f {render.OLD_LDIRECTORD_SCRIPT}"]
     names = [op.name for op in _director(reference, machine)]
     assert names.index("Reload systemd for ldirectord's drop-in") < names.index(LDIRECTORD_RESTART)
@@ -212,7 +237,7 @@ def test_a_stopped_or_disabled_ldirectord_is_started_and_enabled_not_restarted(r
     assert changes[LDIRECTORD_OP] == ["systemctl start ldirectord.service", "systemctl enable ldirectord.service"]
     assert LDIRECTORD_RESTART not in changes
     names = [op.name for op in ops]
-    for before in (f"Write {render.LDIRECTORD_CF}", f"Write {render.LDIRECTORD_DROPIN}", f"Write {render.DRAIN_SCRIPT}"):
+    for before in (LDIRECTORD_CF_OP, f"Write {render.LDIRECTORD_DROPIN}", f"Write {render.DRAIN_SCRIPT}"):
         assert names.index(before) < names.index(LDIRECTORD_OP)
 
 
@@ -472,7 +497,6 @@ def test_a_new_secret_on_a_stopped_heartbeat_is_written(reference):
     assert not any(name.startswith("Rotate") for name in changes)
 
 
-OLD_AUTHKEYS = "auth 1\n1 sha1 the-old-secret-0123456789\n"
 # lvsha-authkeys's resign phase done, its final not: the new key as 1 and as 2
 HALF_ROTATED = f"auth 1\n1 sha1 {TEST_SECRET}\n2 sha1 {TEST_SECRET}\n"
 ROTATION_PHASES = ("accept", "sign", "bridge", "resign", "final")

@@ -2,6 +2,7 @@
 the ones the deploy computes from what it renders."""
 
 import subprocess
+import time
 from pathlib import Path
 
 from lvsha import render
@@ -105,3 +106,47 @@ def test_a_haresources_is_not_recorded_for_a_heartbeat_never_recorded(tmp_path):
     result = _run(tmp_path, "record", "haresources")
     assert result.returncode == 1 and "nothing recorded for heartbeat" in result.stderr
     assert "heartbeat" not in _run(tmp_path, "show").stdout
+
+
+def test_a_record_written_while_another_is_being_written_keeps_its_own_temporary_file(tmp_path):
+    """heartbeat's start (`record heartbeat`, the guard) and the deploy (`record haresources`)
+    write the same record: the first one's temporary file, written and about to be renamed,
+    is its own, so both succeed and the record is whole (a shared name let the second
+    overwrite the first's file and rename it, and the first's rename then failed)."""
+    ha_d = tmp_path / "ha.d"
+    ha_d.mkdir()
+    for name in ("ha.cf", "haresources", "authkeys"):
+        (ha_d / name).write_text(f"content of {name}\n")
+    assert _run(tmp_path, "record", "heartbeat").returncode == 0
+    (ha_d / "ha.cf").write_text("the ha.cf heartbeat starts with now\n")
+    # A fake mv, once armed: the first rename waits until the second has renamed its own file.
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "mv").write_text(f"""#!/bin/sh
+[ -e {tmp_path}/armed ] || exec /bin/mv "$@"
+if mkdir {tmp_path}/first 2>/dev/null; then
+    i=0; while [ ! -e {tmp_path}/second-done ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+    exec /bin/mv "$@"
+fi
+/bin/mv "$@"; rc=$?; touch {tmp_path}/second-done; exit $rc
+""")
+    (bin_dir / "mv").chmod(0o755)
+    (tmp_path / "armed").touch()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LVSHA_STATE_DIR": str(tmp_path / "run"),
+           "LVSHA_LIB_DIR": str(tmp_path / "lib"), "LVSHA_HA_D": str(ha_d)}
+    first = subprocess.Popen([SCRIPT, "record", "heartbeat"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        for _ in range(600):  # until the first writer waits in its rename
+            if (tmp_path / "first").exists() or first.poll() is not None:
+                break
+            time.sleep(0.01)
+        second = _run(tmp_path, "record", "haresources")
+        out, err = first.communicate(timeout=30)
+    finally:
+        first.kill()
+    assert (first.returncode, err) == (0, "") and (second.returncode, second.stderr) == (0, "")
+    (tmp_path / "armed").unlink()
+    shown = dict(line.split(" ", 1) for line in _run(tmp_path, "show").stdout.splitlines())
+    files = [RenderedFile(str(ha_d / name), (ha_d / name).read_text()) for name in ("ha.cf", "haresources", "authkeys")]
+    assert shown["heartbeat"].split() == render.applied_record(files)  # the last rename's: whole, the files now
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["heartbeat.applied"]

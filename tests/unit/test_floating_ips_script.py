@@ -18,13 +18,21 @@ from tests.unit.fakes import fake_programs
 
 SCRIPT = str(render.FILES / "heartbeat" / "lvsha-floating-ips")
 GROUP = ["192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"]
+RSC_WAIT = 2  # s reload asks heartbeat again while it says transition or nothing
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
 
 
 class Netns:
-    def __init__(self, name: str, send_arp_log: str, send_arp: str, state_dir: str):
+    def __init__(self, name: str, send_arp_log: str, send_arp: str, state_dir: str, env_file: str):
         self.name, self.send_arp_log, self.send_arp, self.state_dir = name, send_arp_log, send_arp, state_dir
+        self.env_file = env_file
+        self.settings(node="balancer1", owner="balancer1")
+
+    def settings(self, node: str, owner: str) -> None:
+        """lvsha.env as the deploy renders it for reload: this node, and the group's owner (the model's master)."""
+        with open(self.env_file, "w") as f:
+            f.write(f"LVSHA_NODE={node}\nLVSHA_PEER=other\nLVSHA_MASTER={owner}\n")
 
     def sh(self, command: str) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.name, "sh", "-c", command],
@@ -32,7 +40,7 @@ class Netns:
 
     def resource(self, *args: str, send_arp: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp,
-                   LVSHA_STATE_DIR=self.state_dir)
+                   LVSHA_STATE_DIR=self.state_dir, LVSHA_ENV_FILE=self.env_file, LVSHA_RSC_WAIT=str(RSC_WAIT))
         # A PATH with fakes first applies inside the namespace only (`ip netns exec` is the real ip).
         inside = ["env", f"PATH={path}:{env['PATH']}"] if path else []
         return subprocess.run(["ip", "netns", "exec", self.name, *inside, SCRIPT, *args],
@@ -60,7 +68,7 @@ def netns(tmp_path):
         fake = tmp_path / "send_arp"
         fake.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
         fake.chmod(0o755)
-        ns = Netns(name, str(log), str(fake), str(tmp_path / "state"))
+        ns = Netns(name, str(log), str(fake), str(tmp_path / "state"), str(tmp_path / "lvsha.env"))
         for veth in ("lvt0", "lvt1"):
             assert ns.sh(f"ip link add {veth} type veth peer name {veth}p && ip link set {veth} up "
                          f"&& ip link set {veth}p up").returncode == 0
@@ -219,18 +227,33 @@ def _asked(tmp_path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.mark.parametrize("holds", ["all", "local", "foreign"])
-def test_reload_on_the_carrier_adds_the_new_address_and_announces_it_alone(netns, tmp_path, holds):
+# (rscstatus, this node is the group's owner): heartbeat's answers that make this node the carrier.
+# After a failback both nodes answer local (hb_resource.c: the node that acquires its own,
+# here empty, resource set says local, and so does the one that released the group).
+CARRIER = [("all", True), ("all", False), ("local", True), ("foreign", False)]
+NOT_CARRIER = [("none", True), ("none", False), ("local", False), ("foreign", True)]
+
+
+def _owned(netns, owner: bool) -> None:
+    netns.settings(node="balancer1" if owner else "balancer2", owner="balancer1")
+
+
+@pytest.mark.parametrize("holds,owner", CARRIER)
+@pytest.mark.parametrize("transitions", [0, 1])
+def test_reload_on_the_carrier_adds_the_new_address_and_announces_it_alone(netns, tmp_path, holds, owner, transitions):
+    """Also when heartbeat says transition at first (a takeover under way): asked again until it says."""
+    _owned(netns, owner)
     assert netns.resource(*GROUP, "start").returncode == 0
     before = netns.announcements(3)
-    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
+    answers = ["transition"] * transitions + [holds]
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, *answers))
     assert (result.returncode, result.stdout.strip()) == (0, "running"), result.stderr
     assert netns.addresses() == {*GROUP, NEW}
     assert "added 10.50.0.30/24 to lvt0" in result.stderr
     after = netns.announcements(len(before) + 1)
     assert [line for line in after if line not in before] == [
         f"-i 200 -r 5 -p {netns.state_dir}/send_arp-10.50.0.30 lvt0 10.50.0.30 auto not_used not_used"]
-    assert _asked(tmp_path) == 2  # before adding, and again after
+    assert _asked(tmp_path) == transitions + 2  # until it says before adding, and once more after
 
 
 def test_reload_with_nothing_new_changes_nothing(netns, tmp_path):
@@ -250,27 +273,72 @@ def test_reload_on_a_node_carrying_nothing_changes_nothing_and_asks_nothing(netn
     assert _asked(tmp_path) == 0
 
 
-@pytest.mark.parametrize("holds", ["none", "transition", ""])
-def test_reload_on_a_node_heartbeat_does_not_call_a_carrier_is_refused(netns, tmp_path, holds):
-    """Some addresses here while heartbeat says it holds nothing, is in transition or
-    does not answer: nothing is guessed, nothing changes, the deploy is told."""
+@pytest.mark.parametrize("holds,owner", NOT_CARRIER)
+def test_reload_on_a_node_heartbeat_does_not_call_the_carrier_is_refused(netns, tmp_path, holds, owner):
+    """Some addresses here while heartbeat says this node does not carry the group (the
+    standby after a failback says local too, with one address left over): nothing is
+    guessed, nothing is added, the deploy is told."""
+    _owned(netns, owner)
+    assert netns.sh("ip addr add 192.168.50.254/24 dev lvt1").returncode == 0  # GROUP[0], left over
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
+    assert result.returncode == 1
+    assert f"this node has 1 of the group's addresses while heartbeat says '{holds}'" in result.stderr
+    assert netns.addresses() == {GROUP[0]}
+    assert _asked(tmp_path) == 1  # a settled answer: not asked again
+
+
+@pytest.mark.parametrize("holds", ["transition", ""])
+def test_reload_while_heartbeat_never_says_is_refused_after_asking_again(netns, tmp_path, holds):
+    """In transition or not answering for LVSHA_RSC_WAIT s: nothing changes, the deploy is told what it waited for."""
     assert netns.resource(*GROUP, "start").returncode == 0
     result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, holds))
     assert result.returncode == 1
-    assert f"this node has 3 of the group's addresses while heartbeat says '{holds or 'nothing (no answer)'}'" \
-        in result.stderr
+    assert (f"this node has 3 of the group's addresses while heartbeat says '{holds or 'nothing (no answer)'}' "
+            f"for {RSC_WAIT} s") in result.stderr
+    assert netns.addresses() == set(GROUP)
+    assert _asked(tmp_path) > 1
+
+
+def test_reload_without_the_node_and_owner_changes_nothing(netns, tmp_path):
+    os.remove(netns.env_file)
+    assert netns.resource(*GROUP, "start").returncode == 0
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "local"))
+    assert result.returncode == 1
+    assert f"cannot read LVSHA_NODE and LVSHA_MASTER from {netns.env_file}" in result.stderr
     assert netns.addresses() == set(GROUP)
 
 
-def test_reload_removes_what_it_added_when_heartbeat_let_the_group_go_meanwhile(netns, tmp_path):
+@pytest.mark.parametrize("holds,owner", NOT_CARRIER)
+@pytest.mark.parametrize("unsettled", [[], ["transition"], [""]])
+def test_reload_removes_what_it_added_when_heartbeat_let_the_group_go_meanwhile(netns, tmp_path, holds, owner,
+                                                                                unsettled):
+    """Only on an answer that says this node no longer carries the group, once heartbeat says."""
+    _owned(netns, owner)
     assert netns.resource(*GROUP, "start").returncode == 0
     before = netns.announcements(3)
-    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", "none"))
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", *unsettled, holds))
     assert (result.returncode, result.stdout.strip()) == (0, "stopped"), result.stderr
     assert netns.addresses() == set(GROUP)  # the new one gone again; the old ones are heartbeat's release's
     assert "removed 10.50.0.30/24 from lvt0" in result.stderr and "the ones added are removed again" in result.stderr
     time.sleep(0.3)
     assert netns.announcements(len(before)) == before  # never announced
+
+
+@pytest.mark.parametrize("holds", ["transition", ""])
+def test_reload_leaves_what_it_added_and_fails_when_heartbeat_does_not_say_after(netns, tmp_path, holds):
+    """A carrier briefly in transition, or not answering, once the addresses are added is
+    not taken for one that let the group go (the new address would be on neither node):
+    the addresses stay, unannounced, and the deploy fails."""
+    assert netns.resource(*GROUP, "start").returncode == 0
+    before = netns.announcements(3)
+    result = netns.resource(*GROUP, NEW, "reload", path=_heartbeat_says(tmp_path, "all", holds))
+    assert result.returncode == 1 and result.stdout.strip() != "stopped"
+    assert netns.addresses() == {*GROUP, NEW}
+    assert "added 10.50.0.30/24 to lvt0" in result.stderr
+    assert (f"heartbeat did not say whether this node still carries the group once the addresses were added "
+            f"(it says '{holds or 'nothing (no answer)'}' for {RSC_WAIT} s)") in result.stderr
+    time.sleep(0.3)
+    assert netns.announcements(len(before)) == before
 
 
 def test_reload_moves_a_misplaced_copy_as_start_does(netns, tmp_path):

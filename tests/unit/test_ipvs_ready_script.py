@@ -39,12 +39,14 @@ def run(tmp_path, reference):
     (tmp_path / "systemctl").write_text(f'#!/bin/sh\ncat "{tmp_path}/ldirectord-since" 2>/dev/null\n')
     (tmp_path / "systemctl").chmod(0o755)
 
-    def run(timeout: str, *tables: str, every: float = 0.0, strict: bool = False):
+    def run(timeout: str, *tables: str, every: float = 0.0, strict: bool = False, reloaded: bool = False):
         """Run with `tables` shown by ipvsadm one after another, `every` seconds apart."""
         table.write_text(tables[0])
         env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(tmp_path / "ldirectord.cf")}
         started = time.monotonic()
-        process = subprocess.Popen([SCRIPT, *(["--strict"] if strict else []), timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        options = (["--strict"] if strict else []) + (["--reloaded"] if reloaded else [])
+        process = subprocess.Popen([SCRIPT, *options, timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env)
         for later in tables[1:]:
             time.sleep(every)
             table.write_text(later)
@@ -170,13 +172,38 @@ def test_strict_a_service_without_real_servers_waits_one_round_of_checks_not_the
     assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
 
 
+def test_strict_after_a_reload_a_service_without_real_servers_gets_its_first_checks(run, reference):
+    """A site the reload added to a long-running ldirectord: its service is in IPVS
+    before its first health checks pass. The wait is for them (a round from when IPVS
+    lacks nothing), not passed at once as for a service down on a long-running ldirectord."""
+    every = len(reference.virtual_servers())
+    run.ldirectord_since(1_000_000)
+    rc, err, took = run("600", table(reference, every, reals=False), table(reference, every), every=1.2, strict=True,
+                        reloaded=True)
+    assert rc == 0 and took >= 1.2 and run.reads() >= 2, err
+    assert "each with a real server" in err and "no real server" not in err
+
+
+def test_strict_after_a_reload_a_service_whose_real_servers_fail_is_named_after_a_round(run, reference, tmp_path):
+    cf = tmp_path / "ldirectord.cf"
+    text = re.sub(r"(?m)^checkinterval=\d+$", "checkinterval=1", cf.read_text())
+    cf.write_text(re.sub(r"(?m)^(\s*(?:checktimeout|negotiatetimeout))=\d+$", r"\1=1", text))
+    every = len(reference.virtual_servers())
+    last = reference.virtual_servers()[every - 1].address
+    run.ldirectord_since(1_000_000)
+    rc, err, took = run("600", table(reference, every, reals=False), strict=True, reloaded=True)
+    assert rc == 0 and took > 1 and run.reads() >= 2, err
+    assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
+
+
 def test_strict_without_a_virtual_service_in_the_file_fails(run, tmp_path):
     (tmp_path / "ldirectord.cf").write_text("checkinterval=5\n")
     rc, err, _ = run("2", HEADER, strict=True)
     assert rc == 1 and "no virtual= service" in err
 
 
-@pytest.mark.parametrize("arguments", [["--strict", "soon"], ["--strict", "5", "6"], ["--loose"]])
+@pytest.mark.parametrize("arguments", [["--strict", "soon"], ["--strict", "5", "6"], ["--loose"],
+                                       ["--reloaded", "5"], ["--strict", "--reloaded", "5", "6"]])
 def test_bad_arguments_are_a_usage_error(arguments, tmp_path):
     done = subprocess.run([SCRIPT, *arguments], capture_output=True, text=True, timeout=10,
                           env={"PATH": "/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(tmp_path / "none")})
