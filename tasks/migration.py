@@ -368,15 +368,17 @@ def _steps_to_heartbeat(cluster: Cluster, balancer: Balancer, migration: Migrati
               balancer, [f"{migrate} adopt {started} {addresses}"])
         _step(f"Migration 2/4: heartbeat on {second} holds the group where keepalived put it (after initdead, "
               f"{cluster.heartbeat.initdead} s; at most {adopted} s)", second, balancer,
-              [f"{migrate} adopted {adopted} {addresses}"])
+              [f"{migrate} adopted {adopted} {cluster.master.name} {addresses}"])
         _step(f"Migration 2/4: keepalived on {second} frozen and killed, the addresses left to heartbeat and IPVS to "
               f"ldirectord (at most {RETIRE_TIMEOUT} s)", second, balancer, [f"{migrate} retire {RETIRE_TIMEOUT} {addresses}"])
     if migration.runs(JOIN):
         takes = _master_with_failback(cluster, first)
+        # the model's master named: haresources' node, which tells what each node's `cl_status rscstatus` means
+        role = "carry" if takes else "standby"
         _step(f"Migration 3/4: heartbeat started and enabled on {first}, joining {second}"
               + (f": the model's master with auto_failback on, it takes the group back (heartbeat's failback: the one "
                  f"move)" if takes else " as standby") + f" (at most {started} s to start, {started} s to settle)", first, balancer,
-              [f"{migrate} join {started} {second} {'carry' if takes else 'standby'} {addresses}"])
+              [f"{migrate} join {started} {second} {cluster.master.name} {role} {addresses}"])
 
 
 def _ipvs_ready(step: int, on: str, balancer: Balancer, why: str):

@@ -307,12 +307,15 @@ def test_keepalived_to_heartbeat_keeps_the_addresses_where_they_are_and_the_back
                                f"{render.KEEPALIVED_PROGRAM} hold 0", f"{render.KEEPALIVED_PROGRAM} failover 0"]
     assert commands[off] == [f"{render.MIGRATE_SCRIPT} off {migration.START_TIMEOUT} {addresses}"]
     assert commands[adopt] == [f"{render.MIGRATE_SCRIPT} adopt {started} {addresses}"]
-    assert commands[adopted][0].startswith(f"{render.MIGRATE_SCRIPT} adopted ")
+    # heartbeat's word on who holds the group (cl_status rscstatus) is read against haresources' node: the master
+    assert commands[adopted] == [f"{render.MIGRATE_SCRIPT} adopted {migration._adopted_timeout(on_heartbeat)} "
+                                 f"{on_heartbeat.master.name} {addresses}"]
     assert commands[retire] == [f"{render.MIGRATE_SCRIPT} retire {migration.RETIRE_TIMEOUT} {addresses}"]
     assert commands[ipvs_first] == commands[ipvs_second] == [
         f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
     # the holder is the model's master: with or without auto_failback it keeps the group
-    assert commands[join] == [f"{render.MIGRATE_SCRIPT} join {started} {second} standby {addresses}"]
+    assert commands[join] == [f"{render.MIGRATE_SCRIPT} join {started} {second} {on_heartbeat.master.name} standby "
+                              f"{addresses}"]
     assert "as standby" in join
     resync = [n for n in _migration_ops(plans[first]) if "conntrackd on" in n.name]
     assert bool(resync) == on_heartbeat.state_sync.enabled
@@ -351,7 +354,7 @@ def test_back_to_heartbeat_the_models_master_takes_the_group_back_by_heartbeats_
                                    f"heartbeat started and enabled on {master}")
     (op,) = [op for op in ops if op.name == join]
     assert "takes the group back (heartbeat's failback: the one move)" in join
-    assert op.commands[0].startswith(f"{render.MIGRATE_SCRIPT} join ") and f" {holder} carry " in op.commands[0]
+    assert op.commands[0].startswith(f"{render.MIGRATE_SCRIPT} join ") and f" {holder} {master} carry " in op.commands[0]
     # with auto_failback off the group stays where it is
     off = replace(reference, heartbeat=replace(reference.heartbeat, auto_failback=False))
     ops = _plan(off, _pair(replace(off, engine="keepalived"), holder=holder), master)

@@ -15,6 +15,7 @@ KEEPALIVED_PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PR
 ADDRESSES = ["192.168.0.254/24/eth1", "10.0.0.10/24/eth0"]
 GATEWAY = "192.168.0.254"
 PORT = str(render.HEARTBEAT_UDP_PORT)
+OWNER, OTHER = "balancer1", "balancer2"  # haresources' node (the model's master), the other; OTHER runs the script
 
 
 @pytest.fixture
@@ -89,8 +90,9 @@ def run(tmp_path):
            "LVSHA_RUNTIME_UNITS": str(tmp_path / "runtime"), "RUNTIME": str(tmp_path / "runtime"),
            "LVSHA_CGROUP_ROOT": str(tmp_path / "cgroup"), "LVSHA_POLL": "0.05"}
 
-    def run(*args):
-        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env=env, timeout=60)
+    def run(*args, node=OTHER):
+        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env={**env, "LVSHA_NODE": node},
+                                timeout=60)
         calls = tmp_path / "calls"
         made = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
@@ -107,6 +109,7 @@ def run(tmp_path):
             (tmp_path / f"arp-{address}").touch()
 
     run.dir, run.carry, run.answers, run.hold = tmp_path, carry, answers, Path(env["LVSHA_HOLD_FILE"])
+    run.on = lambda node: lambda *args: run(*args, node=node)  # run on the node named `node` (`uname -n`)
     run.hold_value = lambda: run.hold.read_text().strip() if run.hold.exists() else "0"
     return run
 
@@ -312,15 +315,30 @@ def test_adopt_leaves_a_running_heartbeat_as_it_is(run):
     assert calls == ["systemctl disable --quiet keepalived.service", "systemctl enable --quiet heartbeat.service"]
 
 
-def test_adopted_waits_until_heartbeat_holds_the_group_and_every_address(run):
+# heartbeat's `cl_status rscstatus` on a node, and whether it holds the group by it (haresources'
+# one group, owned by OWNER): "local" is the group on its owner only, an empty set on the other
+# node; "foreign" the group on the other node only.
+HOLDS = [(OWNER, "all", True), (OWNER, "local", True), (OWNER, "foreign", False), (OWNER, "none", False),
+         (OWNER, "transition", False), (OTHER, "all", True), (OTHER, "local", False), (OTHER, "foreign", True),
+         (OTHER, "none", False), (OTHER, "transition", False)]
+
+
+@pytest.mark.parametrize("node, resources, holds", HOLDS)
+def test_adopted_waits_until_heartbeat_holds_the_group_and_every_address(run, node, resources, holds):
     run.carry(*ADDRESSES)
-    (run.dir / "rscstatus").write_text("none\n")
-    result, _ = run("adopted", "1", *ADDRESSES)
-    assert result.returncode == 1
-    assert "heartbeat's resources: none, this node carries 2 of 2 floating addresses" in result.stderr
-    for resources in ("all", "local", "foreign"):
-        (run.dir / "rscstatus").write_text(f"{resources}\n")
-        assert run("adopted", "5", *ADDRESSES)[0].returncode == 0
+    (run.dir / "rscstatus").write_text(f"{resources}\n")
+    result, _ = run.on(node)("adopted", "1", OWNER, *ADDRESSES)
+    assert result.returncode == (0 if holds else 1), result.stderr
+    if not holds:
+        assert f"heartbeat's resources: {resources} ({node}; the group's owner: {OWNER}), this node carries 2 of 2 " \
+               "floating addresses" in result.stderr
+
+
+def test_adopted_fails_while_an_address_is_missing(run):
+    run.carry(ADDRESSES[0])
+    (run.dir / "rscstatus").write_text("all\n")
+    result, _ = run.on(OWNER)("adopted", "1", OWNER, *ADDRESSES)
+    assert result.returncode == 1 and "this node carries 1 of 2 floating addresses" in result.stderr
 
 
 @pytest.fixture
@@ -379,29 +397,68 @@ def test_retire_adds_back_an_address_found_missing(run):
     assert "some floating addresses were missing: added again" in result.stderr
 
 
-@pytest.mark.parametrize("role", ["standby", "carry"])
-def test_join_starts_heartbeat_and_waits_until_it_hears_its_peer_and_settles(run, role):
+def _peer_of(node):
+    return OTHER if node == OWNER else OWNER
+
+
+@pytest.mark.parametrize("node, resources, holds", HOLDS)
+def test_join_as_standby_waits_until_the_group_is_the_peers_by_heartbeats_word(run, node, resources, holds):
+    """Standby: this node hears its peer, its resource status is settled and leaves the group
+    to the peer, and it carries no address. After heartbeat's failback (auto_failback on) both
+    nodes answer "local": the node that is not the owner is then standby; the owner's standby
+    (auto_failback off) answers "none"."""
+    peer = _peer_of(node)
     (run.dir / "peer").write_text("active\n")
-    (run.dir / "rscstatus").write_text("none\n" if role == "standby" else "all\n")
-    if role == "carry":
-        run.carry(*ADDRESSES)
-    result, calls = run("join", "5", "balancer1", role, *ADDRESSES)
-    assert result.returncode == 0, result.stderr
+    (run.dir / "rscstatus").write_text(f"{resources}\n")
+    result, calls = run.on(node)("join", "2", peer, OWNER, "standby", *ADDRESSES)
     assert calls == ["systemctl enable --quiet heartbeat.service", "systemctl start heartbeat.service"]
-    assert "heartbeat hears balancer1 and has settled" in result.stderr
+    standby = not holds and resources != "transition"
+    assert result.returncode == (0 if standby else 1), result.stderr
+    if standby:
+        assert f"heartbeat hears {peer} and has settled standby: the group {peer}'s, no floating address here" \
+               in result.stderr
+    else:
+        assert f"{peer} active, resources {resources} ({node}; the group's owner: {OWNER}), carries: " in result.stderr
+
+
+def test_join_after_a_failback_both_nodes_answering_local_is_standby_on_the_node_that_is_not_the_owner(run):
+    """The way back's common case: the group on the model's master (the node swapped under
+    the addresses) with auto_failback on, the other node joining: it takes its own, empty,
+    resource set and answers "local", as the master does."""
+    (run.dir / "peer").write_text("active\n")
+    (run.dir / "rscstatus").write_text("local\n")
+    result, _ = run.on(OTHER)("join", "5", OWNER, OWNER, "standby", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    run.carry(ADDRESSES[1])  # an address here after all: not standby
+    result, _ = run.on(OTHER)("join", "1", OWNER, OWNER, "standby", *ADDRESSES)
+    assert result.returncode == 1 and "carries: 10.0.0.10/24" in result.stderr
+
+
+@pytest.mark.parametrize("node, resources, holds", HOLDS)
+def test_join_to_carry_waits_until_heartbeat_holds_the_group_and_every_address(run, node, resources, holds):
+    (run.dir / "peer").write_text("active\n")
+    (run.dir / "rscstatus").write_text(f"{resources}\n")
+    run.carry(*ADDRESSES)
+    result, _ = run.on(node)("join", "2", _peer_of(node), OWNER, "carry", *ADDRESSES)
+    assert result.returncode == (0 if holds else 1), result.stderr
+    if holds:
+        assert "has settled holding the group and every floating address" in result.stderr
 
 
 def test_join_fails_naming_what_it_saw(run):
     (run.dir / "peer").write_text("dead\n")
     (run.dir / "rscstatus").write_text("all\n")
     run.carry(*ADDRESSES)
-    result, _ = run("join", "1", "balancer1", "standby", *ADDRESSES)
+    result, _ = run.on(OTHER)("join", "1", OWNER, OWNER, "standby", *ADDRESSES)
     assert result.returncode == 1
-    assert "balancer1 dead, resources all, carries: 192.168.0.254/24 10.0.0.10/24" in result.stderr
+    assert f"{OWNER} dead, resources all ({OTHER}; the group's owner: {OWNER}), carries: 192.168.0.254/24 " \
+           "10.0.0.10/24" in result.stderr
 
 
-@pytest.mark.parametrize("args", [["adopt"], ["retire", "x"], ["join", "5", "balancer1", "maybe", ADDRESSES[0]],
-                                  ["join", "5", "balancer1", "standby"], ["off", "soon"]])
+@pytest.mark.parametrize("args", [["adopt"], ["retire", "x"], ["adopted", "5", OWNER],
+                                  ["join", "5", "balancer1", OWNER, "maybe", ADDRESSES[0]],
+                                  ["join", "5", "balancer1", "standby", ADDRESSES[0]],
+                                  ["join", "5", "balancer1", OWNER, "standby"], ["off", "soon"]])
 def test_bad_arguments_of_the_way_back_are_refused(run, args):
     result, calls = run(*args)
     assert result.returncode == 2 and "usage" in result.stderr and calls == []
