@@ -78,6 +78,8 @@ def run(tmp_path):
             echo "[7:700] -A INPUT -p udp -m udp --dport {int(PORT) + 1} -j ACCEPT"
             echo COMMIT""",
         "systemd-run": 'echo "systemd-run $*" >> "$FAKE/calls"',
+        # kill: each call recorded in $FAKE/kills, then made (the shell's own kill)
+        "kill": 'echo "$*" >> "$FAKE/kills"; kill "$@"',
         "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
     })
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
@@ -88,7 +90,7 @@ def run(tmp_path):
            "LVSHA_FAILOVER_FILE": str(tmp_path / "vrrp-failover"), "LVSHA_CL_STATUS": str(tmp_path / "cl_status"),
            "LVSHA_HEARTBEAT_GUARD": str(tmp_path / "guard"), "LVSHA_FLOATING_IPS_SCRIPT": str(tmp_path / "floating-ips"),
            "LVSHA_RUNTIME_UNITS": str(tmp_path / "runtime"), "RUNTIME": str(tmp_path / "runtime"),
-           "LVSHA_CGROUP_ROOT": str(tmp_path / "cgroup"), "LVSHA_POLL": "0.05"}
+           "LVSHA_CGROUP_ROOT": str(tmp_path / "cgroup"), "LVSHA_KILL": str(tmp_path / "kill"), "LVSHA_POLL": "0.05"}
 
     def run(*args, node=OTHER):
         result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env={**env, "LVSHA_NODE": node},
@@ -364,10 +366,12 @@ def test_retire_kills_every_process_of_keepalived_leaving_the_addresses(run, kee
     (run.dir / "vrrp-state").write_text("MASTER\n")
     result, calls = run("retire", "10", *ADDRESSES)
     assert result.returncode == 0, result.stderr
-    # SIGKILL (the fake takes a zombie for ended), never a signal keepalived would shut down on; the
-    # main process (systemd's MainPID, here the first) known, to be killed last
+    # SIGKILL (the fake takes a zombie for ended), never a signal keepalived would shut down on;
+    # every process frozen first, the main process (systemd's MainPID, here the first) killed last
     assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
     assert "MainPID keepalived.service" in (run.dir / "reads").read_text()
+    main, *others = [str(child.pid) for child in keepalived_processes]
+    assert _kills(run) == [f"-STOP {main} {' '.join(others)}", *(f"-KILL {pid}" for pid in others), f"-KILL {main}"]
     # told not to restart it first, the drop-in gone after; nothing started or stopped by systemd
     assert calls == ["systemctl disable --quiet keepalived.service", "systemctl daemon-reload",
                      "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
@@ -378,13 +382,18 @@ def test_retire_kills_every_process_of_keepalived_leaving_the_addresses(run, kee
     assert "every floating address left in place for heartbeat" in result.stderr
 
 
+def _kills(run):
+    kills = run.dir / "kills"
+    return kills.read_text().splitlines() if kills.exists() else []
+
+
 def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, keepalived_processes):
     run.carry(*ADDRESSES)
     (run.dir / "restart-stays").touch()
     result, calls = run("retire", "5", *ADDRESSES)
     assert result.returncode == 1
     assert "systemd would still restart keepalived (Restart=always): keepalived left running" in result.stderr
-    assert all(child.poll() is None for child in keepalived_processes)
+    assert all(child.poll() is None for child in keepalived_processes) and _kills(run) == []
     assert not (run.dir / "runtime" / "keepalived.service.d" / "zz-lvsha-migrate.conf").exists()
     assert calls[-1] == "systemctl daemon-reload"
 
