@@ -15,6 +15,8 @@ KEEPALIVED_PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PR
 ADDRESSES = ["192.168.0.254/24/eth1", "10.0.0.10/24/eth0"]
 GATEWAY = "192.168.0.254"
 PORT = str(render.HEARTBEAT_UDP_PORT)
+# retire's runtime drop-in, under the fixture's LVSHA_RUNTIME_UNITS (systemd's /run/systemd/system)
+DROPIN = Path(render.KEEPALIVED_MIGRATE_DROPIN).relative_to("/run/systemd/system")
 OWNER, OTHER = "balancer1", "balancer2"  # haresources' node (the model's master), the other; OTHER runs the script
 
 
@@ -27,15 +29,20 @@ def run(tmp_path):
         # unless $FAKE/stuck exists; `start heartbeat` makes it active (and removes the addresses
         # with $FAKE/released: its guard released them); keepalived's cgroup is named while a
         # process of it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists,
-        # unless $FAKE/restart-stays.
+        # unless $FAKE/restart-stays. keepalived stays active for as many more `is-active` as
+        # $FAKE/lingers says once its processes ended (systemd not done with it yet), the first
+        # of them sending SIGHUP to the caller while $FAKE/hup-on-linger exists.
         "systemctl": """
             alive() { for p in $(cat "$FAKE/pids" 2>/dev/null); do
                           read -r st 2>/dev/null < /proc/$p/stat || continue; st=${st##*) }; [ "${st%% *}" = Z ] || return 0
                       done; return 1; }
+            lingers() { n=$(cat "$FAKE/lingers" 2>/dev/null || echo 0); [ "$n" -gt 0 ] || return 1
+                        echo $((n - 1)) > "$FAKE/lingers"
+                        if [ -f "$FAKE/hup-on-linger" ]; then rm -f "$FAKE/hup-on-linger"; kill -HUP $PPID; fi; }
             case "$1" in
             is-active) shift; [ "$1" = --quiet ] && shift
                        case $1 in heartbeat.service) [ -f "$FAKE/active-heartbeat" ] ;;
-                                  *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive; } ;; esac
+                                  *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; } ;; esac
                        exit $? ;;
             show) case "$*" in
                   *ControlGroup*) alive && echo /system.slice/keepalived.service || echo ;;
@@ -78,8 +85,13 @@ def run(tmp_path):
             echo "[7:700] -A INPUT -p udp -m udp --dport {int(PORT) + 1} -j ACCEPT"
             echo COMMIT""",
         "systemd-run": 'echo "systemd-run $*" >> "$FAKE/calls"',
-        # kill: each call recorded in $FAKE/kills, then made (the shell's own kill)
-        "kill": 'echo "$*" >> "$FAKE/kills"; kill "$@"',
+        # kill: each call recorded in $FAKE/kills, then made (the shell's own kill); after a
+        # SIGSTOP, SIGHUP to the caller while $FAKE/hup-on-stop exists (once)
+        "kill": """
+            echo "$*" >> "$FAKE/kills"
+            kill "$@"; made=$?
+            if [ "$1" = -STOP ] && [ -f "$FAKE/hup-on-stop" ]; then rm -f "$FAKE/hup-on-stop"; kill -HUP $PPID; fi
+            exit $made""",
         "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
     })
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
@@ -375,7 +387,7 @@ def test_retire_kills_every_process_of_keepalived_leaving_the_addresses(run, kee
     # told not to restart it first, the drop-in gone after; nothing started or stopped by systemd
     assert calls == ["systemctl disable --quiet keepalived.service", "systemctl daemon-reload",
                      "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
-    assert not (run.dir / "runtime" / "keepalived.service.d" / "zz-lvsha-migrate.conf").exists()
+    assert not (run.dir / "runtime" / DROPIN).exists()
     assert all(a.split("/")[0] in (run.dir / f"addr-{a.split('/')[2]}").read_text() for a in ADDRESSES)
     assert run.hold_value() == "0" and (run.dir / "vrrp-failover").read_text().strip() == "0"
     assert not (run.dir / "vrrp-state").exists()
@@ -387,6 +399,35 @@ def _kills(run):
     return kills.read_text().splitlines() if kills.exists() else []
 
 
+@pytest.mark.parametrize("when", ["between SIGSTOP and SIGKILL", "waiting for keepalived to end"])
+def test_retire_finishes_what_it_began_on_a_signal(run, keepalived_processes, when):
+    """SIGHUP (the deploy's connection lost) while retire ends keepalived: no keepalived is left
+    frozen (a later stop would wake it into the shutdown that removes the addresses), the
+    kill rounds run to the end, main process last, and are waited for; the drop-in telling
+    systemd not to restart keepalived is removed after; the step fails."""
+    run.carry(*ADDRESSES)
+    if when == "between SIGSTOP and SIGKILL":
+        (run.dir / "hup-on-stop").touch()
+    else:
+        (run.dir / "lingers").write_text("5\n")
+        (run.dir / "hup-on-linger").touch()
+    result, calls = run("retire", "10", *ADDRESSES)
+    assert result.returncode == 129, result.stderr
+    assert "SIGHUP while ending keepalived: finishing what was begun" in result.stderr
+    assert not (run.dir / "hup-on-stop").exists() and not (run.dir / "hup-on-linger").exists()  # the signal was sent
+    assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
+    main, *others = [str(child.pid) for child in keepalived_processes]
+    kills = _kills(run)
+    assert kills[-1] == f"-KILL {main}" and sorted(kills[-3:-1]) == sorted(f"-KILL {pid}" for pid in others)
+    if when == "between SIGSTOP and SIGKILL":  # the first round stopped them only: the trap's killed them
+        assert kills == [f"-STOP {main} {' '.join(others)}"] * 2 + kills[-3:]
+    assert "every process of keepalived ended" in result.stderr
+    assert calls == ["systemctl disable --quiet keepalived.service", "systemctl daemon-reload",
+                     "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
+    assert not (run.dir / "runtime" / DROPIN).exists()
+    assert "every floating address left in place" not in result.stderr
+
+
 def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, keepalived_processes):
     run.carry(*ADDRESSES)
     (run.dir / "restart-stays").touch()
@@ -394,7 +435,7 @@ def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, kee
     assert result.returncode == 1
     assert "systemd would still restart keepalived (Restart=always): keepalived left running" in result.stderr
     assert all(child.poll() is None for child in keepalived_processes) and _kills(run) == []
-    assert not (run.dir / "runtime" / "keepalived.service.d" / "zz-lvsha-migrate.conf").exists()
+    assert not (run.dir / "runtime" / DROPIN).exists()
     assert calls[-1] == "systemctl daemon-reload"
 
 
