@@ -199,16 +199,22 @@ def plan(cluster: Cluster) -> Migration | None:
                 "carrying every floating address and the other none; settle the pair first (lvsha status)"
                 + "".join(_held_note(n, nodes, total) for n in nodes if n.held))
     to = _to_keepalived if cluster.engine == "keepalived" else _to_heartbeat
-    return to(cluster.engine, nodes, total, holders[0], others[0])
+    return to(cluster, nodes, total, holders[0], others[0])
 
 
-def _to_keepalived(engine: str, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
+def _to_keepalived(cluster: Cluster, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
     """heartbeat -> keepalived: `other` is converted first and takes the group at the handover."""
+    engine = cluster.engine
     if holder.runs("heartbeat"):
         if holder.units["heartbeat"]["state"] != "running":
             _refuse(engine, nodes, total, f"heartbeat on {holder.name} is {holder.units['heartbeat']['state']}, not running")
         if holder.runs("keepalived"):
-            _refuse(engine, nodes, total, f"keepalived runs on {holder.name} beside its heartbeat: stop it there first")
+            # A plain stop runs VRRP's shutdown, which removes the addresses it has (or finds) under heartbeat.
+            _refuse(engine, nodes, total, f"keepalived runs on {holder.name} beside its heartbeat, which carries the "
+                    f"floating addresses: do not stop it there (its VRRP's shutdown would remove them under heartbeat); "
+                    f"end it with `{render.MIGRATE_SCRIPT} retire {RETIRE_TIMEOUT} {_addresses(cluster)}` on "
+                    f"{holder.name} (keepalived disabled, frozen and killed, the addresses left to heartbeat; the "
+                    f"program is files/keepalived/lvsha-migrate where it is not installed), then deploy again")
         if other.runs("keepalived") and not other.off_heartbeat:
             _refuse(engine, nodes, total,
                     f"keepalived runs on {other.name} beside heartbeat or ldirectord: stop it there first")
@@ -225,9 +231,10 @@ def _to_keepalived(engine: str, nodes: list[Node], total: int, holder: Node, oth
     _refuse(engine, nodes, total, f"{holder.name} carries the floating addresses with neither heartbeat nor keepalived running")
 
 
-def _to_heartbeat(engine: str, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
+def _to_heartbeat(cluster: Cluster, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
     """keepalived -> heartbeat: `other` leaves keepalived first, `holder` keeps the group and
     gets heartbeat under it, then `other` joins (module docstring)."""
+    engine = cluster.engine
     if other.runs("heartbeat"):
         _refuse(engine, nodes, total, f"heartbeat runs on {other.name} while {holder.name} carries the floating "
                 f"addresses and keepalived is live on the pair: heartbeat there hears no heartbeat from "
@@ -244,9 +251,11 @@ def _to_heartbeat(engine: str, nodes: list[Node], total: int, holder: Node, othe
     if not other.live("keepalived"):
         return Migration(other.name, holder.name, SWAP, "heartbeat")
     if len(engines) > 1:
+        # Not heartbeat's stop on the holder: its guard releases every floating address while keepalived there is MASTER.
         _refuse(engine, nodes, total, f"keepalived and heartbeat both run on {holder.name} while keepalived runs or "
-                f"starts at boot on {other.name} too: `systemctl disable --now heartbeat` on {holder.name}, then "
-                "deploy again")
+                f"starts at boot on {other.name} too: `systemctl disable --now keepalived` on {other.name}, which "
+                f"carries nothing (no address moves; leave {holder.name} as it is), then deploy again: the migration "
+                f"resumes with step 2 (the heartbeat running on {holder.name} is kept, its keepalived ended)")
     return Migration(other.name, holder.name, LEAVE_FIRST, "heartbeat")
 
 

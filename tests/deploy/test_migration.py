@@ -443,7 +443,38 @@ def test_back_to_heartbeat_without_one_holder_is_refused(reference, holders):
 
 
 def test_back_to_heartbeat_with_both_engines_on_the_holder_and_keepalived_on_its_peer_is_refused(reference):
+    """The refusal's advice leaves the addresses in place: keepalived stopped on the node
+    carrying nothing, never heartbeat on the holder (its guard would release every address
+    while keepalived there is MASTER); after it the next run resumes with step 2."""
     on_keepalived = replace(reference, engine="keepalived")
-    machines = _pair(on_keepalived)
-    machines[reference.master.name].running["heartbeat.service"] = True
-    _refused(reference, machines, f"keepalived and heartbeat both run on {reference.master.name}")
+    holder, other = reference.master.name, reference.peer(reference.master).name
+    both = _machine(reference, reference.balancer(holder), holds=True)  # heartbeat's files, heartbeat running
+    both.running["keepalived.service"] = both.enabled["keepalived.service"] = True
+    machines = {holder: both, other: _machine(on_keepalived, reference.balancer(other))}
+    _refused(reference, machines, f"keepalived and heartbeat both run on {holder}",
+             f"`systemctl disable --now keepalived` on {other}, which carries nothing (no address moves; leave "
+             f"{holder} as it is), then deploy again: the migration resumes with step 2")
+    with pytest.raises(DeployError) as refused:
+        _plan(reference, machines, holder)
+    assert "disable --now heartbeat" not in str(refused.value)
+    machines[other].running["keepalived.service"] = machines[other].enabled["keepalived.service"] = False
+    steps = [op.name for op in _migration_ops(_plan(reference, machines, other))]
+    assert not any(s.startswith("Migration 1/4") for s in steps)
+    assert any(f"heartbeat enabled and started on {holder}" in s for s in steps)
+
+
+def test_keepalived_beside_heartbeat_on_the_holder_is_refused_advising_retire_not_a_stop(models):
+    """To keepalived, keepalived running beside the holder's heartbeat: a plain stop would run
+    VRRP's shutdown, which removes the addresses under heartbeat. The refusal advises
+    lvsha-migrate retire there (frozen and killed, the addresses left to heartbeat)."""
+    on_heartbeat, on_keepalived = models
+    machines = _pair(on_heartbeat)
+    holder = on_heartbeat.master.name
+    machines[holder].running["keepalived.service"] = True
+    addresses = " ".join(render.floating_ips_arguments(on_keepalived))
+    _refused(on_keepalived, machines, f"keepalived runs on {holder} beside its heartbeat",
+             f"do not stop it there (its VRRP's shutdown would remove them under heartbeat)",
+             f"`{render.MIGRATE_SCRIPT} retire {migration.RETIRE_TIMEOUT} {addresses}` on {holder}")
+    with pytest.raises(DeployError) as refused:
+        _plan(on_keepalived, machines, holder)
+    assert "stop it there first" not in str(refused.value)
