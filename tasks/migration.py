@@ -92,7 +92,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
 from lvsha import render
-from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster
+from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, FloatingIP
 from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
 from tasks.rendered import put
 
@@ -124,6 +124,7 @@ class Node:
     carried: int  # floating addresses it carries
     ipvs_missing: tuple[str, ...]  # the model's virtual services its IPVS lacks
     held: bool = False  # the migration's hold is set (keepalived kept in FAULT)
+    carries: frozenset = frozenset()  # the model's floating addresses it carries (_key)
 
     def runs(self, service: str) -> bool:
         return self.units[service]["state"] not in STOPPED_STATES
@@ -176,9 +177,13 @@ def read_node(cluster: Cluster, balancer: Balancer) -> Node:
         ipvs = fact(IpvsVirtualServices)
         units = {s: unit_state(s) for s in services}
         held = fact(KeepalivedHold)
-    carried = sum(ip.cidr in addresses.get(ip.interface, []) for ip in cluster.floating_ips())
+    carries = frozenset(_key(ip) for ip in cluster.floating_ips() if ip.cidr in addresses.get(ip.interface, []))
     missing = tuple(vs.address for vs in cluster.virtual_servers() if f"TCP {vs.address}" not in ipvs)
-    return Node(balancer.name, units, carried, missing, held)
+    return Node(balancer.name, units, len(carries), missing, held, carries)
+
+
+def _key(ip: FloatingIP) -> tuple[str, str]:
+    return ip.cidr, ip.interface
 
 
 def plan(cluster: Cluster) -> Migration | None:
@@ -194,12 +199,36 @@ def plan(cluster: Cluster) -> Migration | None:
     others = [n for n in nodes if n.carried == 0]
     if len(holders) != 1 or len(others) != 1:
         live = ", ".join(n.name for n in nodes if not n.off(old))
+        _refuse_new_addresses(cluster, nodes, total, live)
         _refuse(cluster.engine, nodes, total, f"{' or '.join(ENGINE_SERVICES[old])} runs, would start or is enabled "
                 f"on {live}, and the pair cannot be migrated to {cluster.engine}: a migration starts from one balancer "
                 "carrying every floating address and the other none; settle the pair first (lvsha status)"
                 + "".join(_held_note(n, nodes, total) for n in nodes if n.held))
     to = _to_keepalived if cluster.engine == "keepalived" else _to_heartbeat
     return to(cluster, nodes, total, holders[0], others[0])
+
+
+def _refuse_new_addresses(cluster: Cluster, nodes: list[Node], total: int, live: str):
+    """Refused naming them when addresses of the model are carried by neither node while one
+    node carries all the others and its peer none, and each is new in the model (a site's VIP
+    whose virtual service neither node's IPVS has, or a web host's mail address): the pair is
+    settled on what it had, and the run adds a site as it changes the engine."""
+    nobody = [ip for ip in cluster.floating_ips() if not any(_key(ip) in n.carries for n in nodes)]
+    serving = [n for n in nodes if n.carried]
+    if not nobody or len(serving) != 1 or serving[0].carried + len(nobody) != total:
+        return
+    unloaded = {str(vs.vip) for vs in cluster.virtual_servers() if all(vs.address in n.ipvs_missing for n in nodes)}
+    if not all(str(ip.address) in unloaded or ip.purpose.startswith("mail ") for ip in nobody):
+        return
+    old = OTHER_ENGINE[cluster.engine]
+    names = ", ".join(f"{ip.cidr} on {ip.interface} ({ip.purpose})" for ip in nobody)
+    (idle,) = [n for n in nodes if n is not serving[0]]
+    _refuse(cluster.engine, nodes, total, f"{' or '.join(ENGINE_SERVICES[old])} runs, would start or is enabled on "
+            f"{live}, and the pair cannot be migrated to {cluster.engine} in this run: no balancer carries "
+            f"{'this floating address' if len(nobody) == 1 else 'these floating addresses'} of the model, new in it: "
+            f"{names} ({serving[0].name} carries the other {serving[0].carried}, {idle.name} none). A migration "
+            f"starts from one balancer carrying every floating address of the model and adds nothing: deploy the "
+            f"new site on the current engine first (engine = \"{old}\"), then switch the engine to {cluster.engine}")
 
 
 def _to_keepalived(cluster: Cluster, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:

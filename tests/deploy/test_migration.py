@@ -209,6 +209,39 @@ def test_a_pair_without_one_holder_is_refused(reference, holders):
     _refused(on_keepalived, machines, "one balancer carrying every floating address and the other none")
 
 
+def _with_a_site_added(cluster):
+    """`cluster` with one site more (a VIP and an address per web host it does not use)."""
+    from lvsha.model import Site
+
+    used = {str(a) for a in cluster.used_addresses()} | {str(cluster.internal_gateway)}
+    free = [str(ip) for ip in cluster.internal_net.iter_hosts() if str(ip) not in used]
+    vip = next(str(ip) for ip in cluster.external_net.iter_hosts() if str(ip) not in used)
+    return replace(cluster, sites=(*cluster.sites, Site("www.added.example", vip=vip)),
+                   web_hosts=tuple(replace(h, internal_ips=(*h.internal_ips, ip))
+                                   for h, ip in zip(cluster.web_hosts, free)))
+
+
+@pytest.mark.parametrize("to", ["keepalived", "heartbeat"])
+def test_a_site_added_in_the_run_that_switches_the_engine_is_refused_naming_its_address(models, to):
+    """The pair settled on the old engine (one balancer carrying every address it had, the
+    other none), the model switching the engine and adding a site: the new VIP is carried by
+    nobody. The refusal names it and says to deploy the site on the current engine first."""
+    on_heartbeat, on_keepalived = models
+    now, new = (on_heartbeat, on_keepalived) if to == "keepalived" else (on_keepalived, on_heartbeat)
+    machines = _pair(now)
+    added = _with_a_site_added(new)
+    (vip,) = [ip for ip in added.floating_ips() if ip.purpose == "site www.added.example"]
+    holder, idle = now.master.name, now.peer(now.master).name
+    old = migration.OTHER_ENGINE[to]
+    _refused(added, machines, f"no balancer carries this floating address of the model, new in it: {vip.cidr} on "
+                              f"{vip.interface} (site www.added.example)",
+             f"({holder} carries the other {len(now.floating_ips())}, {idle} none",
+             f"deploy the new site on the current engine first (engine = \"{old}\"), then switch the engine to {to}")
+    with pytest.raises(DeployError) as refused:
+        _plan(added, machines, holder)
+    assert "settle the pair first" not in str(refused.value)
+
+
 def test_ipvs_missing_on_the_node_to_convert_is_refused(reference):
     on_keepalived = replace(reference, engine="keepalived")
     machines = _pair(reference)
