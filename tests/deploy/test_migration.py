@@ -12,6 +12,7 @@ from lvsha import render
 from tasks import migration
 from tasks.roles import cluster_host
 from tests.deploy.harness import changing, plan
+from tests.deploy.test_config_change import _added
 from tests.deploy.machine import converged_balancer
 
 
@@ -209,18 +210,6 @@ def test_a_pair_without_one_holder_is_refused(reference, holders):
     _refused(on_keepalived, machines, "one balancer carrying every floating address and the other none")
 
 
-def _with_a_site_added(cluster):
-    """`cluster` with one site more (a VIP and an address per web host it does not use)."""
-    from lvsha.model import Site
-
-    used = {str(a) for a in cluster.used_addresses()} | {str(cluster.internal_gateway)}
-    free = [str(ip) for ip in cluster.internal_net.iter_hosts() if str(ip) not in used]
-    vip = next(str(ip) for ip in cluster.external_net.iter_hosts() if str(ip) not in used)
-    return replace(cluster, sites=(*cluster.sites, Site("www.added.example", vip=vip)),
-                   web_hosts=tuple(replace(h, internal_ips=(*h.internal_ips, ip))
-                                   for h, ip in zip(cluster.web_hosts, free)))
-
-
 @pytest.mark.parametrize("to", ["keepalived", "heartbeat"])
 def test_a_site_added_in_the_run_that_switches_the_engine_is_refused_naming_its_address(models, to):
     """The pair settled on the old engine (one balancer carrying every address it had, the
@@ -229,7 +218,7 @@ def test_a_site_added_in_the_run_that_switches_the_engine_is_refused_naming_its_
     on_heartbeat, on_keepalived = models
     now, new = (on_heartbeat, on_keepalived) if to == "keepalived" else (on_keepalived, on_heartbeat)
     machines = _pair(now)
-    added = _with_a_site_added(new)
+    added = _added(new)  # one site more (tests/deploy/test_config_change.py)
     (vip,) = [ip for ip in added.floating_ips() if ip.purpose == "site www.added.example"]
     holder, idle = now.master.name, now.peer(now.master).name
     old = migration.OTHER_ENGINE[to]
