@@ -124,6 +124,7 @@ def run(tmp_path):
 
     run.dir, run.carry, run.answers, run.hold = tmp_path, carry, answers, Path(env["LVSHA_HOLD_FILE"])
     run.on = lambda node: lambda *args: run(*args, node=node)  # run on the node named `node` (`uname -n`)
+    run.env = env
     run.hold_value = lambda: run.hold.read_text().strip() if run.hold.exists() else "0"
     return run
 
@@ -426,6 +427,22 @@ def test_retire_finishes_what_it_began_on_a_signal(run, keepalived_processes, wh
                      "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
     assert not (run.dir / "runtime" / DROPIN).exists()
     assert "every floating address left in place" not in result.stderr
+
+
+def test_retire_carries_on_when_its_output_is_gone(run, keepalived_processes):
+    """The deploy's connection lost without a SIGHUP: what retire writes gets SIGPIPE. It
+    finishes all the same: keepalived killed, the drop-in removed, the hold cleared."""
+    run.carry(*ADDRESSES)
+    run.hold.parent.mkdir()
+    run.hold.write_text("1\n")
+    retire = subprocess.Popen([PROGRAM, "retire", "10", *ADDRESSES], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**run.env, "LVSHA_NODE": OTHER})
+    retire.stdout.close()
+    retire.stderr.close()  # nobody reads: the first message is SIGPIPE
+    assert retire.wait(timeout=60) == 0
+    assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
+    assert not (run.dir / "runtime" / DROPIN).exists() and run.hold_value() == "0"
+    assert "keepalived ended, every floating address left in place for heartbeat" in (run.dir / "logged").read_text()
 
 
 def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, keepalived_processes):
