@@ -97,6 +97,9 @@ KEEPALIVED_HOLD_FILE = "/var/lib/lvsha/vrrp-hold"
 KEEPALIVED_HOLD_TRACK = "lvsha_hold"
 # The live migration's steps on a balancer (files/keepalived/lvsha-migrate).
 MIGRATE_SCRIPT = "/usr/local/sbin/lvsha-migrate"
+# lvsha-migrate retire's runtime drop-in (Restart=no for keepalived while it ends it; removed
+# after): one left (the script killed) is removed by the keepalived deploy before it starts keepalived.
+KEEPALIVED_MIGRATE_DROPIN = "/run/systemd/system/keepalived.service.d/zz-lvsha-migrate.conf"
 # Its weight with auto_failback on: keepalived's lowest (2.2.7, 2.3.3: [-253, 253]); the
 # priority it leaves is at least 1, under the peer's (a value * weight of -254 or less is FAULT).
 KEEPALIVED_FAILOVER_WEIGHT = -253

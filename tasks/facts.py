@@ -129,6 +129,19 @@ class KeepalivedApplied(FactBase):
         return words[0] if words else None
 
 
+class KeepalivedMigrateDropin(FactBase):
+    """Whether lvsha-migrate retire's runtime drop-in (render.KEEPALIVED_MIGRATE_DROPIN:
+    systemd told not to restart keepalived) is left."""
+
+    default = bool
+
+    def command(self) -> str:
+        return f"test -e {render.KEEPALIVED_MIGRATE_DROPIN} && echo left; true"
+
+    def process(self, output):
+        return "left" in " ".join(output).split()
+
+
 class KeepalivedHold(FactBase):
     """Whether the live migration's hold is set (lvsha-keepalived hold: a non-zero
     number in render.KEEPALIVED_HOLD_FILE keeps keepalived in FAULT); False without the file."""

@@ -8,7 +8,8 @@ from pyinfra.operations import server, systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks import migration
-from tasks.facts import InterfaceAddresses, KeepalivedApplied, KeepalivedHold, fact, on_host, unit_state
+from tasks.facts import (InterfaceAddresses, KeepalivedApplied, KeepalivedHold, KeepalivedMigrateDropin, fact, on_host,
+                         unit_state)
 from tasks.migration import Migration
 from tasks.operations import only_model_addresses, only_model_ipvs_services, sha1_of, unit
 from tasks.rendered import put
@@ -40,7 +41,8 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
     started with the new file.
 
     The unit's drop-in keeps keepalived off a node whose firewall did not load and
-    restarts it if it dies. heartbeat and ldirectord are not installed by this
+    restarts it if it dies; a runtime drop-in lvsha-migrate retire left (Restart=no: the
+    script was killed while it ended keepalived) is removed before keepalived starts. heartbeat and ldirectord are not installed by this
     engine; where they are, they are stopped and disabled (preflight.check_engine
     refuses a pair where they run, would restart or are enabled), and stay disabled,
     so a reboot does not start a second engine. What the model no longer has (a
@@ -56,6 +58,10 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
         put(helper)  # before keepalived.conf: `keepalived -t` checks the scripts it names
     dropin = put(dropin_file)
     systemd.daemon_reload(name="Reload systemd for keepalived's drop-in", _if=dropin.did_change)
+    if fact(KeepalivedMigrateDropin):
+        server.shell(name=f"No runtime drop-in of a migration left for keepalived ({render.KEEPALIVED_MIGRATE_DROPIN}: "
+                          "systemd restarts keepalived again)",
+                     commands=[f"rm -f {render.KEEPALIVED_MIGRATE_DROPIN}", "systemctl daemon-reload"])
     runs = unit_state("keepalived")["running"]
     stale = runs and fact(KeepalivedApplied) != sha1_of(config.content)
     written = put(config, check=KEEPALIVED_CHECK)

@@ -92,7 +92,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
 from lvsha import render
-from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster
+from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, FloatingIP
 from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
 from tasks.rendered import put
 
@@ -124,6 +124,7 @@ class Node:
     carried: int  # floating addresses it carries
     ipvs_missing: tuple[str, ...]  # the model's virtual services its IPVS lacks
     held: bool = False  # the migration's hold is set (keepalived kept in FAULT)
+    carries: frozenset = frozenset()  # the model's floating addresses it carries (_key)
 
     def runs(self, service: str) -> bool:
         return self.units[service]["state"] not in STOPPED_STATES
@@ -176,9 +177,13 @@ def read_node(cluster: Cluster, balancer: Balancer) -> Node:
         ipvs = fact(IpvsVirtualServices)
         units = {s: unit_state(s) for s in services}
         held = fact(KeepalivedHold)
-    carried = sum(ip.cidr in addresses.get(ip.interface, []) for ip in cluster.floating_ips())
+    carries = frozenset(_key(ip) for ip in cluster.floating_ips() if ip.cidr in addresses.get(ip.interface, []))
     missing = tuple(vs.address for vs in cluster.virtual_servers() if f"TCP {vs.address}" not in ipvs)
-    return Node(balancer.name, units, carried, missing, held)
+    return Node(balancer.name, units, len(carries), missing, held, carries)
+
+
+def _key(ip: FloatingIP) -> tuple[str, str]:
+    return ip.cidr, ip.interface
 
 
 def plan(cluster: Cluster) -> Migration | None:
@@ -194,21 +199,51 @@ def plan(cluster: Cluster) -> Migration | None:
     others = [n for n in nodes if n.carried == 0]
     if len(holders) != 1 or len(others) != 1:
         live = ", ".join(n.name for n in nodes if not n.off(old))
+        _refuse_new_addresses(cluster, nodes, total, live)
         _refuse(cluster.engine, nodes, total, f"{' or '.join(ENGINE_SERVICES[old])} runs, would start or is enabled "
                 f"on {live}, and the pair cannot be migrated to {cluster.engine}: a migration starts from one balancer "
                 "carrying every floating address and the other none; settle the pair first (lvsha status)"
                 + "".join(_held_note(n, nodes, total) for n in nodes if n.held))
     to = _to_keepalived if cluster.engine == "keepalived" else _to_heartbeat
-    return to(cluster.engine, nodes, total, holders[0], others[0])
+    return to(cluster, nodes, total, holders[0], others[0])
 
 
-def _to_keepalived(engine: str, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
+def _refuse_new_addresses(cluster: Cluster, nodes: list[Node], total: int, live: str):
+    """Refused naming them when addresses of the model are carried by neither node while one
+    node carries all the others and its peer none, and each is new in the model (a site's VIP
+    whose virtual service neither node's IPVS has, or a web host's mail address): the pair is
+    settled on what it had, and the run adds a site as it changes the engine."""
+    nobody = [ip for ip in cluster.floating_ips() if not any(_key(ip) in n.carries for n in nodes)]
+    serving = [n for n in nodes if n.carried]
+    if not nobody or len(serving) != 1 or serving[0].carried + len(nobody) != total:
+        return
+    unloaded = {str(vs.vip) for vs in cluster.virtual_servers() if all(vs.address in n.ipvs_missing for n in nodes)}
+    if not all(str(ip.address) in unloaded or ip.purpose.startswith("mail ") for ip in nobody):
+        return
+    old = OTHER_ENGINE[cluster.engine]
+    names = ", ".join(f"{ip.cidr} on {ip.interface} ({ip.purpose})" for ip in nobody)
+    (idle,) = [n for n in nodes if n is not serving[0]]
+    _refuse(cluster.engine, nodes, total, f"{' or '.join(ENGINE_SERVICES[old])} runs, would start or is enabled on "
+            f"{live}, and the pair cannot be migrated to {cluster.engine} in this run: no balancer carries "
+            f"{'this floating address' if len(nobody) == 1 else 'these floating addresses'} of the model, new in it: "
+            f"{names} ({serving[0].name} carries the other {serving[0].carried}, {idle.name} none). A migration "
+            f"starts from one balancer carrying every floating address of the model and adds nothing: deploy the "
+            f"new site on the current engine first (engine = \"{old}\"), then switch the engine to {cluster.engine}")
+
+
+def _to_keepalived(cluster: Cluster, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
     """heartbeat -> keepalived: `other` is converted first and takes the group at the handover."""
+    engine = cluster.engine
     if holder.runs("heartbeat"):
         if holder.units["heartbeat"]["state"] != "running":
             _refuse(engine, nodes, total, f"heartbeat on {holder.name} is {holder.units['heartbeat']['state']}, not running")
         if holder.runs("keepalived"):
-            _refuse(engine, nodes, total, f"keepalived runs on {holder.name} beside its heartbeat: stop it there first")
+            # A plain stop runs VRRP's shutdown, which removes the addresses it has (or finds) under heartbeat.
+            _refuse(engine, nodes, total, f"keepalived runs on {holder.name} beside its heartbeat, which carries the "
+                    f"floating addresses: do not stop it there (its VRRP's shutdown would remove them under heartbeat); "
+                    f"end it with `{render.MIGRATE_SCRIPT} retire {RETIRE_TIMEOUT} {_addresses(cluster)}` on "
+                    f"{holder.name} (keepalived disabled, frozen and killed, the addresses left to heartbeat; the "
+                    f"program is files/keepalived/lvsha-migrate where it is not installed), then deploy again")
         if other.runs("keepalived") and not other.off_heartbeat:
             _refuse(engine, nodes, total,
                     f"keepalived runs on {other.name} beside heartbeat or ldirectord: stop it there first")
@@ -225,9 +260,10 @@ def _to_keepalived(engine: str, nodes: list[Node], total: int, holder: Node, oth
     _refuse(engine, nodes, total, f"{holder.name} carries the floating addresses with neither heartbeat nor keepalived running")
 
 
-def _to_heartbeat(engine: str, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
+def _to_heartbeat(cluster: Cluster, nodes: list[Node], total: int, holder: Node, other: Node) -> Migration:
     """keepalived -> heartbeat: `other` leaves keepalived first, `holder` keeps the group and
     gets heartbeat under it, then `other` joins (module docstring)."""
+    engine = cluster.engine
     if other.runs("heartbeat"):
         _refuse(engine, nodes, total, f"heartbeat runs on {other.name} while {holder.name} carries the floating "
                 f"addresses and keepalived is live on the pair: heartbeat there hears no heartbeat from "
@@ -244,9 +280,11 @@ def _to_heartbeat(engine: str, nodes: list[Node], total: int, holder: Node, othe
     if not other.live("keepalived"):
         return Migration(other.name, holder.name, SWAP, "heartbeat")
     if len(engines) > 1:
+        # Not heartbeat's stop on the holder: its guard releases every floating address while keepalived there is MASTER.
         _refuse(engine, nodes, total, f"keepalived and heartbeat both run on {holder.name} while keepalived runs or "
-                f"starts at boot on {other.name} too: `systemctl disable --now heartbeat` on {holder.name}, then "
-                "deploy again")
+                f"starts at boot on {other.name} too: `systemctl disable --now keepalived` on {other.name}, which "
+                f"carries nothing (no address moves; leave {holder.name} as it is), then deploy again: the migration "
+                f"resumes with step 2 (the heartbeat running on {holder.name} is kept, its keepalived ended)")
     return Migration(other.name, holder.name, LEAVE_FIRST, "heartbeat")
 
 
@@ -368,15 +406,17 @@ def _steps_to_heartbeat(cluster: Cluster, balancer: Balancer, migration: Migrati
               balancer, [f"{migrate} adopt {started} {addresses}"])
         _step(f"Migration 2/4: heartbeat on {second} holds the group where keepalived put it (after initdead, "
               f"{cluster.heartbeat.initdead} s; at most {adopted} s)", second, balancer,
-              [f"{migrate} adopted {adopted} {addresses}"])
+              [f"{migrate} adopted {adopted} {cluster.master.name} {addresses}"])
         _step(f"Migration 2/4: keepalived on {second} frozen and killed, the addresses left to heartbeat and IPVS to "
               f"ldirectord (at most {RETIRE_TIMEOUT} s)", second, balancer, [f"{migrate} retire {RETIRE_TIMEOUT} {addresses}"])
     if migration.runs(JOIN):
         takes = _master_with_failback(cluster, first)
+        # the model's master named: haresources' node, which tells what each node's `cl_status rscstatus` means
+        role = "carry" if takes else "standby"
         _step(f"Migration 3/4: heartbeat started and enabled on {first}, joining {second}"
               + (f": the model's master with auto_failback on, it takes the group back (heartbeat's failback: the one "
                  f"move)" if takes else " as standby") + f" (at most {started} s to start, {started} s to settle)", first, balancer,
-              [f"{migrate} join {started} {second} {'carry' if takes else 'standby'} {addresses}"])
+              [f"{migrate} join {started} {second} {cluster.master.name} {role} {addresses}"])
 
 
 def _ipvs_ready(step: int, on: str, balancer: Balancer, why: str):

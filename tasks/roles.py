@@ -8,8 +8,8 @@ from lvsha import render
 from lvsha.model import Balancer, Cluster, WebHost
 from tasks import preflight
 from tasks.facts import (MANAGED_FILES, Applied, DefaultRoutes, FactRequest, IfupdownFiles, InterfaceAddresses,
-                         IpvsVirtualServices, KeepalivedApplied, KeepalivedHold, LdirectordServices, LoadedModules,
-                         OsRelease, SshConnection, on_host, read_together, units)
+                         IpvsVirtualServices, KeepalivedApplied, KeepalivedHold, KeepalivedMigrateDropin,
+                         LdirectordServices, LoadedModules, OsRelease, SshConnection, on_host, read_together, units)
 from tasks.firewall import firewall, firewall_after_migration
 from tasks.heartbeat import heartbeat, ldirectord
 from tasks.keepalived import keepalived
@@ -67,7 +67,7 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
     balancer_only = [FactRequest.of(f) for f in (Hostname, SshConnection, Applied, IpvsVirtualServices, LoadedModules,
                                                  KeepalivedHold)]
     if cluster.engine == "keepalived":
-        balancer_only.append(FactRequest.of(KeepalivedApplied))
+        balancer_only += [FactRequest.of(KeepalivedApplied), FactRequest.of(KeepalivedMigrateDropin)]
     else:  # what ldirectord's file names, and haresources' group (tasks/heartbeat.py: reload or restart)
         balancer_only += [FactRequest.of(LdirectordServices), FactRequest.of(FileContents, path=render.HARESOURCES)]
     monitored = MONITORING_UNITS if cluster.monitoring.enabled else []

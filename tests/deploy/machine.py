@@ -38,6 +38,7 @@ class Machine:
     loads: list = field(default_factory=list)  # each fact loaded, in order: one SSH round trip each on a real host
     keepalived_applied: str | None = None  # the sha1 keepalived's drop-in recorded (engine keepalived)
     hold: bool = False  # the migration's hold is set (/var/lib/lvsha/vrrp-hold non-zero)
+    migrate_dropin: bool = False  # lvsha-migrate retire's runtime drop-in is left
 
     def put(self, rendered):
         self.files[rendered.path] = (rendered.content, int(rendered.mode[1:]))
@@ -117,6 +118,8 @@ class Machine:
             return self.keepalived_applied
         if name == "KeepalivedHold":
             return self.hold
+        if name == "KeepalivedMigrateDropin":
+            return self.migrate_dropin
         if name == "IfupdownFiles":
             return {path: content for path, (content, _) in sorted(self.files.items())
                     if path == ifupdown.INTERFACES or path.startswith(ifupdown.INTERFACES_D + "/")}

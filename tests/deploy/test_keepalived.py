@@ -130,6 +130,26 @@ def test_a_new_dropin_reloads_systemd_and_leaves_keepalived_running(cluster):
                                                           "Reload systemd for keepalived's drop-in"}
 
 
+DROPIN_LEFT_OP = f"No runtime drop-in of a migration left for keepalived ({render.KEEPALIVED_MIGRATE_DROPIN}: " \
+                "systemd restarts keepalived again)"
+
+
+@pytest.mark.parametrize("running", [True, False])
+def test_a_runtime_dropin_lvsha_migrate_left_is_removed_before_keepalived_starts(cluster, running):
+    """lvsha-migrate retire killed while it ended keepalived (SIGKILL: no trap runs) leaves its
+    runtime drop-in (Restart=no) in /run: removed, systemd reloaded, before keepalived starts;
+    a converged node without it changes nothing (test_converged_balancer_gets_no_change)."""
+    machine = _converged(cluster, cluster.master)
+    machine.migrate_dropin = True
+    machine.running["keepalived.service"] = running
+    ops = _director(cluster, machine)
+    changes = changing(ops)
+    assert changes[DROPIN_LEFT_OP] == [f"rm -f {render.KEEPALIVED_MIGRATE_DROPIN}", "systemctl daemon-reload"]
+    assert set(changes) == {DROPIN_LEFT_OP, *([] if running else [START_OP])}
+    names = [op.name for op in ops]
+    assert names.index(DROPIN_LEFT_OP) < names.index(START_OP)
+
+
 def test_the_other_engine_stays_disabled_whatever_passed_the_check(cluster, monkeypatch):
     """Each engine's deploy disables the other's services where they are installed and
     stopped (preflight.check_engine refuses them enabled; the deploy holds it anyway)."""

@@ -12,6 +12,7 @@ from lvsha import render
 from tasks import migration
 from tasks.roles import cluster_host
 from tests.deploy.harness import changing, plan
+from tests.deploy.test_config_change import _added
 from tests.deploy.machine import converged_balancer
 
 
@@ -209,6 +210,27 @@ def test_a_pair_without_one_holder_is_refused(reference, holders):
     _refused(on_keepalived, machines, "one balancer carrying every floating address and the other none")
 
 
+@pytest.mark.parametrize("to", ["keepalived", "heartbeat"])
+def test_a_site_added_in_the_run_that_switches_the_engine_is_refused_naming_its_address(models, to):
+    """The pair settled on the old engine (one balancer carrying every address it had, the
+    other none), the model switching the engine and adding a site: the new VIP is carried by
+    nobody. The refusal names it and says to deploy the site on the current engine first."""
+    on_heartbeat, on_keepalived = models
+    now, new = (on_heartbeat, on_keepalived) if to == "keepalived" else (on_keepalived, on_heartbeat)
+    machines = _pair(now)
+    added = _added(new)  # one site more (tests/deploy/test_config_change.py)
+    (vip,) = [ip for ip in added.floating_ips() if ip.purpose == "site www.added.example"]
+    holder, idle = now.master.name, now.peer(now.master).name
+    old = migration.OTHER_ENGINE[to]
+    _refused(added, machines, f"no balancer carries this floating address of the model, new in it: {vip.cidr} on "
+                              f"{vip.interface} (site www.added.example)",
+             f"({holder} carries the other {len(now.floating_ips())}, {idle} none",
+             f"deploy the new site on the current engine first (engine = \"{old}\"), then switch the engine to {to}")
+    with pytest.raises(DeployError) as refused:
+        _plan(added, machines, holder)
+    assert "settle the pair first" not in str(refused.value)
+
+
 def test_ipvs_missing_on_the_node_to_convert_is_refused(reference):
     on_keepalived = replace(reference, engine="keepalived")
     machines = _pair(reference)
@@ -307,12 +329,15 @@ def test_keepalived_to_heartbeat_keeps_the_addresses_where_they_are_and_the_back
                                f"{render.KEEPALIVED_PROGRAM} hold 0", f"{render.KEEPALIVED_PROGRAM} failover 0"]
     assert commands[off] == [f"{render.MIGRATE_SCRIPT} off {migration.START_TIMEOUT} {addresses}"]
     assert commands[adopt] == [f"{render.MIGRATE_SCRIPT} adopt {started} {addresses}"]
-    assert commands[adopted][0].startswith(f"{render.MIGRATE_SCRIPT} adopted ")
+    # heartbeat's word on who holds the group (cl_status rscstatus) is read against haresources' node: the master
+    assert commands[adopted] == [f"{render.MIGRATE_SCRIPT} adopted {migration._adopted_timeout(on_heartbeat)} "
+                                 f"{on_heartbeat.master.name} {addresses}"]
     assert commands[retire] == [f"{render.MIGRATE_SCRIPT} retire {migration.RETIRE_TIMEOUT} {addresses}"]
     assert commands[ipvs_first] == commands[ipvs_second] == [
         f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
     # the holder is the model's master: with or without auto_failback it keeps the group
-    assert commands[join] == [f"{render.MIGRATE_SCRIPT} join {started} {second} standby {addresses}"]
+    assert commands[join] == [f"{render.MIGRATE_SCRIPT} join {started} {second} {on_heartbeat.master.name} standby "
+                              f"{addresses}"]
     assert "as standby" in join
     resync = [n for n in _migration_ops(plans[first]) if "conntrackd on" in n.name]
     assert bool(resync) == on_heartbeat.state_sync.enabled
@@ -351,7 +376,7 @@ def test_back_to_heartbeat_the_models_master_takes_the_group_back_by_heartbeats_
                                    f"heartbeat started and enabled on {master}")
     (op,) = [op for op in ops if op.name == join]
     assert "takes the group back (heartbeat's failback: the one move)" in join
-    assert op.commands[0].startswith(f"{render.MIGRATE_SCRIPT} join ") and f" {holder} carry " in op.commands[0]
+    assert op.commands[0].startswith(f"{render.MIGRATE_SCRIPT} join ") and f" {holder} {master} carry " in op.commands[0]
     # with auto_failback off the group stays where it is
     off = replace(reference, heartbeat=replace(reference.heartbeat, auto_failback=False))
     ops = _plan(off, _pair(replace(off, engine="keepalived"), holder=holder), master)
@@ -440,7 +465,38 @@ def test_back_to_heartbeat_without_one_holder_is_refused(reference, holders):
 
 
 def test_back_to_heartbeat_with_both_engines_on_the_holder_and_keepalived_on_its_peer_is_refused(reference):
+    """The refusal's advice leaves the addresses in place: keepalived stopped on the node
+    carrying nothing, never heartbeat on the holder (its guard would release every address
+    while keepalived there is MASTER); after it the next run resumes with step 2."""
     on_keepalived = replace(reference, engine="keepalived")
-    machines = _pair(on_keepalived)
-    machines[reference.master.name].running["heartbeat.service"] = True
-    _refused(reference, machines, f"keepalived and heartbeat both run on {reference.master.name}")
+    holder, other = reference.master.name, reference.peer(reference.master).name
+    both = _machine(reference, reference.balancer(holder), holds=True)  # heartbeat's files, heartbeat running
+    both.running["keepalived.service"] = both.enabled["keepalived.service"] = True
+    machines = {holder: both, other: _machine(on_keepalived, reference.balancer(other))}
+    _refused(reference, machines, f"keepalived and heartbeat both run on {holder}",
+             f"`systemctl disable --now keepalived` on {other}, which carries nothing (no address moves; leave "
+             f"{holder} as it is), then deploy again: the migration resumes with step 2")
+    with pytest.raises(DeployError) as refused:
+        _plan(reference, machines, holder)
+    assert "disable --now heartbeat" not in str(refused.value)
+    machines[other].running["keepalived.service"] = machines[other].enabled["keepalived.service"] = False
+    steps = [op.name for op in _migration_ops(_plan(reference, machines, other))]
+    assert not any(s.startswith("Migration 1/4") for s in steps)
+    assert any(f"heartbeat enabled and started on {holder}" in s for s in steps)
+
+
+def test_keepalived_beside_heartbeat_on_the_holder_is_refused_advising_retire_not_a_stop(models):
+    """To keepalived, keepalived running beside the holder's heartbeat: a plain stop would run
+    VRRP's shutdown, which removes the addresses under heartbeat. The refusal advises
+    lvsha-migrate retire there (frozen and killed, the addresses left to heartbeat)."""
+    on_heartbeat, on_keepalived = models
+    machines = _pair(on_heartbeat)
+    holder = on_heartbeat.master.name
+    machines[holder].running["keepalived.service"] = True
+    addresses = " ".join(render.floating_ips_arguments(on_keepalived))
+    _refused(on_keepalived, machines, f"keepalived runs on {holder} beside its heartbeat",
+             f"do not stop it there (its VRRP's shutdown would remove them under heartbeat)",
+             f"`{render.MIGRATE_SCRIPT} retire {migration.RETIRE_TIMEOUT} {addresses}` on {holder}")
+    with pytest.raises(DeployError) as refused:
+        _plan(on_keepalived, machines, holder)
+    assert "stop it there first" not in str(refused.value)

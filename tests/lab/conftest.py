@@ -22,6 +22,8 @@ in their order); any other teardown (the last test, -x, Ctrl-C, a taker not
 selected) takes the lab down, and so does the taker's own teardown, whatever
 failed (pytest_sessionfinish catches a lab handed over and never taken). The
 taker refuses a lab laid out otherwise than its model's (lab_api.switch_model).
+A taker handed no lab fails, saying so; with LVSHA_LAB_REUSE=1 it skips instead
+(a model there runs only on a lab running its own model, or one handed over).
 LVSHA_LAB_RELEASE puts every booted lab on one release. Tests take every name,
 address, count and expectation from `lab.cluster`.
 
@@ -573,6 +575,10 @@ def lab(request):
         for key in ("image_s", "boot_s"):
             if key in state.get("timings", {}):
                 record({"image_s": "image (build or cache)", "boot_s": "boot to SSH, all VMs"}[key], state["timings"][key])
+    elif not taking_over and os.environ.get("LVSHA_LAB_REUSE") == "1":
+        pytest.skip(f"LVSHA_LAB_REUSE=1 and no lab is up: {inventory} runs on a lab already running its own model, "
+                    f"or on the lab the tests of {giver} leave up in this run (it boots none), and none was handed "
+                    f"over (run it with them, e.g. -k edge, or alone with {LAB_INVENTORY_ENV}={inventory})")
     elif not taking_over:
         pytest.fail(f"{inventory} runs on the lab that the tests of {giver} leave up (it boots none), and none was "
                     f"handed over (that lab did not come up, or those tests were not selected): run it with them "

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("LVSHA_LAB_MIGRATION") != "1",
 # Client addresses of their own (no persistence template from another test), one per way.
 SESSION_CLIENT = {"keepalived": 4, "heartbeat": 5}
 # lvsha-migrate retire's runtime drop-in (systemd told not to restart keepalived): gone after.
-NO_RESTART_DROPIN = "/run/systemd/system/keepalived.service.d/zz-lvsha-migrate.conf"
+NO_RESTART_DROPIN = render.KEEPALIVED_MIGRATE_DROPIN
 
 
 def _unit(lab, balancer: str, service: str) -> tuple[str, str]:

@@ -276,6 +276,15 @@ def test_the_taker_alone_fails_saying_so_and_boots_nothing(tmp_path):
     assert "none was handed over" in out and "2 errors" in out
 
 
+def test_reusing_labs_the_taker_alone_skips_saying_why_and_boots_nothing(tmp_path):
+    """LVSHA_LAB_REUSE=1 and no lab up: the keepalived model, handed no lab, skips (docs/lab.md)
+    naming why, rather than failing as it does when not reusing."""
+    lines, out = _run_fake_tier(tmp_path, "-k", "edge-keepalived", LVSHA_LAB_REUSE="1")
+    assert lines == [], out
+    assert "2 skipped" in out and "error" not in out.lower() and "none was handed over" in out
+    assert "LVSHA_LAB_REUSE=1 and no lab is up" in out
+
+
 def test_a_reused_edge_lab_is_never_migrated(tmp_path):
     """LVSHA_LAB_REUSE=1 on a running edge lab: the edge tests run on it, the keepalived
     model skips (it was handed no lab), and the lab stays up (not this run's)."""

@@ -15,6 +15,9 @@ KEEPALIVED_PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PR
 ADDRESSES = ["192.168.0.254/24/eth1", "10.0.0.10/24/eth0"]
 GATEWAY = "192.168.0.254"
 PORT = str(render.HEARTBEAT_UDP_PORT)
+# retire's runtime drop-in, under the fixture's LVSHA_RUNTIME_UNITS (systemd's /run/systemd/system)
+DROPIN = Path(render.KEEPALIVED_MIGRATE_DROPIN).relative_to("/run/systemd/system")
+OWNER, OTHER = "balancer1", "balancer2"  # haresources' node (the model's master), the other; OTHER runs the script
 
 
 @pytest.fixture
@@ -26,15 +29,20 @@ def run(tmp_path):
         # unless $FAKE/stuck exists; `start heartbeat` makes it active (and removes the addresses
         # with $FAKE/released: its guard released them); keepalived's cgroup is named while a
         # process of it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists,
-        # unless $FAKE/restart-stays.
+        # unless $FAKE/restart-stays. keepalived stays active for as many more `is-active` as
+        # $FAKE/lingers says once its processes ended (systemd not done with it yet), the first
+        # of them sending SIGHUP to the caller while $FAKE/hup-on-linger exists.
         "systemctl": """
             alive() { for p in $(cat "$FAKE/pids" 2>/dev/null); do
                           read -r st 2>/dev/null < /proc/$p/stat || continue; st=${st##*) }; [ "${st%% *}" = Z ] || return 0
                       done; return 1; }
+            lingers() { n=$(cat "$FAKE/lingers" 2>/dev/null || echo 0); [ "$n" -gt 0 ] || return 1
+                        echo $((n - 1)) > "$FAKE/lingers"
+                        if [ -f "$FAKE/hup-on-linger" ]; then rm -f "$FAKE/hup-on-linger"; kill -HUP $PPID; fi; }
             case "$1" in
             is-active) shift; [ "$1" = --quiet ] && shift
                        case $1 in heartbeat.service) [ -f "$FAKE/active-heartbeat" ] ;;
-                                  *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive; } ;; esac
+                                  *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; } ;; esac
                        exit $? ;;
             show) case "$*" in
                   *ControlGroup*) alive && echo /system.slice/keepalived.service || echo ;;
@@ -77,6 +85,13 @@ def run(tmp_path):
             echo "[7:700] -A INPUT -p udp -m udp --dport {int(PORT) + 1} -j ACCEPT"
             echo COMMIT""",
         "systemd-run": 'echo "systemd-run $*" >> "$FAKE/calls"',
+        # kill: each call recorded in $FAKE/kills, then made (the shell's own kill); after a
+        # SIGSTOP, SIGHUP to the caller while $FAKE/hup-on-stop exists (once)
+        "kill": """
+            echo "$*" >> "$FAKE/kills"
+            kill "$@"; made=$?
+            if [ "$1" = -STOP ] && [ -f "$FAKE/hup-on-stop" ]; then rm -f "$FAKE/hup-on-stop"; kill -HUP $PPID; fi
+            exit $made""",
         "logger": 'shift 3; echo "$*" >> "$FAKE/logged"',
     })
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE": str(tmp_path), "LVSHA_SYSTEMCTL": str(tmp_path / "systemctl"),
@@ -87,10 +102,11 @@ def run(tmp_path):
            "LVSHA_FAILOVER_FILE": str(tmp_path / "vrrp-failover"), "LVSHA_CL_STATUS": str(tmp_path / "cl_status"),
            "LVSHA_HEARTBEAT_GUARD": str(tmp_path / "guard"), "LVSHA_FLOATING_IPS_SCRIPT": str(tmp_path / "floating-ips"),
            "LVSHA_RUNTIME_UNITS": str(tmp_path / "runtime"), "RUNTIME": str(tmp_path / "runtime"),
-           "LVSHA_CGROUP_ROOT": str(tmp_path / "cgroup"), "LVSHA_POLL": "0.05"}
+           "LVSHA_CGROUP_ROOT": str(tmp_path / "cgroup"), "LVSHA_KILL": str(tmp_path / "kill"), "LVSHA_POLL": "0.05"}
 
-    def run(*args):
-        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env=env, timeout=60)
+    def run(*args, node=OTHER):
+        result = subprocess.run([PROGRAM, *args], capture_output=True, text=True, env={**env, "LVSHA_NODE": node},
+                                timeout=60)
         calls = tmp_path / "calls"
         made = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
@@ -107,6 +123,8 @@ def run(tmp_path):
             (tmp_path / f"arp-{address}").touch()
 
     run.dir, run.carry, run.answers, run.hold = tmp_path, carry, answers, Path(env["LVSHA_HOLD_FILE"])
+    run.on = lambda node: lambda *args: run(*args, node=node)  # run on the node named `node` (`uname -n`)
+    run.env = env
     run.hold_value = lambda: run.hold.read_text().strip() if run.hold.exists() else "0"
     return run
 
@@ -312,15 +330,30 @@ def test_adopt_leaves_a_running_heartbeat_as_it_is(run):
     assert calls == ["systemctl disable --quiet keepalived.service", "systemctl enable --quiet heartbeat.service"]
 
 
-def test_adopted_waits_until_heartbeat_holds_the_group_and_every_address(run):
+# heartbeat's `cl_status rscstatus` on a node, and whether it holds the group by it (haresources'
+# one group, owned by OWNER): "local" is the group on its owner only, an empty set on the other
+# node; "foreign" the group on the other node only.
+HOLDS = [(OWNER, "all", True), (OWNER, "local", True), (OWNER, "foreign", False), (OWNER, "none", False),
+         (OWNER, "transition", False), (OTHER, "all", True), (OTHER, "local", False), (OTHER, "foreign", True),
+         (OTHER, "none", False), (OTHER, "transition", False)]
+
+
+@pytest.mark.parametrize("node, resources, holds", HOLDS)
+def test_adopted_waits_until_heartbeat_holds_the_group_and_every_address(run, node, resources, holds):
     run.carry(*ADDRESSES)
-    (run.dir / "rscstatus").write_text("none\n")
-    result, _ = run("adopted", "1", *ADDRESSES)
-    assert result.returncode == 1
-    assert "heartbeat's resources: none, this node carries 2 of 2 floating addresses" in result.stderr
-    for resources in ("all", "local", "foreign"):
-        (run.dir / "rscstatus").write_text(f"{resources}\n")
-        assert run("adopted", "5", *ADDRESSES)[0].returncode == 0
+    (run.dir / "rscstatus").write_text(f"{resources}\n")
+    result, _ = run.on(node)("adopted", "1", OWNER, *ADDRESSES)
+    assert result.returncode == (0 if holds else 1), result.stderr
+    if not holds:
+        assert f"heartbeat's resources: {resources} ({node}; the group's owner: {OWNER}), this node carries 2 of 2 " \
+               "floating addresses" in result.stderr
+
+
+def test_adopted_fails_while_an_address_is_missing(run):
+    run.carry(ADDRESSES[0])
+    (run.dir / "rscstatus").write_text("all\n")
+    result, _ = run.on(OWNER)("adopted", "1", OWNER, *ADDRESSES)
+    assert result.returncode == 1 and "this node carries 1 of 2 floating addresses" in result.stderr
 
 
 @pytest.fixture
@@ -346,18 +379,70 @@ def test_retire_kills_every_process_of_keepalived_leaving_the_addresses(run, kee
     (run.dir / "vrrp-state").write_text("MASTER\n")
     result, calls = run("retire", "10", *ADDRESSES)
     assert result.returncode == 0, result.stderr
-    # SIGKILL (the fake takes a zombie for ended), never a signal keepalived would shut down on; the
-    # main process (systemd's MainPID, here the first) known, to be killed last
+    # SIGKILL (the fake takes a zombie for ended), never a signal keepalived would shut down on;
+    # every process frozen first, the main process (systemd's MainPID, here the first) killed last
     assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
     assert "MainPID keepalived.service" in (run.dir / "reads").read_text()
+    main, *others = [str(child.pid) for child in keepalived_processes]
+    assert _kills(run) == [f"-STOP {main} {' '.join(others)}", *(f"-KILL {pid}" for pid in others), f"-KILL {main}"]
     # told not to restart it first, the drop-in gone after; nothing started or stopped by systemd
     assert calls == ["systemctl disable --quiet keepalived.service", "systemctl daemon-reload",
                      "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
-    assert not (run.dir / "runtime" / "keepalived.service.d" / "zz-lvsha-migrate.conf").exists()
+    assert not (run.dir / "runtime" / DROPIN).exists()
     assert all(a.split("/")[0] in (run.dir / f"addr-{a.split('/')[2]}").read_text() for a in ADDRESSES)
     assert run.hold_value() == "0" and (run.dir / "vrrp-failover").read_text().strip() == "0"
     assert not (run.dir / "vrrp-state").exists()
     assert "every floating address left in place for heartbeat" in result.stderr
+
+
+def _kills(run):
+    kills = run.dir / "kills"
+    return kills.read_text().splitlines() if kills.exists() else []
+
+
+@pytest.mark.parametrize("when", ["between SIGSTOP and SIGKILL", "waiting for keepalived to end"])
+def test_retire_finishes_what_it_began_on_a_signal(run, keepalived_processes, when):
+    """SIGHUP (the deploy's connection lost) while retire ends keepalived: no keepalived is left
+    frozen (a later stop would wake it into the shutdown that removes the addresses), the
+    kill rounds run to the end, main process last, and are waited for; the drop-in telling
+    systemd not to restart keepalived is removed after; the step fails."""
+    run.carry(*ADDRESSES)
+    if when == "between SIGSTOP and SIGKILL":
+        (run.dir / "hup-on-stop").touch()
+    else:
+        (run.dir / "lingers").write_text("5\n")
+        (run.dir / "hup-on-linger").touch()
+    result, calls = run("retire", "10", *ADDRESSES)
+    assert result.returncode == 129, result.stderr
+    assert "SIGHUP while ending keepalived: finishing what was begun" in result.stderr
+    assert not (run.dir / "hup-on-stop").exists() and not (run.dir / "hup-on-linger").exists()  # the signal was sent
+    assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
+    main, *others = [str(child.pid) for child in keepalived_processes]
+    kills = _kills(run)
+    assert kills[-1] == f"-KILL {main}" and sorted(kills[-3:-1]) == sorted(f"-KILL {pid}" for pid in others)
+    if when == "between SIGSTOP and SIGKILL":  # the first round stopped them only: the trap's killed them
+        assert kills == [f"-STOP {main} {' '.join(others)}"] * 2 + kills[-3:]
+    assert "every process of keepalived ended" in result.stderr
+    assert calls == ["systemctl disable --quiet keepalived.service", "systemctl daemon-reload",
+                     "systemctl reset-failed keepalived.service", "systemctl daemon-reload"]
+    assert not (run.dir / "runtime" / DROPIN).exists()
+    assert "every floating address left in place" not in result.stderr
+
+
+def test_retire_carries_on_when_its_output_is_gone(run, keepalived_processes):
+    """The deploy's connection lost without a SIGHUP: what retire writes gets SIGPIPE. It
+    finishes all the same: keepalived killed, the drop-in removed, the hold cleared."""
+    run.carry(*ADDRESSES)
+    run.hold.parent.mkdir()
+    run.hold.write_text("1\n")
+    retire = subprocess.Popen([PROGRAM, "retire", "10", *ADDRESSES], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**run.env, "LVSHA_NODE": OTHER})
+    retire.stdout.close()
+    retire.stderr.close()  # nobody reads: the first message is SIGPIPE
+    assert retire.wait(timeout=60) == 0
+    assert [child.wait(timeout=5) for child in keepalived_processes] == [-9, -9, -9]
+    assert not (run.dir / "runtime" / DROPIN).exists() and run.hold_value() == "0"
+    assert "keepalived ended, every floating address left in place for heartbeat" in (run.dir / "logged").read_text()
 
 
 def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, keepalived_processes):
@@ -366,8 +451,8 @@ def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, kee
     result, calls = run("retire", "5", *ADDRESSES)
     assert result.returncode == 1
     assert "systemd would still restart keepalived (Restart=always): keepalived left running" in result.stderr
-    assert all(child.poll() is None for child in keepalived_processes)
-    assert not (run.dir / "runtime" / "keepalived.service.d" / "zz-lvsha-migrate.conf").exists()
+    assert all(child.poll() is None for child in keepalived_processes) and _kills(run) == []
+    assert not (run.dir / "runtime" / DROPIN).exists()
     assert calls[-1] == "systemctl daemon-reload"
 
 
@@ -379,29 +464,68 @@ def test_retire_adds_back_an_address_found_missing(run):
     assert "some floating addresses were missing: added again" in result.stderr
 
 
-@pytest.mark.parametrize("role", ["standby", "carry"])
-def test_join_starts_heartbeat_and_waits_until_it_hears_its_peer_and_settles(run, role):
+def _peer_of(node):
+    return OTHER if node == OWNER else OWNER
+
+
+@pytest.mark.parametrize("node, resources, holds", HOLDS)
+def test_join_as_standby_waits_until_the_group_is_the_peers_by_heartbeats_word(run, node, resources, holds):
+    """Standby: this node hears its peer, its resource status is settled and leaves the group
+    to the peer, and it carries no address. After heartbeat's failback (auto_failback on) both
+    nodes answer "local": the node that is not the owner is then standby; the owner's standby
+    (auto_failback off) answers "none"."""
+    peer = _peer_of(node)
     (run.dir / "peer").write_text("active\n")
-    (run.dir / "rscstatus").write_text("none\n" if role == "standby" else "all\n")
-    if role == "carry":
-        run.carry(*ADDRESSES)
-    result, calls = run("join", "5", "balancer1", role, *ADDRESSES)
-    assert result.returncode == 0, result.stderr
+    (run.dir / "rscstatus").write_text(f"{resources}\n")
+    result, calls = run.on(node)("join", "2", peer, OWNER, "standby", *ADDRESSES)
     assert calls == ["systemctl enable --quiet heartbeat.service", "systemctl start heartbeat.service"]
-    assert "heartbeat hears balancer1 and has settled" in result.stderr
+    standby = not holds and resources != "transition"
+    assert result.returncode == (0 if standby else 1), result.stderr
+    if standby:
+        assert f"heartbeat hears {peer} and has settled standby: the group {peer}'s, no floating address here" \
+               in result.stderr
+    else:
+        assert f"{peer} active, resources {resources} ({node}; the group's owner: {OWNER}), carries: " in result.stderr
+
+
+def test_join_after_a_failback_both_nodes_answering_local_is_standby_on_the_node_that_is_not_the_owner(run):
+    """The way back's common case: the group on the model's master (the node swapped under
+    the addresses) with auto_failback on, the other node joining: it takes its own, empty,
+    resource set and answers "local", as the master does."""
+    (run.dir / "peer").write_text("active\n")
+    (run.dir / "rscstatus").write_text("local\n")
+    result, _ = run.on(OTHER)("join", "5", OWNER, OWNER, "standby", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    run.carry(ADDRESSES[1])  # an address here after all: not standby
+    result, _ = run.on(OTHER)("join", "1", OWNER, OWNER, "standby", *ADDRESSES)
+    assert result.returncode == 1 and "carries: 10.0.0.10/24" in result.stderr
+
+
+@pytest.mark.parametrize("node, resources, holds", HOLDS)
+def test_join_to_carry_waits_until_heartbeat_holds_the_group_and_every_address(run, node, resources, holds):
+    (run.dir / "peer").write_text("active\n")
+    (run.dir / "rscstatus").write_text(f"{resources}\n")
+    run.carry(*ADDRESSES)
+    result, _ = run.on(node)("join", "2", _peer_of(node), OWNER, "carry", *ADDRESSES)
+    assert result.returncode == (0 if holds else 1), result.stderr
+    if holds:
+        assert "has settled holding the group and every floating address" in result.stderr
 
 
 def test_join_fails_naming_what_it_saw(run):
     (run.dir / "peer").write_text("dead\n")
     (run.dir / "rscstatus").write_text("all\n")
     run.carry(*ADDRESSES)
-    result, _ = run("join", "1", "balancer1", "standby", *ADDRESSES)
+    result, _ = run.on(OTHER)("join", "1", OWNER, OWNER, "standby", *ADDRESSES)
     assert result.returncode == 1
-    assert "balancer1 dead, resources all, carries: 192.168.0.254/24 10.0.0.10/24" in result.stderr
+    assert f"{OWNER} dead, resources all ({OTHER}; the group's owner: {OWNER}), carries: 192.168.0.254/24 " \
+           "10.0.0.10/24" in result.stderr
 
 
-@pytest.mark.parametrize("args", [["adopt"], ["retire", "x"], ["join", "5", "balancer1", "maybe", ADDRESSES[0]],
-                                  ["join", "5", "balancer1", "standby"], ["off", "soon"]])
+@pytest.mark.parametrize("args", [["adopt"], ["retire", "x"], ["adopted", "5", OWNER],
+                                  ["join", "5", "balancer1", OWNER, "maybe", ADDRESSES[0]],
+                                  ["join", "5", "balancer1", "standby", ADDRESSES[0]],
+                                  ["join", "5", "balancer1", OWNER, "standby"], ["off", "soon"]])
 def test_bad_arguments_of_the_way_back_are_refused(run, args):
     result, calls = run(*args)
     assert result.returncode == 2 and "usage" in result.stderr and calls == []
