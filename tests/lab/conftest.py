@@ -150,6 +150,8 @@ DEFAULT_ENGINE = next(f.default for f in fields(Cluster) if f.name == "engine")
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "every_engine: also run on a second model whose engine the first "
+                                          "model's (whole-tier) run does not cover: one run per engine")
     config.addinivalue_line("markers", "every_model: also run on the second models (examples/edge, "
                                           "examples/edge-keepalived) by default")
     for engine in ENGINES:
@@ -169,7 +171,8 @@ def model_engine(inventory: str) -> str | None:
 
 def pytest_collection_modifyitems(config, items):
     """Every lab test runs on the first model; on the second ones only those marked
-    `every_model` (CI's budget), the whole tier only when LVSHA_LAB_INVENTORY
+    `every_model`, and those marked `every_engine` where the second model's engine
+    is not the first's (CI's budget), the whole tier only when LVSHA_LAB_INVENTORY
     chooses the model. A test marked `<engine>_internals` runs only on a model of
     that engine."""
     keep, drop = [], []
@@ -178,7 +181,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.lab)
             params = getattr(getattr(item, "callspec", None), "params", {})
             second = "lab" in params and second_model(params["lab"])
-            if second and item.get_closest_marker("every_model") is None:
+            if second and item.get_closest_marker("every_model") is None and not (
+                    item.get_closest_marker("every_engine") is not None
+                    and model_engine(params["lab"]) != model_engine(str(REFERENCE_INVENTORY))):
                 drop.append(item)
                 continue
             engine = model_engine(params["lab"]) if "lab" in params else None

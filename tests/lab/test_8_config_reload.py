@@ -70,7 +70,7 @@ def _not_applied(lab, cluster) -> list[str]:
     return found
 
 
-@pytest.mark.every_model
+@pytest.mark.every_engine  # the reference's run covers heartbeat; edge-keepalived's keepalived
 def test_a_site_added_and_a_health_check_changed_move_no_address_and_break_no_connection(lab, monkeypatch, tmp_path):
     holder = lab.carrier()
     other = lab.other(holder)

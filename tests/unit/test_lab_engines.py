@@ -166,10 +166,11 @@ def test_on_heartbeat_the_health_check_change_touches_the_last_sites_block_of_ld
     assert before.split("\nvirtual=")[:-1] == after.split("\nvirtual=")[:-1]  # the other sites' as they were
 
 
-def test_the_config_reload_test_is_generic_and_runs_on_every_model():
-    """tests/lab/test_8_config_reload.py: on both engines (no internals marker) and on the second model."""
+def test_the_config_reload_test_is_generic_and_runs_once_per_engine():
+    """tests/lab/test_8_config_reload.py: on both engines (no internals marker), and on the
+    second model whose engine the first's run does not cover (every_engine: CI's budget)."""
     tests = [marks for name, node, _, marks, _ in _lab_tests() if name == "test_8_config_reload.py"]
-    assert tests and all("every_model" in marks and not any(m.endswith("_internals") for m in marks) for marks in tests)
+    assert tests and all("every_engine" in marks and not any(m.endswith("_internals") for m in marks) for marks in tests)
 
 
 def test_the_added_site_takes_free_addresses_and_validates(tmp_path):
@@ -228,3 +229,17 @@ def test_a_lab_test_using_heartbeats_own_tools_never_runs_on_keepalived():
 def test_the_keepalived_tests_are_marked_as_keepalived_internals():
     tests = [(node.name, marks) for name, node, _, marks, _ in _lab_tests() if name == "test_8_keepalived.py"]
     assert tests and all(conftest.internals_marker("keepalived") in marks for _, marks in tests)
+
+
+def test_every_engine_runs_on_a_second_model_only_where_its_engine_is_not_the_first_models(monkeypatch):
+    edge, edge_keepalived = str(conftest.EXAMPLE_INVENTORY), str(conftest.EDGE_KEEPALIVED_INVENTORY)
+    items = [FakeItem("ref_reload", REFERENCE, ["every_engine"]),
+             FakeItem("edge_reload", edge, ["every_engine"]),
+             FakeItem("edge_keepalived_reload", edge_keepalived, ["every_engine"]),
+             FakeItem("edge_keepalived_plain", edge_keepalived)]
+    kept, dropped = collect(items, monkeypatch)
+    assert kept == ["ref_reload", "edge_keepalived_reload"]
+    assert dropped == ["edge_reload", "edge_keepalived_plain"]
+    # a model chosen by LVSHA_LAB_INVENTORY runs its whole tier, every_engine or not
+    kept, _ = collect([FakeItem("reload", edge, ["every_engine"])], monkeypatch, chosen=edge)
+    assert kept == ["reload"]
