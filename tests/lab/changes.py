@@ -1,6 +1,6 @@
 """Models a lab test deploys for a while instead of the lab's (test_8_config_reload):
-the inventory text a deploy is pointed at through LVSHA_LAB_INVENTORY, as
-test_9_site_removed does, and the free addresses it takes."""
+the inventory text a deploy is pointed at through LVSHA_LAB_INVENTORY, and the free
+addresses it takes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ ADDED_SITE = "www.lvsha-lab-added.net"
 
 # The lab's model with the last site's health check changed and, given `added`
 # (name, VIP, one internal address per web host), one site more (the inventory a
-# deploy is pointed at through LVSHA_LAB_INVENTORY, as test_9_site_removed does).
+# deploy is pointed at through LVSHA_LAB_INVENTORY).
 CHANGED_INVENTORY = textwrap.dedent('''\
     from dataclasses import replace
     from lvsha.loader import load_cluster

@@ -14,9 +14,8 @@ it), and only then are the long-lived connections of tests/lab/sessions.py opene
 the existing sites: the deploy under test changes nothing they end at, so each of them
 (through IPVS, the mail NAT, the outbound NAT) must carry on. Addresses are watched
 from both kernels' address events (AddressEvents), not sampled. The model is then
-restored by a deploy (the site removed, by reload as well).
-
-Named test_8_*: test_9_site_removed stays the last of the tier.
+restored by a deploy: the site removed, by reload as well, and gone from both
+balancers (address, IPVS service, firewall rules) and from the client's reach.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from lvsha.lab.run import deploy, record
 from tests.lab.changes import ADDED_SITE, changed_inventory, free_internal_addresses
 from tests.lab.conftest import AddressEvents
 from tests.lab.sessions import KINDS, LongLived, fresh_client_address
+from tests.lab.test_4_firewall import tcp
 
 # The sessions' client and the added site's VIP: free external addresses of their own
 # (test_7_failover's sessions use the first two).
@@ -125,3 +125,13 @@ def test_a_site_added_and_a_health_check_changed_move_no_address_and_break_no_co
     assert _not_applied(lab, lab.cluster) == []
     assert lab.wait_settled(holder, timeout=60) < 60
     assert lab.carries_none(other)
+    # The removed site is gone from both balancers (its address, its IPVS service, its
+    # firewall rules) and from the client's reach; the other sites answer.
+    for b in lab.pair:
+        addresses, table = lab.carries(b)
+        assert vip not in addresses and not any(v.startswith(f"{vip}:") for v in table), (b, table)
+        assert f"{vip}/32" not in lab.ssh(b, "iptables-save").stdout, b
+    assert tcp(lab, vip, 80) != "open"
+    for site in lab.cluster.sites:
+        answer = lab.client("curl", "-s", "--max-time", "5", f"http://{site.vip}/", timeout=15).stdout
+        assert site.name in answer, site.name

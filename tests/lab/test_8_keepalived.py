@@ -14,8 +14,8 @@
 - the priorities hold steady over busy no-op deploys while nothing fails (the track
   scripts' timeout and fall).
 
-Named test_8_*: test_9_site_removed stays the last of the tier. Every figure is
-recorded under the report label "keepalived" (conftest), beside heartbeat's.
+Every figure is recorded under the report label "keepalived" (conftest), beside
+heartbeat's.
 """
 
 from __future__ import annotations
