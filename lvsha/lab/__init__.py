@@ -39,7 +39,7 @@ def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get("LVSHA_LAB_CACHE", DEFAULT_CACHE_DIR))).resolve()
 
 
-def run(args, *, timeout: float = 120, check: bool = True, env=None, capture: bool = True,
+def run_command(args, *, timeout: float = 120, check: bool = True, env=None, capture: bool = True,
         input: str | None = None) -> subprocess.CompletedProcess:
     """Run a command with a time bound; raise LabError with its output if it fails."""
     try:

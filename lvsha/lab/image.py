@@ -28,7 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import LabError, cache_dir, host_apt_mirrors, run
+from . import LabError, cache_dir, host_apt_mirrors, run_command
 
 # The Debian releases the deploy supports (tasks/preflight.py), by major version.
 RELEASES = {"12": "bookworm", "13": "trixie"}
@@ -177,7 +177,7 @@ def _build(out: Path, proxy_port: int, suite: str, progress) -> None:
         raise LabError(f"no kernel/initrd in {boot}")
     shutil.copy2(kernels[-1], out / "vmlinuz")
     shutil.copy2(initrds[-1], out / "initrd.img")
-    run(["mkfs.ext4", "-q", "-F", "-L", "lvsha-root", "-d", rootfs, out / "disk.raw", DISK_SIZE],
+    run_command(["mkfs.ext4", "-q", "-F", "-L", "lvsha-root", "-d", rootfs, out / "disk.raw", DISK_SIZE],
         timeout=300)
     safe_rmtree(rootfs)
     progress(f"image: built in {time.monotonic() - t0:.0f}s")
@@ -252,11 +252,11 @@ def _configure_rootfs(rootfs: Path, mirrors: dict, suite: str) -> None:
     # A small initramfs (only what mounting /dev/vda needs) boots much faster under TCG.
     conf = rootfs / "etc/initramfs-tools/initramfs.conf"
     conf.write_text(conf.read_text().replace("MODULES=most", "MODULES=list"))
-    run(["chroot", rootfs, "update-initramfs", "-u", "-k", "all"], timeout=600)
+    run_command(["chroot", rootfs, "update-initramfs", "-u", "-k", "all"], timeout=600)
     chroot = ["chroot", rootfs, "systemctl"]
-    run(chroot + ["enable", "systemd-networkd.service", "ssh.service", "lvsha-lab-init.service",
+    run_command(chroot + ["enable", "systemd-networkd.service", "ssh.service", "lvsha-lab-init.service",
                   "lvsha-lab-ipmon.service"])
-    run(chroot + ["mask", *MASKED_UNITS])
+    run_command(chroot + ["mask", *MASKED_UNITS])
     # No package leftovers in the image.
     shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
     (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
@@ -271,7 +271,7 @@ def _provision(rootfs: Path, out: Path, role: str, packages: list[str], proxy_po
     are not started (policy-rc.d); Debian's postinst enables them, as an apt
     install on a server does, and the deploy takes it from there."""
     work = out / f"rootfs-{role}"
-    run(["cp", "-a", rootfs, work], timeout=300)
+    run_command(["cp", "-a", rootfs, work], timeout=300)
     try:
         policy = work / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
@@ -287,7 +287,7 @@ def _provision(rootfs: Path, out: Path, role: str, packages: list[str], proxy_po
         (work / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
         for deb in (work / "var/cache/apt/archives").glob("*.deb"):
             deb.unlink()
-        run(["mkfs.ext4", "-q", "-F", "-L", "lvsha-root", "-d", work, out / f"disk-{role}.raw", DISK_SIZE],
+        run_command(["mkfs.ext4", "-q", "-F", "-L", "lvsha-root", "-d", work, out / f"disk-{role}.raw", DISK_SIZE],
             timeout=300)
     finally:
         safe_rmtree(work)
@@ -308,7 +308,7 @@ def _mounts_below(path: Path) -> list[str]:
 def _unmount_below(path: Path) -> None:
     """Unmount anything debootstrap left mounted in its target (e.g. after Ctrl-C)."""
     for mp in _mounts_below(path):
-        run(["umount", "-l", mp], check=False, timeout=30)
+        run_command(["umount", "-l", mp], check=False, timeout=30)
 
 
 def safe_rmtree(path: Path) -> None:

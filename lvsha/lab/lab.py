@@ -28,7 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import LabError, pid_cmdline, pid_is_ours, run, state_dir
+from . import LabError, pid_cmdline, pid_is_ours, run_command, state_dir
 from . import aptproxy, image, network, stock, vm
 from .model import source_inventory, topology_cluster
 
@@ -127,7 +127,7 @@ def _running_pids(state: dict) -> list[int]:
 def _make_secrets(sdir: Path) -> dict:
     """Fresh per-lab ed25519 keypair, authorized_keys for fw_cfg, heartbeat secret (all 0600)."""
     key = sdir / "id_ed25519"
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lvsha-lab", "-f", key], timeout=30)
+    run_command(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "lvsha-lab", "-f", key], timeout=30)
     os.chmod(key, 0o600)
     auth = sdir / "authorized_keys"
     auth.write_text((sdir / "id_ed25519.pub").read_text())

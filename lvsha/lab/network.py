@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import netaddr
 
-from . import LabError, run
+from . import LabError, run_command
 
 LAB_NETNS = "lvsha-lab"
 CLIENT_NETNS = "lvsha-client"
@@ -60,7 +60,7 @@ def netns_exists(name: str) -> bool:
 
 def _ip(netns: str | None, *args, check: bool = True):
     cmd = ["ip"] + (["-n", netns] if netns else []) + list(args)
-    return run(cmd, timeout=30, check=check)
+    return run_command(cmd, timeout=30, check=check)
 
 
 def _sysctl(netns: str, key: str, value: str) -> None:
@@ -110,8 +110,8 @@ def create(cluster, client_addr: netaddr.IPNetwork, lab_netns: str = LAB_NETNS,
     for ns in (lab_netns, client_netns):
         if netns_exists(ns):
             raise LabError(f"netns {ns} already exists: run `lab down` first")
-    run(["ip", "netns", "add", lab_netns], timeout=30)
-    run(["ip", "netns", "add", client_netns], timeout=30)
+    run_command(["ip", "netns", "add", lab_netns], timeout=30)
+    run_command(["ip", "netns", "add", client_netns], timeout=30)
     for ns in (lab_netns, client_netns):
         _sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
         _sysctl(ns, "net.ipv6.conf.default.disable_ipv6", "1")
@@ -172,7 +172,7 @@ def destroy(lab_netns: str = LAB_NETNS, client_netns: str = CLIENT_NETNS) -> lis
     left = []
     for ns in (client_netns, lab_netns):
         if netns_exists(ns):
-            cp = run(["ip", "netns", "del", ns], timeout=30, check=False)
+            cp = run_command(["ip", "netns", "del", ns], timeout=30, check=False)
             if cp.returncode != 0 or netns_exists(ns):
                 left.append(ns)
     return left

@@ -23,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import LabError, cache_dir, kill_ours, pid_cmdline, pid_is_ours, run
+from . import LabError, cache_dir, kill_ours, pid_cmdline, pid_is_ours, run_command
 from . import network
 
 QEMU = "qemu-system-x86_64"
@@ -93,7 +93,7 @@ def create_overlay(spec: dict, image: dict, provisioned: bool = False) -> None:
     if spec.get("stock_interfaces"):
         (Path(spec["dir"]) / "interfaces").write_text(spec["stock_interfaces"])
     base = image["provisioned"][spec["role"]] if provisioned else image["disk"]
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", image["format"],
+    run_command(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", image["format"],
          spec["overlay"]], timeout=60)
 
 
@@ -236,7 +236,7 @@ def ssh_ready(key: str, port: int) -> bool:
 
 def host_key_lines(port: int) -> list[str]:
     """known_hosts lines for [127.0.0.1]:port (ed25519, the only host key the image has)."""
-    cp = run(["ssh-keyscan", "-T", "10", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
+    cp = run_command(["ssh-keyscan", "-T", "10", "-t", "ed25519", "-p", str(port), "127.0.0.1"],
              timeout=30, check=False)
     lines = [l for l in cp.stdout.splitlines() if l.startswith(f"[127.0.0.1]:{port} ")]
     if not lines:

@@ -228,3 +228,19 @@ def test_a_lab_another_process_is_bringing_up_is_refused_not_torn_down(tmp_path,
     finally:
         owner.kill()
         owner.wait()
+
+
+def test_no_name_of_the_lab_package_is_also_one_of_its_modules():
+    """A function of lvsha/lab/__init__.py named as a module of the package (as `run` was,
+    beside lvsha/lab/run.py) is replaced by that module once anything imports it, and every
+    `from . import <name>` after that gets the module: the lab then failed to come up
+    depending on which test file pytest collected first."""
+    import pkgutil
+
+    import lvsha.lab as package
+
+    source = (REPO / "lvsha" / "lab" / "__init__.py").read_text()
+    defined = {line.split("(")[0].split()[1] for line in source.splitlines()
+               if line.startswith(("def ", "class "))}
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)}
+    assert not defined & modules, f"lvsha/lab/__init__.py defines {sorted(defined & modules)}, also modules of lvsha.lab"
