@@ -163,10 +163,16 @@ def report_path() -> Path:
 _label = ""
 
 
-def set_report_label(label: str) -> None:
-    """Prefix the figures recorded from now on (the model they were measured on)."""
+def set_report_label(label: str, column: str | None = None) -> None:
+    """Prefix the figures recorded from now on (the model they were measured on); `column`
+    names that model's column when the report puts several side by side (its engine and
+    release: format_report)."""
     global _label
     _label = label
+    if column is not None:
+        data = _load_report()
+        data["run"].setdefault("columns", {})[label] = column
+        _write_report(data)
 
 
 def _load_report() -> dict:
@@ -187,10 +193,12 @@ def _write_report(data: dict) -> None:
 
 def record(name: str, seconds: float) -> None:
     """Add one timing (seconds) to the report of the current run."""
+    bare = name
     if _label:
         name = f"{_label}: {name}"
     data = _load_report()
     data["figures"][name] = round(seconds, 1)
+    data.setdefault("labels", {})[name] = [_label, bare]
     _write_report(data)
 
 
@@ -226,6 +234,20 @@ def format_report(markdown: bool = False) -> str:
     if not figures:
         return "lab report: no figures recorded"
     about = ", ".join(f"{key} {run[key]}" for key in ("commit", "machine", "started") if run.get(key))
+    table = _side_by_side(data)
+    if table:
+        header, rows = table
+        if markdown:
+            lines = [f"Measured by `lvsha lab {run.get('kind', 'run')}` ({about or 'run not recorded'}), "
+                     "seconds unless marked (x), each model's lab a column:", "",
+                     "| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+            lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+            return "\n".join(lines)
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = [f"lab report (seconds{'; ' + about if about else ''}; each model's lab a column):"]
+        lines += ["  " + "  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:]))])
+                  for row in [header, *rows]]
+        return "\n".join(lines)
     if markdown:
         lines = [f"Measured by `lvsha lab {run.get('kind', 'run')}` ({about or 'run not recorded'}), "
                  "seconds unless marked (x):", "",
@@ -236,6 +258,24 @@ def format_report(markdown: bool = False) -> str:
     lines = [f"lab report (seconds{'; ' + about if about else ''}):"]
     lines += [f"  {k.ljust(width)}  {v:>7}" for k, v in figures.items()]
     return "\n".join(lines)
+
+
+def _side_by_side(data: dict) -> tuple[list[str], list[list[str]]] | None:
+    """The figures of a run that measured several models (the reference, edge on heartbeat,
+    edge on keepalived...) as one row per figure and one column per model, so that the
+    same figure on each engine and release reads across; None for a run of one model."""
+    labels = data.get("labels", {})
+    placed = {name: labels.get(name, ["", name]) for name in data["figures"]}
+    order = list(dict.fromkeys(label for label, _ in placed.values()))
+    if len(order) < 2:
+        return None
+    names = data["run"].get("columns", {})
+    header = ["figure", *(names.get(label) or label or "reference model" for label in order)]
+    cells: dict[str, dict[str, str]] = {}
+    for name, value in data["figures"].items():
+        label, bare = placed[name]
+        cells.setdefault(bare, {})[label] = str(value)
+    return header, [[bare, *(row.get(label, "-") for label in order)] for bare, row in cells.items()]
 
 
 def write_report_into(path: Path) -> None:

@@ -604,7 +604,9 @@ def lab(request):
             state = lab_api.switch_model(inventory, topology_cluster(inventory))
         cluster = lab_cluster(state)
         if cluster.engine != DEFAULT_ENGINE:  # every figure says its engine: the report beside heartbeat's
-            set_report_label(" ".join(filter(None, [label, cluster.engine])))
+            label = " ".join(filter(None, [label, cluster.engine]))
+        # the model's column when the report sets several side by side: its engine and release
+        set_report_label(label, column=f"{cluster.name} ({cluster.engine}, Debian {state.get('release', '?')})")
         handle = Lab(state, cluster)
         if not reuse:
             what, log = "first deploy", f"first-deploy-{cluster.name}.log"

@@ -244,8 +244,16 @@ def test_the_edge_lab_is_handed_over_migrated_and_taken_down_once(tmp_path):
         "down",
     ], out
     assert "6 passed" in out
-    assert "edge (Debian 13) keepalived: first deploy (migration from heartbeat)" in out  # the report
-    assert "edge (Debian 13) keepalived: cluster settled after the migration" in out
+    # the report: each model's lab a column (its engine and release), the migration's figures under keepalived's
+    report = out[out.index("lab report"):].splitlines()
+    header = report[1]
+    assert header.split()[0] == "figure", report
+    columns = ["reference (heartbeat, Debian 12)", "edge (heartbeat, Debian 13)", "edge (keepalived, Debian 13)"]
+    assert all(c in header for c in columns), header
+    assert [header.index(c) for c in columns] == sorted(header.index(c) for c in columns), header
+    for figure in ("first deploy (migration from heartbeat)", "cluster settled after the migration"):
+        (row,) = [line for line in report if line.strip().startswith(figure)]
+        assert row[len(header) - len(columns[-1]):].strip() != "-" and row.split()[-2:-1] == ["-"], (row, header)
 
 
 def test_a_failed_migration_takes_the_lab_down(tmp_path):

@@ -192,3 +192,37 @@ def test_the_performance_page_has_a_place_for_the_demos_report():
     begin, end = run.report_markers("demo")
     text = page.read_text()
     assert text.index(begin) < text.index(end)
+
+
+def test_a_run_of_several_models_reads_across_one_column_per_model():
+    """Issue 21: the figures of both engines side by side (CI's run measures the reference
+    on heartbeat, edge on heartbeat, then edge on keepalived after the migration)."""
+    run.start_report()
+    run.set_report_label("", column="reference (heartbeat, Debian 12)")
+    run.record("takeover after power-off", 13.04)
+    run.record("failover command: to the peer", 21.0)
+    run.set_report_label("edge (Debian 13)", column="edge (heartbeat, Debian 13)")
+    run.record("takeover after power-off", 12.0)
+    run.set_report_label("edge (Debian 13) keepalived", column="edge (keepalived, Debian 13)")
+    run.record("takeover after power-off", 3.8)
+    run.record("first deploy (migration from heartbeat)", 237.0)
+    markdown = run.format_report(markdown=True).splitlines()
+    assert markdown[2:] == [
+        "| figure | reference (heartbeat, Debian 12) | edge (heartbeat, Debian 13) | edge (keepalived, Debian 13) |",
+        "| --- | ---: | ---: | ---: |",
+        "| takeover after power-off | 13.0 | 12.0 | 3.8 |",
+        "| failover command: to the peer | 21.0 | - | - |",
+        "| first deploy (migration from heartbeat) | - | - | 237.0 |",
+    ]
+    text = run.format_report().splitlines()
+    assert text[1].split()[0] == "figure" and "edge (keepalived, Debian 13)" in text[1]
+    assert text[2].split() == ["takeover", "after", "power-off", "13.0", "12.0", "3.8"]
+    # the figures keep their prefixed names (the bench and older readers)
+    assert "edge (Debian 13) keepalived: takeover after power-off" in json.loads(run.report_path().read_text())["figures"]
+
+
+def test_a_run_of_one_model_stays_one_column():
+    run.start_report()
+    run.set_report_label("", column="reference (heartbeat, Debian 12)")
+    run.record("takeover after power-off", 13.0)
+    assert run.format_report(markdown=True).splitlines()[2] == "| figure | seconds |"
