@@ -265,7 +265,7 @@ def _side_by_side(data: dict) -> tuple[list[str], list[list[str]]] | None:
     edge on keepalived...) as one row per figure and one column per model, so that the
     same figure on each engine and release reads across; None for a run of one model."""
     labels = data.get("labels", {})
-    placed = {name: labels.get(name, ["", name]) for name in data["figures"]}
+    placed = {name: labels.get(name) or _prefixed(name) for name in data["figures"]}
     order = list(dict.fromkeys(label for label, _ in placed.values()))
     if len(order) < 2:
         return None
@@ -276,6 +276,13 @@ def _side_by_side(data: dict) -> tuple[list[str], list[list[str]]] | None:
         label, bare = placed[name]
         cells.setdefault(bare, {})[label] = str(value)
     return header, [[bare, *(row.get(label, "-") for label in order)] for bare, row in cells.items()]
+
+
+def _prefixed(name: str) -> list[str]:
+    """[label, figure] of a figure recorded without its label apart (a report of an older
+    lvsha): the labels the lab tier sets, "MODEL (Debian N)" and an engine after it."""
+    match = re.match(r"^(\S+ \(Debian \d+\)(?: \w+)?): (.+)$", name)
+    return [match[1], match[2]] if match else ["", name]
 
 
 def write_report_into(path: Path) -> None:

@@ -226,3 +226,15 @@ def test_a_run_of_one_model_stays_one_column():
     run.set_report_label("", column="reference (heartbeat, Debian 12)")
     run.record("takeover after power-off", 13.0)
     assert run.format_report(markdown=True).splitlines()[2] == "| figure | seconds |"
+
+
+def test_a_report_of_several_models_from_an_older_lvsha_still_reads_across():
+    run.report_path().parent.mkdir(parents=True)
+    run.report_path().write_text(json.dumps({"run": {}, "figures": {
+        "takeover after power-off": 13.0, "edge (Debian 13): takeover after power-off": 12.0,
+        "edge (Debian 13) keepalived: takeover after power-off": 3.8, "failover command: back": 20.0}}))
+    markdown = run.format_report(markdown=True).splitlines()
+    assert markdown[2:] == ["| figure | reference model | edge (Debian 13) | edge (Debian 13) keepalived |",
+                            "| --- | ---: | ---: | ---: |",
+                            "| takeover after power-off | 13.0 | 12.0 | 3.8 |",
+                            "| failover command: back | 20.0 | - | - |"]
