@@ -428,6 +428,23 @@ def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, ca
     assert "keeping every floating address" not in result.stderr
 
 
+def test_both_heartbeats_restarting_at_once_keep_nothing_and_wait_for_nobody(fake):
+    """Item 1's tie-break holds with the keep: heartbeat restarting on both nodes at once
+    (each heard the other until then: the watch recorded no dead peer), neither keeps its
+    addresses, and neither waits for the other (its heartbeat is silent): they meet as at boot."""
+    fake.set("carries")
+    (fake.state / "peer-alive").unlink()  # the peer's heartbeat stopped at the same moment
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert not any(c.startswith("systemd-run") for c in fake.calls())
+    fake.set(f"answers-{PEER_ADDRESS}", "0")
+    rejoined = fake.run(GUARD, "rejoin")
+    assert rejoined.returncode == 0, rejoined.stderr
+    assert fake.waits() == [int(FAST["LVSHA_WARNTIME"])]  # the listening alone
+    assert f"{PEER.name}'s heartbeat is silent: nobody is taking over, heartbeat starts now" in rejoined.stderr
+
+
 def test_a_second_crash_before_the_watch_recorded_again_still_keeps(fake):
     """The restarted heartbeat dies again in its initdead: the watch has not recorded the
     peer dead yet, but what was kept says since when, and the count has not moved."""
