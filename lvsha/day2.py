@@ -11,9 +11,12 @@ acting would leave the pair worse off.
 from __future__ import annotations
 
 import json
+import secrets
+import shlex
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +53,9 @@ class Pair:
     sudo: bool = False
     hosts: dict = field(default_factory=dict)  # name -> pyinfra Host, connected
     errors: dict = field(default_factory=dict)  # name -> why it is unreachable
+    # SSH commands run on each balancer (one round trip each: on a busy guest each costs
+    # a process start or more), for the phases' progress lines.
+    commands_run: Counter = field(default_factory=Counter)
 
     def connect(self) -> Pair:
         """Connect to both balancers side by side; an unreachable one is recorded, not fatal."""
@@ -68,20 +74,34 @@ class Pair:
             t.join()
         return self
 
-    def run(self, name: str, command: str, timeout: int = COMMAND_TIMEOUT) -> tuple[int, str, str]:
+    def run(self, name: str, command: str, timeout: int = COMMAND_TIMEOUT,
+            label: str | None = None) -> tuple[int, str, str]:
         """(0 or 1, stdout, stderr) of `command` on balancer `name`; a command that does
         not finish within `timeout` seconds, or a connection lost under it, is a Day2Error
-        naming the balancer and the command (never a hang, never a traceback)."""
+        naming the balancer and the command (`label`, when given, instead of its text:
+        a batch's script) -- never a hang, never a traceback."""
         kwargs = {"_sudo": True} if self.sudo else {}
+        shown = label or f"`{command}`"
+        self.commands_run[name] += 1
         try:
             ok, output = self.hosts[name].run_shell_command(command, _timeout=timeout, **kwargs)
         except TimeoutError:
-            raise Day2Error(f"{name}: no answer to `{command}` within {timeout} s "
+            raise Day2Error(f"{name}: no answer to {shown} within {timeout} s "
                             "(the balancer, or the SSH connection to it, hangs)") from None
         except Exception as error:  # noqa: BLE001 -- paramiko, socket and gevent errors alike
-            raise Day2Error(f"{name}: the connection was lost during `{command}`: "
+            raise Day2Error(f"{name}: the connection was lost during {shown}: "
                             f"{str(error) or type(error).__name__}") from None
         return (0 if ok else 1), output.stdout, output.stderr
+
+    def run_batch(self, name: str, commands: dict[str, str], what: str,
+                  timeout: int = COMMAND_TIMEOUT) -> dict[str, tuple[int, str]]:
+        """{key: (exit status, stdout)} of each of `commands` ({key: command}), run one
+        after the other on balancer `name` in ONE SSH command (batch_script): one round
+        trip instead of one per command. `timeout` bounds the whole batch; a hang, a lost
+        connection or an answer cut short is a Day2Error naming `what`."""
+        token = f"lvsha-{secrets.token_hex(8)}"
+        _, out, err = self.run(name, batch_script(list(commands.values()), token), timeout, label=what)
+        return parse_batch(out, token, list(commands), f"{name}: {what}", err)
 
     def require(self, name: str, command: str, what: str, timeout: int = COMMAND_TIMEOUT) -> str:
         rc, out, err = self.run(name, command, timeout)
@@ -113,20 +133,63 @@ def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> 
     return Pair(cluster, pyinfra_inventory, sudo)
 
 
+def batch_script(commands: list[str], token: str) -> str:
+    """One sh script running each of `commands` in turn, stdin from /dev/null, its
+    stderr passed through: for each, a line `TOKEN INDEX STATUS` (INDEX from 0) and then
+    its stdout (trailing newlines dropped, as pyinfra's own output does), and `TOKEN end`
+    last. `token` (random per batch) marks lvsha's lines: no tool prints it."""
+    lines = ['_lvsha() { _out=$(eval "$2" </dev/null); _rc=$?; '
+             f"printf '%s %s %s\\n' {token} \"$1\" \"$_rc\"; "
+             "[ -z \"$_out\" ] || printf '%s\\n' \"$_out\"; }"]
+    lines += [f"_lvsha {index} {shlex.quote(command)}" for index, command in enumerate(commands)]
+    lines.append(f"echo {token} end")
+    return "\n".join(lines)
+
+
+def parse_batch(text: str, token: str, keys: list[str], what: str, stderr: str = "") -> dict[str, tuple[int, str]]:
+    """batch_script's output -> {key: (exit status, stdout)}, `keys` naming its commands
+    in order; a Day2Error naming `what` when it ends before `TOKEN end` or lacks one
+    of them (the shell or the connection broke off: nothing of it is guessed)."""
+    found: dict[str, tuple[int, str]] = {}
+    current, status, lines, ended = None, 0, [], False
+    for line in text.splitlines():
+        fields = line.split()
+        if fields[:1] == [token]:
+            if current is not None:
+                found[current] = (status, "\n".join(lines))
+            current = None
+            if fields[1:] == ["end"]:
+                ended = True
+                break
+            if len(fields) == 3 and fields[1].isdigit() and int(fields[1]) < len(keys) and fields[2].isdigit():
+                current, status, lines = keys[int(fields[1])], int(fields[2]), []
+        elif current is not None:
+            lines.append(line)
+    missing = [k for k in keys if k not in found]
+    if not ended or missing:
+        why = "its answer stops half-way" if not ended else f"no answer for {', '.join(missing)}"
+        detail = (stderr or "").strip().splitlines()[-1:] or ["no error output"]
+        raise Day2Error(f"{what} failed: {why} ({detail[0]})")
+    return found
+
+
 def read_outputs(pair: Pair, name: str) -> dict[str, tuple[int, str]]:
     """What live.BalancerView.from_outputs reads: live.commands(cluster) on balancer
     `name` (the engine's, and live.SYNC_COMMANDS when the model syncs connection state),
-    then, on heartbeat, its view of the peer and of each of its links."""
+    then, on heartbeat, its view of the peer and of each of its links. One SSH command
+    (a batch) on keepalived; two on heartbeat (the links' names are known from the first)."""
     peer = pair.cluster.peer(pair.cluster.balancer(name)).name
-    outputs = {}
-    for key, command in live.commands(pair.cluster).items():
-        rc, out, _ = pair.run(name, command)
-        outputs[key] = (rc, out)
-    if outputs.get("hbstatus", (1, ""))[0] == 0:
-        outputs["peer"] = pair.run(name, f"cl_status nodestatus {peer}")[:2]
-        outputs["links"] = pair.run(name, f"cl_status listhblinks {peer}")[:2]
-        for link in live.parse_words(outputs["links"][1]):
-            outputs[f"link:{link}"] = pair.run(name, f"cl_status hblinkstatus {peer} {link}")[:2]
+    commands = dict(live.commands(pair.cluster))
+    heartbeat = "hbstatus" in commands
+    if heartbeat:
+        commands.update(peer=f"cl_status nodestatus {peer}", links=f"cl_status listhblinks {peer}")
+    outputs = pair.run_batch(name, commands, "reading its state")
+    if heartbeat:
+        if outputs["hbstatus"][0] != 0:  # heartbeat is not running: nothing of it is kept
+            del outputs["peer"], outputs["links"]
+        elif links := live.parse_words(outputs["links"][1]):
+            outputs.update(pair.run_batch(name, {f"link:{link}": f"cl_status hblinkstatus {peer} {shlex.quote(link)}"
+                                                 for link in links}, "reading its heartbeat links"))
     return outputs
 
 

@@ -1,5 +1,6 @@
 """Fake programs for the tests that run lvsha's shell programs."""
 
+import shlex
 from pathlib import Path
 
 
@@ -9,3 +10,31 @@ def fake_programs(directory: Path, bodies: dict[str, str]) -> None:
         fake = directory / name
         fake.write_text(f"#!/bin/sh\n{body}\n")
         fake.chmod(0o755)
+
+
+def batch_items(command: str) -> tuple[str, list[str]] | None:
+    """(token, [command...]) of a script lvsha.day2.batch_script wrote (one SSH command
+    running several), None for a single command: how a fake balancer answers both."""
+    lines = command.splitlines()
+    if len(lines) < 2 or not lines[0].startswith("_lvsha() {") or not lines[-1].endswith(" end"):
+        return None
+    return lines[-1].split()[1], [shlex.split(line)[2] for line in lines[1:-1]]
+
+
+def answer(command: str, one) -> tuple[int, str]:
+    """A fake balancer's (exit status, stdout) for `command`, a single command or a batch:
+    one(command) -> (exit status, stdout) answers each single command; a batch is answered
+    as batch_script's sh does (a `TOKEN INDEX STATUS` line, the output without its trailing
+    newlines, `TOKEN end`). Checked against the real script run by sh in tests/unit/test_live.py."""
+    batch = batch_items(command)
+    if batch is None:
+        return one(command)
+    token, commands = batch
+    lines = []
+    for index, single in enumerate(commands):
+        rc, out = one(single)
+        lines.append(f"{token} {index} {rc}")
+        if out.rstrip("\n"):
+            lines.append(out.rstrip("\n"))
+    lines.append(f"{token} end")
+    return 0, "\n".join(lines)
