@@ -301,7 +301,8 @@ def test_failover_with_auto_failback_off_faults_the_holder_until_the_peer_is_mas
     result = _failover("--to", first)
     assert result.exit_code == 0, result.output
     assert sim.holder == first
-    assert sim.written == [(first, 0), (second, 1), (second, 0)]  # FAULT, then cleared: nopreempt keeps it
+    # FAULT, then cleared: nopreempt keeps it (no 0 written on the target: its request was read unset)
+    assert sim.written == [(second, 1), (second, 0)]
     assert _failover("--to", first).stdout.strip() == f"{first} already carries every floating address: nothing to do"
 
 
@@ -337,3 +338,57 @@ def test_a_failover_that_does_not_happen_in_time_is_undone(edge, simulate):
     assert f"the failover request on {master} is undone" in result.output
     assert sim.files == {master: 0, backup: 0} and sim.holder == master
 
+
+# ---- where a failover's time goes: SSH round trips per phase (issue 21) -------------
+
+def _phase(result, what: str) -> str:
+    """The progress line of phase `what` (`what: N.N s (SSH commands: ...)`)."""
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith(f"{what}: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_failover_reads_each_balancer_in_one_ssh_command_and_each_round_reads_both_once(edge, simulate):
+    """Every SSH command costs a busy balancer a process start or more (issue 21: the
+    lab's keepalived pair took 56-65 s): the state is read in one command per
+    balancer, the request writes only what changes, and each round of the wait reads
+    both balancers side by side, one command each, saying what it still waits for."""
+    cluster = _keepalived(edge, auto_failback=True)
+    master, backup = (b.name for b in cluster.balancers)
+    total = len(cluster.floating_ips())
+    sim = simulate(cluster, holder=master, lag=2)  # the backup takes over at the 3rd round
+    result = _failover()
+    assert result.exit_code == 0, result.output
+    assert sim.holder == backup and sim.written == [(master, 1)]  # the backup's own request was 0: not rewritten
+    per_host = {name: sum(1 for n, _ in sim.calls if n == name) for name in (master, backup)}
+    assert per_host == {master: 1 + 1 + 3, backup: 1 + 3}  # read, request, 3 rounds
+    assert _phase(result, "reading both balancers' state").endswith(f"(SSH commands: {master} 1, {backup} 1)")
+    assert _phase(result, "the request").endswith(f"(SSH commands: {master} 1)")
+    assert _phase(result, "the handover").endswith(f"(SSH commands: {master} 3, {backup} 3, 3 round(s) of one on each)")
+    waiting = [line for line in result.stderr.splitlines() if "waiting for" in line]
+    assert len(waiting) == 2 and all(
+        f"{backup} carries 0/{total} floating addresses, {master} {total} (VRRP: {master} MASTER, {backup} BACKUP); "
+        f"waiting for {backup} to carry every address, {master} to release its {total}" in line for line in waiting), waiting
+    summary = next(line for line in result.stderr.splitlines() if " s in all: " in line)
+    assert all(f"{what} " in summary for what in ("loading the inventory", "reading both balancers' state",
+                                                  "the request", "the handover"))
+    assert result.stdout.splitlines()[-1].startswith(f"{backup} carries every floating address and serves every site after")
+
+
+def test_failover_back_to_the_master_says_it_waits_for_preempt_delay_and_writes_one_request(edge, simulate):
+    """Handing back to the master with state sync on: keepalived preempts only after
+    preempt_delay (the sync listen time): said, with the master-down interval; only
+    the master's own request is cleared (the holder has none)."""
+    cluster = _keepalived(replace(edge, state_sync=replace(edge.state_sync, enabled=True)), auto_failback=True)
+    master, backup = (b.name for b in cluster.balancers)
+    sim = simulate(cluster, holder=backup)
+    sim.files[master] = 1  # as a failover to the backup left it
+    result = _failover("--to", master)
+    assert result.exit_code == 0, result.output
+    assert sim.holder == master and sim.written == [(master, 0)]
+    delay = render.sync_listen(cluster)
+    down = cluster.vrrp_down_adverts() * cluster.heartbeat.keepalive + (256 - 150) / 256 * cluster.heartbeat.keepalive
+    assert (f"{master} has the higher priority and preempts after keepalived's preempt_delay ({delay} s: its IPVS "
+            f"sync daemons' listening time) and VRRP's master-down interval ({down:.1f} s), about {delay + down:.0f} s"
+            in result.stderr), result.stderr
+    assert _phase(result, "the request").endswith(f"(SSH commands: {master} 1)")
