@@ -134,17 +134,15 @@ def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> 
     return Pair(cluster, pyinfra_inventory, sudo)
 
 
+BATCH_PROGRAM = render.FILES / "lvsha" / "lvsha-batch"
+
+
 def batch_script(commands: list[str], token: str) -> str:
-    """One sh script running each of `commands` in turn, stdin from /dev/null, its
-    stderr passed through: for each, a line `TOKEN INDEX STATUS` (INDEX from 0) and then
-    its stdout (trailing newlines dropped, as pyinfra's own output does), and `TOKEN end`
-    last. `token` (random per batch) marks lvsha's lines: no tool prints it."""
-    lines = ['_lvsha() { _out=$(eval "$2" </dev/null); _rc=$?; '
-             f"printf '%s %s %s\\n' {token} \"$1\" \"$_rc\"; "
-             "[ -z \"$_out\" ] || printf '%s\\n' \"$_out\"; }"]
-    lines += [f"_lvsha {index} {shlex.quote(command)}" for index, command in enumerate(commands)]
-    lines.append(f"echo {token} end")
-    return "\n".join(lines)
+    """One SSH command running each of `commands` in turn: files/lvsha/lvsha-batch sent
+    inline (`sh -c PROGRAM lvsha-batch TOKEN COMMAND...`; not installed on the balancers,
+    so it reads pairs deployed before it too). Its output: for each command a line
+    `TOKEN INDEX STATUS` and its stdout, and `TOKEN end` last (parse_batch)."""
+    return shlex.join(["sh", "-c", BATCH_PROGRAM.read_text(), "lvsha-batch", token, *commands])
 
 
 def parse_batch(text: str, token: str, keys: list[str], what: str, stderr: str = "") -> dict[str, tuple[int, str]]:

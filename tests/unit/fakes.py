@@ -13,12 +13,16 @@ def fake_programs(directory: Path, bodies: dict[str, str]) -> None:
 
 
 def batch_items(command: str) -> tuple[str, list[str]] | None:
-    """(token, [command...]) of a script lvsha.day2.batch_script wrote (one SSH command
-    running several), None for a single command: how a fake balancer answers both."""
-    lines = command.splitlines()
-    if len(lines) < 2 or not lines[0].startswith("_lvsha() {") or not lines[-1].endswith(" end"):
+    """(token, [command...]) of a command lvsha.day2.batch_script wrote (files/lvsha/
+    lvsha-batch sent inline, running several), None for a single command: how a fake
+    balancer answers both."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
         return None
-    return lines[-1].split()[1], [shlex.split(line)[2] for line in lines[1:-1]]
+    if words[:2] != ["sh", "-c"] or words[3:4] != ["lvsha-batch"] or len(words) < 5:
+        return None
+    return words[4], words[5:]
 
 
 def answer(command: str, one) -> tuple[int, str]:
