@@ -11,9 +11,13 @@ acting would leave the pair worse off.
 from __future__ import annotations
 
 import json
+import secrets
+import shlex
 import sys
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +54,9 @@ class Pair:
     sudo: bool = False
     hosts: dict = field(default_factory=dict)  # name -> pyinfra Host, connected
     errors: dict = field(default_factory=dict)  # name -> why it is unreachable
+    # SSH commands run on each balancer (one round trip each: on a busy guest each costs
+    # a process start or more), for the phases' progress lines.
+    commands_run: Counter = field(default_factory=Counter)
 
     def connect(self) -> Pair:
         """Connect to both balancers side by side; an unreachable one is recorded, not fatal."""
@@ -68,20 +75,34 @@ class Pair:
             t.join()
         return self
 
-    def run(self, name: str, command: str, timeout: int = COMMAND_TIMEOUT) -> tuple[int, str, str]:
+    def run(self, name: str, command: str, timeout: int = COMMAND_TIMEOUT,
+            label: str | None = None) -> tuple[int, str, str]:
         """(0 or 1, stdout, stderr) of `command` on balancer `name`; a command that does
         not finish within `timeout` seconds, or a connection lost under it, is a Day2Error
-        naming the balancer and the command (never a hang, never a traceback)."""
+        naming the balancer and the command (`label`, when given, instead of its text:
+        a batch's script) -- never a hang, never a traceback."""
         kwargs = {"_sudo": True} if self.sudo else {}
+        shown = label or f"`{command}`"
+        self.commands_run[name] += 1
         try:
             ok, output = self.hosts[name].run_shell_command(command, _timeout=timeout, **kwargs)
         except TimeoutError:
-            raise Day2Error(f"{name}: no answer to `{command}` within {timeout} s "
+            raise Day2Error(f"{name}: no answer to {shown} within {timeout} s "
                             "(the balancer, or the SSH connection to it, hangs)") from None
         except Exception as error:  # noqa: BLE001 -- paramiko, socket and gevent errors alike
-            raise Day2Error(f"{name}: the connection was lost during `{command}`: "
+            raise Day2Error(f"{name}: the connection was lost during {shown}: "
                             f"{str(error) or type(error).__name__}") from None
         return (0 if ok else 1), output.stdout, output.stderr
+
+    def run_batch(self, name: str, commands: dict[str, str], what: str,
+                  timeout: int = COMMAND_TIMEOUT) -> dict[str, tuple[int, str]]:
+        """{key: (exit status, stdout)} of each of `commands` ({key: command}), run one
+        after the other on balancer `name` in ONE SSH command (batch_script): one round
+        trip instead of one per command. `timeout` bounds the whole batch; a hang, a lost
+        connection or an answer cut short is a Day2Error naming `what`."""
+        token = f"lvsha-{secrets.token_hex(8)}"
+        _, out, err = self.run(name, batch_script(list(commands.values()), token), timeout, label=what)
+        return parse_batch(out, token, list(commands), f"{name}: {what}", err)
 
     def require(self, name: str, command: str, what: str, timeout: int = COMMAND_TIMEOUT) -> str:
         rc, out, err = self.run(name, command, timeout)
@@ -113,20 +134,61 @@ def load_pair(inventory: str, sudo: bool = False, connect_timeout: int = 10) -> 
     return Pair(cluster, pyinfra_inventory, sudo)
 
 
+BATCH_PROGRAM = render.FILES / "lvsha" / "lvsha-batch"
+
+
+def batch_script(commands: list[str], token: str) -> str:
+    """One SSH command running each of `commands` in turn: files/lvsha/lvsha-batch sent
+    inline (`sh -c PROGRAM lvsha-batch TOKEN COMMAND...`; not installed on the balancers,
+    so it reads pairs deployed before it too). Its output: for each command a line
+    `TOKEN INDEX STATUS` and its stdout, and `TOKEN end` last (parse_batch)."""
+    return shlex.join(["sh", "-c", BATCH_PROGRAM.read_text(), "lvsha-batch", token, *commands])
+
+
+def parse_batch(text: str, token: str, keys: list[str], what: str, stderr: str = "") -> dict[str, tuple[int, str]]:
+    """batch_script's output -> {key: (exit status, stdout)}, `keys` naming its commands
+    in order; a Day2Error naming `what` when it ends before `TOKEN end` or lacks one
+    of them (the shell or the connection broke off: nothing of it is guessed)."""
+    found: dict[str, tuple[int, str]] = {}
+    current, status, lines, ended = None, 0, [], False
+    for line in text.splitlines():
+        fields = line.split()
+        if fields[:1] == [token]:
+            if current is not None:
+                found[current] = (status, "\n".join(lines))
+            current = None
+            if fields[1:] == ["end"]:
+                ended = True
+                break
+            if len(fields) == 3 and fields[1].isdigit() and int(fields[1]) < len(keys) and fields[2].isdigit():
+                current, status, lines = keys[int(fields[1])], int(fields[2]), []
+        elif current is not None:
+            lines.append(line)
+    missing = [k for k in keys if k not in found]
+    if not ended or missing:
+        why = "its answer stops half-way" if not ended else f"no answer for {', '.join(missing)}"
+        detail = (stderr or "").strip().splitlines()[-1:] or ["no error output"]
+        raise Day2Error(f"{what} failed: {why} ({detail[0]})")
+    return found
+
+
 def read_outputs(pair: Pair, name: str) -> dict[str, tuple[int, str]]:
     """What live.BalancerView.from_outputs reads: live.commands(cluster) on balancer
     `name` (the engine's, and live.SYNC_COMMANDS when the model syncs connection state),
-    then, on heartbeat, its view of the peer and of each of its links."""
+    then, on heartbeat, its view of the peer and of each of its links. One SSH command
+    (a batch) on keepalived; two on heartbeat (the links' names are known from the first)."""
     peer = pair.cluster.peer(pair.cluster.balancer(name)).name
-    outputs = {}
-    for key, command in live.commands(pair.cluster).items():
-        rc, out, _ = pair.run(name, command)
-        outputs[key] = (rc, out)
-    if outputs.get("hbstatus", (1, ""))[0] == 0:
-        outputs["peer"] = pair.run(name, f"cl_status nodestatus {peer}")[:2]
-        outputs["links"] = pair.run(name, f"cl_status listhblinks {peer}")[:2]
-        for link in live.parse_words(outputs["links"][1]):
-            outputs[f"link:{link}"] = pair.run(name, f"cl_status hblinkstatus {peer} {link}")[:2]
+    commands = dict(live.commands(pair.cluster))
+    heartbeat = "hbstatus" in commands
+    if heartbeat:
+        commands.update(peer=f"cl_status nodestatus {peer}", links=f"cl_status listhblinks {peer}")
+    outputs = pair.run_batch(name, commands, "reading its state")
+    if heartbeat:
+        if outputs["hbstatus"][0] != 0:  # heartbeat is not running: nothing of it is kept
+            del outputs["peer"], outputs["links"]
+        elif links := live.parse_words(outputs["links"][1]):
+            outputs.update(pair.run_batch(name, {f"link:{link}": f"cl_status hblinkstatus {peer} {shlex.quote(link)}"
+                                                 for link in links}, "reading its heartbeat links"))
     return outputs
 
 
@@ -366,7 +428,15 @@ def _request_failover(pair: Pair, name: str, value: int) -> None:
     pair.require(name, f"{render.KEEPALIVED_PROGRAM} failover {value}", f"writing {value} to the failover request")
 
 
-def _keepalived_handover(pair: Pair, holder: str, target: str) -> tuple[list[str], list[str]]:
+def _master_down_seconds(cluster: Cluster, name: str) -> float:
+    """VRRP's master-down interval of balancer `name`: the missed advertisements, plus
+    the skew of its priority ((256 - priority) / 256 advertisement)."""
+    keepalive = cluster.heartbeat.keepalive
+    return cluster.vrrp_down_adverts() * keepalive + (256 - cluster.vrrp_priority(cluster.balancer(name))) / 256 * keepalive
+
+
+def _keepalived_handover(pair: Pair, holder: str, target: str,
+                         requested: dict[str, bool]) -> tuple[list[str], list[str]]:
     """keepalived has no takeover command: lvsha's tracked file (keepalived.conf's
     vrrp_track_file) changes the priorities instead. Returns (nodes whose request is
     undone once `target` carries everything, nodes whose request is undone if it does
@@ -374,21 +444,63 @@ def _keepalived_handover(pair: Pair, holder: str, target: str) -> tuple[list[str
     target's, which preempts; the request stays while the target carries the group
     (a holder of lower model priority needs none: clearing the target's own is the
     way back). With auto_failback off, 1 holds the holder in FAULT until the target is
-    MASTER, then is cleared (nopreempt keeps the group there)."""
+    MASTER, then is cleared (nopreempt keeps the group there). `requested`: whether
+    each node's request is set now (read just before); a 0 is written only where one is."""
     cluster = pair.cluster
-    _request_failover(pair, target, 0)
+    if requested[target]:
+        _request_failover(pair, target, 0)
     if not cluster.heartbeat.auto_failback:
         _progress(f"holding {holder} in FAULT ({render.KEEPALIVED_FAILOVER_FILE}) until {target} is MASTER")
         _request_failover(pair, holder, 1)
         return [holder], [holder]
     if cluster.vrrp_priority(cluster.balancer(target)) > cluster.vrrp_priority(cluster.balancer(holder)):
-        _progress(f"clearing the failover request on both: {target} has the higher priority and preempts")
-        _request_failover(pair, holder, 0)
+        # keepalived.conf's preempt_delay (render.keepalived_conf: the master's only) delays the preemption.
+        delay = render.sync_listen(cluster) if target == cluster.master.name else 0
+        down = _master_down_seconds(cluster, target)
+        waits = (f"keepalived's preempt_delay ({delay} s: its IPVS sync daemons' listening time) and VRRP's "
+                 f"master-down interval ({down:.1f} s)" if delay else f"VRRP's master-down interval ({down:.1f} s)")
+        _progress(f"clearing the failover request on both: {target} has the higher priority and preempts "
+                  f"after {waits}, about {delay + down:.0f} s")
+        if requested[holder]:
+            _request_failover(pair, holder, 0)
         return [], []
     _progress(f"lowering the VRRP priority of {holder} under {target}'s ({render.KEEPALIVED_FAILOVER_FILE}: "
-              f"until `lvsha failover --to {holder}`)")
+              f"until `lvsha failover --to {holder}`); {target} takes the group after VRRP's master-down "
+              f"interval ({_master_down_seconds(cluster, target):.1f} s)")
     _request_failover(pair, holder, 1)
     return [], [holder]
+
+
+class _Phases:
+    """How long each phase of a command took and how many SSH commands it ran on each
+    balancer, said as each ends (progress lines), and all of them at the end."""
+
+    def __init__(self) -> None:
+        self.pair: Pair | None = None
+        self.started = self._mark = time.monotonic()
+        self._counted: Counter = Counter()
+        self.done: list[tuple[str, float]] = []
+
+    def watch(self, pair: Pair) -> Pair:
+        """Count `pair`'s SSH commands from now on."""
+        self.pair, self._counted = pair, Counter(pair.commands_run)
+        return pair
+
+    def end(self, what: str, note: str = "") -> float:
+        now = time.monotonic()
+        seconds = now - self._mark
+        counts = self.pair.commands_run if self.pair is not None else Counter()
+        ran = ", ".join(f"{name} {counts[name] - self._counted[name]}" for name in sorted(counts)
+                        if counts[name] > self._counted[name])
+        _progress(f"{what}: {seconds:.1f} s" + (f" (SSH commands: {ran}{note})" if ran else
+                                                 (f" ({note.lstrip(', ')})" if note else "")))
+        self.done.append((what, seconds))
+        self._mark, self._counted = now, Counter(counts)
+        return seconds
+
+    def summary(self) -> str:
+        return (f"took {time.monotonic() - self.started:.1f} s in all: "
+                + ", ".join(f"{what} {seconds:.1f} s" for what, seconds in self.done))
 
 
 @click.command("failover")
@@ -401,12 +513,16 @@ def failover_command(inventory, target, timeout, sudo):
     return once it carries them all and its IPVS serves every site. Refuses when
     the receiving balancer is not healthy. Handing back is the same command. On
     keepalived, a priority change the pair honours (docs/operating.md), undone by
-    handing back."""
-    pair = load_pair(inventory, sudo)
+    handing back. Each phase's duration and SSH commands are said as it ends."""
+    phases = _Phases()
+    pair = phases.watch(load_pair(inventory, sudo))
     names = [b.name for b in pair.cluster.balancers]
     if target is not None and target not in names:
         raise Day2Error(f"--to {target}: not a balancer of the model ({', '.join(names)})")
-    status = read_status(pair.connect())
+    pair.connect()
+    phases.end("loading the inventory and connecting to " + " and ".join(names))
+    status = read_status(pair)
+    phases.end("reading both balancers' state")
     if status.holder is None:
         raise Day2Error("no single balancer carries every floating address now; see `lvsha status` "
                         "(a handover needs one holder to hand over from)")
@@ -422,7 +538,8 @@ def failover_command(inventory, target, timeout, sudo):
     started = time.monotonic()
     keepalived = pair.cluster.engine == "keepalived"
     if keepalived:
-        clear_after, clear_on_failure = _keepalived_handover(pair, holder, target)
+        requested = {b.name: b.failover != "none" for b in status.balancers}
+        clear_after, clear_on_failure = _keepalived_handover(pair, holder, target, requested)
     else:
         request_timeout = min(timeout, TAKEOVER_REQUEST_TIMEOUT)
         _progress(f"asking heartbeat on {target} to take everything over from {holder} "
@@ -431,8 +548,10 @@ def failover_command(inventory, target, timeout, sudo):
         # starts acquiring them (files/heartbeat/lvsha-takeover).
         pair.require(target, f"{render.TAKEOVER_SCRIPT} {holder} {request_timeout}", "the takeover request",
                      timeout=request_timeout + COMMAND_TIMEOUT)
+    phases.end("the request")
+    rounds = [0]
     try:
-        elapsed = _wait_for_handover(pair, holder, target, timeout, started)
+        elapsed = _wait_for_handover(pair, holder, target, timeout, started, rounds)
     except Day2Error as error:
         if keepalived and clear_on_failure:
             # Fail closed: the holder takes its model priority back (it still carries the group,
@@ -441,29 +560,63 @@ def failover_command(inventory, target, timeout, sudo):
                 _request_failover(pair, name, 0)
             raise Day2Error(f"{error}; the failover request on {', '.join(clear_on_failure)} is undone") from None
         raise
-    if keepalived:
+    phases.end("the handover", f", {rounds[0]} round(s) of one on each")
+    if keepalived and clear_after:
         for name in clear_after:
             _request_failover(pair, name, 0)  # nopreempt: the group stays on the target
+        phases.end(f"clearing the failover request on {', '.join(clear_after)}")
+    _progress(phases.summary())
     click.echo(f"{target} carries every floating address and serves every site after {elapsed:.1f} s")
 
 
-def _wait_for_handover(pair: Pair, holder: str, target: str, timeout: int, started: float) -> float:
+HANDOVER_ROUND_INTERVAL = 1.0  # s: at most one round of reads a second (more would slow a small machine)
+
+
+def _on_each(calls: dict[str, Callable[[], object]]) -> dict:
+    """{name: calls[name]()} run side by side (one per balancer); the first error raised again."""
+    results, errors = {}, {}
+
+    def run(name):
+        try:
+            results[name] = calls[name]()
+        except Exception as error:  # noqa: BLE001 -- raised again below, in this thread
+            errors[name] = error
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in calls:
+        if name in errors:
+            raise errors[name]
+    return results
+
+
+def _wait_for_handover(pair: Pair, holder: str, target: str, timeout: int, started: float,
+                       rounds: list[int] | None = None) -> float:
     """Seconds until `target` carries every floating address, `holder` none, and the
-    target's IPVS serves every site; a Day2Error after `timeout` seconds."""
-    total = len(pair.cluster.floating_ips())
-    held = left = 0
-    serves = False
+    target's IPVS serves every site; a Day2Error after `timeout` seconds. Each round
+    reads both balancers side by side, one SSH command on each (addresses, the target's
+    IPVS, the VRRP state on keepalived), at most one round a second; each round's
+    progress line says what is still waited for. `rounds[0]` counts the rounds."""
+    cluster = pair.cluster
+    total = len(cluster.floating_ips())
+    vrrp = {"vrrp": live.KEEPALIVED_COMMANDS["vrrp"]} if cluster.engine == "keepalived" else {}
+    reads = {target: {"addresses": live.COMMANDS["addresses"], "ipvs": live.COMMANDS["ipvs"], **vrrp},
+             holder: {"addresses": live.COMMANDS["addresses"], **vrrp}}
     while True:
-        # One quick read a second while the receiver takes over (more would slow a
-        # small machine's heartbeat), then the holder's and the IPVS check.
-        time.sleep(1)
-        held = live.floating_held(pair.cluster, live.parse_addresses(
-            pair.require(target, live.COMMANDS["addresses"], "reading addresses")))
-        if held == total:
-            left = live.floating_held(pair.cluster, live.parse_addresses(
-                pair.require(holder, live.COMMANDS["addresses"], "reading addresses")))
-            serves = live.serves_every_site(pair.cluster, live.parse_ipvsadm(
-                pair.require(target, live.COMMANDS["ipvs"], "reading IPVS")))
+        round_started = time.monotonic()
+        if rounds is not None:
+            rounds[0] += 1
+        seen = _on_each({name: (lambda name=name: pair.run_batch(name, reads[name], "reading addresses and IPVS"))
+                         for name in (target, holder)})
+        for name, outputs in seen.items():
+            if outputs["addresses"][0] != 0:
+                raise Day2Error(f"{name}: reading addresses failed (`{live.COMMANDS['addresses']}`)")
+        held = live.floating_held(cluster, live.parse_addresses(seen[target]["addresses"][1]))
+        left = live.floating_held(cluster, live.parse_addresses(seen[holder]["addresses"][1]))
+        serves = seen[target]["ipvs"][0] == 0 and live.serves_every_site(cluster, live.parse_ipvsadm(seen[target]["ipvs"][1]))
         elapsed = time.monotonic() - started
         if held == total and left == 0 and serves:
             return elapsed
@@ -471,7 +624,14 @@ def _wait_for_handover(pair: Pair, holder: str, target: str, timeout: int, start
             raise Day2Error(f"{target} does not carry everything after {timeout} s: {target} holds {held}/{total} "
                             f"floating addresses, {holder} {left}, {target}'s IPVS "
                             f"{'serves' if serves else 'does not serve'} every site; see `lvsha status`")
-        _progress(f"{elapsed:.0f} s: {target} carries {held}/{total} floating addresses")
+        waiting = ([f"{target} to carry every address"] if held < total else []) + \
+            ([f"{holder} to release its {left}"] if left else []) + \
+            ([] if serves else [f"{target}'s IPVS to serve every site"])
+        states = (f" (VRRP: {holder} {seen[holder]['vrrp'][1].strip() or 'unknown'}, "
+                  f"{target} {seen[target]['vrrp'][1].strip() or 'unknown'})") if vrrp else ""
+        _progress(f"{elapsed:.1f} s: {target} carries {held}/{total} floating addresses, {holder} {left}{states}; "
+                  f"waiting for {', '.join(waiting)}")
+        time.sleep(max(0.0, HANDOVER_ROUND_INTERVAL - (time.monotonic() - round_started)))
 
 
 COMMANDS = (status_command, drain_command, undrain_command, failover_command)

@@ -76,6 +76,10 @@ LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
 # script security accepts it), and the sha1 of the file it runs with.
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_BINARY = "/usr/sbin/keepalived"  # Debian's
+# keepalived's own check of a file (`{}`: the file), bounded; any non-zero exit is a
+# failure (2.2.7 reports configuration errors with 3 to 5, 124 is the time limit).
+KEEPALIVED_CHECK_TIMEOUT = 60
+KEEPALIVED_CHECK = f"timeout {KEEPALIVED_CHECK_TIMEOUT} {KEEPALIVED_BINARY} -t -f {{}}"
 KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
 KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
 KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
@@ -100,6 +104,15 @@ KEEPALIVED_FAILOVER_TRACK = "lvsha_failover"
 # before keepalived starts (keepalived ignores a track file whose directory is missing).
 KEEPALIVED_HOLD_FILE = "/var/lib/lvsha/vrrp-hold"
 KEEPALIVED_HOLD_TRACK = "lvsha_hold"
+# The master-down timer, in advertisements, of the node converted first while the live
+# migration from heartbeat hands the group over to it (keepalived_conf's handover
+# rendering): it leaves FAULT (the hold cleared) for BACKUP and, hearing no VRRP peer (the
+# other node runs heartbeat, stopped), becomes MASTER after down_timer_adverts x advert_int
+# plus the skew (keepalived 2.2.7 and 2.3.3: vrrp_scheduler.c try_up_instance,
+# vrrp.c vrrp_state_leave_fault), not after the model's deadtime. The hold, not this timer,
+# keeps it from taking what heartbeat holds; the model's value is restored by a reload once
+# it carries the group (tasks/migration.py).
+KEEPALIVED_HANDOVER_DOWN_ADVERTS = 1
 # The live migration's steps on a balancer (files/keepalived/lvsha-migrate).
 MIGRATE_SCRIPT = "/usr/local/sbin/lvsha-migrate"
 # lvsha-migrate retire's runtime drop-in (Restart=no for keepalived while it ends it; removed
@@ -477,9 +490,11 @@ def keepalived_track_scripts(cluster: Cluster) -> list[TrackScript]:
     return checks
 
 
-def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
+def keepalived_conf(cluster: Cluster, balancer: Balancer, handover: bool = False) -> RenderedFile:
     """keepalived.conf of `balancer`: one VRRP instance carrying every floating
-    address, and a virtual server per site with ldirectord's checks."""
+    address, and a virtual server per site with ldirectord's checks. `handover`: the
+    live migration's rendering for the node that takes the group from heartbeat, the
+    same but for its master-down timer (KEEPALIVED_HANDOVER_DOWN_ADVERTS)."""
     interface, address, peer_address = cluster.vrrp_link(balancer)
     sync = cluster.state_sync
     notify = (f"{KEEPALIVED_PROGRAM} notify {KEEPALIVED_CONNTRACKD_SCRIPT} {Path(IPVS_SYNC_UNIT).name}"
@@ -492,6 +507,7 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
     return RenderedFile(KEEPALIVED_CONF, _render(
         "keepalived.conf.j2", cluster, balancer=balancer, hb=cluster.heartbeat, instance=VRRP_INSTANCE,
         router_id=VRRP_ROUTER_ID, priority=cluster.vrrp_priority(balancer), down_adverts=cluster.vrrp_down_adverts(),
+        handover_down_adverts=KEEPALIVED_HANDOVER_DOWN_ADVERTS if handover else None,
         sync_listen=sync_listen(cluster),
         # keepalived delays every preemption by it: only the master's, returning, waits.
         preempt_delay=sync_listen(cluster) if balancer.name == cluster.master.name else 0, vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
@@ -500,11 +516,11 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer) -> RenderedFile:
         failover=failover, hold=hold, virtual_servers=cluster.virtual_servers()))
 
 
-def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
+def keepalived_files(cluster: Cluster, balancer: Balancer, handover: bool = False) -> list[RenderedFile]:
     """What keepalived runs with: lvsha's program (before the file that names it:
     `keepalived -t` checks the scripts), lvsha-drain (the drop-in derives the file
     keepalived runs with it), conntrackd's primary/backup script with state sync on,
-    the unit drop-in, then keepalived.conf."""
+    the unit drop-in, then keepalived.conf (its `handover` rendering: keepalived_conf)."""
     sync_units = ["conntrackd.service"] if cluster.state_sync.enabled else []
     files = [_shipped("keepalived", KEEPALIVED_PROGRAM, mode="0755"), migrate_script(), drain_script()]
     if cluster.state_sync.enabled:
@@ -514,7 +530,7 @@ def keepalived_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
         config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY,
         render_live=f"{DRAIN_SCRIPT} --engine keepalived render", live=KEEPALIVED_LIVE_CONF,
         hold_dir=str(PurePosixPath(KEEPALIVED_HOLD_FILE).parent))))
-    files.append(keepalived_conf(cluster, balancer))
+    files.append(keepalived_conf(cluster, balancer, handover))
     return files
 
 

@@ -14,10 +14,7 @@ from tasks.migration import Migration
 from tasks.operations import only_model_addresses, only_model_ipvs_services, sha1_of, unit
 from tasks.rendered import put
 
-# keepalived's own check of a file (Debian's path), bounded; any non-zero exit is a
-# failure (2.2.7 reports configuration errors with 3 to 5, 124 is the time limit).
-CHECK_TIMEOUT = 60
-KEEPALIVED_CHECK = f"timeout {CHECK_TIMEOUT} {render.KEEPALIVED_BINARY} -t -f {{}}"
+KEEPALIVED_CHECK = render.KEEPALIVED_CHECK  # keepalived's own check of a file, bounded
 
 
 @deploy("keepalived")
@@ -50,10 +47,15 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
 
     On a pair migrating from heartbeat (`migrating`, tasks/migration.py), keepalived is
     not started on both at once: the migration's steps start it one balancer at a time
-    and stop heartbeat and ldirectord; one already running is reloaded as above.
+    and stop heartbeat and ldirectord; one already running is reloaded as above. The
+    node that takes the group from heartbeat in this run gets the handover's
+    keepalived.conf (a master-down timer of one advertisement, migration.hands_over_to)
+    until the handover's last step gives it the model's again.
     Otherwise no migration's hold outlives it (clear_left_hold).
     """
-    *helpers, dropin_file, config = render.keepalived_files(cluster, balancer)
+    # The node taking the group from heartbeat in this run: the handover rendering (tasks/migration.py).
+    *helpers, dropin_file, config = render.keepalived_files(cluster, balancer,
+                                                            handover=migration.hands_over_to(migrating, balancer))
     for helper in helpers:
         put(helper)  # before keepalived.conf: `keepalived -t` checks the scripts it names
     dropin = put(dropin_file)

@@ -17,14 +17,25 @@ address:
    (the hold: a tracked file of weight 0, FAULT while it is 1, persistent), heartbeat
    and ldirectord stopped and disabled (IPVS stays loaded: ldirectord's cleanstop=no;
    keepalived takes the table over, adding what exists already is no error for it),
-   keepalived started and enabled (held: no address, no advertisement);
+   keepalived started and enabled (held: no address, no advertisement) with the
+   handover's keepalived.conf: the model's but for a master-down timer of one
+   advertisement (render.KEEPALIVED_HANDOVER_DOWN_ADVERTS; the keepalived deploy writes
+   it, hands_over_to). keepalived leaving FAULT (the hold cleared) enters BACKUP and
+   waits its whole master-down timer before MASTER, hearing no peer (2.2.7 and 2.3.3:
+   try_up_instance, vrrp_state_leave_fault): deadtime with the model's file, one
+   advertisement and the skew with this one. No VRRP peer exists until step 3, and the
+   hold, not the timer, keeps it from taking what heartbeat holds;
 2. the handover: the node converted first is checked (held, idle); heartbeat is
    disabled on the holder (it still runs and holds the group, but a reboot there no
    longer starts it); a watch is armed on the node converted first that clears the
    hold once the holder has let go (no floating address answers ARP, and its heartbeat
    has been silent for deadtime); heartbeat stops on the holder (its guard gives every
-   address up), and the node converted first takes them (hold cleared, VRRP MASTER
-   after its down timer): the one interruption;
+   address up, checked there), and the node converted first takes them (hold cleared
+   once no floating address answers ARP there either, VRRP MASTER one advertisement and
+   the skew later): the one interruption, the holder's release, pyinfra's next
+   operation and that timer; then keepalived there gets the model's keepalived.conf
+   (its deadtime) by a reload, before any VRRP peer runs: the instance stays MASTER and
+   keeps every address (_model_timer);
 3. on the old holder: ldirectord stopped and disabled, keepalived started and enabled
    without hold, joining as BACKUP (with auto_failback on and this node the model's
    master, with `lvsha failover`'s request set, so that it does not preempt: one move);
@@ -78,7 +89,9 @@ stop) and for H's whole table once more.
 A run that dies half-way leaves at most one holder (to keepalived: none when it dies
 after the holder let go and the watch expires without clearing the hold:
 docs/engines.md#migrating); the next run finds the pair half-migrated and continues
-from the step it reached, or refuses naming each node's state and the hold. Back to
+from the step it reached (after the handover, the keepalived deploy gives the new
+holder the model's keepalived.conf, by the reload that applies any new file, before the
+old holder's keepalived starts), or refuses naming each node's state and the hold. Back to
 heartbeat, a run that died after step 2 leaves the pair on heartbeat alone: the
 heartbeat deploy, which starts heartbeat on B, is step 3.
 """
@@ -94,7 +107,7 @@ from pyinfra.operations import server
 from lvsha import render
 from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, FloatingIP
 from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
-from tasks.rendered import put
+from tasks.rendered import put, rendered_file
 
 # The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
 STOPPED_STATES = ("dead", "failed")
@@ -168,6 +181,15 @@ class Migration:
     def runs(self, stage: str) -> bool:
         stages = STAGES[self.to]
         return stages.index(stage) >= stages.index(self.stage)
+
+
+def hands_over_to(migration: Migration | None, balancer: Balancer) -> bool:
+    """`balancer` takes the group from heartbeat in this run (the node converted first, the
+    handover still to come): its keepalived.conf is the handover rendering
+    (render.keepalived_conf), a master-down timer of render.KEEPALIVED_HANDOVER_DOWN_ADVERTS
+    advertisements, until the handover's last step gives it the model's again."""
+    return (migration is not None and migration.to == "keepalived" and migration.runs(HANDOVER)
+            and balancer.name == migration.first)
 
 
 def read_node(cluster: Cluster, balancer: Balancer) -> Node:
@@ -363,9 +385,11 @@ def _steps_to_keepalived(cluster: Cluster, balancer: Balancer, migration: Migrat
               [f"{migrate} arm {WATCH_TIMEOUT} {deadtime} {HEARTBEAT_UDP_PORT} {addresses}"])
         _step(f"Migration 2/4: heartbeat stops on {second}, which gives every floating address up (the interruption "
               f"begins; at most {RELEASE_TIMEOUT} s)", second, balancer, [f"{migrate} release {RELEASE_TIMEOUT} {addresses}"])
-        _step(f"Migration 2/4: keepalived on {first} takes every floating address (the interruption ends; at most "
-              f"{_takeover_timeout(cluster)} s)", first, balancer,
+        _step(f"Migration 2/4: keepalived on {first} takes every floating address once none answers ARP (the "
+              f"interruption ends after its handover master-down timer, {render.KEEPALIVED_HANDOVER_DOWN_ADVERTS} x "
+              f"{cluster.heartbeat.keepalive} s and the skew; at most {_takeover_timeout(cluster)} s)", first, balancer,
               [f"{migrate} take-over {_takeover_timeout(cluster)} {addresses}"])
+        _model_timer(cluster, balancer, first)
     if migration.runs(CONVERT_SECOND):
         _step(f"Migration 3/4: heartbeat and ldirectord stopped and disabled on {second} (IPVS stays loaded)", second,
               balancer, _stopped_and_disabled(*OLD_SERVICES))
@@ -419,6 +443,24 @@ def _steps_to_heartbeat(cluster: Cluster, balancer: Balancer, migration: Migrati
               [f"{migrate} join {started} {second} {cluster.master.name} {role} {addresses}"])
 
 
+def _model_timer(cluster: Cluster, balancer: Balancer, first: str):
+    """keepalived on `first`, MASTER, gets the model's keepalived.conf again (its master-down
+    timer: deadtime), checked and applied by reload before its peer's keepalived starts: the
+    instance keeps its state (MASTER) and every address the new file still has, which is all
+    of them (keepalived 2.2.7 and 2.3.3: vrrp.c vrrp_complete_init copies each old instance's
+    state to the new one matched by vrrp_exist, which compares neither timer; clear_diff_vrrp
+    removes only addresses the new file lacks; restore_vrrp_state marks it reload_master,
+    which vrrp_scheduler.c vrrp_init_state leaves MASTER). A run that dies before it: the
+    keepalived deploy's next run writes the model's file and reloads (its record of the file
+    applied, KeepalivedApplied)."""
+    handover = render.keepalived_conf(cluster, balancer, handover=True)
+    rendered_file(name=f"Migration 2/4: keepalived on {first} given the model's master-down timer again "
+                       f"({cluster.vrrp_down_adverts()} advertisements, deadtime) by a reload: it stays MASTER, no "
+                       "address moves", rendered=render.keepalived_conf(cluster, balancer), check=render.KEEPALIVED_CHECK,
+                  then=("systemctl reload keepalived.service",), after=handover.content,
+                  _if=lambda: balancer.name == first)
+
+
 def _ipvs_ready(step: int, on: str, balancer: Balancer, why: str):
     """`on`'s IPVS holds every virtual service of the model (lvsha-ipvs-ready --strict, bounded)."""
     _step(f"Migration {step}/4: IPVS on {on} holds the model's virtual services {why} (at most "
@@ -427,8 +469,9 @@ def _ipvs_ready(step: int, on: str, balancer: Balancer, why: str):
 
 
 def _takeover_timeout(cluster: Cluster) -> int:
-    """keepalived's down timer (deadtime, plus under one advertisement of skew), the watch's
-    probes, and a margin."""
+    """The ARP probes, keepalived's down timer (the handover's is one advertisement; the
+    model's, deadtime, where its file was not the handover's), under one advertisement of
+    skew, and a margin."""
     return cluster.heartbeat.deadtime + 2 * cluster.heartbeat.keepalive + 30
 
 

@@ -21,7 +21,8 @@ def is_as_rendered(path: str, content: str, mode: str) -> bool:
 
 
 @operation()
-def rendered_file(rendered: RenderedFile, check: str | None = None, then: tuple[str, ...] = ()):
+def rendered_file(rendered: RenderedFile, check: str | None = None, then: tuple[str, ...] = (),
+                  after: str | None = None):
     """`rendered.path` holds `rendered.content`, root:root, `rendered.mode`.
     Checked against one fact for the whole host; only a file that differs is
     written, and never in place: it is uploaded beside the file, given its owner
@@ -32,8 +33,11 @@ def rendered_file(rendered: RenderedFile, check: str | None = None, then: tuple[
     a non-zero exit fails the operation and leaves the file in place as it was.
     `then` (commands) run right after the rename, in the same operation, only when
     the file was written. With --diff the change is shown as pyinfra's files.put
-    shows it."""
-    if is_as_rendered(rendered.path, rendered.content, rendered.mode):
+    shows it. `after`: the content an earlier operation of this run leaves at the
+    path (written with the same mode and owner), what this one then compares with
+    instead of the file as it was when the run began."""
+    if (rendered.content == after if after is not None
+            else is_as_rendered(rendered.path, rendered.content, rendered.mode)):
         host.noop(f"{rendered.path} is up to date")
         return
     if state.config.DIFF:

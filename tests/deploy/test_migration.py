@@ -10,6 +10,7 @@ from pyinfra.api.exceptions import DeployError
 
 from lvsha import render
 from tasks import migration
+from tasks.operations import sha1_of
 from tasks.roles import cluster_host
 from tests.deploy.harness import changing, plan
 from tests.deploy.test_config_change import _added
@@ -90,13 +91,31 @@ def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     arm = step(f"{first} clears its hold once {second} gives the addresses up")
     release = step(f"heartbeat stops on {second}")
     take = step(f"keepalived on {first} takes every floating address")
+    model_timer = step(f"keepalived on {first} given the model's master-down timer again")
     stop_second = step(f"heartbeat and ldirectord stopped and disabled on {second}")
     start_second = step(f"keepalived started and enabled on {second}, joining as BACKUP")
     joined = step(f"keepalived on {second} is VRRP BACKUP")
     final = [n for n in names if n.startswith("Migration 4/4: load")]
-    order = [hold, stop_first, start_first, held, disable, arm, release, take, stop_second, start_second, joined]
+    order = [hold, stop_first, start_first, held, disable, arm, release, take, model_timer, stop_second, start_second,
+             joined]
     assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
-    assert [runs_on[n] for n in order] == [first] * 4 + [second, first, second, first] + [second] * 3
+    assert [runs_on[n] for n in order] == [first] * 4 + [second, first, second, first, first] + [second] * 3
+    # the node taking the group runs keepalived with the handover's master-down timer (one
+    # advertisement: no VRRP peer, the hold keeps it out until the holder let go) from its
+    # start until it carries the group, then the model's, by a reload, before its peer's starts
+    conf = f"Check and write {render.KEEPALIVED_CONF}"
+    assert names.index(conf) < names.index(hold)
+    for name, handover in ((first, True), (second, False)):
+        (written,) = [op for op in plans[name] if op.name == conf]
+        (text,) = [t for p, t in written.uploads.items() if p.startswith(render.KEEPALIVED_CONF)]
+        assert text == render.keepalived_conf(on_keepalived, on_keepalived.balancer(name), handover).content
+    (back,) = [op for op in plans[first] if op.name == model_timer]
+    (text,) = [t for p, t in back.uploads.items() if p.startswith(render.KEEPALIVED_CONF)]
+    assert text == render.keepalived_conf(on_keepalived, on_keepalived.balancer(first)).content
+    staged = f"{render.KEEPALIVED_CONF}.lvsha-new"
+    assert commands[model_timer][-3:] == [render.KEEPALIVED_CHECK.replace("{}", staged),
+                                          f"mv -f {staged} {render.KEEPALIVED_CONF}", "systemctl reload keepalived.service"]
+    assert f"down_timer_adverts {render.KEEPALIVED_HANDOVER_DOWN_ADVERTS}\n" not in text
     assert runs_on[hold] == runs_on[take] == first
     # the hold is set before keepalived starts, and cleared by the handover only
     assert commands[hold] == [f"{render.KEEPALIVED_PROGRAM} hold 1"]
@@ -158,10 +177,21 @@ def test_a_run_that_died_after_the_first_conversion_continues_with_the_handover(
     first, second = on_keepalived.peer(on_keepalived.master), on_keepalived.master
     machines = {first.name: _keepalived_node(on_keepalived, first, on_heartbeat),
                 second.name: _machine(on_heartbeat, second, holds=True)}
-    steps = [op.name for op in _migration_ops(_plan(on_keepalived, machines, first.name))]
+    ops = _plan(on_keepalived, machines, first.name)
+    steps = [op.name for op in _migration_ops(ops)]
     assert not any(s.startswith("Migration 1/4") for s in steps)
     assert steps[0].startswith(f"Migration 2/4: keepalived on {first.name} runs held")
     assert any(f"heartbeat stops on {second.name}" in s for s in steps)
+    # keepalived there (held: FAULT, whatever its file says) reloaded with the handover's file
+    # before the handover, and with the model's once it carries the group
+    changes, names = changing(ops), [op.name for op in ops]
+    (written,) = [op for op in ops if op.name == f"Check and write {render.KEEPALIVED_CONF}"]
+    (text,) = [t for p, t in written.uploads.items() if p.startswith(render.KEEPALIVED_CONF)]
+    assert text == render.keepalived_conf(on_keepalived, first, handover=True).content
+    assert names.index(written.name) < names.index("Reload keepalived for its new configuration") < names.index(steps[0])
+    assert "Reload keepalived for its new configuration" in changes
+    (back,) = [n for n in steps if "given the model's master-down timer again" in n]
+    assert changes[back][-1] == "systemctl reload keepalived.service"
 
 
 def test_a_run_that_died_after_the_handover_converts_the_old_holder(models):
@@ -176,6 +206,30 @@ def test_a_run_that_died_after_the_handover_converts_the_old_holder(models):
     assert f"keepalived started and enabled on {second.name}, joining as BACKUP" in " ".join(steps)
     assert changing(ops)[f"Migration 3/4: heartbeat and ldirectord stopped and disabled on {second.name} "
                          "(IPVS stays loaded)"]
+
+
+def test_a_run_that_died_before_the_handovers_last_step_gives_the_new_holder_the_models_timer(models):
+    """keepalived on the node that took the group still runs the handover's file (the run
+    died, or the watch cleared the hold): the keepalived deploy writes the model's and
+    reloads it (MASTER stays MASTER) before the old holder's keepalived starts."""
+    on_heartbeat, on_keepalived = models
+    first, second = on_keepalived.peer(on_keepalived.master), on_keepalived.master
+    old = _machine(on_heartbeat, second)
+    old.running["heartbeat.service"], old.enabled["heartbeat.service"] = False, False  # stopped by the handover
+    new = _keepalived_node(on_keepalived, first, on_heartbeat, holds=True)
+    handover = render.keepalived_conf(on_keepalived, first, handover=True)
+    new.put(handover)
+    new.keepalived_applied = sha1_of(handover.content)
+    machines = {first.name: new, second.name: old}
+    ops = _plan(on_keepalived, machines, first.name)
+    changes, names = changing(ops), [op.name for op in ops]
+    (text,) = [t for op in ops if op.name == f"Check and write {render.KEEPALIVED_CONF}"
+               for p, t in op.uploads.items() if p.startswith(render.KEEPALIVED_CONF)]
+    assert text == render.keepalived_conf(on_keepalived, first).content
+    assert changes["Reload keepalived for its new configuration"] == ["systemctl reload keepalived.service"]
+    (join,) = [n for n in names if n.startswith(f"Migration 3/4: keepalived started and enabled on {second.name}")]
+    assert names.index("Reload keepalived for its new configuration") < names.index(join)
+    assert not any("master-down timer" in n for n in names)  # the handover is not this run's
 
 
 def test_a_completed_migration_is_a_no_op(models):

@@ -5,6 +5,7 @@ back, and `failover` hands everything over and back while a client polling every
 200 ms always gets an answer within 5 s."""
 
 import json
+import re
 import time
 
 import pytest
@@ -160,10 +161,30 @@ def _poll_during(lab, action) -> tuple[float, int, str]:
     return float(lines["LONGEST"]), int(lines["FAILED"]), out
 
 
+# `lvsha failover`'s phases (its last progress line, "took N s in all: PHASE N s, ..."),
+# named for the report without the model's balancer names.
+FAILOVER_PHASES = {"loading": "connecting", "reading": "reading both balancers", "the request": "the request",
+                   "the handover": "the handover", "clearing": "clearing the request"}
+
+
+def _failover_phases(stderr: str) -> dict[str, float]:
+    """{phase: seconds} from `lvsha failover`'s summary line; every phase it names is one of
+    FAILOVER_PHASES (a phase it does not know fails the test: the report would lose it)."""
+    (summary,) = [line.strip() for line in stderr.splitlines() if line.strip().startswith("took ")][-1:] or [""]
+    match = re.match(r"took [\d.]+ s in all: (.*)$", summary)
+    assert match, f"no summary line in lvsha failover's output:\n{stderr[-2000:]}"
+    found = {}
+    for phase, seconds in re.findall(r"(.+?) (\d+\.\d) s(?:, |$)", match[1]):
+        (key,) = [short for start, short in FAILOVER_PHASES.items() if phase.startswith(start)] or [phase]
+        assert key in FAILOVER_PHASES.values(), f"a phase of lvsha failover the lab does not know: {phase}"
+        found[key] = float(seconds)
+    return found
+
+
 def test_failover_hands_everything_over_and_back_with_every_answer_within_5_s(lab):
     active = lab.carrier()
     standby = lab.other(active)
-    timings = {}
+    timings, phases = {}, {}
 
     def hand_over_and_back():
         for target in (standby, active):
@@ -171,11 +192,15 @@ def test_failover_hands_everything_over_and_back_with_every_answer_within_5_s(la
             result = lab.lvsha("failover", "--to", target, timeout=300)
             timings[target] = time.monotonic() - started
             assert result.returncode == 0, f"failover to {target}: {result.stdout}\n{result.stderr}"
+            phases[target] = _failover_phases(result.stderr)
             assert lab.carrier() == target and lab.carries_none(lab.other(target))
 
     longest, failed, out = _poll_during(lab, hand_over_and_back)
     record("failover command: to the peer", timings[standby])
     record("failover command: back", timings[active])
+    for target, way in ((standby, "to the peer"), (active, "back")):  # where the command's time went
+        for phase, seconds in phases[target].items():
+            record(f"failover command {way}: {phase}", seconds)
     record("failover command: longest wait of a client polling every 200 ms", longest)
     record("failover command: polls unanswered (each 1 s at most), both ways", failed)
     assert longest < 5, out[-3000:]  # polls fail while nobody holds a VIP; the gap is what counts

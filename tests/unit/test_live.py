@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 from types import SimpleNamespace
@@ -18,6 +20,7 @@ import pytest
 from lvsha import live, render
 from lvsha import day2
 from lvsha.day2 import Day2Error, Pair, _fit_to_carry, active_connections, drain_pairs, read_view
+from tests.unit.fakes import answer, batch_items
 
 CAPTURES = Path(__file__).parent / "captures"
 
@@ -239,7 +242,12 @@ class _Host:
         self.calls.append((command, _timeout))
         if self.error:
             raise self.error
-        return True, SimpleNamespace(stdout=self.answer or "", stderr="")
+        rc, out = answer(command, lambda one: (0, self.answer or ""))
+        return rc == 0, SimpleNamespace(stdout=out, stderr="")
+
+    def commands(self) -> list[str]:
+        """Every single command run, those of a batch included."""
+        return [c for command, _ in self.calls for c in (batch_items(command)[1] if batch_items(command) else [command])]
 
 
 def test_a_command_that_hangs_is_bounded_and_named(edge):
@@ -336,14 +344,14 @@ def test_without_state_sync_in_the_model_nothing_of_it_is_read_or_judged(edge):
     name = edge.balancers[0].name
     host = _Host(answer="")
     read_view(Pair(edge, inventory=None, hosts={name: host}), name)
-    assert not [c for c, _ in host.calls if c in live.SYNC_COMMANDS.values()]
+    assert host.commands() and not [c for c in host.commands() if c in live.SYNC_COMMANDS.values()]
 
 
 def test_state_sync_is_read_with_the_model_syncing_state(reference):
     name = reference.balancers[0].name
     host = _Host(answer="active\n")
     view = read_view(Pair(reference, inventory=None, hosts={name: host}), name)
-    assert [c for c, _ in host.calls if c in live.SYNC_COMMANDS.values()] == list(live.SYNC_COMMANDS.values())
+    assert [c for c in host.commands() if c in live.SYNC_COMMANDS.values()] == list(live.SYNC_COMMANDS.values())
     assert view.conntrackd == "active" and view.sync_daemons == []
 
 
@@ -351,3 +359,81 @@ def test_a_capture_without_state_sync_says_it_was_not_read(reference):
     """Captures older than the state sync read (these) are judged without it."""
     status = live.cluster_status(reference, views(reference, "reference-drained"))
     assert {b.state_sync for b in status.balancers} == {"not read"} and status.problems == []
+
+
+# ---- a balancer's state in one SSH command (a batch) -------------------------------
+
+BATCH = {"lines": "printf 'a b\\n\\nc\\n'", "none": "true", "fails": "echo it\\'s; echo why >&2; exit 3",
+         "unended": "printf 'no newline'", "link:a b's": "echo \"$0\" >/dev/null; cat", "off": "false"}
+ANSWERS = {"lines": (0, "a b\n\nc"), "none": (0, ""), "fails": (3, "it's"), "unended": (0, "no newline"),
+           "link:a b's": (0, ""), "off": (1, "")}
+
+
+def test_a_batch_runs_each_command_in_sh_and_gives_its_status_and_output(tmp_path):
+    """batch_script run by sh, as a balancer runs it: each command's exit status and
+    stdout, stdin empty, stderr passed through; the fakes answer batches alike."""
+    script = day2.batch_script(list(BATCH.values()), "lvsha-0123")
+    ran = subprocess.run(shlex.split(script), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert ran.returncode == 0 and ran.stderr == "why\n"
+    # pyinfra hands over stdout as its lines joined: no trailing newline
+    assert day2.parse_batch(ran.stdout.rstrip("\n"), "lvsha-0123", list(BATCH), "x") == ANSWERS
+    assert answer(script, lambda command: ANSWERS[next(k for k, c in BATCH.items() if c == command)]) == \
+        (0, ran.stdout.rstrip("\n"))
+    assert batch_items(script) == ("lvsha-0123", list(BATCH.values())) and batch_items("ipvsadm -Ln") is None
+
+
+def test_a_batch_through_pyinfra_own_command_wrapping():
+    """pyinfra wraps the script in `sh -c '...'` (with sudo, `sudo -H -n sh -c`): its local
+    connector wraps it as its SSH connector does."""
+    from pyinfra.api import Config, Inventory, State
+    inventory = Inventory((["@local"], {}))
+    State(inventory, Config())
+    host = inventory.get_host("@local")
+    host.connect()
+    pair = Pair(None, inventory, hosts={"local": host})
+    assert pair.run_batch("local", BATCH, "a test") == ANSWERS
+    assert pair.commands_run == {"local": 1}
+
+
+def test_a_batch_answer_cut_short_is_an_error_naming_the_balancer_never_a_guess(edge):
+    answered = "lvsha-0123 0 0\nx\nlvsha-0123 1 0"
+    with pytest.raises(Day2Error, match=r"lb-a: reading its state failed: its answer stops half-way \(killed\)"):
+        day2.parse_batch(answered, "lvsha-0123", ["a", "b"], "lb-a: reading its state", "sh: 1\nkilled")
+    with pytest.raises(Day2Error, match="no answer for b, c"):
+        day2.parse_batch("lvsha-0123 0 0\nlvsha-0123 end", "lvsha-0123", ["a", "b", "c"], "lb-a: reading")
+    name = edge.balancers[0].name
+
+    class Garbled(_Host):
+        def run_shell_command(self, command, _timeout=None, **kwargs):
+            return True, SimpleNamespace(stdout="lvsha-0123 0 0\nnot a batch's answer", stderr="")
+
+    view = read_view(Pair(edge, inventory=None, hosts={name: Garbled()}), name)
+    assert not view.reachable and "reading its state failed: its answer stops half-way" in view.error
+
+
+def test_a_heartbeat_balancer_is_read_in_two_ssh_commands_its_links_in_the_second(edge):
+    name = edge.balancers[0].name
+    peer = edge.peer(edge.balancer(name)).name
+
+    class Heartbeat(_Host):
+        def run_shell_command(self, command, _timeout=None, **kwargs):
+            self.calls.append((command, _timeout))
+            replies = {"cl_status hbstatus": (0, "Heartbeat is running"), f"cl_status listhblinks {peer}": (0, "\teth0\n\teth1\n"),
+                       f"cl_status nodestatus {peer}": (0, "active"), f"cl_status hblinkstatus {peer} eth0": (0, "up"),
+                       f"cl_status hblinkstatus {peer} eth1": (0, "dead")}
+            rc, out = answer(command, lambda one: replies.get(one, (0, "")) if self.answer is None else (1, ""))
+            return rc == 0, SimpleNamespace(stdout=out, stderr="")
+
+    host = Heartbeat()
+    pair = Pair(edge, inventory=None, hosts={name: host})
+    view = read_view(pair, name)
+    assert view.heartbeat.running and view.heartbeat.peer == "active"
+    assert view.heartbeat.links == {"eth0": "up", "eth1": "dead"}
+    assert len(host.calls) == 2 == pair.commands_run[name]
+    assert batch_items(host.calls[1][0])[1] == [f"cl_status hblinkstatus {peer} eth0",
+                                                                  f"cl_status hblinkstatus {peer} eth1"]
+    # heartbeat not running: one command, and nothing of the peer or links kept (as before)
+    stopped = Heartbeat(answer="stopped")
+    outputs = day2.read_outputs(Pair(edge, inventory=None, hosts={name: stopped}), name)
+    assert len(stopped.calls) == 1 and "peer" not in outputs and "links" not in outputs
+    assert set(outputs) == set(live.commands(edge))

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from lvsha import day2, live, render
 from lvsha.day2 import Pair, _fit_to_carry
-from tests.unit.test_live import outputs
+from tests.unit.fakes import answer, batch_items
+from tests.unit.test_live import SYNC_RUNNING, outputs
 
 # The edge capture's table (ldirectord's on heartbeat: ipvsadm prints keepalived's alike).
 CAPTURED = "edge-settled"
@@ -56,6 +57,7 @@ def raw(cluster, name: str, vrrp: str | None, holds: bool, unit="active", failov
         "failover": (0, f"{failover}\n"),
         "hold": (0, f"{hold}\n"),
         "keepalived_applied": (0, render.applied_record([render.keepalived_conf(cluster, balancer)])[0] + "\n"),
+        **(SYNC_RUNNING if cluster.state_sync.enabled else {}),
     }
 
 
@@ -195,26 +197,39 @@ class SimulatedPair:
     least) and the higher priority carries the group; off, 1 holds the node in FAULT
     (the peer carries the group) and nopreempt leaves it where it is once cleared."""
 
-    def __init__(self, cluster, holder: str, broken: str | None = None):
+    def __init__(self, cluster, holder: str, broken: str | None = None, lag: int = 0):
         self.cluster, self.holder, self.broken = cluster, holder, broken
         self.files = {b.name: 0 for b in cluster.balancers}
         self.holds = {b.name: 0 for b in cluster.balancers}  # the migration's hold: FAULT while set
         self.written: list[tuple[str, int]] = []
+        self.calls: list[tuple[str, str]] = []  # (balancer, command): one per SSH round trip
+        # A change of holder shows only from the `lag`+1-th round of reads of both nodes'
+        # addresses after the request (VRRP's timers), whichever node is read first.
+        self.lag, self.pending, self.reads = lag, None, 0
         self.hosts = {b.name: self._host(b.name) for b in cluster.balancers}
 
     def _settle(self):
         names = [b.name for b in self.cluster.balancers]
         if self.broken:  # the receiver never takes over
             return
+        holder = self.holder
         if self.cluster.heartbeat.auto_failback:
             priority = {n: max(1, self.cluster.vrrp_priority(self.cluster.balancer(n)) - 253 * self.files[n]) for n in names}
             best = max(priority.values())
             if priority[self.holder] < best:
-                self.holder = next(n for n in names if priority[n] == best)
+                holder = next(n for n in names if priority[n] == best)
         elif self.files[self.holder]:
             other = next(n for n in names if n != self.holder)
             if not self.files[other]:
-                self.holder = other
+                holder = other
+        if holder != self.holder:
+            self.pending, self.reads = holder, 0
+            self._read_addresses(counted=False)
+
+    def _read_addresses(self, counted=True):
+        if self.pending and self.reads >= 2 * self.lag:
+            self.holder, self.pending = self.pending, None
+        self.reads += counted
 
     def vrrp(self, name):
         if self.holds[name]:
@@ -226,19 +241,25 @@ class SimulatedPair:
     def _host(self, name):
         sim = self
 
+        def one(command):
+            if command.startswith(f"{render.KEEPALIVED_PROGRAM} failover ") and command.split()[-1] in "01":
+                sim.files[name] = int(command.split()[-1])
+                sim.written.append((name, sim.files[name]))
+                sim._settle()
+                return 0, ""
+            if command == live.COMMANDS["addresses"]:
+                sim._read_addresses()  # time passes
+            outs = raw(sim.cluster, name, sim.vrrp(name), sim.holder == name, failover=str(sim.files[name]),
+                       hold=str(sim.holds[name]))
+            key = next((k for k, c in live.commands(sim.cluster).items() if c == command), None)
+            if key is None:
+                return 127, f"unexpected command {command}"
+            return outs[key]
+
         class Host:
             def run_shell_command(self, command, _timeout=None, **kwargs):
-                if command.startswith(f"{render.KEEPALIVED_PROGRAM} failover ") and command.split()[-1] in "01":
-                    sim.files[name] = int(command.split()[-1])
-                    sim.written.append((name, sim.files[name]))
-                    sim._settle()
-                    return True, SimpleNamespace(stdout="", stderr="")
-                outs = raw(sim.cluster, name, sim.vrrp(name), sim.holder == name, failover=str(sim.files[name]),
-                           hold=str(sim.holds[name]))
-                key = next((k for k, c in live.commands(sim.cluster).items() if c == command), None)
-                if key is None:
-                    return False, SimpleNamespace(stdout="", stderr=f"unexpected command {command}")
-                rc, out = outs[key]
+                sim.calls.append((name, command))
+                rc, out = answer(command, one)
                 return rc == 0, SimpleNamespace(stdout=out, stderr="")
 
         return Host()
@@ -280,8 +301,9 @@ def test_failover_with_auto_failback_off_faults_the_holder_until_the_peer_is_mas
     result = _failover("--to", first)
     assert result.exit_code == 0, result.output
     assert sim.holder == first
-    assert sim.written == [(first, 0), (second, 1), (second, 0)]  # FAULT, then cleared: nopreempt keeps it
-    assert _failover("--to", first).output.strip() == f"{first} already carries every floating address: nothing to do"
+    # FAULT, then cleared: nopreempt keeps it (no 0 written on the target: its request was read unset)
+    assert sim.written == [(second, 1), (second, 0)]
+    assert _failover("--to", first).stdout.strip() == f"{first} already carries every floating address: nothing to do"
 
 
 def test_failover_refuses_a_receiver_in_fault_naming_it(edge, simulate):
@@ -315,3 +337,58 @@ def test_a_failover_that_does_not_happen_in_time_is_undone(edge, simulate):
     assert f"{backup} does not carry everything after 0 s" in result.output
     assert f"the failover request on {master} is undone" in result.output
     assert sim.files == {master: 0, backup: 0} and sim.holder == master
+
+
+# ---- where a failover's time goes: SSH round trips per phase (issue 21) -------------
+
+def _phase(result, what: str) -> str:
+    """The progress line of phase `what` (`what: N.N s (SSH commands: ...)`)."""
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip().startswith(f"{what}: ")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_failover_reads_each_balancer_in_one_ssh_command_and_each_round_reads_both_once(edge, simulate):
+    """Every SSH command costs a busy balancer a process start or more (issue 21: the
+    lab's keepalived pair took 56-65 s): the state is read in one command per
+    balancer, the request writes only what changes, and each round of the wait reads
+    both balancers side by side, one command each, saying what it still waits for."""
+    cluster = _keepalived(edge, auto_failback=True)
+    master, backup = (b.name for b in cluster.balancers)
+    total = len(cluster.floating_ips())
+    sim = simulate(cluster, holder=master, lag=2)  # the backup takes over at the 3rd round
+    result = _failover()
+    assert result.exit_code == 0, result.output
+    assert sim.holder == backup and sim.written == [(master, 1)]  # the backup's own request was 0: not rewritten
+    per_host = {name: sum(1 for n, _ in sim.calls if n == name) for name in (master, backup)}
+    assert per_host == {master: 1 + 1 + 3, backup: 1 + 3}  # read, request, 3 rounds
+    assert _phase(result, "reading both balancers' state").endswith(f"(SSH commands: {master} 1, {backup} 1)")
+    assert _phase(result, "the request").endswith(f"(SSH commands: {master} 1)")
+    assert _phase(result, "the handover").endswith(f"(SSH commands: {master} 3, {backup} 3, 3 round(s) of one on each)")
+    waiting = [line for line in result.stderr.splitlines() if "waiting for" in line]
+    assert len(waiting) == 2 and all(
+        f"{backup} carries 0/{total} floating addresses, {master} {total} (VRRP: {master} MASTER, {backup} BACKUP); "
+        f"waiting for {backup} to carry every address, {master} to release its {total}" in line for line in waiting), waiting
+    summary = next(line for line in result.stderr.splitlines() if " s in all: " in line)
+    assert all(f"{what} " in summary for what in ("loading the inventory", "reading both balancers' state",
+                                                  "the request", "the handover"))
+    assert result.stdout.splitlines()[-1].startswith(f"{backup} carries every floating address and serves every site after")
+
+
+def test_failover_back_to_the_master_says_it_waits_for_preempt_delay_and_writes_one_request(edge, simulate):
+    """Handing back to the master with state sync on: keepalived preempts only after
+    preempt_delay (the sync listen time): said, with the master-down interval; only
+    the master's own request is cleared (the holder has none)."""
+    cluster = _keepalived(replace(edge, state_sync=replace(edge.state_sync, enabled=True)), auto_failback=True)
+    master, backup = (b.name for b in cluster.balancers)
+    sim = simulate(cluster, holder=backup)
+    sim.files[master] = 1  # as a failover to the backup left it
+    result = _failover("--to", master)
+    assert result.exit_code == 0, result.output
+    assert sim.holder == master and sim.written == [(master, 0)]
+    delay = render.sync_listen(cluster)
+    down = cluster.vrrp_down_adverts() * cluster.heartbeat.keepalive + (256 - 150) / 256 * cluster.heartbeat.keepalive
+    assert (f"{master} has the higher priority and preempts after keepalived's preempt_delay ({delay} s: its IPVS "
+            f"sync daemons' listening time) and VRRP's master-down interval ({down:.1f} s), about {delay + down:.0f} s"
+            in result.stderr), result.stderr
+    assert _phase(result, "the request").endswith(f"(SSH commands: {master} 1)")

@@ -186,7 +186,20 @@ def test_take_over_clears_the_hold_and_waits_for_every_address(run):
     watcher.wait(timeout=10)
     assert result.returncode == 0, result.stderr
     assert run.hold_value() == "0"
+    assert "no floating address answers ARP: hold cleared" in result.stderr
     assert "keepalived carries every floating address after" in result.stderr
+
+
+def test_take_over_leaves_the_hold_while_a_floating_address_answers_arp(run):
+    """The held node carries none: an address that answers is held elsewhere (its peer's
+    heartbeat did not give it up, or took it again): the hold stays, naming it."""
+    run.hold.parent.mkdir()
+    run.hold.write_text("1\n")
+    run.answers("10.0.0.10")
+    result, _ = run("take-over", "5", *ADDRESSES)
+    assert result.returncode == 1
+    assert run.hold_value() == "1"
+    assert "the hold stays: 10.0.0.10 still answered ARP" in result.stderr
 
 
 def test_take_over_fails_when_keepalived_does_not_take_everything(run):

@@ -345,6 +345,26 @@ def test_the_hold_is_a_persistent_tracked_file_of_weight_0(model):
         assert lines.index(f"{key}={mkdir}") < next(i for i, line in enumerate(lines) if render.DRAIN_SCRIPT in line)
 
 
+def test_the_handover_rendering_differs_only_by_its_master_down_timer(model):
+    """The live migration's rendering for the node taking the group from heartbeat
+    (tasks/migration.py): the same file, but for down_timer_adverts (one advertisement,
+    not deadtime's) and the comment saying why."""
+    _, cluster = model
+    for balancer in cluster.balancers:
+        conf = _conf(cluster, balancer)
+        handover = render.keepalived_conf(cluster, balancer, handover=True)
+        assert handover.path == render.KEEPALIVED_CONF
+        instance = _block(handover.content, f"vrrp_instance {render.VRRP_INSTANCE}").split("\n")
+        assert f"\tdown_timer_adverts {render.KEEPALIVED_HANDOVER_DOWN_ADVERTS}" in instance
+        assert render.KEEPALIVED_HANDOVER_DOWN_ADVERTS < cluster.vrrp_down_adverts()
+        added = [line for line in handover.content.splitlines() if line not in conf.splitlines()]
+        removed = [line for line in conf.splitlines() if line not in handover.content.splitlines()]
+        assert removed == [f"\tdown_timer_adverts {cluster.vrrp_down_adverts()}"]
+        assert added[-1] == f"\tdown_timer_adverts {render.KEEPALIVED_HANDOVER_DOWN_ADVERTS}"
+        assert added[:-1] and all(line.startswith("# ") for line in added[:-1])
+        assert "live migration's handover" in " ".join(added)
+
+
 def _debian_unit() -> Path | None:
     """Debian's keepalived.service, from the package bin/setup unpacks into the venv."""
     for root in (Path(sys.prefix), ROOT / ".venv"):
@@ -423,6 +443,9 @@ def test_keepalived_accepts_every_rendering(model, tmp_path):
     for balancer in cluster.balancers:
         result = _check(keepalived, cluster, balancer, tmp_path)
         assert result.returncode == 0, f"{balancer.name}: keepalived -t exited {result.returncode}: {result.stderr}"
+        handover = render.keepalived_conf(cluster, balancer, handover=True).content  # the live migration's
+        result = _check(keepalived, cluster, balancer, tmp_path, handover)
+        assert result.returncode == 0, f"{balancer.name} (handover): keepalived -t exited {result.returncode}: {result.stderr}"
 
 
 def test_keepalived_accepts_the_other_checks_and_the_external_link(reference, tmp_path):
