@@ -313,7 +313,7 @@ def _keep_then_start_the_peer(lab, kept: str) -> tuple[int, AddressEvents, float
     return since, events, longest, out
 
 
-@pytest.mark.every_model
+# Not every_model: CI's budget; heartbeat 3.0.6-17's (Debian 13) lines are not yet checked by it.
 @pytest.mark.heartbeat_internals
 def test_kept_backup_yields_when_the_masters_heartbeat_starts_during_its_initdead(lab):
     """The lab's failure that took the first keep back out: the backup kept the addresses,
