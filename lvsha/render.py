@@ -39,6 +39,11 @@ AUTHKEYS_SCRIPT = "/usr/local/sbin/lvsha-authkeys"
 TAKEOVER_SCRIPT = "/usr/local/sbin/lvsha-takeover"
 # Run by heartbeat (respawn): the addresses up as soon as heartbeat takes over from the peer.
 TAKEOVER_WATCH = "/usr/local/sbin/lvsha-takeover-watch"
+# What lvsha-takeover-watch records (since when heartbeat calls the peer dead, the firewall's
+# count of the peer's heartbeat packets then) and what lvsha-heartbeat-guard kept across
+# heartbeat's restart on it ("SINCE PACKETS KEPT_AT INVOCATION"): the scripts' default state folder.
+HEARTBEAT_PEER_DEAD = "/run/lvsha/peer-dead"
+HEARTBEAT_KEPT = "/run/lvsha/kept"
 # Gratuitous ARP for a large group of floating addresses from one process (FLOATING_IPS_SCRIPT runs it).
 ANNOUNCE_SCRIPT = "/usr/local/sbin/lvsha-announce"
 # Connection state sync: conntrackd primary/backup (the group's first resource),

@@ -33,6 +33,9 @@ def rendered_env(balancer) -> dict[str, str]:
     (env,) = [f for f in render.heartbeat_helper_files(CLUSTER, balancer) if f.path == render.HEARTBEAT_ENV]
     return dict(line.split("=", 1) for line in env.content.splitlines() if line and not line.startswith("#"))
 
+# systemd's invocation ID of the start the guard's ExecStartPre belongs to (heartbeat's too)
+INVOCATION = "5e1f0c6a9d2b4e7f8a3c1d0e9b8a7f6e"
+
 GUARD = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_GUARD).name)
 RESTART = str(render.FILES / "heartbeat" / Path(render.HEARTBEAT_RESTART).name)
 
@@ -47,11 +50,20 @@ FAKES = {
     "systemctl": """
         echo "systemctl $*" >> "$FAKE/calls"
         case "$1" in
-        is-active) [ -f "$FAKE/active-$3" ]; exit $? ;;
+        is-active)
+            [ "$2" = --quiet ] && { [ -f "$FAKE/active-$3" ]; exit $?; }
+            # heartbeat.service's states, one a call, the last one kept ("inactive" without any)
+            states="$FAKE/states-$2"
+            state=$(head -n 1 "$states" 2>/dev/null); state=${state:-inactive}
+            [ "$(wc -l < "$states" 2>/dev/null || echo 0)" -gt 1 ] && sed -i 1d "$states"
+            echo "$state"; [ "$state" = active ]; exit $? ;;
         show)
             case "$*" in
             *ExecMainExitTimestampMonotonic*) cat "$FAKE/exited" 2>/dev/null || echo 0 ;;
             *ControlGroup*) cat "$FAKE/control-group" 2>/dev/null || echo ;;
+            *"-P Restart "*) cat "$FAKE/restart-setting" 2>/dev/null || echo always ;;
+            *"-P Job "*) cat "$FAKE/job" 2>/dev/null ;;  # empty: no job (a crash, an exit nobody asked for)
+            *"-P JobType "*) cat "$FAKE/job-type" ;;
             *) cat "$FAKE/sync-since" 2>/dev/null || echo 0 ;;
             esac
             exit 0 ;;
@@ -101,6 +113,7 @@ FAKES = {
         echo "[5:500] -A INPUT -p udp -m udp --dport 6940 -j ACCEPT"
         echo COMMIT""",
     "pkill": 'echo "pkill $*" >> "$FAKE/calls"; exit 1',
+    "systemd-run": 'echo "systemd-run $*" >> "$FAKE/calls"; [ ! -f "$FAKE/systemd-run-fails" ]',
     "logger": "exit 0",
     "lvsha-applied": 'echo "lvsha-applied $*" >> "$FAKE/calls"',
     "state": 'echo "state $*" >> "$FAKE/calls"; exit "$(cat "$FAKE/state-rc" 2>/dev/null || echo 0)"',
@@ -132,6 +145,7 @@ class Fake:
         self.env_file = root / "lvsha.env"
         self.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         self.run_dir = root / "run"
+        self.invocation = INVOCATION  # systemd's $INVOCATION_ID for the scripts it runs ("": none)
 
     def set(self, name: str, content: str = "") -> None:
         (self.state / name).write_text(content)
@@ -144,6 +158,8 @@ class Fake:
                "PROBE": PROBE, "PEER_ADDRESS": PEER_ADDRESS, "OTHER": NODE.external_interface,
                "PEER_OTHER": PEER.external_ip, "PORT": str(render.HEARTBEAT_UDP_PORT),
                "SOME": ADDRESSES.split("/")[0]}
+        if self.invocation:
+            env["INVOCATION_ID"] = self.invocation
         return subprocess.run([script, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
     def calls(self) -> list[str]:
@@ -158,6 +174,11 @@ class Fake:
     def stopped_marker(self) -> Path:
         return self.run_dir / "heartbeat-stopped"
 
+    @property
+    def kept(self) -> Path:
+        """What the guard kept across heartbeat's restart ("SINCE PACKETS KEPT_AT")."""
+        return self.run_dir / Path(render.HEARTBEAT_KEPT).name
+
 
 @pytest.fixture
 def fake(tmp_path):
@@ -170,7 +191,7 @@ def fake(tmp_path):
 # ---- lvsha-heartbeat-guard ----------------------------------------------------
 
 def _not_listening(calls: list[str]) -> list[str]:
-    return [c for c in calls if not c.startswith(("systemctl show", "iptables-save", "sleep "))]
+    return [c for c in calls if not c.startswith(("systemctl show", "iptables-save", "sleep ")) and not c.endswith(" status")]
 
 
 def test_release_records_the_stop_and_gives_up_every_address_keeping_ldirectord(fake):
@@ -251,10 +272,10 @@ def test_release_ends_every_process_of_heartbeats_cgroup_before_removing_the_add
 
 
 def test_the_only_node_serving_restarts_at_once_while_its_peers_heartbeat_is_silent(fake):
-    """Maintenance on the peer (its heartbeat stopped, its machine up), then heartbeat
-    here crashes or restarts: the release still removes the addresses (a restarted
-    heartbeat would not know it holds them, and the peer might start meanwhile), but
-    the rejoin waits for nobody: no deadtime, no gateway (before: 14 s + 120 s)."""
+    """The peer's heartbeat silent, but this node's heartbeat never called it dead (no
+    record from the takeover watch): the release removes the addresses, as it must
+    when unsure, but the rejoin waits for nobody: no deadtime, no gateway (before:
+    14 s + 120 s)."""
     (fake.state / "peer-alive").unlink()
     fake.set("carries")
     assert fake.run(GUARD, "release").returncode == 0
@@ -265,6 +286,274 @@ def test_the_only_node_serving_restarts_at_once_while_its_peers_heartbeat_is_sil
     assert fake.waits() == [int(FAST["LVSHA_WARNTIME"])], fake.calls()  # the listening alone
     assert not any(c.startswith(("ping", "ip neigh")) for c in fake.calls())
     assert f"{PEER.name}'s heartbeat is silent: nobody is taking over, heartbeat starts now" in rejoined.stderr
+
+
+# ---- keeping the addresses across heartbeat's own restart --------------------
+# Maintenance on the peer (its heartbeat stopped, its machine up), then heartbeat
+# crashes on the only serving node: nobody else can take the addresses, so they stay.
+
+PEER_PACKETS = 2 * 40  # what the fake firewall counts from the peer: 40 on each of its two links (FAKES' iptables-save)
+
+
+def _peer_dead(fake, since: int = 100, packets: int = PEER_PACKETS) -> None:
+    """The takeover watch's record: heartbeat here has called the peer dead since `since`
+    (seconds since boot), when the firewall had counted `packets` of its packets."""
+    fake.run_dir.mkdir(exist_ok=True)
+    (fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name).write_text(f"{since} {packets}\n")
+    (fake.state / "peer-alive").unlink(missing_ok=True)
+
+
+def _removed(fake) -> bool:
+    return any(c.startswith("floating-ips") and c.endswith(" stop") for c in fake.calls())
+
+
+def test_a_crash_while_the_peers_heartbeat_is_dead_keeps_every_address(fake):
+    fake.set("carries")
+    _peer_dead(fake)
+    result = fake.run(GUARD, "release")  # SERVICE_RESULT=signal, no job: Restart=always starts it again
+    assert result.returncode == 0, result.stderr
+    assert (fake.state / "carries").exists() and not _removed(fake), fake.calls()
+    assert fake.kept.read_text().split()[:2] == ["100", str(PEER_PACKETS)]
+    assert not (fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name).exists()  # the next heartbeat's watch records afresh
+    (expire,) = [c for c in fake.calls() if c.startswith("systemd-run ")]
+    assert expire.endswith(f"{GUARD} expire") and f"--setenv=LVSHA_STATE_DIR={fake.run_dir}" in expire
+    assert "--no-block" in expire and "RuntimeMaxSec=" in expire
+    assert "keeping every floating address across heartbeat's restart (its process ended by itself (signal)" \
+        in result.stderr
+    # heartbeat's processes are ended all the same: none of the old chain survives
+    assert _not_listening(fake.calls())[:2] == [f"pkill -KILL -f ^/bin/sh {render.TAKEOVER_WATCH}", "pkill -KILL -f ^heartbeat: "]
+
+
+def test_a_kept_node_rejoins_at_once_with_its_addresses(fake):
+    fake.set("carries")
+    _peer_dead(fake)
+    assert fake.run(GUARD, "release").returncode == 0
+    rejoined = fake.run(GUARD, "rejoin")
+    assert rejoined.returncode == 0, rejoined.stderr
+    assert (fake.state / "carries").exists() and not _removed(fake), fake.calls()
+    assert fake.waits() == [int(FAST["LVSHA_WARNTIME"])]  # listening once more, then at once
+    assert "heartbeat starts with the floating addresses this node kept" in rejoined.stderr
+    assert fake.kept.exists()  # for the takeover watch to settle once heartbeat runs
+    # named for this start: the watch settles the addresses for the heartbeat this ExecStartPre starts only
+    assert fake.kept.read_text().split()[:2] == ["100", str(PEER_PACKETS)]
+    assert fake.kept.read_text().split()[3] == INVOCATION
+    assert fake.calls()[-1] == "lvsha-applied record heartbeat"
+
+
+def test_a_start_systemd_gives_no_invocation_id_gives_the_kept_addresses_up(fake):
+    """Without the start's name the watch could not tell its own start's lines: release."""
+    fake.set("carries")
+    _peer_dead(fake)
+    assert fake.run(GUARD, "release").returncode == 0 and fake.kept.exists()
+    fake.invocation = ""
+    rejoined = fake.run(GUARD, "rejoin")
+    assert rejoined.returncode == 0, rejoined.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert "systemd gave this start no invocation ID" in rejoined.stderr
+    assert "giving the kept addresses up" in rejoined.stderr
+
+
+def test_each_start_names_itself_in_the_record(fake):
+    """A second crash before the watch settled: the next start's rejoin names the next start."""
+    fake.set("carries")
+    _peer_dead(fake)
+    assert fake.run(GUARD, "release").returncode == 0
+    assert fake.run(GUARD, "rejoin").returncode == 0
+    assert fake.run(GUARD, "release").returncode == 0  # crashed again in its initdead: the kept record stands in
+    fake.invocation = "0" * 31 + "1"
+    assert fake.run(GUARD, "rejoin").returncode == 0
+    assert not _removed(fake) and fake.kept.read_text().split()[3] == "0" * 31 + "1"
+
+
+def test_a_systemctl_restart_keeps_the_addresses_heartbeat_left(fake):
+    """heartbeat's clean stop gives the group up itself; what a stop that had to kill it
+    left is kept when the job is a restart."""
+    fake.set("carries")
+    _peer_dead(fake)
+    fake.set("job", "4242\n")
+    fake.set("job-type", "restart\n")
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists()
+    assert "systemctl show -P JobType 4242" in fake.calls()
+    assert "(systemctl restart)" in result.stderr
+
+
+def test_an_operators_stop_releases_even_with_the_peers_heartbeat_dead(fake):
+    """`systemctl stop heartbeat` (or a shutdown): the operator wants the node out, and a
+    node keeping addresses with no heartbeat running would never give them up."""
+    fake.set("carries")
+    _peer_dead(fake)
+    fake.set("job", "4242\n")
+    fake.set("job-type", "stop\n")
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert not any(c.startswith("systemd-run") for c in fake.calls())
+    assert "holds no floating address" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["peer-packets-since", "never-called-dead", "restart-not-always", "carries-some",
+                                  "no-transient-unit", "no-count", "systemd-unreachable", "firewall-reloaded",
+                                  "count-still-for-less-than-warntime"])
+def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, case):
+    fake.set("carries")
+    # count-still-for-less-than-warntime: the watch saw the count move a moment ago (a peer
+    # shutting down still sends after its notice): not yet known dead
+    since = 100
+    if case == "count-still-for-less-than-warntime":
+        fake.env_file.write_text(fake.env_file.read_text().replace("LVSHA_WARNTIME=1\n", "LVSHA_WARNTIME=30\n"))
+        assert "LVSHA_WARNTIME=30\n" in fake.env_file.read_text()
+        since = int(_uptime()) - 2
+    _peer_dead(fake, since=since, packets=PEER_PACKETS - 3 if case == "peer-packets-since" else PEER_PACKETS)
+    if case == "never-called-dead":
+        (fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name).unlink()
+    elif case == "restart-not-always":
+        fake.set("restart-setting", "on-failure\n")
+    elif case == "carries-some":
+        (fake.state / "carries").unlink()
+    elif case == "no-transient-unit":
+        fake.set("systemd-run-fails")
+    elif case == "no-count":
+        fake.set("no-heartbeat-rule")
+    elif case == "firewall-reloaded":
+        fake.set("packets", "0")  # counters reset since the watch recorded the peer dead: fails safe, releases
+    elif case == "systemd-unreachable":
+        systemctl = fake.bin / "systemctl"
+        systemctl.write_text(systemctl.read_text().replace('show)', 'show) [ "$3" = Job ] && exit 1', 1))
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake), fake.calls()
+    assert not fake.kept.exists()
+    assert "keeping every floating address" not in result.stderr
+
+
+def test_both_heartbeats_restarting_at_once_keep_nothing_and_wait_for_nobody(fake):
+    """Item 1's tie-break holds with the keep: heartbeat restarting on both nodes at once
+    (each heard the other until then: the watch recorded no dead peer), neither keeps its
+    addresses, and neither waits for the other (its heartbeat is silent): they meet as at boot."""
+    fake.set("carries")
+    (fake.state / "peer-alive").unlink()  # the peer's heartbeat stopped at the same moment
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert not any(c.startswith("systemd-run") for c in fake.calls())
+    fake.set(f"answers-{PEER_ADDRESS}", "0")
+    rejoined = fake.run(GUARD, "rejoin")
+    assert rejoined.returncode == 0, rejoined.stderr
+    assert fake.waits() == [int(FAST["LVSHA_WARNTIME"])]  # the listening alone
+    assert f"{PEER.name}'s heartbeat is silent: nobody is taking over, heartbeat starts now" in rejoined.stderr
+
+
+def test_a_second_crash_before_the_watch_recorded_again_still_keeps(fake):
+    """The restarted heartbeat dies again in its initdead: the watch has not recorded the
+    peer dead yet, but what was kept says since when, and the count has not moved."""
+    fake.set("carries")
+    _peer_dead(fake)
+    assert fake.run(GUARD, "release").returncode == 0
+    assert fake.run(GUARD, "rejoin").returncode == 0
+    again = fake.run(GUARD, "release")
+    assert again.returncode == 0, again.stderr
+    assert not _removed(fake) and fake.kept.read_text().split()[:2] == ["100", str(PEER_PACKETS)]
+
+
+@pytest.mark.parametrize("how", ["packets-since-the-keep", "packets-while-listening", "firewall-not-loaded"])
+def test_a_kept_node_whose_peers_heartbeat_came_back_releases_at_rejoin(fake, how):
+    fake.set("carries")
+    _peer_dead(fake)
+    assert fake.run(GUARD, "release").returncode == 0
+    if how == "packets-since-the-keep":
+        fake.set("packets", "41")  # one more packet on each link
+    elif how == "packets-while-listening":
+        fake.set("peer-alive")  # the first read still counts as before, the one after warntime more
+    else:
+        (fake.state / "active-netfilter-persistent.service").unlink()
+    fake.set(f"answers-{PEER_ADDRESS}", "0")
+    fake.set(f"answers-{GATEWAY}", "0")
+    result = fake.run(GUARD, "rejoin")
+    assert _removed(fake) and not (fake.state / "carries").exists(), fake.calls()
+    assert not fake.kept.exists()
+    assert "giving the kept addresses up" in result.stderr
+    assert result.returncode == (1 if how == "firewall-not-loaded" else 0), result.stderr
+
+
+def _kept_by_release(fake) -> None:
+    fake.set("carries")
+    _peer_dead(fake)
+    assert fake.run(GUARD, "release").returncode == 0
+    assert fake.kept.exists()
+
+
+def test_expire_removes_kept_addresses_when_heartbeat_is_stopped_in_its_restart_delay(fake):
+    """`systemctl stop heartbeat` while systemd waits to restart it: systemd runs no
+    ExecStopPost then, and nothing else would ever remove the kept addresses."""
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "activating\nactivating\ninactive\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert "heartbeat was stopped (inactive) before it came back to the kept floating addresses" in result.stderr
+
+
+@pytest.mark.parametrize("job_type", ["restart", "start"])
+def test_expire_keeps_the_addresses_through_the_inactive_instant_of_a_restart(fake, job_type):
+    """`systemctl restart heartbeat` (or systemd's own restart after the delay) passes
+    through inactive between its stop and its start, its job pending (a restart, a start
+    once the stop half is done): heartbeat is coming back, the addresses stay."""
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "activating\ninactive\nactivating\nactive\n")
+    fake.set("job", "4242\n")
+    fake.set("job-type", f"{job_type}\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists(), fake.calls()
+    assert "systemctl show -P JobType 4242" in fake.calls()
+
+
+def test_expire_reads_the_state_again_when_no_job_is_left(fake):
+    """The start job completed between the state read and the job read: the second
+    read of the state sees heartbeat starting, the addresses stay."""
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "inactive\nactivating\nactive\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists(), fake.calls()
+
+
+def test_expire_removes_kept_addresses_when_a_stop_job_follows(fake):
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "failed\n")
+    fake.set("job", "4242\n")
+    fake.set("job-type", "stop\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert "heartbeat was stopped (failed) before it came back" in result.stderr
+
+
+def test_expire_leaves_the_addresses_to_heartbeat_once_it_runs(fake):
+    _kept_by_release(fake)
+    fake.set("states-heartbeat.service", "activating\nactive\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and fake.kept.exists()
+
+
+def test_expire_removes_kept_addresses_heartbeat_has_not_come_back_to_in_time(fake):
+    _kept_by_release(fake)
+    since, packets, _ = fake.kept.read_text().split()
+    fake.kept.write_text(f"{since} {packets} {int(_uptime()) - int(FAST['LVSHA_REJOIN_TIMEOUT'])}\n")
+    fake.set("states-heartbeat.service", "activating\n")
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert _removed(fake) and not fake.kept.exists()
+    assert f"has not come back to the kept floating addresses in {FAST['LVSHA_REJOIN_TIMEOUT']} s" in result.stderr
+
+
+def test_expire_with_nothing_kept_does_nothing(fake):
+    result = fake.run(GUARD, "expire")
+    assert result.returncode == 0, result.stderr
+    assert not _removed(fake) and not any(c.startswith("systemctl") for c in fake.calls())
 
 
 @pytest.mark.parametrize("rule", ["no-heartbeat-rule", "no-iptables", "counters-reset"])
@@ -524,10 +813,30 @@ def test_adopt_lets_the_next_start_keep_the_addresses_once(adopting):
     assert "heartbeat starts keeping every floating address this node carries" in result.stderr
     assert adopting.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
     assert not (adopting.run_dir / "heartbeat-adopt").exists()  # consumed
+    # recorded for this start, as kept addresses are: the takeover watch settles them alike
+    mark, packets, _, invocation = adopting.kept.read_text().split()
+    assert (mark, packets, invocation) == ("adopt", str(PEER_PACKETS), INVOCATION)
     # heartbeat stopping or restarting afterwards: the usual release
     again = adopting.run(GUARD, "rejoin")
     assert again.returncode == 0, again.stderr
     assert _released(adopting) and not (adopting.state / "carries").exists()
+
+
+def test_adopts_record_is_never_a_reason_to_keep_at_a_later_stop(adopting):
+    """Once: heartbeat crashing after the adopted start releases, the peer's heartbeat silent or not."""
+    assert adopting.run(GUARD, "rejoin").returncode == 0 and adopting.kept.exists()
+    result = adopting.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert _released(adopting) and not adopting.kept.exists()
+    assert "keeping every floating address" not in result.stderr
+
+
+def test_adopt_without_an_invocation_id_records_nothing_and_still_adopts(adopting):
+    adopting.invocation = ""
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert not _released(adopting) and not adopting.kept.exists()
+    assert "the takeover watch leaves the addresses to heartbeat" in result.stderr
 
 
 @pytest.mark.parametrize("why, said", [
@@ -588,6 +897,16 @@ def test_release_puts_conntrackd_back_to_backup_after_the_addresses_are_gone(syn
     assert result.returncode == 0, result.stderr
     calls = synced.calls()
     assert calls.index(f"floating-ips {ADDRESSES} stop") < calls.index("state stop")
+
+
+def test_a_kept_node_stays_conntrackd_primary(synced):
+    """The node keeps serving: its connection states stay committed (no backup)."""
+    synced.set("carries")
+    _peer_dead(synced)
+    result = synced.run(GUARD, "release")
+    assert result.returncode == 0, result.stderr
+    assert synced.kept.exists()
+    assert not any(c.startswith("state") for c in synced.calls())
 
 
 def test_rejoin_waits_until_the_sync_daemons_have_listened_one_refresh_period(synced):
