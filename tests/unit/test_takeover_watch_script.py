@@ -533,6 +533,29 @@ def test_heartbeat_never_saying_keeps_them_only_while_it_calls_the_peer_dead(tmp
         assert _said(calls, "heartbeat did not say in 2 s whether it carries the group ('transition')")
 
 
+@pytest.mark.parametrize("peer, back", [("dead", True), ("active", False), ("", False)])
+def test_heartbeat_never_saying_after_they_were_removed_adds_them_back_only_while_it_calls_the_peer_dead(
+        tmp_path, peer, back):
+    """Removed at the settle's start (no lines of this start), then no answer for
+    LVSHA_RSC_WAIT s: with the peer's heartbeat dead only this node can serve: added back,
+    states first; otherwise they stay removed. Said either way."""
+    fake = Fake(tmp_path, balancer=PEER)
+    fake.env_file.write_text(fake.env_file.read_text() + "LVSHA_RSC_WAIT=2\n")
+    _kept(fake, None, ["transition"])
+    fake.set("peer-status", f"{peer}\n")
+    calls = _settled(fake)
+    removed = [f"floating-ips {ADDRESSES} stop", "state stop"]
+    assert fake.actions() == (removed + ["state start", f"floating-ips {ADDRESSES} start"] if back else removed)
+    assert (fake.state / "carries").exists() == back
+    assert calls.count("cl_status rscstatus") >= 2
+    silent = "heartbeat did not say in 2 s whether it carries the group ('transition')"
+    if back:
+        assert _said(calls, f"{silent}, and {NODE.name}'s heartbeat is dead: nobody else can carry them: "
+                            "the floating addresses removed at its start added back")
+    else:
+        assert _said(calls, f"{silent}, {NODE.name}'s heartbeat is '{peer or 'unknown'}': "
+                            "the floating addresses removed at its start stay removed")
+
 
 def test_a_watch_started_again_settles_nothing_twice(tmp_path):
     """The record is claimed at the settle's start: a watch heartbeat starts again later
