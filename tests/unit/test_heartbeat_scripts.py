@@ -101,6 +101,11 @@ FAKES = {
     # two reads while the peer's heartbeat is alive ("peer-alive"), not while it is silent.
     "iptables-save": """
         echo "iptables-save $*" >> "$FAKE/calls"
+        # "rule-reads": how many more reads show heartbeat's rules (a firewall reload removes them meanwhile)
+        if [ -f "$FAKE/rule-reads" ]; then
+            left=$(cat "$FAKE/rule-reads"); echo $((left - 1)) > "$FAKE/rule-reads"
+            [ "$left" -gt 0 ] || touch "$FAKE/no-heartbeat-rule"
+        fi
         [ -f "$FAKE/no-heartbeat-rule" ] && { echo "*filter"; echo "[9:900] -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"; exit 0; }
         n=$(cat "$FAKE/packets" 2>/dev/null || echo 40)
         [ -f "$FAKE/peer-alive" ] && echo $((n + 3)) > "$FAKE/packets"
@@ -820,6 +825,20 @@ def test_adopt_lets_the_next_start_keep_the_addresses_once(adopting):
     again = adopting.run(GUARD, "rejoin")
     assert again.returncode == 0, again.stderr
     assert _released(adopting) and not (adopting.state / "carries").exists()
+
+
+def test_adopts_record_keeps_its_fields_in_place_when_the_count_cannot_be_read_again(adopting):
+    """The peer found silent (two reads), then no count to record (the firewall reloaded
+    meanwhile): a placeholder, so that the takeover watch still reads this start's
+    invocation ID in the fourth field (not the kept time in the third, which would have it
+    remove the addresses keepalived carries during the migration)."""
+    adopting.set("rule-reads", "2")
+    result = adopting.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    assert not _released(adopting)
+    mark, packets, kept_at, invocation = adopting.kept.read_text().split()
+    assert (mark, packets, invocation) == ("adopt", "-", INVOCATION)
+    assert kept_at.isdigit()
 
 
 def test_adopts_record_is_never_a_reason_to_keep_at_a_later_stop(adopting):

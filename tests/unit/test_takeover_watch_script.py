@@ -30,12 +30,14 @@ ACQUIRING = [f"[2980]: info: Resources being acquired from {PEER.name}.",
 
 FAKES = {
     # --follow: the journal, then (with "follow") it stays open as a real --follow does;
-    # one start's lines (_SYSTEMD_INVOCATION_ID=ID): that start's journal file, journal-ID
+    # one start's lines (_SYSTEMD_INVOCATION_ID=ID): that start's journal file, journal-ID,
+    # or (with "journal-slow") nothing for a minute, as a journald too busy to answer
     "journalctl": """
         echo "journalctl $*" >> "$FAKE/calls"
         case " $* " in
         *" --follow "*) cat "$FAKE/journal"; [ -f "$FAKE/follow" ] && exec sleep 60; exit 0 ;;
         esac
+        [ -f "$FAKE/journal-slow" ] && exec sleep 60
         for arg; do case $arg in _SYSTEMD_INVOCATION_ID=*) cat "$FAKE/journal-${arg#*=}" 2>/dev/null ;; esac; done
         exit 0""",
     # heartbeat's API: answers at once (the peer's status from a file; this node's resources
@@ -309,12 +311,14 @@ def _peer_heard_first(peer) -> list[str]:
             f"[2980]: info: Resources being acquired from {peer.name}."]
 
 
-def _kept(fake: Fake, lines: list[str] | None, answers: list[str], for_start: str = INVOCATION) -> Path:
+def _kept(fake: Fake, lines: list[str] | None, answers: list[str], for_start: str = INVOCATION,
+          since: str = "100 80") -> Path:
     """The guard kept the addresses for the start `for_start`; heartbeat runs as INVOCATION,
-    its syslog lines `lines` (None: none at all), rscstatus answering `answers` in turn."""
+    its syslog lines `lines` (None: none at all), rscstatus answering `answers` in turn.
+    `since`: the record's first two fields (the migration's adopt: "adopt PACKETS")."""
     fake.run_dir.mkdir(exist_ok=True)
     kept = fake.run_dir / Path(render.HEARTBEAT_KEPT).name
-    kept.write_text(f"100 80 200 {for_start}\n".replace(" \n", "\n"))
+    kept.write_text(f"{since} 200 {for_start}\n".replace(" \n", "\n"))
     fake.set("carries")
     fake.set("invocation", f"{INVOCATION}\n")
     if lines is not None:
@@ -417,6 +421,50 @@ def test_without_this_starts_lines_the_kept_addresses_leave_at_once_then_follow_
     assert (fake.state / "carries").exists() and not kept.exists()
 
 
+def _lines_asked(calls: list[str]) -> int:
+    """How many times the watch asked journald for this start's lines."""
+    return len([c for c in calls if c.startswith("journalctl") and f"_SYSTEMD_INVOCATION_ID={INVOCATION}" in c])
+
+
+def test_a_journald_that_does_not_answer_is_given_5_s_in_all_then_they_leave(tmp_path):
+    """journald too busy to answer (each journalctl would take a minute): the lines are looked
+    for 5 s from the settle's start in all, inside the owner's request delay (10 s from comm
+    up), not try after try: the first try is given the time left, and then the deadline is
+    past: removed as lines not found, before heartbeat is even asked (never two holders)."""
+    fake = Fake(tmp_path, balancer=PEER)
+    kept = _kept(fake, _peer_heard_first(NODE), ["local"])
+    fake.set("journal-slow")
+    calls = _settled(fake)
+    assert _lines_asked(calls) == 1
+    assert fake.actions() == [f"floating-ips {ADDRESSES} stop", "state stop"]
+    assert _removed_at(calls) < calls.index("cl_status rscstatus")
+    assert _said(calls, "heartbeat's own lines of this start do not say whether it took the group")
+    assert not kept.exists()
+
+
+@pytest.mark.parametrize("packets", ["80", "-"], ids=["count", "no-count"])
+def test_the_migrations_adopt_record_is_settled_as_kept_addresses_are(tmp_path, packets):
+    """lvsha-heartbeat-guard's adopt: "adopt PACKETS KEPT_AT INVOCATION" ("-" when the
+    firewall's count could not be read): heartbeat alone took the group: kept, nothing moves."""
+    fake = Fake(tmp_path, balancer=NODE)
+    kept = _kept(fake, _initdead_ran_out(PEER), ["all"], since=f"adopt {packets}")
+    calls = _settled(fake)
+    assert fake.actions() == [] and not kept.exists()
+    assert _lines_asked(calls) >= 1 and not _said(calls, "recorded for another start")
+    assert _said(calls, f"heartbeat took the group over from {PEER.name} at its start, before it heard it")
+
+
+@pytest.mark.parametrize("packets", ["80", "-"], ids=["count", "no-count"])
+def test_the_migrations_adopt_record_without_this_starts_lines_follows_heartbeats_word(tmp_path, packets):
+    fake = Fake(tmp_path, balancer=NODE)
+    _kept(fake, [], ["all"], since=f"adopt {packets}")
+    calls = _settled(fake)
+    assert _lines_asked(calls) >= 1 and not _said(calls, "recorded for another start")
+    assert _said(calls, "heartbeat's own lines of this start do not say whether it took the group")
+    assert fake.actions() == [f"floating-ips {ADDRESSES} stop", "state stop", "state start",
+                              f"floating-ips {ADDRESSES} start"]
+
+
 def test_added_back_then_let_go_they_leave_again(tmp_path):
     fake = Fake(tmp_path, balancer=PEER)
     _kept(fake, None, ["all", "transition", "none"])
@@ -483,6 +531,30 @@ def test_heartbeat_never_saying_keeps_them_only_while_it_calls_the_peer_dead(tmp
         assert _said(calls, f"the kept floating addresses stay ({NODE.name}'s heartbeat is dead")
     else:
         assert _said(calls, "heartbeat did not say in 2 s whether it carries the group ('transition')")
+
+
+@pytest.mark.parametrize("peer, back", [("dead", True), ("active", False), ("", False)])
+def test_heartbeat_never_saying_after_they_were_removed_adds_them_back_only_while_it_calls_the_peer_dead(
+        tmp_path, peer, back):
+    """Removed at the settle's start (no lines of this start), then no answer for
+    LVSHA_RSC_WAIT s: with the peer's heartbeat dead only this node can serve: added back,
+    states first; otherwise they stay removed. Said either way."""
+    fake = Fake(tmp_path, balancer=PEER)
+    fake.env_file.write_text(fake.env_file.read_text() + "LVSHA_RSC_WAIT=2\n")
+    _kept(fake, None, ["transition"])
+    fake.set("peer-status", f"{peer}\n")
+    calls = _settled(fake)
+    removed = [f"floating-ips {ADDRESSES} stop", "state stop"]
+    assert fake.actions() == (removed + ["state start", f"floating-ips {ADDRESSES} start"] if back else removed)
+    assert (fake.state / "carries").exists() == back
+    assert calls.count("cl_status rscstatus") >= 2
+    silent = "heartbeat did not say in 2 s whether it carries the group ('transition')"
+    if back:
+        assert _said(calls, f"{silent}, and {NODE.name}'s heartbeat is dead: nobody else can carry them: "
+                            "the floating addresses removed at its start added back")
+    else:
+        assert _said(calls, f"{silent}, {NODE.name}'s heartbeat is '{peer or 'unknown'}': "
+                            "the floating addresses removed at its start stay removed")
 
 
 def test_a_watch_started_again_settles_nothing_twice(tmp_path):
