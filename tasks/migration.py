@@ -391,6 +391,10 @@ def _steps_to_keepalived(cluster: Cluster, balancer: Balancer, migration: Migrat
               [f"{migrate} take-over {_takeover_timeout(cluster)} {addresses}"])
         _model_timer(cluster, balancer, first)
     if migration.runs(CONVERT_SECOND):
+        # After the reload to the model's file (this run's or an earlier one's): MASTER with
+        # everything, steadily, before anything changes on the old holder.
+        _step(f"Migration 3/4: keepalived on {first} is VRRP MASTER and carries every floating address, three "
+              f"checks in a row (at most {START_TIMEOUT} s)", first, balancer, [f"{migrate} master {START_TIMEOUT} {addresses}"])
         _step(f"Migration 3/4: heartbeat and ldirectord stopped and disabled on {second} (IPVS stays loaded)", second,
               balancer, _stopped_and_disabled(*OLD_SERVICES))
         yields = _master_with_failback(cluster, second)

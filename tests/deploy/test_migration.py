@@ -92,14 +92,15 @@ def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     release = step(f"heartbeat stops on {second}")
     take = step(f"keepalived on {first} takes every floating address")
     model_timer = step(f"keepalived on {first} given the model's master-down timer again")
+    steady = step(f"keepalived on {first} is VRRP MASTER and carries every floating address, three checks")
     stop_second = step(f"heartbeat and ldirectord stopped and disabled on {second}")
     start_second = step(f"keepalived started and enabled on {second}, joining as BACKUP")
     joined = step(f"keepalived on {second} is VRRP BACKUP")
     final = [n for n in names if n.startswith("Migration 4/4: load")]
-    order = [hold, stop_first, start_first, held, disable, arm, release, take, model_timer, stop_second, start_second,
-             joined]
+    order = [hold, stop_first, start_first, held, disable, arm, release, take, model_timer, steady, stop_second,
+             start_second, joined]
     assert [names.index(n) for n in order] == sorted(names.index(n) for n in order)
-    assert [runs_on[n] for n in order] == [first] * 4 + [second, first, second, first, first] + [second] * 3
+    assert [runs_on[n] for n in order] == [first] * 4 + [second, first, second, first, first, first] + [second] * 3
     # the node taking the group runs keepalived with the handover's master-down timer (one
     # advertisement: no VRRP peer, the hold keeps it out until the holder let go) from its
     # start until it carries the group, then the model's, by a reload, before its peer's starts

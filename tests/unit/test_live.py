@@ -374,7 +374,9 @@ def test_a_batch_runs_each_command_in_sh_and_gives_its_status_and_output(tmp_pat
     stdout, stdin empty, stderr passed through; the fakes answer batches alike."""
     script = day2.batch_script(list(BATCH.values()), "lvsha-0123")
     ran = subprocess.run(shlex.split(script), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    assert ran.returncode == 0 and ran.stderr == "why\n"
+    # each command named on stderr before it runs (a cut-off answer names where it stopped), its own stderr after
+    assert ran.returncode == 0 and ran.stderr == "".join(
+        f"lvsha-batch: {command}\n" + ("why\n" if key == "fails" else "") for key, command in BATCH.items())
     # pyinfra hands over stdout as its lines joined: no trailing newline
     assert day2.parse_batch(ran.stdout.rstrip("\n"), "lvsha-0123", list(BATCH), "x") == ANSWERS
     assert answer(script, lambda command: ANSWERS[next(k for k, c in BATCH.items() if c == command)]) == \
@@ -437,3 +439,14 @@ def test_a_heartbeat_balancer_is_read_in_two_ssh_commands_its_links_in_the_secon
     outputs = day2.read_outputs(Pair(edge, inventory=None, hosts={name: stopped}), name)
     assert len(stopped.calls) == 1 and "peer" not in outputs and "links" not in outputs
     assert set(outputs) == set(live.commands(edge))
+
+
+def test_a_batch_cut_short_names_the_command_it_stopped_in():
+    """The reviewer's case: a tool that hangs or dies mid-batch (here the batch's shell is
+    killed while it runs the second command): the error names that command."""
+    commands = {"first": "echo a", "dies": "kill -KILL $$", "never": "echo b"}
+    script = day2.batch_script(list(commands.values()), "lvsha-0123")
+    ran = subprocess.run(shlex.split(script), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    with pytest.raises(Day2Error, match=r"lb-a: reading its state failed: its answer stops half-way "
+                                        r"\(lvsha-batch: kill -KILL \$\$\)"):
+        day2.parse_batch(ran.stdout.rstrip("\n"), "lvsha-0123", list(commands), "lb-a: reading its state", ran.stderr)
