@@ -370,15 +370,22 @@ def test_each_start_names_itself_in_the_record(fake):
     assert not _removed(fake) and fake.kept.read_text().split()[3] == "0" * 31 + "1"
 
 
-def test_a_systemctl_restart_keeps_the_addresses_heartbeat_left(fake):
-    """heartbeat's clean stop gives the group up itself; what a stop that had to kill it
-    left is kept when the job is a restart."""
+def _released_with_job(fake, job_type: str):
+    """The guard's release on the node carrying everything, the peer's heartbeat dead,
+    heartbeat.service's job (4242) of `job_type`."""
     fake.set("carries")
     _peer_dead(fake)
     fake.set("job", "4242\n")
-    fake.set("job-type", "restart\n")
+    fake.set("job-type", f"{job_type}\n")
     result = fake.run(GUARD, "release")
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_systemctl_restart_keeps_the_addresses_heartbeat_left(fake):
+    """heartbeat's clean stop gives the group up itself; what a stop that had to kill it
+    left is kept when the job is a restart."""
+    result = _released_with_job(fake, "restart")
     assert not _removed(fake) and fake.kept.exists()
     assert "systemctl show -P JobType 4242" in fake.calls()
     assert "(systemctl restart)" in result.stderr
@@ -387,12 +394,7 @@ def test_a_systemctl_restart_keeps_the_addresses_heartbeat_left(fake):
 def test_an_operators_stop_releases_even_with_the_peers_heartbeat_dead(fake):
     """`systemctl stop heartbeat` (or a shutdown): the operator wants the node out, and a
     node keeping addresses with no heartbeat running would never give them up."""
-    fake.set("carries")
-    _peer_dead(fake)
-    fake.set("job", "4242\n")
-    fake.set("job-type", "stop\n")
-    result = fake.run(GUARD, "release")
-    assert result.returncode == 0, result.stderr
+    result = _released_with_job(fake, "stop")
     assert _removed(fake) and not fake.kept.exists()
     assert not any(c.startswith("systemd-run") for c in fake.calls())
     assert "holds no floating address" in result.stderr
