@@ -10,6 +10,7 @@ partition, a hung conntrackd on the taker); keepalived killed on the active node
 is test_8_keepalived's.
 """
 
+import os
 import subprocess
 import time
 
@@ -342,6 +343,10 @@ def test_kept_backup_yields_when_the_masters_heartbeat_starts_during_its_initdea
     lab.wait_settled(master)
 
 
+# The mirror of the kept backup's case, on request (LVSHA_LAB_EXTRA=1): CI's budget (~2 min);
+# passed in the lab on examples/monitored (Debian 12), and the owner's branch is tested on fakes.
+@pytest.mark.skipif(os.environ.get("LVSHA_LAB_EXTRA") != "1",
+                    reason="on request (CI's time): set LVSHA_LAB_EXTRA=1 to run it")
 @pytest.mark.heartbeat_internals
 def test_kept_master_keeps_serving_when_the_backups_heartbeat_starts_during_its_initdead(lab):
     """The mirror image: the master kept the addresses and the backup's heartbeat starts in
