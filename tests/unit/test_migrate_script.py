@@ -278,6 +278,11 @@ def test_joined_waits_for_backup_without_addresses(run):
     assert result.returncode == 1 and "VRRP MASTER, carries: 192.168.0.254/24 10.0.0.10/24" in result.stderr
 
 
+def _cidrs(specs: list[str]) -> list[str]:
+    """ADDRESS/PREFIX of each ADDRESS/PREFIX/INTERFACE argument."""
+    return [spec.rsplit("/", 1)[0] for spec in specs]
+
+
 def test_master_holds_only_for_a_steady_master_carrying_everything(run):
     """After the reload to the model's file: MASTER with every address, checked three times;
     a node that dropped to BACKUP, or lacks an address, fails naming what it saw."""
@@ -287,13 +292,13 @@ def test_master_holds_only_for_a_steady_master_carrying_everything(run):
     assert run("master", "5", *ADDRESSES)[0].returncode == 0
     (run.dir / "vrrp-state").write_text("BACKUP\n")
     result, _ = run("master", "1", *ADDRESSES)
-    assert result.returncode == 1 and "VRRP BACKUP, carries: 192.168.0.254/24 10.0.0.10/24" in result.stderr
+    assert result.returncode == 1 and f"VRRP BACKUP, carries: {' '.join(_cidrs(ADDRESSES))}" in result.stderr
     (run.dir / "vrrp-state").write_text("MASTER\n")
     for carried in run.dir.glob("addr-*"):
         carried.unlink()
     run.carry(ADDRESSES[0])
     result, _ = run("master", "1", *ADDRESSES)
-    assert result.returncode == 1 and "VRRP MASTER, carries: 192.168.0.254/24" in result.stderr
+    assert result.returncode == 1 and f"VRRP MASTER, carries: {_cidrs(ADDRESSES[:1])[0]}" in result.stderr
 
 
 @pytest.mark.parametrize("args", [[], ["held"], ["held", "soon"], ["arm", "5", "10", PORT],
