@@ -40,9 +40,10 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
     The unit's drop-in keeps keepalived off a node whose firewall did not load and
     restarts it if it dies; a runtime drop-in lvsha-migrate retire left (Restart=no: the
     script was killed while it ended keepalived) is removed before keepalived starts. heartbeat and ldirectord are not installed by this
-    engine; where they are, they are stopped and disabled (preflight.check_engine
-    refuses a pair where they run, would restart or are enabled), and stay disabled,
-    so a reboot does not start a second engine. What the model no longer has (a
+    engine; where they are, they are stopped and disabled before keepalived starts
+    (preflight.check_engine refuses a pair where they run, would restart or are
+    enabled, unless the pair is idle: no address carried, no heartbeat running), and
+    stay disabled, so a reboot does not start a second engine. What the model no longer has (a
     virtual service, an address) does not outlive it.
 
     On a pair migrating from heartbeat (`migrating`, tasks/migration.py), keepalived is
@@ -75,6 +76,10 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
         )
         migration.operations(cluster, balancer, migrating)
     else:
+        # Stopped (an idle pair's ldirectord: migration.plan) before keepalived starts, and off at boot.
+        for service in migration.OLD_SERVICES:
+            unit(name=f"{service} is stopped and not enabled (engine keepalived)", service=service, running=False,
+                 enabled=False)
         clear_left_hold(cluster, balancer)
         _start_or_reload(written, stale)
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
@@ -117,7 +122,7 @@ def clear_left_hold(cluster: Cluster, balancer: Balancer):
 
 
 def _start_or_reload(written, stale):
-    """keepalived running and enabled, reloaded for a new file; heartbeat and ldirectord disabled."""
+    """keepalived running and enabled, reloaded for a new file."""
     started = unit(name="keepalived runs on both balancers, enabled at boot", service="keepalived",
                    running=True, enabled=True)
     server.shell(
@@ -126,5 +131,3 @@ def _start_or_reload(written, stale):
         # One just started has read the new file already.
         _if=lambda: not started.did_change() and (stale or written.did_change()),
     )
-    for service in ("heartbeat", "ldirectord"):
-        unit(name=f"{service} is not enabled (engine keepalived)", service=service, enabled=False)

@@ -114,6 +114,7 @@ STOPPED_STATES = ("dead", "failed")
 # Each engine's services (preflight.ENGINE_SERVICES; the lab's tests read them too).
 ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
 OTHER_ENGINE = {"heartbeat": "keepalived", "keepalived": "heartbeat"}
+MOVERS = ("heartbeat", "keepalived")  # each engine's service that moves the floating addresses
 OLD_SERVICES = ENGINE_SERVICES["heartbeat"]  # what the migration to keepalived leaves
 # Stages of each migration (by the engine it goes to), in order; a run starts at the one the pair has reached.
 CONVERT_FIRST, HANDOVER, CONVERT_SECOND = "convert-first", "handover", "convert-second"
@@ -149,6 +150,14 @@ class Node:
     def off(self, engine: str) -> bool:
         """None of `engine`'s services runs, is about to, or starts at boot."""
         return not any(self.live(s) for s in ENGINE_SERVICES[engine])
+
+    @property
+    def idle(self) -> bool:
+        """Carries no floating address of the model, and neither engine's address-moving
+        service (heartbeat, keepalived) runs or is about to here: on an idle pair nobody
+        serves and nothing can take an address while the model's engine is installed (the
+        other's may be enabled, ldirectord may run: packages installed, never configured)."""
+        return self.carried == 0 and not any(self.runs(s) for s in MOVERS)
 
     @property
     def off_heartbeat(self) -> bool:
@@ -210,12 +219,17 @@ def _key(ip: FloatingIP) -> tuple[str, str]:
 
 def plan(cluster: Cluster) -> Migration | None:
     """The migration this run makes, from both nodes' facts: None when there is none to
-    make (no node runs, would run or starts at boot a service of the other engine: the
-    model's engine's own deploy), or a DeployError naming each node's state and what to do."""
+    make (no node runs, would run or starts at boot a service of the other engine; or the
+    pair is idle, Node.idle: the model's engine's own deploy), or a DeployError naming each
+    node's state and what to do."""
     nodes = [read_node(cluster, b) for b in cluster.balancers]
     total = len(cluster.floating_ips())
     old = OTHER_ENGINE[cluster.engine]
     if all(n.off(old) for n in nodes):
+        return None
+    if all(n.idle for n in nodes):
+        # Nothing to hand over: the engine's deploy stops and disables the other engine's
+        # services before it starts its own (a fresh install where both are installed).
         return None
     holders = [n for n in nodes if n.carried == total]
     others = [n for n in nodes if n.carried == 0]

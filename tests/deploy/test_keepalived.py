@@ -160,7 +160,7 @@ def test_the_other_engine_stays_disabled_whatever_passed_the_check(cluster, monk
     for service in ("heartbeat", "ldirectord"):
         machine.running[f"{service}.service"], machine.enabled[f"{service}.service"] = False, True
     changes = changing(_director(cluster, machine))
-    assert changes == {f"{s} is not enabled (engine keepalived)": [f"systemctl disable {s}.service"]
+    assert changes == {f"{s} is stopped and not enabled (engine keepalived)": [f"systemctl disable {s}.service"]
                        for s in ("heartbeat", "ldirectord")}
     on_heartbeat = replace(cluster, engine="heartbeat")
     machine = _converged(on_heartbeat, on_heartbeat.master)

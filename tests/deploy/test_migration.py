@@ -255,6 +255,59 @@ def _refused(cluster, machines, *texts):
             assert text in message
 
 
+def _installed_never_configured(cluster, balancer, engine):
+    """A balancer with `engine`'s packages installed as Debian's postinst leaves them (the
+    mover enabled and failed for want of a configuration, ldirectord running on its
+    default), carrying nothing, converged otherwise on `cluster`'s engine: not started yet."""
+    m = _machine(cluster, balancer)
+    for service in migration.ENGINE_SERVICES[engine]:
+        m.packages.add(service)
+        m.enabled[f"{service}.service"] = True
+        m.running[f"{service}.service"] = service == "ldirectord"
+        if service in migration.MOVERS:
+            m.states[f"{service}.service"] = "failed"
+    for service in migration.ENGINE_SERVICES[cluster.engine]:
+        m.running[f"{service}.service"], m.enabled[f"{service}.service"] = False, False
+    return m
+
+
+@pytest.mark.parametrize("to", ["keepalived", "heartbeat"])
+def test_an_idle_pair_with_the_other_engine_installed_is_a_fresh_install(models, to):
+    """Nobody carries an address and neither engine's mover runs (the other engine's
+    packages installed, never configured): no migration; the other engine's services are
+    stopped and disabled, on keepalived before keepalived starts."""
+    cluster = models[1] if to == "keepalived" else models[0]
+    other = migration.OTHER_ENGINE[to]
+    machines = {b.name: _installed_never_configured(cluster, b, other) for b in cluster.balancers}
+    for name in machines:
+        ops = _plan(cluster, machines, name)
+        names = [op.name for op in ops]
+        assert not _migration_ops(ops)
+        changes = changing(ops)
+        if to == "keepalived":
+            stops = {f"{s} is stopped and not enabled (engine keepalived)": [f"systemctl stop {s}.service"] * (
+                s == "ldirectord") + [f"systemctl disable {s}.service"] for s in migration.OLD_SERVICES}
+            assert {k: changes[k] for k in stops} == stops
+            start = names.index("keepalived runs on both balancers, enabled at boot")
+            assert all(names.index(k) < start for k in stops)
+        else:
+            assert changes["keepalived is not enabled (engine heartbeat)"] == ["systemctl disable keepalived.service"]
+
+
+@pytest.mark.parametrize("to", ["keepalived", "heartbeat"])
+def test_a_pair_whose_old_mover_runs_on_either_node_is_not_idle(models, to):
+    """The same pair with the other engine's mover running on one node (a heartbeat in its
+    initdead, a keepalived in BACKUP), though it carries nothing yet: refused, as any pair
+    without one holder."""
+    cluster = models[1] if to == "keepalived" else models[0]
+    other = migration.OTHER_ENGINE[to]
+    machines = {b.name: _installed_never_configured(cluster, b, other) for b in cluster.balancers}
+    mover = f"{migration.ENGINE_SERVICES[other][0]}.service"
+    machines[cluster.master.name].states.pop(mover)
+    machines[cluster.master.name].running[mover] = True
+    _refused(cluster, machines, "one balancer carrying every floating address and the other none")
+
+
 @pytest.mark.parametrize("holders", [(), ("balancer1", "balancer2"), ("split",)])
 def test_a_pair_without_one_holder_is_refused(reference, holders):
     on_keepalived = replace(reference, engine="keepalived")
