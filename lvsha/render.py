@@ -76,10 +76,6 @@ LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
 # script security accepts it), and the sha1 of the file it runs with.
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_BINARY = "/usr/sbin/keepalived"  # Debian's
-# keepalived's own check of a file (`{}`: the file), bounded; any non-zero exit is a
-# failure (2.2.7 reports configuration errors with 3 to 5, 124 is the time limit).
-KEEPALIVED_CHECK_TIMEOUT = 60
-KEEPALIVED_CHECK = f"timeout {KEEPALIVED_CHECK_TIMEOUT} {KEEPALIVED_BINARY} -t -f {{}}"
 KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/lvsha.conf"
 KEEPALIVED_PROGRAM = "/usr/local/sbin/lvsha-keepalived"
 KEEPALIVED_CONNTRACKD_SCRIPT = "/usr/local/sbin/lvsha-conntrackd"
@@ -104,6 +100,17 @@ KEEPALIVED_FAILOVER_TRACK = "lvsha_failover"
 # before keepalived starts (keepalived ignores a track file whose directory is missing).
 KEEPALIVED_HOLD_FILE = "/var/lib/lvsha/vrrp-hold"
 KEEPALIVED_HOLD_TRACK = "lvsha_hold"
+# The directories of keepalived.conf's track files: keepalived ignores a track file whose
+# directory is missing when it starts or reloads, and 2.3.3's `keepalived -t` dies of it
+# (realpath() error, then SIGSEGV: exit 139, seen on a fresh Debian 13 install).
+KEEPALIVED_TRACK_DIRS = tuple(sorted({str(PurePosixPath(f).parent)
+                                      for f in (KEEPALIVED_FAILOVER_FILE, KEEPALIVED_HOLD_FILE)}))
+# keepalived's own check of a file (`{}`: the file), bounded, the track files' directories
+# made first; any non-zero exit is a failure (2.2.7 reports configuration errors with 3
+# to 5, 124 is the time limit).
+KEEPALIVED_CHECK_TIMEOUT = 60
+KEEPALIVED_CHECK = (f"mkdir -p {' '.join(KEEPALIVED_TRACK_DIRS)} && "
+                    f"timeout {KEEPALIVED_CHECK_TIMEOUT} {KEEPALIVED_BINARY} -t -f {{}}")
 # The master-down timer, in advertisements, of the node converted first while the live
 # migration from heartbeat hands the group over to it (keepalived_conf's handover
 # rendering): it leaves FAULT (the hold cleared) for BACKUP and, hearing no VRRP peer (the
@@ -529,7 +536,7 @@ def keepalived_files(cluster: Cluster, balancer: Balancer, handover: bool = Fals
         "keepalived-dropin.conf.j2", cluster, sync_units=sync_units, program=KEEPALIVED_PROGRAM, binary=KEEPALIVED_BINARY,
         config=KEEPALIVED_CONF, applied=KEEPALIVED_APPLIED, restart_delay=RESTART_DELAY,
         render_live=f"{DRAIN_SCRIPT} --engine keepalived render", live=KEEPALIVED_LIVE_CONF,
-        hold_dir=str(PurePosixPath(KEEPALIVED_HOLD_FILE).parent))))
+        track_dirs=" ".join(KEEPALIVED_TRACK_DIRS))))
     files.append(keepalived_conf(cluster, balancer, handover))
     return files
 

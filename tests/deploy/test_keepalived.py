@@ -83,7 +83,10 @@ def test_keepalived_conf_is_checked_on_the_host_before_it_replaces_the_running_o
     staged = f"{render.KEEPALIVED_CONF}.lvsha-new"
     commands = changes[CONF_OP]
     check = KEEPALIVED_CHECK.replace("{}", staged)
-    assert check.split()[:3] == ["timeout", "60", "/usr/sbin/keepalived"] and check.split()[3:] == ["-t", "-f", staged]
+    # the track files' directories made first (2.3.3's -t dies of one missing), then keepalived's own check, bounded
+    made, checked = check.split(" && ")
+    assert made.split() == ["mkdir", "-p", *render.KEEPALIVED_TRACK_DIRS]
+    assert checked.split()[:3] == ["timeout", "60", "/usr/sbin/keepalived"] and checked.split()[3:] == ["-t", "-f", staged]
     upload = next(i for i, c in enumerate(commands) if "FileUploadCommand" in c)
     assert staged in commands[upload].split(" via ")[0]
     # uploaded beside it, checked there, and only then renamed: pyinfra stops at a failed

@@ -291,7 +291,7 @@ def test_keepalived_runs_the_deployed_file_with_the_drained_reals_at_weight_0(re
     start = next(line for line in dropin if line.startswith("ExecStart=/"))
     assert f"-f {render.KEEPALIVED_LIVE_CONF}" in start
     reloads = [line.removeprefix("ExecReload=") for line in dropin if line.startswith("ExecReload=")]
-    assert reloads == ["", f"/bin/mkdir -p {Path(render.KEEPALIVED_HOLD_FILE).parent}", render_live, "/bin/kill -HUP $MAINPID",
+    assert reloads == ["", f"/bin/mkdir -p {' '.join(render.KEEPALIVED_TRACK_DIRS)}", render_live, "/bin/kill -HUP $MAINPID",
                        f"-{render.KEEPALIVED_PROGRAM} record {render.KEEPALIVED_CONF} {render.KEEPALIVED_APPLIED}"]
 
 
@@ -338,7 +338,7 @@ def test_the_hold_is_a_persistent_tracked_file_of_weight_0(model):
         assert _block(instance, "\ttrack_file").split()[2:4] == [render.KEEPALIVED_FAILOVER_TRACK,
                                                                   render.KEEPALIVED_HOLD_TRACK]
     dropin = _files(cluster, cluster.master.name)[render.KEEPALIVED_DROPIN].content.splitlines()
-    mkdir = f"/bin/mkdir -p {Path(render.KEEPALIVED_HOLD_FILE).parent}"
+    mkdir = f"/bin/mkdir -p {' '.join(render.KEEPALIVED_TRACK_DIRS)}"
     for key in ("ExecStartPre", "ExecReload"):
         lines = [line for line in dropin if line.startswith(f"{key}=")]
         assert f"{key}={mkdir}" in lines
@@ -416,12 +416,17 @@ def _keepalived() -> str:
 
 # keepalived -t checks that the interfaces and the scripts exist: it runs in a network
 # namespace with the model's interfaces (veth pairs) and a mount namespace where
-# /usr/local/sbin holds lvsha's program as the deploy installs it (root's, 0755).
+# /usr/local/sbin holds lvsha's program as the deploy installs it (root's, 0755), and
+# /run and /var/lib are empty, as on a host lvsha never ran on (no track file's
+# directory: 2.3.3's -t dies of it). The command is the deploy's own check
+# (render.KEEPALIVED_CHECK), this keepalived in place of Debian's.
 CHECK = """set -e
 for interface in $INTERFACES; do ip link add "$interface" type veth peer name "p-$interface"; done
 mount -t tmpfs -o mode=755 tmpfs /usr/local/sbin
+mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs -o mode=755 tmpfs /var/lib
 install -m 755 "$PROGRAM" /usr/local/sbin/
-"$KEEPALIVED" -t -f "$CONFIG"
+eval "$DEPLOY_CHECK"
 """
 
 
@@ -433,7 +438,8 @@ def _check(keepalived, cluster, balancer, tmp_path, content=None):
     interfaces = sorted({i for i, _ in cluster.own_addresses(balancer)})
     return subprocess.run(["unshare", "-n", "-m", "--propagation", "private", "sh", "-c", CHECK],
                           env={**os.environ, "INTERFACES": " ".join(interfaces), "PROGRAM": str(program),
-                               "KEEPALIVED": keepalived, "CONFIG": str(config)},
+                               "DEPLOY_CHECK": render.KEEPALIVED_CHECK.replace(render.KEEPALIVED_BINARY, keepalived)
+                               .replace("{}", str(config))},
                           capture_output=True, text=True, timeout=60)
 
 
@@ -443,6 +449,7 @@ def test_keepalived_accepts_every_rendering(model, tmp_path):
     for balancer in cluster.balancers:
         result = _check(keepalived, cluster, balancer, tmp_path)
         assert result.returncode == 0, f"{balancer.name}: keepalived -t exited {result.returncode}: {result.stderr}"
+        assert "realpath() error" not in result.stderr, f"{balancer.name}: a track file's directory is missing"
         handover = render.keepalived_conf(cluster, balancer, handover=True).content  # the live migration's
         result = _check(keepalived, cluster, balancer, tmp_path, handover)
         assert result.returncode == 0, f"{balancer.name} (handover): keepalived -t exited {result.returncode}: {result.stderr}"
@@ -513,4 +520,31 @@ def test_keepalived_accepts_the_file_it_runs_with_a_drained_host_and_a_failover_
     content = live.read_text()
     assert content.count("\t\tweight 0    # lvsha-drain ") == 2
     result = _check(keepalived, cluster, cluster.master, tmp_path, content)
+    assert result.returncode == 0, result.stderr
+
+
+# keepalived 2.3.3 (Debian 13) as it meets a track file whose directory is missing:
+# realpath() fails and `keepalived -t` dies (SIGSEGV, exit 139; seen on a fresh install).
+TRACK_FILE_DIRS_CHECKED = """#!/bin/sh
+for config; do :; done
+sed -n 's/^[[:space:]]*file "\\(.*\\)"$/\\1/p' "$config" | while read -r file; do
+    [ -d "${file%/*}" ] || { echo "realpath() error 2 (No such file or directory) for $file" >&2; exit 139; }
+done
+"""
+
+
+def test_the_deploys_check_makes_the_track_files_directories_first(model, tmp_path):
+    """On a host lvsha never ran on (/run and /var/lib empty), the deploy's check of
+    keepalived.conf (render.KEEPALIVED_CHECK) passes a keepalived that, as 2.3.3 does,
+    dies of a track file whose directory is missing: it makes them first."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("runs in a namespace of its own: needs root and unshare")
+    fake = tmp_path / "keepalived"
+    fake.write_text(TRACK_FILE_DIRS_CHECKED)
+    fake.chmod(0o755)
+    _, cluster = model
+    balancer = cluster.balancers[0]
+    tracked = [line.split('"')[1] for line in _conf(cluster, balancer).splitlines() if line.strip().startswith("file ")]
+    assert sorted({str(Path(f).parent) for f in tracked}) == list(render.KEEPALIVED_TRACK_DIRS)
+    result = _check(str(fake), cluster, balancer, tmp_path)
     assert result.returncode == 0, result.stderr
