@@ -29,16 +29,19 @@ address:
    disabled on the holder (it still runs and holds the group, but a reboot there no
    longer starts it); a watch is armed on the node converted first that clears the
    hold once the holder has let go (no floating address answers ARP, and its heartbeat
-   has been silent for deadtime); heartbeat stops on the holder (its guard gives every
-   address up, checked there), and the node converted first takes them (hold cleared
-   once no floating address answers ARP there either, VRRP MASTER one advertisement and
-   the skew later): the one interruption, the holder's release, pyinfra's next
-   operation and that timer; then keepalived there gets the model's keepalived.conf
-   (its deadtime) by a reload, before any VRRP peer runs: the instance stays MASTER and
-   keeps every address (_model_timer);
-3. on the old holder: ldirectord stopped and disabled, keepalived started and enabled
-   without hold, joining as BACKUP (with auto_failback on and this node the model's
-   master, with `lvsha failover`'s request set, so that it does not preempt: one move);
+   has been silent for deadtime); heartbeat's stop begun on the holder, the step done
+   once the holder carries no floating address and its heartbeat is stopping (it gives
+   its group up early in its stop; the rest of the stop is not waited for there), and
+   the node converted first takes them (hold cleared once no floating address answers
+   ARP there either, VRRP MASTER one advertisement and the skew later): the one
+   interruption, the holder's release, pyinfra's next operation and that timer; then
+   keepalived there gets the model's keepalived.conf (its deadtime) by a reload, before
+   any VRRP peer runs: the instance stays MASTER and keeps every address (_model_timer);
+3. on the old holder: the end of heartbeat's stop waited for (bounded; the run stops
+   there, naming heartbeat's state, when it does not end), ldirectord stopped and
+   disabled, keepalived started and enabled without hold, joining as BACKUP (with
+   auto_failback on and this node the model's master, with `lvsha failover`'s request
+   set, so that it does not preempt: one move);
 4. both: the firewall without heartbeat's rules (it accepted heartbeat and VRRP both
    while the pair migrated).
 
@@ -111,6 +114,9 @@ from tasks.rendered import put, rendered_file
 
 # The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
 STOPPED_STATES = ("dead", "failed")
+# The SubStates of a service whose stop runs (systemd's "deactivating").
+STOPPING_STATES = ("stop", "stop-sigterm", "stop-sigkill", "stop-post", "final-sigterm", "final-sigkill",
+                   "stop-watchdog", "final-watchdog")
 # Each engine's services (preflight.ENGINE_SERVICES; the lab's tests read them too).
 ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
 OTHER_ENGINE = {"heartbeat": "keepalived", "keepalived": "heartbeat"}
@@ -121,8 +127,9 @@ CONVERT_FIRST, HANDOVER, CONVERT_SECOND = "convert-first", "handover", "convert-
 LEAVE_FIRST, SWAP, JOIN = "leave-first", "swap", "join"
 STAGES = {"keepalived": (CONVERT_FIRST, HANDOVER, CONVERT_SECOND), "heartbeat": (LEAVE_FIRST, SWAP, JOIN)}
 # s a step's wait may take: keepalived's start; heartbeat's bounded stop (2 x 30 s) and
-# its guard; the watch's life (the handover's steps and pyinfra's between them);
-# keepalived's processes ending once killed.
+# its guard (the release's wait for the addresses to go, and step 3's for the stop's end);
+# the watch's life (the handover's steps and pyinfra's between them); keepalived's
+# processes ending once killed.
 START_TIMEOUT = 60
 RELEASE_TIMEOUT = 2 * render.STOP_TIMEOUT + 30
 WATCH_TIMEOUT = RELEASE_TIMEOUT + 120
@@ -142,6 +149,10 @@ class Node:
 
     def runs(self, service: str) -> bool:
         return self.units[service]["state"] not in STOPPED_STATES
+
+    def stopping(self, service: str) -> bool:
+        """Its stop runs (systemd's SubStates of a deactivating service)."""
+        return self.units[service]["state"] in STOPPING_STATES
 
     def live(self, service: str) -> bool:
         """Runs, is about to, or starts at boot."""
@@ -288,6 +299,12 @@ def _to_keepalived(cluster: Cluster, nodes: list[Node], total: int, holder: Node
                     f"lacks {', '.join(other.ipvs_missing)}: check ldirectord there (journalctl -u ldirectord)")
         return Migration(other.name, holder.name, HANDOVER if other.converted else CONVERT_FIRST)
     if holder.converted:
+        if other.stopping("heartbeat"):
+            # A run that died after the handover, before step 3 waited for the end of the release's stop.
+            _refuse(engine, nodes, total, f"heartbeat on {other.name} is still stopping "
+                    f"({other.units['heartbeat']['state']}) while {holder.name} carries the addresses on keepalived: "
+                    f"deploy again once its stop has ended (`systemctl is-active heartbeat` on {other.name} says "
+                    f"inactive or failed; systemd kills it after TimeoutStopSec)")
         if other.runs("heartbeat"):
             _refuse(engine, nodes, total, f"heartbeat runs on {other.name} while {holder.name} carries the "
                     f"addresses on keepalived: heartbeat there would take them too; `systemctl disable --now heartbeat` "
@@ -397,8 +414,11 @@ def _steps_to_keepalived(cluster: Cluster, balancer: Balancer, migration: Migrat
               f"its heartbeat is silent for {deadtime} s (armed for {WATCH_TIMEOUT} s)", first, balancer,
               # the addresses with the internal gateway first (floating_ips): the one probed every round
               [f"{migrate} arm {WATCH_TIMEOUT} {deadtime} {HEARTBEAT_UDP_PORT} {addresses}"])
+        # Returns once the addresses are gone and heartbeat is stopping, not at the end of its
+        # stop (seconds later): the take-over follows at once; step 3 waits for that end.
         _step(f"Migration 2/4: heartbeat stops on {second}, which gives every floating address up (the interruption "
-              f"begins; at most {RELEASE_TIMEOUT} s)", second, balancer, [f"{migrate} release {RELEASE_TIMEOUT} {addresses}"])
+              f"begins): done once {second} carries none and its heartbeat is stopping (at most {RELEASE_TIMEOUT} s)",
+              second, balancer, [f"{migrate} release {RELEASE_TIMEOUT} {addresses}"])
         _step(f"Migration 2/4: keepalived on {first} takes every floating address once none answers ARP (the "
               f"interruption ends after its handover master-down timer, {render.KEEPALIVED_HANDOVER_DOWN_ADVERTS} x "
               f"{cluster.heartbeat.keepalive} s and the skew; at most {_takeover_timeout(cluster)} s)", first, balancer,
@@ -409,8 +429,11 @@ def _steps_to_keepalived(cluster: Cluster, balancer: Balancer, migration: Migrat
         # everything, steadily, before anything changes on the old holder.
         _step(f"Migration 3/4: keepalived on {first} is VRRP MASTER and carries every floating address, three "
               f"checks in a row (at most {START_TIMEOUT} s)", first, balancer, [f"{migrate} master {START_TIMEOUT} {addresses}"])
-        _step(f"Migration 3/4: heartbeat and ldirectord stopped and disabled on {second} (IPVS stays loaded)", second,
-              balancer, _stopped_and_disabled(*OLD_SERVICES))
+        # heartbeat's stop, begun by the release, ended (its guard's ExecStopPost run) before
+        # anything here rests on it: keepalived starts here next.
+        _step(f"Migration 3/4: heartbeat and ldirectord stopped and disabled on {second} (heartbeat's stop, begun at the "
+              f"handover, ended: at most {RELEASE_TIMEOUT} s; IPVS stays loaded)", second, balancer,
+              [f"{migrate} stopped {RELEASE_TIMEOUT} {addresses}", *_stopped_and_disabled(*OLD_SERVICES)])
         yields = _master_with_failback(cluster, second)
         _step(f"Migration 3/4: keepalived started and enabled on {second}, joining as BACKUP"
               + (f" (it yields to {first}: `lvsha failover --to {second}` moves the group back)" if yields else ""),

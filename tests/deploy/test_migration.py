@@ -122,7 +122,13 @@ def test_heartbeat_to_keepalived_backup_first_one_handover(models):
     assert commands[hold] == [f"{render.KEEPALIVED_PROGRAM} hold 1"]
     assert commands[start_first] == ["systemctl enable keepalived.service", "systemctl start keepalived.service"]
     addresses = " ".join(render.floating_ips_arguments(on_keepalived))
+    # the release returns once the holder carries nothing and its heartbeat is stopping; the
+    # end of that stop is waited for (bounded) on the old holder before anything changes there
     assert commands[release] == [f"{render.MIGRATE_SCRIPT} release {migration.RELEASE_TIMEOUT} {addresses}"]
+    assert "heartbeat is stopping" in release
+    assert commands[stop_second] == [f"{render.MIGRATE_SCRIPT} stopped {migration.RELEASE_TIMEOUT} {addresses}",
+                                     "systemctl disable heartbeat.service ldirectord.service",
+                                     "systemctl stop heartbeat.service ldirectord.service"]
     assert commands[take][0].startswith(f"{render.MIGRATE_SCRIPT} take-over ") and commands[take][0].endswith(addresses)
     # the watch is armed once heartbeat on the holder no longer starts at boot; it clears the
     # hold only when no floating address answers (the gateway first: probed every round) and
@@ -205,8 +211,9 @@ def test_a_run_that_died_after_the_handover_converts_the_old_holder(models):
     steps = [op.name for op in _migration_ops(ops)]
     assert all(s.startswith(("Migration 3/4", "Migration 4/4")) for s in steps)
     assert f"keepalived started and enabled on {second.name}, joining as BACKUP" in " ".join(steps)
-    assert changing(ops)[f"Migration 3/4: heartbeat and ldirectord stopped and disabled on {second.name} "
-                         "(IPVS stays loaded)"]
+    addresses = " ".join(render.floating_ips_arguments(on_keepalived))
+    (stop,) = [n for n in steps if f"heartbeat and ldirectord stopped and disabled on {second.name}" in n]
+    assert changing(ops)[stop][0] == f"{render.MIGRATE_SCRIPT} stopped {migration.RELEASE_TIMEOUT} {addresses}"
 
 
 def test_a_run_that_died_before_the_handovers_last_step_gives_the_new_holder_the_models_timer(models):
@@ -364,6 +371,19 @@ def test_heartbeat_beside_a_keepalived_holder_is_refused(reference):
                 second.name: _machine(reference, second)}
     _refused(on_keepalived, machines, f"heartbeat runs on {second.name} while {first.name} carries the addresses",
              "systemctl disable --now heartbeat")
+
+
+def test_heartbeat_still_stopping_beside_a_keepalived_holder_is_refused_naming_its_stop(reference):
+    """A run that died after the handover, while the release's stop of heartbeat still ran on the
+    old holder (the release does not wait for its end; step 3 does)."""
+    on_keepalived = replace(reference, engine="keepalived")
+    first, second = reference.peer(reference.master), reference.master
+    old = _machine(reference, second)
+    old.enabled["heartbeat.service"] = False
+    old.states["heartbeat.service"] = "stop-sigterm"
+    machines = {first.name: _keepalived_node(on_keepalived, first, reference, holds=True), second.name: old}
+    _refused(on_keepalived, machines, f"heartbeat on {second.name} is still stopping (stop-sigterm) while "
+             f"{first.name} carries the addresses on keepalived: deploy again once its stop has ended")
 
 
 def test_a_peer_out_of_the_run_is_refused(reference):

@@ -25,9 +25,14 @@ def run(tmp_path):
     fake_programs(tmp_path, {
         # systemctl: calls recorded (not the reads); `is-active keepalived` answers from
         # $FAKE/active while a process of $FAKE/pids lives (when it lists any), `is-active heartbeat`
-        # from $FAKE/active-heartbeat; `stop heartbeat` removes the addresses (the guard's release)
-        # unless $FAKE/stuck exists; `start heartbeat` makes it active (and removes the addresses
-        # with $FAKE/released: its guard released them); keepalived's cgroup is named while a
+        # from $FAKE/active-heartbeat; `stop heartbeat` (waiting for the whole stop) removes the
+        # addresses (heartbeat's release, its guard's) unless $FAKE/stuck exists, and leaves it
+        # inactive; `stop --no-block heartbeat` fails with $FAKE/stop-refused, or begins the stop:
+        # the addresses removed (unless $FAKE/stuck), heartbeat deactivating (stop-sigterm) for as
+        # many more reads of its ActiveState as $FAKE/stop-tail says (none: its stop never ends;
+        # $FAKE/stopping-heartbeat counts them down, gone once it ended), or, with $FAKE/stop-undone,
+        # still active (a restart took the stop's place); `start heartbeat` makes it active (and
+        # removes the addresses with $FAKE/released: its guard released them); keepalived's cgroup is named while a
         # process of it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists,
         # unless $FAKE/restart-stays. keepalived stays active for as many more `is-active` as
         # $FAKE/lingers says once its processes ended (systemd not done with it yet), the first
@@ -45,6 +50,18 @@ def run(tmp_path):
                                   *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; } ;; esac
                        exit $? ;;
             show) case "$*" in
+                  *ActiveState*heartbeat*)
+                      if [ -f "$FAKE/stopping-heartbeat" ]; then
+                          n=$(cat "$FAKE/stopping-heartbeat")
+                          if [ "$n" = never ]; then echo deactivating
+                          elif [ "$n" -gt 0 ]; then echo $((n - 1)) > "$FAKE/stopping-heartbeat"; echo deactivating
+                          else rm -f "$FAKE/stopping-heartbeat"; echo inactive; fi
+                      elif [ -f "$FAKE/active-heartbeat" ]; then echo active
+                      else echo inactive; fi ;;
+                  *SubState*heartbeat*)
+                      if [ -f "$FAKE/stopping-heartbeat" ]; then echo stop-sigterm
+                      elif [ -f "$FAKE/active-heartbeat" ]; then echo running
+                      else echo dead; fi ;;
                   *ControlGroup*) alive && echo /system.slice/keepalived.service || echo ;;
                   *MainPID*) echo "main $*" >> "$FAKE/reads"; head -n 1 "$FAKE/pids" 2>/dev/null || echo 0 ;;
                   *Restart*) [ -f "$RUNTIME/keepalived.service.d/zz-lvsha-migrate.conf" ] && [ ! -f "$FAKE/restart-stays" ] \
@@ -54,7 +71,16 @@ def run(tmp_path):
             esac
             echo "systemctl $*" >> "$FAKE/calls"
             case "$1" in
-            stop) [ "$2" = heartbeat.service ] && [ ! -f "$FAKE/stuck" ] && rm -f "$FAKE"/addr-* ;;
+            stop) if [ "$2 $3" = "--no-block heartbeat.service" ]; then
+                      [ -f "$FAKE/stop-refused" ] && exit 1
+                      [ -f "$FAKE/stuck" ] || rm -f "$FAKE"/addr-*
+                      [ -f "$FAKE/stop-undone" ] && exit 0
+                      rm -f "$FAKE/active-heartbeat"
+                      cat "$FAKE/stop-tail" > "$FAKE/stopping-heartbeat" 2>/dev/null || echo never > "$FAKE/stopping-heartbeat"
+                  elif [ "$2" = heartbeat.service ]; then
+                      rm -f "$FAKE/active-heartbeat" "$FAKE/stopping-heartbeat"
+                      [ -f "$FAKE/stuck" ] || rm -f "$FAKE"/addr-*
+                  fi ;;
             start) [ "$2" = heartbeat.service ] && touch "$FAKE/active-heartbeat" && [ -f "$FAKE/released" ] && rm -f "$FAKE"/addr-* ;;
             esac
             true""",
@@ -159,20 +185,76 @@ def test_held_fails_naming_what_it_found(run, wrong):
         assert "hold 0" in result.stderr
 
 
-def test_release_disables_and_stops_heartbeat_and_waits_until_nothing_is_left(run):
+def _heartbeat_holding(run):
+    (run.dir / "active-heartbeat").touch()
     run.carry(*ADDRESSES)
+
+
+def test_release_returns_once_nothing_is_left_while_heartbeats_stop_goes_on(run):
+    """heartbeat gives its group up early in its stop: the release does not wait for the
+    stop's tail (`stopped` does, later), so that the peer's take-over follows at once."""
+    _heartbeat_holding(run)
     result, calls = run("release", "5", *ADDRESSES)
     assert result.returncode == 0, result.stderr
-    assert calls == ["systemctl disable --quiet heartbeat.service", "systemctl stop heartbeat.service"]
-    assert "every floating address given up after" in result.stderr
+    assert calls == ["systemctl disable --quiet heartbeat.service", "systemctl stop --no-block heartbeat.service"]
+    assert "heartbeat stopping, every floating address given up after" in result.stderr
+    assert (run.dir / "stopping-heartbeat").read_text().strip() == "never", "still stopping when release returned"
+    assert not list(run.dir.glob("addr-*"))
 
 
 def test_release_fails_naming_the_addresses_still_carried(run):
-    run.carry(*ADDRESSES)
+    _heartbeat_holding(run)
     (run.dir / "stuck").touch()
     result, _ = run("release", "1", *ADDRESSES)
     assert result.returncode == 1
-    assert "still carried here: 192.168.0.254/24 10.0.0.10/24" in result.stderr
+    assert "heartbeat deactivating (stop-sigterm), still carried here: 192.168.0.254/24 10.0.0.10/24" in result.stderr
+
+
+def test_release_does_not_return_while_heartbeat_is_active_even_without_addresses(run):
+    """A stop undone (a restart in its place) brings heartbeat back: not released."""
+    _heartbeat_holding(run)
+    (run.dir / "stop-undone").touch()
+    result, _ = run("release", "1", *ADDRESSES)
+    assert result.returncode == 1
+    assert "waited 1 s for heartbeat stopping, every floating address given up" in result.stderr
+    assert "heartbeat active (running), still carried here: none" in result.stderr
+
+
+def test_release_fails_at_once_when_systemd_does_not_take_the_stop(run):
+    _heartbeat_holding(run)
+    (run.dir / "stop-refused").touch()
+    result, _ = run("release", "5", *ADDRESSES)
+    assert result.returncode == 1
+    assert "could not ask systemd to stop heartbeat (heartbeat active (running)): nothing released" in result.stderr
+    assert "waited" not in result.stderr
+
+
+def test_stopped_waits_until_heartbeats_stop_has_ended(run):
+    _heartbeat_holding(run)
+    (run.dir / "stop-tail").write_text("3\n")
+    assert run("release", "5", *ADDRESSES)[0].returncode == 0
+    assert (run.dir / "stopping-heartbeat").exists()
+    result, calls = run("stopped", "5", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+    assert calls == [] and not (run.dir / "stopping-heartbeat").exists()
+    assert "heartbeat stopped (its stop ended), no floating address here after" in result.stderr
+
+
+def test_stopped_fails_naming_heartbeats_state_when_its_stop_does_not_end(run):
+    _heartbeat_holding(run)
+    assert run("release", "5", *ADDRESSES)[0].returncode == 0
+    result, _ = run("stopped", "1", *ADDRESSES)
+    assert result.returncode == 1
+    assert "waited 1 s for heartbeat stopped (its stop ended), no floating address here" in result.stderr
+    assert "heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm)" in result.stderr
+
+
+def test_stopped_fails_naming_an_address_left_after_the_stop(run):
+    run.carry(ADDRESSES[1])
+    result, _ = run("stopped", "1", *ADDRESSES)
+    assert result.returncode == 1
+    assert "heartbeat's stop here has ended (heartbeat inactive (dead)), but this node carries: 10.0.0.10/24" \
+        in result.stderr
 
 
 def test_take_over_clears_the_hold_and_waits_for_every_address(run):
@@ -301,7 +383,7 @@ def test_master_holds_only_for_a_steady_master_carrying_everything(run):
     assert result.returncode == 1 and f"VRRP MASTER, carries: {_cidrs(ADDRESSES[:1])[0]}" in result.stderr
 
 
-@pytest.mark.parametrize("args", [[], ["held"], ["held", "soon"], ["arm", "5", "10", PORT],
+@pytest.mark.parametrize("args", [[], ["held"], ["held", "soon"], ["stopped", "soon"], ["arm", "5", "10", PORT],
                                   ["watch", "5", "ten", PORT, ADDRESSES[0]], ["nothing"]])
 def test_bad_arguments_are_refused(run, args):
     result, calls = run(*args)
