@@ -13,14 +13,19 @@ from tasks.rendered import put
 def web_server(cluster: Cluster, web_host: WebHost):
     """nginx answers on every site address, ports 80 and 443, with the site
     and host name (which the health check's `receive` text matches); nginx
-    is installed by then (tasks/roles.py: cluster_host)."""
+    is installed by then (tasks/roles.py: cluster_host). A changed set of sites is
+    applied by a reload (nginx's graceful one: established connections carry on, and
+    the balancers' health checks see no refused connection that would take the host
+    out of rotation); nginx is restarted only when its default site is traded for
+    lvsha's."""
     site_config = put(render.web_server_file(cluster, web_host))
     enabled = symlink(name="Enable the lvsha sites", path=render.NGINX_SITE_LINK, target=render.NGINX_SITES)
     default = symlink(name="Disable nginx's default site", path=render.NGINX_DEFAULT_SITE_LINK, target=None)
     unit(name="Enable and start nginx", service="nginx", running=True, enabled=True)
-    # Restart, not reload: a reload cannot trade the default site's wildcard
-    # listener for per-address ones (bind() fails with "Address already in use").
-    server.shell(
-        name="Restart nginx for its new configuration", commands=["systemctl restart nginx.service"],
-        _if=lambda: any(op.did_change() for op in (site_config, enabled, default)),
-    )
+    # Restart, not reload, where the default site's wildcard listener gives way to
+    # per-address ones: a reload cannot trade them (bind() fails with "Address already in use").
+    traded = lambda: enabled.did_change() or default.did_change()  # noqa: E731
+    server.shell(name="Restart nginx for lvsha's sites in place of its default one",
+                 commands=["systemctl restart nginx.service"], _if=traded)
+    server.shell(name="Reload nginx for its new sites", commands=["systemctl reload nginx.service"],
+                 _if=lambda: site_config.did_change() and not traded())

@@ -378,6 +378,22 @@ def test_fresh_web_host_gets_addresses_route_and_web_server(reference):
     assert any("nginx" in c and "install" in c for c in commands)
 
 
+def test_a_changed_set_of_sites_reloads_nginx_and_a_fresh_host_restarts_it(reference):
+    """A site added or removed: nginx's graceful reload (no connection refused while it
+    applies, which a restart would show the balancers' health checks); its default site
+    traded for lvsha's (a fresh host): a restart, which a reload cannot do."""
+    machine = converged_web_host(reference, reference.web_host("hostA"))
+    path = render.web_server_file(reference, reference.web_host("hostA")).path
+    content, mode = machine.files[path]
+    machine.files[path] = (content.replace("server {", "server {\n    # an older set of sites", 1), mode)
+    changes = changing(_real_server(reference, machine))
+    assert changes["Reload nginx for its new sites"] == ["systemctl reload nginx.service"]
+    assert "Restart nginx for lvsha's sites in place of its default one" not in changes
+    changes = changing(_real_server(reference, fresh("hostC", ["eth0"]), "hostC"))
+    assert changes["Restart nginx for lvsha's sites in place of its default one"] == ["systemctl restart nginx.service"]
+    assert "Reload nginx for its new sites" not in changes
+
+
 def test_web_server_is_optional(reference):
     ops = _real_server(reference, converged_web_host(reference, reference.web_host("hostA"), web_server=False), web=False)
     assert changing(ops) == {}
