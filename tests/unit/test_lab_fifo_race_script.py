@@ -12,6 +12,7 @@ heartbeat logs. The lab test (tests/lab/test_6_fifo_race.py) runs it under the r
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -174,6 +175,16 @@ def test_armed_every_message_is_dropped_by_heartbeat_with_the_races_log_line(gue
     said = guest.read("logged")
     assert any(line.startswith("mach_down lb-b: its 1 message(s) written into") and "info=mach_down" in line
                for line in said), said
+    # each run's first line: which script, run by whom, in which mount namespace (the lab
+    # test checks it is heartbeat's), before anything else it logs
+    started = [line for line in said if ": started (" in line]
+    assert [line.split(": started", 1)[0] for line in started] == \
+        ["mach_down lb-b", "req_resource lvsha-floating-ips::203.0.113.10/24/eth0"], said
+    parent = f"{os.getpid()} {Path('/proc/self/comm').read_text().strip()}"  # heartbeat here: this test
+    for line in started:
+        match = re.fullmatch(r".*: started \(pid (\d+), parent (.+), mount namespace (.+)\)", line)
+        assert match and match[2] == parent and match[3] == os.readlink("/proc/self/ns/mnt"), line
+    assert said.index(started[0]) < min(said.index(line) for line in said if line.startswith("mach_down lb-b: its"))
 
 
 def test_concurrent_writers_lose_both_messages_too(guest):
@@ -197,6 +208,22 @@ def test_a_script_that_sends_nothing_writes_nothing_and_its_exit_status_is_kept(
     assert "req_resource group: sent no message" in guest.read("logged")
     (guest.fake / "mach_down-rc").write_text("3")
     assert guest.heartbeat_runs("mach_down", "lb-b").returncode == 3
+
+
+def test_a_run_that_cannot_make_its_spool_file_says_so_and_runs_nothing(guest):
+    """mktemp failing (the state directory full or gone): logged after the run's first line,
+    exit 1, heartbeat's script not run and nothing written into the FIFO."""
+    assert guest.arm().returncode == 0
+    (guest.bin / "mktemp").write_text("#!/bin/sh\necho 'mktemp: failed to create file' >&2\nexit 1\n")
+    (guest.bin / "mktemp").chmod(0o755)
+    ran = guest.heartbeat_runs("mach_down", "lb-b")
+    assert ran.returncode == 1
+    assert guest.read("ran") == [] and guest.fifo_received() == ""
+    said = guest.read("logged")
+    assert said[-2].startswith("mach_down lb-b: started (pid "), said
+    assert said[-1] == f"mach_down lb-b: cannot make a spool file in {guest.state} (mktemp failed): mach_down not run, " \
+        "exit 1", said
+    assert "cannot make a spool file" in ran.stderr
 
 
 def test_disarm_gives_heartbeat_its_own_scripts_back(guest):
