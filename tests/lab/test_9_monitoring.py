@@ -91,10 +91,12 @@ def engine_components(lab) -> tuple[str, ...]:
 
 
 def held_by(lab, monitoring) -> dict[str, set[str]]:
-    """{balancer: the floating addresses its lvsha_floating_address_held says it holds}."""
+    """{balancer: the floating addresses its lvsha_floating_address_held says it holds},
+    from complete runs (one whose address command missed its bound has no such metric:
+    seen in the lab, read as "holds nothing" on the holder)."""
     found = {}
     for b in lab.cluster.balancers:
-        samples = scrape(lab, monitoring, b.name)
+        samples = complete_scrape(lab, monitoring, b.name)
         found[b.name] = {str(ip.address) for ip in lab.cluster.floating_ips()
                          if value(samples, "lvsha_floating_address_held", address=str(ip.address),
                                   interface=ip.interface) == 1}
