@@ -44,6 +44,7 @@ FAKES = {
     # records how long a script would wait, and returns at once unless the test needs time to pass
     "sleep": """
         echo "sleep $*" >> "$FAKE/calls"
+        [ -f "$FAKE/sleep-removes" ] && rm -f "$(cat "$FAKE/sleep-removes")"  # something else acts meanwhile
         [ -f "$FAKE/sleep-for-real" ] && exec /bin/sleep "$@"
         case $1 in *.*) exec /bin/sleep "$@" ;; esac  # short pauses (a killed process dying) are real
         exit 0""",
@@ -312,6 +313,17 @@ def _removed(fake) -> bool:
     return any(c.startswith("floating-ips") and c.endswith(" stop") for c in fake.calls())
 
 
+PEER_DEAD_FILE = Path(render.HEARTBEAT_PEER_DEAD).name
+NOT_KEEPING = "lvsha-heartbeat-guard: not keeping the floating addresses across heartbeat's restart: "
+GIVING_UP = "lvsha-heartbeat-guard: giving the kept addresses up: "
+
+
+def _the_line(stderr: str, start: str) -> str:
+    """The one line the guard logged that starts with `start` (its reason follows)."""
+    (line,) = [line for line in stderr.splitlines() if line.startswith(start)]
+    return line[len(start):]
+
+
 def test_a_crash_while_the_peers_heartbeat_is_dead_keeps_every_address(fake):
     fake.set("carries")
     _peer_dead(fake)
@@ -325,6 +337,12 @@ def test_a_crash_while_the_peers_heartbeat_is_dead_keeps_every_address(fake):
     assert "--no-block" in expire and "RuntimeMaxSec=" in expire
     assert "keeping every floating address across heartbeat's restart (its process ended by itself (signal)" \
         in result.stderr
+    # with what it read: the record (its file), since when, and the count then and now
+    (kept_line,) = [line for line in result.stderr.splitlines() if "keeping every floating address" in line]
+    assert f"{PEER.name}'s heartbeat is known dead ({PEER.name} called dead since 100 s after boot " \
+        f"({fake.run_dir / PEER_DEAD_FILE})" in kept_line
+    assert f"the firewall counted {PEER_PACKETS} of its heartbeat packets then, {PEER_PACKETS} now" in kept_line
+    assert "not keeping" not in result.stderr
     # heartbeat's processes are ended all the same: none of the old chain survives
     assert _not_listening(fake.calls())[:2] == [f"pkill -KILL -f ^/bin/sh {render.TAKEOVER_WATCH}", "pkill -KILL -f ^heartbeat: "]
 
@@ -338,6 +356,10 @@ def test_a_kept_node_rejoins_at_once_with_its_addresses(fake):
     assert (fake.state / "carries").exists() and not _removed(fake), fake.calls()
     assert fake.waits() == [int(FAST["LVSHA_WARNTIME"])]  # listening once more, then at once
     assert "heartbeat starts with the floating addresses this node kept" in rejoined.stderr
+    (line,) = [line for line in rejoined.stderr.splitlines() if "heartbeat starts with the floating addresses" in line]
+    assert f"the firewall counted {PEER_PACKETS} of its heartbeat packets then, {PEER_PACKETS} now" in line
+    assert f"listening for 1 s: {PEER_PACKETS} of its heartbeat packets counted, then {PEER_PACKETS}" in line
+    assert line.endswith(f"(for invocation {INVOCATION})")
     assert fake.kept.exists()  # for the takeover watch to settle once heartbeat runs
     # named for this start: the watch settles the addresses for the heartbeat this ExecStartPre starts only
     assert fake.kept.read_text().split()[:2] == ["100", str(PEER_PACKETS)]
@@ -354,8 +376,7 @@ def test_a_start_systemd_gives_no_invocation_id_gives_the_kept_addresses_up(fake
     rejoined = fake.run(GUARD, "rejoin")
     assert rejoined.returncode == 0, rejoined.stderr
     assert _removed(fake) and not fake.kept.exists()
-    assert "systemd gave this start no invocation ID" in rejoined.stderr
-    assert "giving the kept addresses up" in rejoined.stderr
+    assert _the_line(rejoined.stderr, GIVING_UP).startswith("systemd gave this start no invocation ID")
 
 
 def test_each_start_names_itself_in_the_record(fake):
@@ -398,11 +419,38 @@ def test_an_operators_stop_releases_even_with_the_peers_heartbeat_dead(fake):
     assert _removed(fake) and not fake.kept.exists()
     assert not any(c.startswith("systemd-run") for c in fake.calls())
     assert "holds no floating address" in result.stderr
+    assert _the_line(result.stderr, NOT_KEEPING) == \
+        "heartbeat does not come back by itself: a stop job (4242) on heartbeat.service (systemctl stop, a shutdown): the node leaves"
 
 
-@pytest.mark.parametrize("case", ["peer-packets-since", "never-called-dead", "restart-not-always", "carries-some",
-                                  "no-transient-unit", "no-count", "systemd-unreachable", "firewall-reloaded",
-                                  "count-still-for-less-than-warntime"])
+# What the one line of a release names, per case: the condition that failed and the values read.
+RELEASED_BECAUSE = {
+    "peer-packets-since": [f"a heartbeat packet came from {PEER.name} since it was called dead, or the firewall was reloaded",
+                           f"the firewall counted {PEER_PACKETS - 3} of its heartbeat packets then, {PEER_PACKETS} now"],
+    "never-called-dead": [f"no record that this node's heartbeat called {PEER.name} dead (neither {{run}}/{PEER_DEAD_FILE}"
+                          f" nor {{run}}/{Path(render.HEARTBEAT_KEPT).name}: the takeover watch did not record it, or removed it)"],
+    "restart-not-always": ["heartbeat does not come back by itself: Restart=on-failure, not always"],
+    "carries-some": ["this node does not carry every floating address (lvsha-floating-ips status said 'nothing', exit 3)"],
+    "no-transient-unit": ["could not start the transient unit that would remove kept addresses should heartbeat not come back"
+                          " (systemd-run exit 1)"],
+    "no-count": [f"the count of {PEER.name}'s heartbeat packets cannot be read now",
+                 f"the firewall counted {PEER_PACKETS} of its heartbeat packets then, none now"],
+    "systemd-unreachable": ["heartbeat does not come back by itself: systemd cannot tell (systemctl show -P Job failed, exit 1)"],
+    "firewall-reloaded": [f"the firewall counted {PEER_PACKETS} of its heartbeat packets then, 0 now"],
+    "count-still-for-less-than-warntime": [f"{PEER.name} has been silent for less than warntime (30 s): "
+                                           f"{PEER.name} called dead since {{since}} s after boot ({{run}}/{PEER_DEAD_FILE})"],
+    "kept-unwritable": [f"could not write {{run}}/{Path(render.HEARTBEAT_KEPT).name}"],
+}
+
+
+# How each condition's failure begins (a release names each that failed, the others not at all).
+CONDITIONS = ["this node does not carry every floating address", "heartbeat does not come back by itself",
+              "no record that this node's heartbeat called", "is not 'SINCE PACKETS'", "is the migration's adopt record",
+              "cannot be read now", "since it was called dead, or the firewall was reloaded",
+              "has been silent for less than warntime", "could not start the transient unit", "could not write"]
+
+
+@pytest.mark.parametrize("case", list(RELEASED_BECAUSE))
 def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, case):
     fake.set("carries")
     # count-still-for-less-than-warntime: the watch saw the count move a moment ago (a peer
@@ -421,6 +469,8 @@ def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, ca
         (fake.state / "carries").unlink()
     elif case == "no-transient-unit":
         fake.set("systemd-run-fails")
+    elif case == "kept-unwritable":
+        (fake.run_dir / f"{fake.kept.name}.tmp").mkdir()  # the record's temporary name cannot be written
     elif case == "no-count":
         fake.set("no-heartbeat-rule")
     elif case == "firewall-reloaded":
@@ -433,6 +483,44 @@ def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, ca
     assert _removed(fake), fake.calls()
     assert not fake.kept.exists()
     assert "keeping every floating address" not in result.stderr
+    # one line names the failed condition and what was read, and only that one (the others held)
+    because = _the_line(result.stderr, NOT_KEEPING)
+    for words in RELEASED_BECAUSE[case]:
+        assert words.format(run=fake.run_dir, since=since) in because, because
+    assert sum(because.count(condition) for condition in CONDITIONS) == 1, because
+    lines = result.stderr.splitlines()
+    assert lines.index(NOT_KEEPING + because) < lines.index("lvsha-heartbeat-guard: this node holds no floating address")
+
+
+def test_a_release_names_every_condition_that_failed(fake):
+    """Not carrying, a stop job and no record at once: all three in the one line, not the first alone."""
+    fake.set("carries-some")
+    fake.set("job", "4242\n")
+    fake.set("job-type", "stop\n")
+    result = fake.run(GUARD, "release")
+    assert result.returncode == 0 and _removed(fake), result.stderr
+    because = _the_line(result.stderr, NOT_KEEPING).split("; ")
+    assert [b.split(" (")[0] for b in because] == [
+        "this node does not carry every floating address",
+        "heartbeat does not come back by itself: a stop job",
+        f"no record that this node's heartbeat called {PEER.name} dead"], because
+
+
+def test_the_stop_says_how_heartbeat_ended_and_which_start_it_ends(fake):
+    fake.set("carries")
+    result = fake.run(GUARD, "release")
+    assert "lvsha-heartbeat-guard: heartbeat stopped (signal; invocation " + INVOCATION + ")" in result.stderr.splitlines()
+
+
+def test_a_kept_record_that_is_not_since_and_count_is_named(fake):
+    """A second crash: the kept record stands in; one that cannot be read as SINCE PACKETS is said as read."""
+    fake.set("carries")
+    fake.run_dir.mkdir()
+    fake.kept.write_text("garbled\n")
+    (fake.state / "peer-alive").unlink()
+    result = fake.run(GUARD, "release")
+    assert _removed(fake)
+    assert _the_line(result.stderr, NOT_KEEPING) == f"{fake.kept} is not 'SINCE PACKETS' (read 'garbled')"
 
 
 def test_both_heartbeats_restarting_at_once_keep_nothing_and_wait_for_nobody(fake):
@@ -464,7 +552,21 @@ def test_a_second_crash_before_the_watch_recorded_again_still_keeps(fake):
     assert not _removed(fake) and fake.kept.read_text().split()[:2] == ["100", str(PEER_PACKETS)]
 
 
-@pytest.mark.parametrize("how", ["packets-since-the-keep", "packets-while-listening", "firewall-not-loaded"])
+# What rejoin's one line of giving the kept addresses up names, per case.
+GIVEN_UP_BECAUSE = {
+    "packets-since-the-keep": f"a heartbeat packet came from {PEER.name} since it was called dead, or the firewall was "
+                              f"reloaded: {PEER.name} called dead since 100 s after boot ({{kept}})",
+    # the first read still counts as before (80), then the peer's packets: 86, and 92 warntime later
+    "packets-while-listening": f"{PEER.name}'s heartbeat is alive (listening for 1 s: 86 of its heartbeat packets"
+                               " counted, then 92)",
+    "firewall-not-loaded": "the firewall is not loaded (netfilter-persistent.service is not active)",
+    "not-carrying": "this node does not carry every floating address (lvsha-floating-ips status said 'nothing', exit 3)",
+    "expired-meanwhile": "{kept} is gone: expire gave the kept addresses up meanwhile",
+    "record-unwritable": "could not write {kept}",
+}
+
+
+@pytest.mark.parametrize("how", list(GIVEN_UP_BECAUSE))
 def test_a_kept_node_whose_peers_heartbeat_came_back_releases_at_rejoin(fake, how):
     fake.set("carries")
     _peer_dead(fake)
@@ -473,6 +575,12 @@ def test_a_kept_node_whose_peers_heartbeat_came_back_releases_at_rejoin(fake, ho
         fake.set("packets", "41")  # one more packet on each link
     elif how == "packets-while-listening":
         fake.set("peer-alive")  # the first read still counts as before, the one after warntime more
+    elif how == "not-carrying":
+        (fake.state / "carries").unlink()
+    elif how == "expired-meanwhile":
+        fake.set("sleep-removes", str(fake.kept))  # expire gave them up while rejoin listened
+    elif how == "record-unwritable":
+        (fake.run_dir / f"{fake.kept.name}.tmp").mkdir()  # the start cannot be named in the record
     else:
         (fake.state / "active-netfilter-persistent.service").unlink()
     fake.set(f"answers-{PEER_ADDRESS}", "0")
@@ -480,7 +588,7 @@ def test_a_kept_node_whose_peers_heartbeat_came_back_releases_at_rejoin(fake, ho
     result = fake.run(GUARD, "rejoin")
     assert _removed(fake) and not (fake.state / "carries").exists(), fake.calls()
     assert not fake.kept.exists()
-    assert "giving the kept addresses up" in result.stderr
+    assert GIVEN_UP_BECAUSE[how].format(kept=fake.kept) in _the_line(result.stderr, GIVING_UP), result.stderr
     assert result.returncode == (1 if how == "firewall-not-loaded" else 0), result.stderr
 
 
@@ -850,6 +958,7 @@ def test_adopts_record_is_never_a_reason_to_keep_at_a_later_stop(adopting):
     assert result.returncode == 0, result.stderr
     assert _released(adopting) and not adopting.kept.exists()
     assert "keeping every floating address" not in result.stderr
+    assert f"{adopting.kept} is the migration's adopt record ('adopt " in _the_line(result.stderr, NOT_KEEPING)
 
 
 def test_adopt_without_an_invocation_id_records_nothing_and_still_adopts(adopting):

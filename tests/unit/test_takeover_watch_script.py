@@ -59,9 +59,10 @@ FAKES = {
         show) [ "$3" = InvocationID ] && cat "$FAKE/invocation" 2>/dev/null ;;
         esac
         exit 0""",
-    # the firewall's count of the peer's heartbeat packets, on two links
+    # the firewall's count of the peer's heartbeat packets, on two links ("no-count": no heartbeat rule loaded)
     "iptables-save": """
         echo "iptables-save $*" >> "$FAKE/calls"
+        [ -f "$FAKE/no-count" ] && { echo "*filter"; echo COMMIT; exit 0; }
         n=$(cat "$FAKE/packets" 2>/dev/null || echo 40)
         echo "*filter"
         echo "[$n:$((n * 150))] -A INPUT -i eth1 -s 192.168.0.2/32 -p udp -m udp --dport $PORT -j ACCEPT"
@@ -280,6 +281,40 @@ def test_records_since_when_heartbeat_calls_the_peer_dead_with_the_peers_packet_
         wait_until(lambda: not record.exists(), 30, interval=0.2, what="the record to go once the peer is active")
     finally:
         _stop(watch)
+    # each change said: written (with the count it was before), and removed (with heartbeat's word)
+    said = [c for c in fake.calls() if c.startswith("logged heartbeat calls")]
+    assert said[0] == f"logged heartbeat calls {PEER.name} dead: recorded at {since} s after boot, " \
+        "the firewall's count of its heartbeat packets 80 (was not recorded)", said
+    assert any(c.endswith("the firewall's count of its heartbeat packets 82 (was 80)") for c in said), said
+    assert said[-1] == f"logged heartbeat calls {PEER.name} 'active': the record of its death removed", said
+
+
+@pytest.mark.parametrize("lost", ["no-answer", "no-count"])
+def test_the_record_stays_when_heartbeat_does_not_answer_or_the_count_cannot_be_read(tmp_path, lost):
+    """The lab's kept backup once released at its heartbeat's kill: the watch asked hbstatus,
+    heartbeat was killed, and `cl_status nodestatus` answered nothing; the record went with
+    it, and the guard found no record. No answer says nothing of the peer: the record stays
+    as it was (since when, the count then), and the guard reads the count again itself. So
+    does a count that cannot be read (a firewall reload under way): the guard, reading none
+    or another, keeps nothing on it."""
+    fake = Fake(tmp_path)
+    fake.set("peer-status", "dead\n")
+    record = fake.run_dir / Path(render.HEARTBEAT_PEER_DEAD).name
+    watch = fake.start()
+    try:
+        wait_until(record.exists, 30, interval=0.2, what="the record of the dead peer")
+        recorded = record.read_text()
+        if lost == "no-answer":
+            (fake.state / "peer-status").unlink()  # heartbeat killed between hbstatus and nodestatus: nothing printed
+        else:
+            fake.set("no-count")
+        asked = fake.calls().count(f"cl_status nodestatus {PEER.name}")
+        wait_until(lambda: fake.calls().count(f"cl_status nodestatus {PEER.name}") >= asked + 3, 30, interval=0.2,
+                   what="three more checks")
+        assert record.read_text() == recorded
+    finally:
+        _stop(watch)
+    assert not any("removed" in c for c in fake.calls() if c.startswith("logged")), fake.calls()
 
 
 # ---- settling the addresses kept across heartbeat's restart, once, at the watch's start ----
