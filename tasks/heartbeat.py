@@ -311,8 +311,8 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     rotate_authkeys), never by restarts with keys that differ, decided for the
     pair and ordered around the restarts as key_rotation says. It is also
     restarted when it runs with other files than the model's (lvsha-applied).
-    keepalived, where it is installed, is not enabled (the other engine never
-    starts at boot beside heartbeat).
+    keepalived, where it is installed, is stopped and not enabled before heartbeat
+    starts (the other engine never runs or starts at boot beside heartbeat).
 
     On a pair migrating from keepalived (`migrating`, tasks/migration.py), heartbeat is
     neither started on both at once nor restarted: the migration's steps start it one
@@ -342,8 +342,14 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
     if migrating:
         migration.operations(cluster, balancer, migrating)
+        # Not a second engine at the next boot (the migration's steps end keepalived).
+        unit(name="keepalived is not enabled (engine heartbeat)", service="keepalived", enabled=False)
         return _only_the_model(cluster, balancer)
 
+    # Stopped before heartbeat starts (an idle pair's failed keepalived: migration.plan), and
+    # off at boot; preflight.check_engine refuses one running or enabled otherwise.
+    unit(name="keepalived is stopped and not enabled (engine heartbeat)", service="keepalived", running=False,
+         enabled=False)
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     # The group's addresses as the model has them on the node carrying it, once both nodes
     # have the new haresources (a takeover from now on moves the new set): no restart,
@@ -383,14 +389,11 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
 
 
 def _only_the_model(cluster: Cluster, balancer: Balancer):
-    """No address, engine or script the model does not have, once heartbeat runs."""
+    """No address or script the model does not have, once heartbeat runs."""
     # What the model no longer has is gone too: heartbeat only manages what its current files name.
     floating = cluster.floating_ips()
     for interface, network, own in cluster.own_networks(balancer):
         only_model_addresses(name=f"No address on {interface} the model does not have", interface=interface,
                              network=network, keep=own + [ip.cidr for ip in floating if ip.interface == interface])
-    # Not a second engine at the next boot (preflight.check_engine refuses one enabled or
-    # running: this holds it should one be enabled after the check).
-    unit(name="keepalived is not enabled (engine heartbeat)", service="keepalived", enabled=False)
     # lvsha before 0.6 ran ldirectord as a heartbeat resource; haresources no longer names it.
     absent_file(name=f"No {render.OLD_LDIRECTORD_SCRIPT}", path=render.OLD_LDIRECTORD_SCRIPT)

@@ -120,7 +120,7 @@ STOPPING_STATES = ("stop", "stop-sigterm", "stop-sigkill", "stop-post", "final-s
 # Each engine's services (preflight.ENGINE_SERVICES; the lab's tests read them too).
 ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
 OTHER_ENGINE = {"heartbeat": "keepalived", "keepalived": "heartbeat"}
-MOVERS = ("heartbeat", "keepalived")  # each engine's service that moves the floating addresses
+MOVERS = tuple(services[0] for services in ENGINE_SERVICES.values())  # each engine's that moves the addresses
 OLD_SERVICES = ENGINE_SERVICES["heartbeat"]  # what the migration to keepalived leaves
 # Stages of each migration (by the engine it goes to), in order; a run starts at the one the pair has reached.
 CONVERT_FIRST, HANDOVER, CONVERT_SECOND = "convert-first", "handover", "convert-second"

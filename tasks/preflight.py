@@ -58,7 +58,10 @@ def check_engine(cluster: Cluster):
     back are migrated one balancer at a time; a pair that cannot be migrated safely (not
     one holder, a node unreachable or unhealthy, the other engine's service where it
     would take the addresses too) is refused naming each node's state, before anything
-    changes. Decided from both nodes' facts (so both plan the same, or both refuse)."""
+    changes. An idle pair (no floating address carried, neither engine running: the other
+    engine's packages installed, never configured) is no migration: the model's engine's
+    deploy stops and disables the other's services before it starts its own. Decided from
+    both nodes' facts (so both plan the same, or both refuse)."""
     return migration.plan(cluster)
 
 

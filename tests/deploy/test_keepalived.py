@@ -169,7 +169,7 @@ def test_the_other_engine_stays_disabled_whatever_passed_the_check(cluster, monk
     machine = _converged(on_heartbeat, on_heartbeat.master)
     machine.running["keepalived.service"], machine.enabled["keepalived.service"] = False, True
     changes = changing(_director(on_heartbeat, machine, peer=_converged(on_heartbeat, on_heartbeat.balancers[1])))
-    assert changes == {"keepalived is not enabled (engine heartbeat)": ["systemctl disable keepalived.service"]}
+    assert changes == {"keepalived is stopped and not enabled (engine heartbeat)": ["systemctl disable keepalived.service"]}
 
 
 HOLD_OP = "The migration's hold left on"
