@@ -246,7 +246,18 @@ def test_stopped_fails_naming_heartbeats_state_when_its_stop_does_not_end(run):
     result, _ = run("stopped", "1", *ADDRESSES)
     assert result.returncode == 1
     assert "waited 1 s for heartbeat stopped (its stop ended), no floating address here" in result.stderr
-    assert "heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm)" in result.stderr
+    assert ("heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm), carries: none "
+            "(journalctl -u heartbeat)") in result.stderr
+
+
+def test_stopped_fails_naming_the_addresses_still_carried_while_the_stop_goes_on(run):
+    _heartbeat_holding(run)
+    assert run("release", "5", *ADDRESSES)[0].returncode == 0
+    run.carry(ADDRESSES[1])  # taken again
+    result, _ = run("stopped", "1", *ADDRESSES)
+    assert result.returncode == 1
+    assert ("heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm), carries: 10.0.0.10/24 "
+            "(journalctl -u heartbeat)") in result.stderr
 
 
 def test_stopped_fails_naming_an_address_left_after_the_stop(run):
