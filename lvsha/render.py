@@ -173,6 +173,14 @@ ALERT_RULES = "prometheus-rules.yml"
 NGINX_SITES = "/etc/nginx/sites-available/lvsha-sites"
 NGINX_SITE_LINK = "/etc/nginx/sites-enabled/lvsha-sites"
 NGINX_DEFAULT_SITE_LINK = "/etc/nginx/sites-enabled/default"
+# The ports nginx serves every site on, on the site's own address (nginx-sites.conf.j2).
+NGINX_HTTP_PORT = 80
+NGINX_HTTPS_PORT = 443
+# Waits until something listens on each ADDRESS:PORT given (web hosts): the deploy's check
+# after reloading or restarting nginx, whose reload succeeds even when a new address
+# cannot be bound; it waits at most NGINX_LISTEN_TIMEOUT s.
+LISTENING_SCRIPT = "/usr/local/sbin/lvsha-listening"
+NGINX_LISTEN_TIMEOUT = 30
 # Every folder a managed file lives in: the deploy reads them all in one command.
 MANAGED_DIRECTORIES = tuple(sorted({
     str(PurePosixPath(path).parent) for path in (
@@ -713,7 +721,26 @@ def web_host_network_file(cluster: Cluster, host: WebHost) -> RenderedFile:
 
 def web_server_file(cluster: Cluster, host: WebHost) -> RenderedFile:
     return RenderedFile(NGINX_SITES, _render("nginx-sites.conf.j2", cluster, host=host,
-                                             site_addresses=cluster.site_addresses(host)))
+                                             site_addresses=cluster.site_addresses(host),
+                                             http_port=NGINX_HTTP_PORT, https_port=NGINX_HTTPS_PORT))
+
+
+def web_server_listens(cluster: Cluster, host: WebHost) -> list[str]:
+    """ADDRESS:PORT of every socket nginx listens on with web_server_file: each site
+    address of the host, on NGINX_HTTP_PORT and NGINX_HTTPS_PORT."""
+    return [f"{address}:{port}" for _, address in cluster.site_addresses(host)
+            for port in (NGINX_HTTP_PORT, NGINX_HTTPS_PORT)]
+
+
+def listening_script() -> RenderedFile:
+    """lvsha-listening: waits until something listens on each ADDRESS:PORT given (the
+    deploy, after reloading or restarting nginx: web_server_listens)."""
+    return _shipped("lvsha", LISTENING_SCRIPT, mode="0755")
+
+
+def web_server_files(cluster: Cluster, host: WebHost) -> list[RenderedFile]:
+    """nginx's sites and the program that checks nginx listens on them."""
+    return [web_server_file(cluster, host), listening_script()]
 
 
 def engine_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
@@ -745,7 +772,7 @@ def balancer_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
 
 
 def web_host_files(cluster: Cluster, host: WebHost) -> list[RenderedFile]:
-    return [web_host_network_file(cluster, host), web_server_file(cluster, host)]
+    return [web_host_network_file(cluster, host), *web_server_files(cluster, host)]
 
 
 def all_files(cluster: Cluster) -> dict[str, list[RenderedFile]]:

@@ -182,7 +182,8 @@ def converged_web_host(cluster, web_host, web_server=True) -> Machine:
     m.routes = [{"gateway": cluster.internal_gateway, "dev": web_host.interface}]
     m.apt_updated = NOW - timedelta(minutes=5)
     if web_server:
-        m.put(render.web_server_file(cluster, web_host))
+        for rendered in render.web_server_files(cluster, web_host):
+            m.put(rendered)
         m.links[render.NGINX_SITE_LINK] = render.NGINX_SITES
         m.packages |= set(WEB_SERVER_PACKAGES)
         _service(m, "nginx", True, True)

@@ -381,17 +381,42 @@ def test_fresh_web_host_gets_addresses_route_and_web_server(reference):
 def test_a_changed_set_of_sites_reloads_nginx_and_a_fresh_host_restarts_it(reference):
     """A site added or removed: nginx's graceful reload (no connection refused while it
     applies, which a restart would show the balancers' health checks); its default site
-    traded for lvsha's (a fresh host): a restart, which a reload cannot do."""
+    traded for lvsha's (a fresh host): a restart, which a reload cannot do. After either,
+    the deploy waits until nginx listens on each of the host's site addresses, on both
+    ports (a reload exits 0 when a new address cannot be bound)."""
+    def listening(name):
+        host = reference.web_host(name)
+        wanted = [f"{address}:{port}" for _, address in reference.site_addresses(host)
+                  for port in (render.NGINX_HTTP_PORT, render.NGINX_HTTPS_PORT)]
+        assert len(wanted) == 2 * len(host.internal_ips) == 2 * len(reference.sites)
+        return shlex.join([render.LISTENING_SCRIPT, str(render.NGINX_LISTEN_TIMEOUT), *wanted])
+
     machine = converged_web_host(reference, reference.web_host("hostA"))
     path = render.web_server_file(reference, reference.web_host("hostA")).path
     content, mode = machine.files[path]
     machine.files[path] = (content.replace("server {", "server {\n    # an older set of sites", 1), mode)
     changes = changing(_real_server(reference, machine))
-    assert changes["Reload nginx for its new sites"] == ["systemctl reload nginx.service"]
+    assert changes["Reload nginx for its new sites"] == ["systemctl reload nginx.service", listening("hostA")]
     assert "Restart nginx for lvsha's sites in place of its default one" not in changes
-    changes = changing(_real_server(reference, fresh("hostC", ["eth0"]), "hostC"))
-    assert changes["Restart nginx for lvsha's sites in place of its default one"] == ["systemctl restart nginx.service"]
+    ops = _real_server(reference, fresh("hostC", ["eth0"]), "hostC")
+    changes = changing(ops)
+    assert changes["Restart nginx for lvsha's sites in place of its default one"] == [
+        "systemctl restart nginx.service", listening("hostC")]
     assert "Reload nginx for its new sites" not in changes
+    # the check is installed before the restart runs it
+    names = [op.name for op in ops]
+    assert (names.index(f"Write {render.LISTENING_SCRIPT}")
+            < names.index("Restart nginx for lvsha's sites in place of its default one"))
+    assert any("FileUploadCommand" in c for c in changes[f"Write {render.LISTENING_SCRIPT}"])
+
+
+def test_nginx_listening_check_is_as_shipped(reference):
+    """What a fresh web host gets at LISTENING_SCRIPT is files/lvsha/lvsha-listening, executable."""
+    (write,) = [op for op in _real_server(reference, fresh("hostB", ["eth0"]), "hostB")
+                if op.name == f"Write {render.LISTENING_SCRIPT}"]
+    (uploaded,) = write.uploads.values()
+    assert uploaded == (render.FILES / "lvsha" / "lvsha-listening").read_text()
+    assert f"chmod 0755 {render.LISTENING_SCRIPT}.lvsha-new" in write.commands
 
 
 def test_web_server_is_optional(reference):

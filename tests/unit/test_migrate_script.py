@@ -36,7 +36,8 @@ def run(tmp_path):
         # process of it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists,
         # unless $FAKE/restart-stays. keepalived stays active for as many more `is-active` as
         # $FAKE/lingers says once its processes ended (systemd not done with it yet), the first
-        # of them sending SIGHUP to the caller while $FAKE/hup-on-linger exists.
+        # of them sending SIGHUP to the caller while $FAKE/hup-on-linger exists. `show` of
+        # heartbeat.service hangs while $FAKE/show-hangs exists.
         "systemctl": """
             alive() { for p in $(cat "$FAKE/pids" 2>/dev/null); do
                           read -r st 2>/dev/null < /proc/$p/stat || continue; st=${st##*) }; [ "${st%% *}" = Z ] || return 0
@@ -49,7 +50,8 @@ def run(tmp_path):
                        case $1 in heartbeat.service) [ -f "$FAKE/active-heartbeat" ] ;;
                                   *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; } ;; esac
                        exit $? ;;
-            show) case "$*" in
+            show) case "$*" in *heartbeat*) [ -f "$FAKE/show-hangs" ] && exec sleep 600 ;; esac
+                  case "$*" in
                   *ActiveState*heartbeat*)
                       if [ -f "$FAKE/stopping-heartbeat" ]; then
                           n=$(cat "$FAKE/stopping-heartbeat")
@@ -246,7 +248,39 @@ def test_stopped_fails_naming_heartbeats_state_when_its_stop_does_not_end(run):
     result, _ = run("stopped", "1", *ADDRESSES)
     assert result.returncode == 1
     assert "waited 1 s for heartbeat stopped (its stop ended), no floating address here" in result.stderr
-    assert "heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm)" in result.stderr
+    assert ("heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm), carries: none "
+            "(journalctl -u heartbeat)") in result.stderr
+
+
+def test_stopped_fails_naming_the_addresses_still_carried_while_the_stop_goes_on(run):
+    _heartbeat_holding(run)
+    assert run("release", "5", *ADDRESSES)[0].returncode == 0
+    run.carry(ADDRESSES[1])  # taken again
+    result, _ = run("stopped", "1", *ADDRESSES)
+    assert result.returncode == 1
+    assert ("heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm), carries: 10.0.0.10/24 "
+            "(journalctl -u heartbeat)") in result.stderr
+
+
+@pytest.mark.parametrize("step", ["release", "stopped"])
+def test_a_hung_systemctl_does_not_hold_a_step_its_state_is_unknown(run, step):
+    """systemctl show heartbeat.service hangs: each read is ended after LVSHA_READ_TIMEOUT s
+    and heartbeat's state is unknown, neither stopping nor stopped; the step fails at its
+    limit, saying so."""
+    _heartbeat_holding(run)
+    if step == "stopped":
+        assert run("release", "5", *ADDRESSES)[0].returncode == 0
+    (run.dir / "show-hangs").touch()
+    run.env["LVSHA_READ_TIMEOUT"] = "1"
+    result, _ = run(step, "2", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    if step == "release":
+        assert "waited 2 s for heartbeat stopping, every floating address given up" in result.stderr
+        assert "heartbeat unknown (unknown), still carried here: none" in result.stderr
+    else:
+        assert "waited 2 s for heartbeat stopped (its stop ended), no floating address here" in result.stderr
+        assert ("heartbeat's stop here has not ended: heartbeat unknown (unknown), carries: none "
+                "(journalctl -u heartbeat)") in result.stderr
 
 
 def test_stopped_fails_naming_an_address_left_after_the_stop(run):
