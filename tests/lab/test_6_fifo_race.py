@@ -162,11 +162,10 @@ def _serve_bound(lab) -> float:
 
 @pytest.mark.heartbeat_internals
 def test_the_fifo_race_at_the_peers_death_leaves_the_survivor_serving_and_the_pair_heals(lab):
-    """Not in the default run's edge subset (no every_model) until it has injected the race:
-    its one run there (Debian 13) saw the survivor serve, but heartbeat never ran the
-    wrapped scripts while they were armed (most likely: not before the test disarmed,
-    docs/limitations.md), so the race was not injected; it now waits for them. Run it on
-    request on the edge model."""
+    """Not in the default run's edge subset (no every_model): CI's time (about 3.5 min).
+    Run on request on the edge model; it passed on Debian 13 with the race injected
+    (docs/limitations.md). An earlier run disarmed before heartbeat ran the wrapped
+    scripts: it now waits for them."""
     powered_off = []
     try:
         _the_fifo_race(lab, powered_off)
