@@ -319,7 +319,7 @@ def _keep_then_start_the_peer(lab, kept: str) -> tuple[int, AddressEvents, float
 # since: the takeover watch removed its record of the dead peer when heartbeat, killed between its
 # hbstatus and nodestatus questions, answered nothing; on that fix it passed three times in a row,
 # and the guard now says why it keeps or releases.
-# Not every_model: CI's budget; heartbeat 3.0.6-17's (Debian 13) lines are not yet checked by it.
+# Not every_model: CI's budget (it passed on Debian 13 too, examples/edge, run on request).
 @pytest.mark.skipif(os.environ.get("LVSHA_LAB_EXTRA") != "1",
                     reason="on request (CI's time): set LVSHA_LAB_EXTRA=1 to run it")
 @pytest.mark.heartbeat_internals
