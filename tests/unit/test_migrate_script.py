@@ -13,6 +13,7 @@ from tests.unit.fakes import fake_programs
 PROGRAM = str(render.FILES / "keepalived" / Path(render.MIGRATE_SCRIPT).name)
 KEEPALIVED_PROGRAM = str(render.FILES / "keepalived" / Path(render.KEEPALIVED_PROGRAM).name)
 ADDRESSES = ["192.168.0.254/24/eth1", "10.0.0.10/24/eth0"]
+CIDRS = [a.rsplit("/", 1)[0] for a in ADDRESSES]  # ADDRESS/PREFIX of each, as the program names them
 GATEWAY = "192.168.0.254"
 PORT = str(render.HEARTBEAT_UDP_PORT)
 # retire's runtime drop-in, under the fixture's LVSHA_RUNTIME_UNITS (systemd's /run/systemd/system)
@@ -209,7 +210,7 @@ def test_release_fails_naming_the_addresses_still_carried(run):
     (run.dir / "stuck").touch()
     result, _ = run("release", "1", *ADDRESSES)
     assert result.returncode == 1
-    assert "heartbeat deactivating (stop-sigterm), still carried here: 192.168.0.254/24 10.0.0.10/24" in result.stderr
+    assert f"heartbeat deactivating (stop-sigterm), still carried here: {' '.join(CIDRS)}" in result.stderr
 
 
 def test_release_does_not_return_while_heartbeat_is_active_even_without_addresses(run):
@@ -258,7 +259,7 @@ def test_stopped_fails_naming_the_addresses_still_carried_while_the_stop_goes_on
     run.carry(ADDRESSES[1])  # taken again
     result, _ = run("stopped", "1", *ADDRESSES)
     assert result.returncode == 1
-    assert ("heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm), carries: 10.0.0.10/24 "
+    assert (f"heartbeat's stop here has not ended: heartbeat deactivating (stop-sigterm), carries: {CIDRS[1]} "
             "(journalctl -u heartbeat)") in result.stderr
 
 
@@ -287,7 +288,7 @@ def test_stopped_fails_naming_an_address_left_after_the_stop(run):
     run.carry(ADDRESSES[1])
     result, _ = run("stopped", "1", *ADDRESSES)
     assert result.returncode == 1
-    assert "heartbeat's stop here has ended (heartbeat inactive (dead)), but this node carries: 10.0.0.10/24" \
+    assert f"heartbeat's stop here has ended (heartbeat inactive (dead)), but this node carries: {CIDRS[1]}" \
         in result.stderr
 
 
