@@ -391,17 +391,18 @@ def test_a_changed_set_of_sites_reloads_nginx_and_a_fresh_host_restarts_it(refer
         assert len(wanted) == 2 * len(host.internal_ips) == 2 * len(reference.sites)
         return shlex.join([render.LISTENING_SCRIPT, str(render.NGINX_LISTEN_TIMEOUT), *wanted])
 
-    machine = converged_web_host(reference, reference.web_host("hostA"))
-    path = render.web_server_file(reference, reference.web_host("hostA")).path
+    converged, new = reference.web_hosts[0], reference.web_hosts[-1]
+    machine = converged_web_host(reference, converged)
+    path = render.web_server_file(reference, converged).path
     content, mode = machine.files[path]
     machine.files[path] = (content.replace("server {", "server {\n    # an older set of sites", 1), mode)
-    changes = changing(_real_server(reference, machine))
-    assert changes["Reload nginx for its new sites"] == ["systemctl reload nginx.service", listening("hostA")]
+    changes = changing(_real_server(reference, machine, converged.name))
+    assert changes["Reload nginx for its new sites"] == ["systemctl reload nginx.service", listening(converged.name)]
     assert "Restart nginx for lvsha's sites in place of its default one" not in changes
-    ops = _real_server(reference, fresh("hostC", ["eth0"]), "hostC")
+    ops = _real_server(reference, fresh(new.name, [new.interface]), new.name)
     changes = changing(ops)
     assert changes["Restart nginx for lvsha's sites in place of its default one"] == [
-        "systemctl restart nginx.service", listening("hostC")]
+        "systemctl restart nginx.service", listening(new.name)]
     assert "Reload nginx for its new sites" not in changes
     # the check is installed before the restart runs it
     names = [op.name for op in ops]
@@ -412,7 +413,8 @@ def test_a_changed_set_of_sites_reloads_nginx_and_a_fresh_host_restarts_it(refer
 
 def test_nginx_listening_check_is_as_shipped(reference):
     """What a fresh web host gets at LISTENING_SCRIPT is files/lvsha/lvsha-listening, executable."""
-    (write,) = [op for op in _real_server(reference, fresh("hostB", ["eth0"]), "hostB")
+    host = reference.web_hosts[0]
+    (write,) = [op for op in _real_server(reference, fresh(host.name, [host.interface]), host.name)
                 if op.name == f"Write {render.LISTENING_SCRIPT}"]
     (uploaded,) = write.uploads.values()
     assert uploaded == (render.FILES / "lvsha" / "lvsha-listening").read_text()

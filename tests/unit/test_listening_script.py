@@ -23,8 +23,8 @@ def ss_lines(*local: str) -> str:
 
 @pytest.fixture
 def wanted(reference):
-    """What the deploy waits for on hostA: each site address on 80 and 443."""
-    listens = render.web_server_listens(reference, reference.web_host("hostA"))
+    """What the deploy waits for on the first web host: each site address on 80 and 443."""
+    listens = render.web_server_listens(reference, reference.web_hosts[0])
     assert len(listens) == 2 * len(reference.sites)
     return listens
 
