@@ -436,6 +436,7 @@ RELEASED_BECAUSE = {
     "no-count": [f"the count of {PEER.name}'s heartbeat packets cannot be read now",
                  f"the firewall counted {PEER_PACKETS} of its heartbeat packets then, none now"],
     "systemd-unreachable": ["heartbeat does not come back by itself: systemd cannot tell (systemctl show -P Job failed, exit 1)"],
+    "systemd-hangs": ["heartbeat does not come back by itself: systemd cannot tell (systemctl show -P Job failed, exit 124)"],
     "firewall-reloaded": [f"the firewall counted {PEER_PACKETS} of its heartbeat packets then, 0 now"],
     "count-still-for-less-than-warntime": [f"{PEER.name} has been silent for less than warntime (30 s): "
                                            f"{PEER.name} called dead since {{since}} s after boot ({{run}}/{PEER_DEAD_FILE})"],
@@ -478,6 +479,10 @@ def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, ca
     elif case == "systemd-unreachable":
         systemctl = fake.bin / "systemctl"
         systemctl.write_text(systemctl.read_text().replace('show)', 'show) [ "$3" = Job ] && exit 1', 1))
+    elif case == "systemd-hangs":  # each read bounded (LVSHA_READ_TIMEOUT): one that hangs is no keep
+        fake.env_file.write_text(fake.env_file.read_text() + "LVSHA_READ_TIMEOUT=1\n")
+        systemctl = fake.bin / "systemctl"
+        systemctl.write_text(systemctl.read_text().replace('show)', 'show) [ "$3" = Job ] && exec /bin/sleep 30', 1))
     result = fake.run(GUARD, "release")
     assert result.returncode == 0, result.stderr
     assert _removed(fake), fake.calls()
