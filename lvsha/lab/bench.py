@@ -185,25 +185,42 @@ def scale_report_path(engine: str) -> Path:
     return cache_dir() / SCALE_REPORT.format(engine=engine)
 
 
+def saved_scale(engine: str) -> dict:
+    """`engine`'s saved benchmark ({N: {"exit", "run", "figures"}}, each N its last
+    measurement), or {} when there is none or it cannot be read as one."""
+    path = scale_report_path(engine)
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args=(), call=subprocess.call,
                 progress=lambda line: None) -> dict:
     """Run the lab per engine in `engines` and N in `sites` (each its own up, deploy, tests,
-    down); return {engine: {N: {"exit": pytest's status, "run": ..., "figures": ...}}}, each
-    engine's saved as it goes (scale_report_path(engine): that engine's last benchmark)."""
+    down); return {engine: {N: {"exit": pytest's status, "run": ..., "figures": ...}}}.
+    Each engine's record (scale_report_path(engine)) keeps every N's last measurement: a
+    run replaces the N it measures, saved as each ends, and keeps the others (a benchmark
+    of hours can be taken one N at a time; each column names its own run: commit, start).
+    The result is the engine's whole record, N in ascending order."""
     from lvsha.lab.run import report_path
 
     results: dict = {}
     for engine in engines:
-        ours = results.setdefault(engine, {})
+        ours = results[engine] = saved_scale(engine)
         for n in sites:
             progress(f"scale bench: {engine}, {n} sites (lab up, deploy, tests, down)")
             report_path().unlink(missing_ok=True)  # an earlier run's figures are never this one's
             code = call(scale_argv(engine, pytest_args), cwd=ROOT, env=scale_environment(n, engine, environ))
             report = json.loads(report_path().read_text()) if report_path().exists() else {}
             ours[str(n)] = {"exit": code, "run": report.get("run", {}), "figures": report.get("figures", {})}
+            ours = results[engine] = dict(sorted(ours.items(), key=lambda item: int(item[0])))
             path = scale_report_path(engine)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(ours, indent=1) + "\n")
+            staged = path.with_name(f".{path.name}.new")
+            staged.write_text(json.dumps(ours, indent=1) + "\n")
+            staged.replace(path)
             progress(f"scale bench: {engine}, {n} sites done (pytest exit {code}, "
                      f"{len(ours[str(n)]['figures'])} figures)")
     return results
@@ -225,7 +242,7 @@ def format_scale(engine: str, results: dict) -> str:
     about = "; ".join(f"{n} sites: {', '.join(str(v) for v in results[n]['run'].values()) or 'run not recorded'}"
                       + ("" if results[n]["exit"] == 0 else f", pytest exit {results[n]['exit']} (a test failed)")
                       for n in columns)
-    lines = [f"Engine {engine}, measured by `lvsha lab bench --sites {','.join(columns)} --engine {engine}` "
+    lines = [f"Engine {engine}, measured by `lvsha lab bench --sites N --engine {engine}`, a run per N "
              f"({about}); seconds unless marked:", "",
              "| figure | " + " | ".join(f"{n} sites" for n in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]

@@ -147,12 +147,12 @@ def test_the_scale_benchmark_runs_the_lab_per_engine_and_count_and_tables_each_e
     assert results["keepalived"]["3"]["figures"] == {"keepalived: first deploy": 300.0,
                                                      "keepalived: takeover after power-off": 12.1}
     heartbeat, keepalived = (bench_module.format_scale(e, results[e]) for e in ENGINES)
-    assert heartbeat.startswith("Engine heartbeat, measured by `lvsha lab bench --sites 3,250 --engine heartbeat`")
+    assert heartbeat.startswith("Engine heartbeat, measured by `lvsha lab bench --sites N --engine heartbeat`, a run per N")
     assert "| figure | 3 sites | 250 sites |" in heartbeat and "| first deploy | 400.0 | 900.0 |" in heartbeat
     assert "| takeover after power-off | 14.6 | - |" in heartbeat and "| ldirectord processes (count) | - | 251 |" in heartbeat
     assert "250 sites: " in heartbeat and "pytest exit 1 (a test failed)" in heartbeat
     # keepalived's table: its figures without the report's engine prefix (the table says the engine)
-    assert keepalived.startswith("Engine keepalived, measured by `lvsha lab bench --sites 3,250 --engine keepalived`")
+    assert keepalived.startswith("Engine keepalived, measured by `lvsha lab bench --sites N --engine keepalived`, a run per N")
     assert "| first deploy | 300.0 | 700.0 |" in keepalived and "| keepalived processes (count) | - | 3 |" in keepalived
     assert "keepalived:" not in keepalived.split("\n", 1)[1] and "a test failed" not in keepalived
     doc = _doc(tmp_path / "scale.md", *ENGINES)
@@ -173,6 +173,33 @@ def test_a_run_of_one_engine_rewrites_its_table_only(cache, tmp_path):
     assert bench_module.format_scale("keepalived", results["keepalived"]) in text
     begin, end = bench_module.scale_markers("heartbeat")
     assert text.index(begin) < text.index("old table heartbeat") < text.index(end)
+
+
+def test_a_run_of_some_counts_keeps_the_engines_other_counts_from_its_record(cache, tmp_path):
+    call, _ = _fake_lab(FIGURES, exits={("heartbeat", 250): 1})
+    bench_module.scale_bench([250], ["heartbeat"], {}, call=call)
+    first = json.loads(bench_module.scale_report_path("heartbeat").read_text())
+    assert first["250"]["exit"] == 1
+    # 3 measured later: 250 kept as it was; a failed 250 measured again replaces the failed one
+    call, calls = _fake_lab(FIGURES)
+    results = bench_module.scale_bench([3], ["heartbeat"], {}, call=call)
+    assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", 3)]
+    assert list(results["heartbeat"]) == ["3", "250"] and results["heartbeat"]["250"] == first["250"]
+    assert json.loads(bench_module.scale_report_path("heartbeat").read_text()) == results["heartbeat"]
+    assert "| first deploy | 400.0 | 900.0 |" in bench_module.format_scale("heartbeat", results["heartbeat"])
+    results = bench_module.scale_bench([250], ["heartbeat"], {}, call=call)
+    assert list(results["heartbeat"]) == ["3", "250"] and results["heartbeat"]["250"]["exit"] == 0
+    assert "a test failed" not in bench_module.format_scale("heartbeat", results["heartbeat"])
+
+
+def test_an_unreadable_record_is_no_earlier_measurement(cache):
+    path = bench_module.scale_report_path("keepalived")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for text in ("{not json", "[1, 2]"):
+        path.write_text(text)
+        assert bench_module.saved_scale("keepalived") == {}
+    call, _ = _fake_lab(FIGURES)
+    assert list(bench_module.scale_bench([3], ["keepalived"], {}, call=call)["keepalived"]) == ["3"]
 
 
 def test_a_file_without_an_engines_markers_is_refused_naming_the_engine(tmp_path):
