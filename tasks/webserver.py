@@ -11,8 +11,9 @@ from tasks.rendered import put
 
 @deploy("Web server")
 def web_server(cluster: Cluster, web_host: WebHost):
-    """nginx answers on every site address, ports 80 and 443, with the site
-    and host name (which the health check's `receive` text matches); nginx
+    """nginx answers on every site address, on the ports the balancers forward to and
+    check there (the site's real_ports; TLS on 443 and on an https check's port:
+    render.nginx_ports), with the site and host name (which the health check's `receive` text matches); nginx
     is installed by then (tasks/roles.py: cluster_host). A changed set of sites is
     applied by a reload (nginx's graceful one: established connections carry on, and
     the balancers' health checks see no refused connection that would take the host
