@@ -183,6 +183,9 @@ NGINX_TLS_PORT = 443
 # cannot be bound; it waits at most NGINX_LISTEN_TIMEOUT s.
 LISTENING_SCRIPT = "/usr/local/sbin/lvsha-listening"
 NGINX_LISTEN_TIMEOUT = 30
+# What lvsha-applied records, once nginx was reloaded or restarted and listens on every
+# site address, as the sites file nginx serves (the sha1 of NGINX_SITES).
+NGINX_RECORD = "nginx"
 # Every folder a managed file lives in: the deploy reads them all in one command.
 MANAGED_DIRECTORIES = tuple(sorted({
     str(PurePosixPath(path).parent) for path in (
@@ -750,8 +753,9 @@ def listening_script() -> RenderedFile:
 
 
 def web_server_files(cluster: Cluster, host: WebHost) -> list[RenderedFile]:
-    """nginx's sites and the program that checks nginx listens on them."""
-    return [web_server_file(cluster, host), listening_script()]
+    """nginx's sites, the program that checks nginx listens on them, and the one that
+    records the sites file nginx serves once it does (lvsha-applied record nginx)."""
+    return [web_server_file(cluster, host), listening_script(), applied_script()]
 
 
 def engine_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:
