@@ -110,6 +110,25 @@ class Site:
         return self.health.virtualhost or self.name
 
     @property
+    def checked_port(self) -> int | None:
+        """The port of a real server the health check talks to: `health.checkport`, else
+        the virtual port (validation refuses neither for an all-ports service); None for
+        a check that talks to no port (ping, or the checktypes "on" and "off")."""
+        if self.health.checktype not in ("negotiate", "connect"):
+            return None
+        return self.health.checkport or self.virtual_port
+
+    @property
+    def real_ports(self) -> tuple[int, ...]:
+        """The TCP ports of each real server (its address for this site) the balancers
+        forward to or check, ascending: the virtual port, or every one of `ports` (those
+        the firewall opens to the VIP) for an all-ports service (IPVS keeps the client's
+        port), and `checked_port`. What a web server of the site listens on."""
+        forwarded = {self.virtual_port} if self.virtual_port else set(self.ports)
+        checked = {self.checked_port} if self.checked_port else set()
+        return tuple(sorted(forwarded | checked))
+
+    @property
     def fallback_address(self) -> str | None:
         """The fallback as ldirectord.cf names a real server: ADDRESS:PORT, the
         virtual port by default; ADDRESS alone for an all-ports service, as its reals."""

@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from netaddr import IPAddress
 
 from lvsha.model import (HEARTBEAT_UDP_PORT, IPVS_SYNC_GROUP, IPVS_SYNC_PORT, VRRP_PRIORITIES, VRRP_PROTOCOL,
-                         VRRP_ROUTER_ID, Balancer, Cluster, WebHost)
+                         VRRP_ROUTER_ID, Balancer, Cluster, Site, WebHost)
 from lvsha.validate import validate
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -173,14 +173,19 @@ ALERT_RULES = "prometheus-rules.yml"
 NGINX_SITES = "/etc/nginx/sites-available/lvsha-sites"
 NGINX_SITE_LINK = "/etc/nginx/sites-enabled/lvsha-sites"
 NGINX_DEFAULT_SITE_LINK = "/etc/nginx/sites-enabled/default"
-# The ports nginx serves every site on, on the site's own address (nginx-sites.conf.j2).
-NGINX_HTTP_PORT = 80
-NGINX_HTTPS_PORT = 443
+# nginx serves each site on the site's own address, on the ports the balancers forward to
+# and check there (Site.real_ports). The model says which port speaks TLS only for an https
+# health check: nginx serves TLS (Debian's snakeoil certificate) on the port an https check
+# talks to, and on this one, as the well-known HTTPS port (every other port: plain HTTP).
+NGINX_TLS_PORT = 443
 # Waits until something listens on each ADDRESS:PORT given (web hosts): the deploy's check
 # after reloading or restarting nginx, whose reload succeeds even when a new address
 # cannot be bound; it waits at most NGINX_LISTEN_TIMEOUT s.
 LISTENING_SCRIPT = "/usr/local/sbin/lvsha-listening"
 NGINX_LISTEN_TIMEOUT = 30
+# What lvsha-applied records, once nginx was reloaded or restarted and listens on every
+# site address, as the sites file nginx serves (the sha1 of NGINX_SITES).
+NGINX_RECORD = "nginx"
 # Every folder a managed file lives in: the deploy reads them all in one command.
 MANAGED_DIRECTORIES = tuple(sorted({
     str(PurePosixPath(path).parent) for path in (
@@ -719,17 +724,26 @@ def web_host_network_file(cluster: Cluster, host: WebHost) -> RenderedFile:
     )
 
 
+def nginx_ports(site: Site) -> list[tuple[int, bool]]:
+    """(port, whether nginx serves TLS there) for each port nginx serves `site` on: the
+    site's real_ports, TLS on NGINX_TLS_PORT and on the port an https check talks to."""
+    tls = {NGINX_TLS_PORT} | ({site.checked_port} if site.health.service == "https" else set())
+    return [(port, port in tls) for port in site.real_ports]
+
+
 def web_server_file(cluster: Cluster, host: WebHost) -> RenderedFile:
-    return RenderedFile(NGINX_SITES, _render("nginx-sites.conf.j2", cluster, host=host,
-                                             site_addresses=cluster.site_addresses(host),
-                                             http_port=NGINX_HTTP_PORT, https_port=NGINX_HTTPS_PORT))
+    sites = []  # (site, its address, nginx_ports, whether any of them is TLS)
+    for site, address in cluster.site_addresses(host):
+        ports = nginx_ports(site)
+        sites.append((site, address, ports, any(tls for _, tls in ports)))
+    return RenderedFile(NGINX_SITES, _render("nginx-sites.conf.j2", cluster, host=host, sites=sites))
 
 
 def web_server_listens(cluster: Cluster, host: WebHost) -> list[str]:
     """ADDRESS:PORT of every socket nginx listens on with web_server_file: each site
-    address of the host, on NGINX_HTTP_PORT and NGINX_HTTPS_PORT."""
-    return [f"{address}:{port}" for _, address in cluster.site_addresses(host)
-            for port in (NGINX_HTTP_PORT, NGINX_HTTPS_PORT)]
+    address of the host, on each of that site's real_ports (what the balancers forward
+    to and check)."""
+    return [f"{address}:{port}" for site, address in cluster.site_addresses(host) for port, _ in nginx_ports(site)]
 
 
 def listening_script() -> RenderedFile:
@@ -739,8 +753,9 @@ def listening_script() -> RenderedFile:
 
 
 def web_server_files(cluster: Cluster, host: WebHost) -> list[RenderedFile]:
-    """nginx's sites and the program that checks nginx listens on them."""
-    return [web_server_file(cluster, host), listening_script()]
+    """nginx's sites, the program that checks nginx listens on them, and the one that
+    records the sites file nginx serves once it does (lvsha-applied record nginx)."""
+    return [web_server_file(cluster, host), listening_script(), applied_script()]
 
 
 def engine_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]:

@@ -62,7 +62,8 @@ def facts_read(cluster: Cluster, is_balancer: bool, with_web_server: bool) -> li
     if not is_balancer:
         if not with_web_server:
             return every_host + [units(WEB_HOST_UNITS)]
-        return every_host + [units(WEB_SERVER_UNITS), installed(WEB_SERVER_PACKAGES)]
+        # Applied: the sites file nginx serves, as recorded (tasks/webserver.py: reload)
+        return every_host + [units(WEB_SERVER_UNITS), installed(WEB_SERVER_PACKAGES), FactRequest.of(Applied)]
     # KeepalivedHold on either engine: the migration's decisions (tasks/migration.py) read it.
     balancer_only = [FactRequest.of(f) for f in (Hostname, SshConnection, Applied, IpvsVirtualServices, LoadedModules,
                                                  KeepalivedHold)]

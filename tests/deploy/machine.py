@@ -187,6 +187,8 @@ def converged_web_host(cluster, web_host, web_server=True) -> Machine:
         m.links[render.NGINX_SITE_LINK] = render.NGINX_SITES
         m.packages |= set(WEB_SERVER_PACKAGES)
         _service(m, "nginx", True, True)
+        # nginx serves the model's sites file, as recorded after its reload
+        m.applied[render.NGINX_RECORD] = render.applied_record([render.web_server_file(cluster, web_host)])
     return m
 
 

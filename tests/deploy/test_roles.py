@@ -382,13 +382,13 @@ def test_a_changed_set_of_sites_reloads_nginx_and_a_fresh_host_restarts_it(refer
     """A site added or removed: nginx's graceful reload (no connection refused while it
     applies, which a restart would show the balancers' health checks); its default site
     traded for lvsha's (a fresh host): a restart, which a reload cannot do. After either,
-    the deploy waits until nginx listens on each of the host's site addresses, on both
-    ports (a reload exits 0 when a new address cannot be bound)."""
+    the deploy waits until nginx listens on each of the host's site addresses, on each
+    of the site's real ports (a reload exits 0 when a new address cannot be bound)."""
     def listening(name):
         host = reference.web_host(name)
-        wanted = [f"{address}:{port}" for _, address in reference.site_addresses(host)
-                  for port in (render.NGINX_HTTP_PORT, render.NGINX_HTTPS_PORT)]
-        assert len(wanted) == 2 * len(host.internal_ips) == 2 * len(reference.sites)
+        wanted = [f"{address}:{port}" for site, address in reference.site_addresses(host)
+                  for port in site.real_ports]
+        assert len(wanted) == sum(len(site.real_ports) for site in reference.sites) > len(host.internal_ips)
         return shlex.join([render.LISTENING_SCRIPT, str(render.NGINX_LISTEN_TIMEOUT), *wanted])
 
     converged, new = reference.web_hosts[0], reference.web_hosts[-1]
@@ -397,18 +397,61 @@ def test_a_changed_set_of_sites_reloads_nginx_and_a_fresh_host_restarts_it(refer
     content, mode = machine.files[path]
     machine.files[path] = (content.replace("server {", "server {\n    # an older set of sites", 1), mode)
     changes = changing(_real_server(reference, machine, converged.name))
-    assert changes["Reload nginx for its new sites"] == ["systemctl reload nginx.service", listening(converged.name)]
+    assert changes["Reload nginx for its new sites"] == ["systemctl reload nginx.service", listening(converged.name),
+                                                         NGINX_RECORD]
     assert "Restart nginx for lvsha's sites in place of its default one" not in changes
     ops = _real_server(reference, fresh(new.name, [new.interface]), new.name)
     changes = changing(ops)
     assert changes["Restart nginx for lvsha's sites in place of its default one"] == [
-        "systemctl restart nginx.service", listening(new.name)]
+        "systemctl restart nginx.service", listening(new.name), NGINX_RECORD]
     assert "Reload nginx for its new sites" not in changes
-    # the check is installed before the restart runs it
+    # the check and the record are installed before the restart runs them
     names = [op.name for op in ops]
-    assert (names.index(f"Write {render.LISTENING_SCRIPT}")
-            < names.index("Restart nginx for lvsha's sites in place of its default one"))
-    assert any("FileUploadCommand" in c for c in changes[f"Write {render.LISTENING_SCRIPT}"])
+    for script in (render.LISTENING_SCRIPT, render.APPLIED_SCRIPT):
+        assert names.index(f"Write {script}") < names.index("Restart nginx for lvsha's sites in place of its default one")
+        assert any("FileUploadCommand" in c for c in changes[f"Write {script}"])
+
+
+NGINX_RELOAD = "Reload nginx for its new sites"
+# What the reload and the restart run last, once nginx listens on every site address.
+NGINX_RECORD = f"{render.APPLIED_SCRIPT} record {render.NGINX_RECORD}"
+
+
+@pytest.mark.parametrize("recorded", [["digest-of-an-older-sites-file"], None])
+def test_nginx_serving_another_sites_file_than_the_one_on_disk_is_reloaded(reference, recorded):
+    """A run that wrote the model's sites file, then died before nginx's reload (or whose
+    listening check failed), leaves the file on disk as the model's: the next run sees
+    from lvsha-applied's record (an older file's, or none: no deploy has applied one)
+    that nginx serves another file, and reloads it (graceful: not a restart), waits
+    until it listens, and records; nothing else changes."""
+    host = reference.web_hosts[0]
+    machine = converged_web_host(reference, host)
+    if recorded is None:
+        del machine.applied[render.NGINX_RECORD]
+    else:
+        machine.applied[render.NGINX_RECORD] = recorded
+    changes = changing(_real_server(reference, machine, host.name))
+    assert list(changes) == [NGINX_RELOAD]
+    reload, check, record = changes[NGINX_RELOAD]
+    assert reload == "systemctl reload nginx.service" and check.startswith(f"{render.LISTENING_SCRIPT} ")
+    assert record == NGINX_RECORD
+
+
+def test_a_run_after_the_reload_changes_nothing(reference):
+    """The run that reloads nginx for a new sites file records it (lvsha-applied record
+    nginx: the sha1 of the file, test_applied_script); the next run, with the file and the
+    record it left, changes nothing."""
+    host = reference.web_hosts[0]
+    machine = converged_web_host(reference, host)
+    sites = render.web_server_file(reference, host)
+    older = sites.content.replace("server {", "server {\n    # an older set of sites", 1)
+    machine.files[sites.path] = (older, int(sites.mode[1:]))
+    machine.applied[render.NGINX_RECORD] = render.applied_record([replace(sites, content=older)])
+    changes = changing(_real_server(reference, machine, host.name))
+    assert set(changes) == {f"Write {sites.path}", NGINX_RELOAD} and changes[NGINX_RELOAD][-1] == NGINX_RECORD
+    machine.put(sites)  # what the run leaves
+    machine.applied[render.NGINX_RECORD] = render.applied_record([sites])
+    assert changing(_real_server(reference, machine, host.name)) == {}
 
 
 def test_nginx_listening_check_is_as_shipped(reference):

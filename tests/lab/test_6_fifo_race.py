@@ -79,6 +79,16 @@ def _timeline(lab, name: str, since: int, lines: int = 0) -> str:
                    check=False, timeout=60).stdout
 
 
+def _timeline_shown(lab, name: str, since: int, lines: int = 400) -> str:
+    """`_timeline` for a failure's message: the journal, or why it could not be read (an
+    SSH call that got no answer in its time), never an exception that would hide the
+    failure it explains."""
+    try:
+        return _timeline(lab, name, since, lines)
+    except subprocess.TimeoutExpired as error:
+        return f"(not read: {error})"
+
+
 def _said_by(timeline: str, ident: str) -> list[str]:
     """The messages logged as `ident` in a `_timeline` ("DATE TIME HOST IDENT[PID]: MESSAGE")."""
     pattern = re.compile(rf" {re.escape(ident)}(?:\[\d+\])?: (.*)$")
@@ -96,16 +106,9 @@ def _mark(lab, name: str, text: str) -> None:
 
 def _as_heartbeat_sees_them(lab, name: str) -> str:
     """Assert that heartbeat's main process on `name` sees the wrapper at every WRAPPED
-    path (read through its own mount namespace, nsenter); return its mount namespace,
-    which each wrapped run logs. What it saw goes into the journal too."""
-    seen = lab.ssh(name, (
-        "pid=$(systemctl show -p MainPID --value heartbeat.service); "
-        '[ "${pid:-0}" != 0 ] || { echo "heartbeat.service has no main process"; exit 1; }; '
-        'echo "heartbeat (pid $pid): mount namespace $(readlink /proc/$pid/ns/mnt);'
-        ' this shell: $(readlink /proc/self/ns/mnt)"; '
-        f"for f in {' '.join(WRAPPED)}; do "
-        f'if nsenter -t "$pid" -m cmp -s {ON_GUEST} "$f"; then echo "$f: wrapped"; else echo "$f: NOT wrapped"; fi; '
-        "done"), check=False)
+    path (read through its own mount namespace: lvsha-lab-fifo-race seen); return its
+    mount namespace, which each wrapped run logs. What it saw goes into the journal too."""
+    seen = lab.ssh(name, f"{ON_GUEST} seen {' '.join(WRAPPED)}", check=False)
     said = seen.stdout.strip()
     _mark(lab, name, f"armed; as heartbeat sees it: {' / '.join(said.splitlines())}")
     assert seen.returncode == 0 and [f"{path}: wrapped" for path in WRAPPED] == said.splitlines()[1:], \
@@ -142,15 +145,15 @@ def _wait_for_the_wrapped_runs(lab, name: str, peer: str, since: int) -> None:
                  "req_resource": any(line.rstrip().endswith(LOCAL_ACQUIRED) for line in timeline.splitlines())}
         unwrapped = [script for script, run in runs.items() if ended[script] and "started" not in run]
         assert not unwrapped, (f"heartbeat on {name} ran {' and '.join(unwrapped)} unwrapped (its own end logged, "
-                               f"no {TAG} run of it):\n{_timeline(lab, name, since, 400)}")
+                               f"no {TAG} run of it):\n{_timeline_shown(lab, name, since)}")
         return all("done" in run for run in runs.values())
 
     try:
         wait_until(both_ran, lab.cluster.heartbeat.deadtime + 60, interval=3,
                    what=f"heartbeat on {name} to run the wrapped mach_down {peer} and req_resource to their end "
                         f"(each one's {TAG} line: its message(s) written into the FIFO, or it sent none)")
-    except LabError as error:
-        raise AssertionError(f"{error}; {name}'s journal since the arm:\n{_timeline(lab, name, since, 400)}") from None
+    except (LabError, subprocess.TimeoutExpired) as error:  # the wait's end, or a read of the journal unanswered
+        raise AssertionError(f"{error}; {name}'s journal since the arm:\n{_timeline_shown(lab, name, since)}") from None
 
 
 def _serve_bound(lab) -> float:
@@ -227,7 +230,7 @@ def _the_fifo_race(lab, powered_off: list) -> None:
     record("FIFO race injected at the peer's power-off: polls unanswered", failed)
 
     timeline = _timeline(lab, master, since)
-    shown = f"{master}'s journal since the arm:\n{_timeline(lab, master, since, 400)}"
+    shown = f"{master}'s journal since the arm:\n{_timeline_shown(lab, master, since)}"
     said = _journal(lab, master, since)
     # heartbeat ran both scripts through the wrapper, in its own mount namespace, and
     # mach_down's message (it always sends one) went into the FIFO as the race leaves it

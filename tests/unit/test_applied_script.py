@@ -150,3 +150,27 @@ fi
     files = [RenderedFile(str(ha_d / name), (ha_d / name).read_text()) for name in ("ha.cf", "haresources", "authkeys")]
     assert shown["heartbeat"].split() == render.applied_record(files)  # the last rename's: whole, the files now
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["heartbeat.applied"]
+
+
+def test_nginx_records_the_sites_file_the_deploy_renders_and_keeps_it_across_a_boot(reference, tmp_path):
+    """`record nginx` (the web hosts' deploy, once nginx was reloaded and listens) records
+    the sha1 of the sites file, as render.applied_record computes it from the rendered
+    file (tasks/webserver.py compares the two); the record is in the persistent folder
+    (no start of nginx records it again after a boot)."""
+    sites = render.web_server_file(reference, reference.web_hosts[0])
+    on_disk = tmp_path / "lvsha-sites"
+    on_disk.write_text(sites.content)
+    assert _run(tmp_path, "record", "nginx", LVSHA_NGINX_SITES=str(on_disk)).returncode == 0
+    shown = dict(line.split(" ", 1) for line in _run(tmp_path, "show").stdout.splitlines())
+    assert shown[render.NGINX_RECORD].split() == render.applied_record([sites])
+    assert [p.name for p in (tmp_path / "lib").iterdir()] == [f"{render.NGINX_RECORD}.applied"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_its_default_paths_are_the_rendered_ones():
+    """The files it digests by default are where the deploy writes them."""
+    text = Path(SCRIPT).read_text()
+    for variable, path in (("LVSHA_NGINX_SITES", render.NGINX_SITES),
+                           ("LVSHA_CONNTRACKD_CONFIG", render.CONNTRACKD_CONF),
+                           ("LVSHA_HA_D", str(Path(render.HA_CF).parent))):
+        assert f"${{{variable}:-{path}}}" in text, variable

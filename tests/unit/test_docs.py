@@ -1,6 +1,7 @@
 """The documentation keeps up with the code: every field of the model is described
-in docs/model.md, the README stays short and opens with its two commands, and no
-relative link in README.md or docs/ points to a file (or heading) that does not exist."""
+in docs/model.md, the README stays short and opens with its two commands, no
+relative link in README.md or docs/ points to a file (or heading) that does not exist,
+and a value the docs take from a constant names it and is its value."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsha import model
+from lvsha import model, render
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -99,3 +100,38 @@ def test_readme_links_every_docs_page():
     linked = {Path(t.partition("#")[0]).name for t in _relative_links(README)}
     pages = {p.name for p in (REPO / "docs").glob("*.md")}
     assert pages <= linked, f"README.md does not link {sorted(pages - linked)}"
+
+
+# A number of seconds the docs take from a constant of lvsha.render names it beside its value,
+# "`render.NAME` (N s)", "`render.NAME`, N s" or "`render.NAME`: N s": the reader sees where
+# it comes from, and a changed constant fails test_values_cited_from_render_are_its_own.
+CITED = re.compile(r"`render\.([A-Z][A-Z0-9_]*)`(?: \(|, |: )(\d+) s\b")
+
+
+def _joined(doc: Path) -> str:
+    """The text on one line (a citation may be wrapped)."""
+    return " ".join(doc.read_text().split())
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_values_cited_from_render_are_its_own(doc):
+    wrong = [f"render.{name}: the docs say {n} s, it is {getattr(render, name, 'not a constant of render')}"
+             for name, n in CITED.findall(_joined(doc)) if getattr(render, name, None) != int(n)]
+    assert not wrong, f"{doc.relative_to(REPO)}: {wrong}"
+
+
+def test_the_deploys_ipvs_wait_is_given_with_its_constant():
+    """The deploy's wait for a node's IPVS (lvsha-ipvs-ready --strict: after ldirectord's
+    reload, before the peer's heartbeat restart) is render.IPVS_TAKEOVER_TIMEOUT, a fixed
+    bound: each time the docs give it in seconds, they name the constant."""
+    value, cited = render.IPVS_TAKEOVER_TIMEOUT, 0
+    for doc in DOCS:
+        text = _joined(doc)
+        named = [n for name, n in CITED.findall(text) if name == "IPVS_TAKEOVER_TIMEOUT" and int(n) == value]
+        bare = len(re.findall(rf"(?<![\d.]){value} s\b", text)) - len(named)
+        assert bare == 0, (f"{doc.relative_to(REPO)}: {value} s given {bare} time(s) without naming "
+                           "`render.IPVS_TAKEOVER_TIMEOUT` beside it")
+        cited += len(named)
+        typed = re.findall(r"lvsha-ipvs-ready --strict (?:--reloaded )?(\d+)", text)  # a command to run by hand
+        assert all(int(n) == value for n in typed), f"{doc.relative_to(REPO)}: lvsha-ipvs-ready --strict {typed}"
+    assert cited >= 4  # design.md, failures.md, limitations.md, operating.md

@@ -6,7 +6,10 @@ and heartbeat's FIFO (a named pipe in tmp, read here without blocking).
 
 What lands in the FIFO is read back with a model of heartbeat's FIFO reader
 (cluster-glue's msgfromstream): every message the race leaves is dropped, with the line
-heartbeat logs. The lab test (tests/lab/test_6_fifo_race.py) runs it under the real heartbeat.
+heartbeat logs. Its `seen` (whether heartbeat sees it where it runs its scripts) runs
+against fakes of systemctl and nsenter. The lab test (tests/lab/test_6_fifo_race.py) runs
+it under the real heartbeat; that test's wait for the wrapped runs is run here too, with
+a fake lab whose journal reads get no answer.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -55,6 +59,11 @@ FAKES = {
     "umount": '[ "$1" = --lazy ] || exit 64; echo "umount $*" >> "$FAKE/calls"; '
               '[ -f "$2.under" ] || exit 32; mv "$2.under" "$2"',
     "logger": 'shift 2; [ "$1" = -- ] && shift; echo "$*" >> "$FAKE/logged"',
+    # heartbeat.service's MainPID (a pid of this machine); hanging once told to
+    "systemctl": '[ -f "$FAKE/systemctl-hangs" ] && exec sleep 60; '
+                 '[ "$*" = "show -p MainPID --value heartbeat.service" ] || exit 64; cat "$FAKE/mainpid"',
+    # nsenter -t PID -m COMMAND...: COMMAND here (one mount namespace in the test)
+    "nsenter": 'echo "nsenter $*" >> "$FAKE/calls"; [ "$1 $3" = "-t -m" ] || exit 64; shift 3; exec "$@"',
 }
 
 
@@ -246,3 +255,85 @@ def test_arm_refuses_a_missing_script_and_a_failed_mount(guest):
     failed = guest.arm()
     assert failed.returncode != 0 and "cannot mount" in failed.stderr
     assert guest.control("bogus").returncode == 2
+
+
+# `seen`: whether heartbeat sees the program where it runs its scripts (the lab test's
+# check right after `arm`, tests/lab/test_6_fifo_race.py: _as_heartbeat_sees_them).
+
+
+def _seen(guest, mainpid: int | str = os.getpid(), **settings) -> tuple[int, list[str]]:
+    (guest.fake / "mainpid").write_text(f"{mainpid}\n")
+    done = subprocess.run([str(guest.program), "seen", *(str(guest.share / name) for name in guest.scripts)],
+                          capture_output=True, text=True, env={**guest.env(), **settings}, timeout=60)
+    return done.returncode, done.stdout.splitlines()
+
+
+def test_seen_reads_each_script_in_heartbeats_mount_namespace(guest):
+    """Armed: every script is the program as heartbeat's main process sees it (nsenter into
+    its mount namespace, named with this shell's on the first line); disarmed: none is."""
+    heartbeat = os.getpid()  # heartbeat here: this test's process
+    assert guest.arm().returncode == 0
+    rc, said = _seen(guest, heartbeat)
+    namespace = os.readlink(f"/proc/{heartbeat}/ns/mnt")
+    assert rc == 0, said
+    assert said[0] == f"heartbeat (pid {heartbeat}): mount namespace {namespace}; this shell: {namespace}"
+    assert said[1:] == [f"{guest.share / name}: wrapped" for name in guest.scripts]
+    assert [c for c in guest.read("calls") if c.startswith("nsenter")] == [
+        f"nsenter -t {heartbeat} -m cmp -s {guest.program} {guest.share / name}" for name in guest.scripts]
+    assert guest.control("disarm").returncode == 0
+    rc, said = _seen(guest, heartbeat)
+    assert rc == 1 and said[1:] == [f"{guest.share / name}: NOT wrapped" for name in guest.scripts], said
+
+
+def test_seen_fails_without_heartbeat_or_an_answer_from_systemd(guest):
+    """No main process (heartbeat stopped: MainPID 0), or systemctl that never answers
+    (bounded: LVSHA_LAB_READ_TIMEOUT): exit 1, saying which, no script read."""
+    assert guest.arm().returncode == 0
+    rc, said = _seen(guest, 0)
+    assert (rc, said) == (1, ["heartbeat.service has no main process (MainPID 0)"])
+    (guest.fake / "systemctl-hangs").touch()
+    rc, said = _seen(guest, LVSHA_LAB_READ_TIMEOUT="1")
+    assert rc == 1 and said[0].startswith("systemctl show heartbeat.service failed (exit 124: no answer in 1 s)"), said
+    assert len(said) == 1 and not [c for c in guest.read("calls") if c.startswith("nsenter")]
+    assert guest.control("seen").returncode == 2  # no script named
+
+
+# The lab test's wait for heartbeat's wrapped runs, without a lab: a read of the journal
+# that gets no answer ends it with the journal shown all the same.
+
+
+class _UnansweredLab:
+    """A lab whose first `unanswered` SSH calls get no answer in their time; the later
+    ones print `journal`."""
+
+    def __init__(self, unanswered: int, journal: str = "Nov 26 12:00:00.000001 lb-a heartbeat[42]: its last line"):
+        self.unanswered, self.journal, self.calls = unanswered, journal, 0
+        self.cluster = SimpleNamespace(heartbeat=SimpleNamespace(deadtime=10))
+
+    def ssh(self, name, command, check=True, timeout=60, input=None):
+        self.calls += 1
+        if self.calls <= self.unanswered:
+            raise subprocess.TimeoutExpired(["ssh", name, command], timeout)
+        return subprocess.CompletedProcess(command, 0, stdout=f"{self.journal}\n", stderr="")
+
+
+# The lab tier's marks (heartbeat_internals...) are registered by tests/lab/conftest.py,
+# which the unit tier does not load: importing the lab test module warns of them here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+@pytest.mark.parametrize("unanswered", [1, 2])
+def test_a_journal_read_without_answer_still_ends_the_wait_with_the_journal(unanswered):
+    """The wait's own read timing out raises subprocess.TimeoutExpired out of wait_until:
+    the failure names it, then shows the journal read again (or, unanswered again, why
+    it is not shown), instead of a bare TimeoutExpired."""
+    from tests.lab import test_6_fifo_race as lab_test
+
+    lab = _UnansweredLab(unanswered)
+    with pytest.raises(AssertionError) as failed:
+        lab_test._wait_for_the_wrapped_runs(lab, "lb-a", "lb-b", since=1764158400)
+    said = str(failed.value)
+    unanswered_read = r"Command '\['ssh', 'lb-a', .journalctl [^\n]*' timed out after 60 seconds"
+    assert re.match(rf"{unanswered_read}; lb-a's journal since the arm:\n", said), said
+    if unanswered == 1:
+        assert said.endswith(f":\n{lab.journal}\n") and lab.calls == 2, said
+    else:
+        assert re.search(rf":\n\(not read: {unanswered_read}\)$", said) and lab.journal not in said, said

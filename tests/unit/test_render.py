@@ -239,6 +239,98 @@ def test_web_host_routes_only_via_floating_gateway(reference):
         "Address=192.168.0.4/24", "Address=192.168.0.5/24", "Address=192.168.0.6/24"]
 
 
+def _ports_variant(reference):
+    """The reference model with a site on one port checked on another, a site whose https
+    check talks to a port of its own, and a site checked by ping."""
+    from dataclasses import replace
+
+    from lvsha.model import HealthCheck
+    from lvsha.validate import validate
+
+    first, second, third = reference.sites
+    cluster = replace(reference, sites=(
+        replace(first, ports=(8080, 443), virtual_port=8080, persistent=None),  # checked on 80 (the default)
+        replace(second, ports=(80, 8443), health=HealthCheck(service="https", checkport=8443)),
+        replace(third, ports=(80,), virtual_port=80, health=HealthCheck(checktype="ping", checkport=None)),
+    ))
+    validate(cluster)
+    return cluster
+
+
+def _balancers_reach(cluster) -> dict[str, tuple[set[int], set[int]]]:
+    """{real server address: (ports the balancers forward to there, ports they check
+    there)}, read from the renderings: ldirectord.cf's `real=` and `checkport=`, and,
+    for an all-ports service (`real=` without a port), the ports rules.v4 opens to its VIP."""
+    files = {f.path: f.content for f in render.all_files(cluster)[cluster.master.name]}
+    opened = {}
+    for line in files[render.FIREWALL_RULES].splitlines():
+        words = line.split()
+        if "--dports" in words and "-d" in words:
+            opened[words[words.index("-d") + 1].removesuffix("/32")] = {
+                int(p) for p in words[words.index("--dports") + 1].split(",")}
+    reach, block = {}, {}
+    for line in files[render.LDIRECTORD_CF].splitlines() + ["virtual=end"]:
+        key, _, value = line.strip().partition("=")
+        if key == "virtual":
+            for real in block.get("reals", []):
+                address, _, port = real.partition(":")
+                forwarded = {int(port)} if port else opened[block["vip"]]
+                checks = block["checktype"] in ("negotiate", "connect")
+                checked = {int(block.get("checkport") or port)} if checks else set()
+                reach[address] = (forwarded, checked)
+            block = {"vip": value.rpartition(":")[0], "reals": []}
+        elif key == "real":
+            block["reals"].append(value.split()[0])
+        elif key in ("checkport", "checktype"):
+            block[key] = value
+    return reach
+
+
+def test_nginx_listens_exactly_where_the_balancers_forward_and_check(every_model, reference):
+    """Each web host's nginx listens on each site address on exactly the ports the
+    balancers' renderings send traffic to or check there (ldirectord.cf, the firewall's
+    ports for an all-ports service), and the deploy's listening check waits on exactly
+    those; TLS on 443 and on a port an https check talks to, plain HTTP elsewhere."""
+    for cluster in (every_model, _ports_variant(reference)):
+        reach = _balancers_reach(cluster)
+        for host in cluster.web_hosts:
+            https_checked = {str(address): site.checked_port for site, address in cluster.site_addresses(host)
+                             if site.health.service == "https"}
+            listens = []  # (address, port, TLS) of each `listen ADDRESS:PORT [ssl];`
+            for line in render.web_server_file(cluster, host).content.splitlines():
+                words = line.rstrip(";").split()
+                if words[:1] == ["listen"]:
+                    address, _, port = words[1].rpartition(":")
+                    listens.append((address, int(port), words[2:] == ["ssl"]))
+            served = {}
+            for address, port, tls in listens:
+                served.setdefault(address, {})[port] = tls
+            assert set(served) == set(host.internal_ips)
+            for address, ports in served.items():
+                forwarded, checked = reach[address]
+                assert set(ports) == forwarded | checked, (cluster.name, address)
+                assert {p for p, tls in ports.items() if tls} == (
+                    {render.NGINX_TLS_PORT, https_checked.get(address)} & set(ports)), (cluster.name, address)
+            assert render.web_server_listens(cluster, host) == [f"{address}:{port}" for address, port, _ in listens]
+    variant = _ports_variant(reference)
+    host = variant.web_hosts[0]
+    assert render.web_server_listens(variant, host) == [
+        f"{host.internal_ips[0]}:80", f"{host.internal_ips[0]}:8080",
+        f"{host.internal_ips[1]}:80", f"{host.internal_ips[1]}:8443", f"{host.internal_ips[2]}:80"]
+
+
+def test_a_site_without_tls_gets_no_certificate(edge):
+    """nginx reads a certificate only for a server block with a TLS port."""
+    plain = [s for s in edge.sites if render.NGINX_TLS_PORT not in s.real_ports and s.health.service != "https"]
+    assert plain, "the edge model has a site served on plain HTTP only"
+    content = render.web_server_file(edge, edge.web_hosts[0]).content
+    for block in content.split("server {")[1:]:
+        name = block.split("server_name ", 1)[1].split(";")[0]
+        has_tls = any(line.rstrip(";").endswith(" ssl") for line in block.splitlines())
+        assert ("ssl_certificate " in block) == has_tls, name
+        assert has_tls == (name not in {s.name for s in plain}), name
+
+
 def test_firewall_never_filters_in_nat_table(reference):
     rules = _file(reference, "balancer1", render.FIREWALL_RULES).content
     nat = rules.split("*nat")[1].split("COMMIT")[0]
