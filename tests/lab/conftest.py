@@ -74,9 +74,12 @@ PREREQUISITES = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "
 LOGGED_BY = " ".join(f"-t {name}" for name in ("heartbeat", "ipfail", "ResourceManager", *(
     Path(script).name for script in (render.HEARTBEAT_GUARD, render.FLOATING_IPS_SCRIPT, render.CONNTRACKD_SCRIPT,
                                      render.TAKEOVER_SCRIPT, render.TAKEOVER_WATCH))))
-# keepalived: its own log and that of every script it runs (notify, track
-# scripts: lvsha-keepalived, lvsha-conntrackd) are keepalived.service's journal.
-KEEPALIVED_LOGGED = " ".join(f"-u {unit}.service" for unit in ENGINE_SERVICES["keepalived"])
+# keepalived: its own log (its unit's) or that of a script it runs (notify, track scripts:
+# lvsha-keepalived, lvsha-conntrackd), by name: their lines are logger's alone under
+# systemd (docs/design.md), which journald may not tie to the unit. Matches joined by "+" (OR).
+KEEPALIVED_LOGGED = " + ".join([*(f"_SYSTEMD_UNIT={unit}.service" for unit in ENGINE_SERVICES["keepalived"]),
+                                *(f"SYSLOG_IDENTIFIER={Path(script).name}"
+                                  for script in (render.KEEPALIVED_PROGRAM, render.KEEPALIVED_CONNTRACKD_SCRIPT))])
 # The engines whose day-2 commands (lvsha status, drain, failover) are built (lvsha/day2.py).
 DAY2_ENGINES = ("heartbeat", "keepalived")
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
