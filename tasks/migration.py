@@ -109,6 +109,7 @@ from pyinfra.operations import server
 
 from lvsha import render
 from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, FloatingIP
+from tasks.engines import ENGINE_SERVICES, OTHER_ENGINE
 from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
 from tasks.rendered import put, rendered_file
 
@@ -117,9 +118,6 @@ STOPPED_STATES = ("dead", "failed")
 # The SubStates of a service whose stop runs (systemd's "deactivating").
 STOPPING_STATES = ("stop", "stop-sigterm", "stop-sigkill", "stop-post", "final-sigterm", "final-sigkill",
                    "stop-watchdog", "final-watchdog")
-# Each engine's services (preflight.ENGINE_SERVICES; the lab's tests read them too).
-ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
-OTHER_ENGINE = {"heartbeat": "keepalived", "keepalived": "heartbeat"}
 MOVERS = tuple(services[0] for services in ENGINE_SERVICES.values())  # each engine's that moves the addresses
 OLD_SERVICES = ENGINE_SERVICES["heartbeat"]  # what the migration to keepalived leaves
 # Stages of each migration (by the engine it goes to), in order; a run starts at the one the pair has reached.
