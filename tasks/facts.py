@@ -249,15 +249,20 @@ class OsRelease(FactBase):
 
 class UnitStates(FactBase):
     """Whether each of `units` runs and starts at boot, as pyinfra's SystemdStatus and
-    SystemdEnabled tell, and its SubState as systemd names it ("dead", "auto-restart"...),
-    in one `systemctl show`: {"nginx.service": {"running": True, "enabled": True, "state": "running"}}."""
+    SystemdEnabled tell, its SubState as systemd names it ("dead", "auto-restart"...) and its
+    ActiveState (systemd's generic state of any unit, of which the SubState is a finer,
+    type-specific view: "active", "reloading", "inactive", "failed", "activating" or
+    "deactivating", the unit's stop running; org.freedesktop.systemd1(5)), in one
+    `systemctl show`: {"nginx.service": {"running": True, "enabled": True, "state": "running",
+    "active": "active"}}."""
 
     default = dict
     RUNNING = ("running", "waiting", "exited", "listening", "mounted")
     ENABLED = ("enabled", "static")
 
     def command(self, units) -> str:
-        return ("systemctl show --all --property Id --property SubState --property UnitFileState "
+        return ("systemctl show --all --property Id --property ActiveState --property SubState "
+                "--property UnitFileState "
                 + " ".join(shlex.quote(u) for u in units))
 
     def requires_command(self, units) -> str:
@@ -268,7 +273,10 @@ class UnitStates(FactBase):
         for line in output:
             key, _, value = line.partition("=")
             if key == "Id":
-                current = states.setdefault(value, {"running": False, "enabled": False, "state": "dead"})
+                current = states.setdefault(value, {"running": False, "enabled": False, "state": "dead",
+                                                    "active": "inactive"})
+            elif current is not None and key == "ActiveState":
+                current["active"] = value or "inactive"
             elif current is not None and key == "SubState":
                 current["running"] = value in self.RUNNING
                 current["state"] = value or "dead"
@@ -445,12 +453,13 @@ def units(services: list[str]) -> FactRequest:
 
 
 def unit_state(service: str) -> dict[str, bool | str]:
-    """{"running": bool, "enabled": bool, "state": SubState} of `service`.service (or of the timer `service`),
-    from the units fact the host's role declared (or its own, for a unit the role did not name)."""
+    """{"running": bool, "enabled": bool, "state": SubState, "active": ActiveState} of `service`.service (or
+    of the timer `service`), from the units fact the host's role declared (or its own, for a unit the role
+    did not name)."""
     name = unit_name(service)
     request = next((r for r in _host_facts().declared if r.fact is UnitStates and name in r.kwargs["units"]),
                    None) or units([service])
-    return read(request).get(name, {"running": False, "enabled": False, "state": "dead"})
+    return read(request).get(name, {"running": False, "enabled": False, "state": "dead", "active": "inactive"})
 
 
 def managed_state(path: str) -> dict | None:

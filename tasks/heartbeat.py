@@ -9,6 +9,7 @@ from pyinfra.operations import server, systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks import migration
+from tasks.engines import other_engine_off
 from tasks.facts import (Applied, InterfaceAddresses, IpvsVirtualServices, LdirectordServices, fact, managed_state,
                          on_host, unit_state)
 from tasks.migration import Migration
@@ -342,14 +343,13 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     private_file(name=f"{authkeys.path} is private", path=authkeys.path)
     if migrating:
         migration.operations(cluster, balancer, migrating)
-        # Not a second engine at the next boot (the migration's steps end keepalived).
-        unit(name="keepalived is not enabled (engine heartbeat)", service="keepalived", enabled=False)
+        # Not a second engine at the next boot (the migration's steps end keepalived, their own way).
+        other_engine_off("heartbeat", stop=False)
         return _only_the_model(cluster, balancer)
 
     # Stopped before heartbeat starts (an idle pair's failed keepalived: migration.plan), and
     # off at boot; preflight.check_engine refuses one running or enabled otherwise.
-    unit(name="keepalived is stopped and not enabled (engine heartbeat)", service="keepalived", running=False,
-         enabled=False)
+    other_engine_off("heartbeat")
     started = unit(name="Enable and start heartbeat", service="heartbeat", running=True, enabled=True)
     # The group's addresses as the model has them on the node carrying it, once both nodes
     # have the new haresources (a takeover from now on moves the new set): no restart,

@@ -8,6 +8,7 @@ from pyinfra.operations import server, systemd
 from lvsha import render
 from lvsha.model import Balancer, Cluster
 from tasks import migration
+from tasks.engines import other_engine_off
 from tasks.facts import (InterfaceAddresses, KeepalivedApplied, KeepalivedHold, KeepalivedMigrateDropin, fact, on_host,
                          unit_state)
 from tasks.migration import Migration
@@ -77,9 +78,7 @@ def keepalived(cluster: Cluster, balancer: Balancer, migrating: Migration | None
         migration.operations(cluster, balancer, migrating)
     else:
         # Stopped (an idle pair's ldirectord: migration.plan) before keepalived starts, and off at boot.
-        for service in migration.OLD_SERVICES:
-            unit(name=f"{service} is stopped and not enabled (engine keepalived)", service=service, running=False,
-                 enabled=False)
+        other_engine_off("keepalived")
         clear_left_hold(cluster, balancer)
         _start_or_reload(written, stale)
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]

@@ -109,17 +109,12 @@ from pyinfra.operations import server
 
 from lvsha import render
 from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, FloatingIP
+from tasks.engines import ENGINE_SERVICES, OTHER_ENGINE
 from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
 from tasks.rendered import put, rendered_file
 
 # The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
 STOPPED_STATES = ("dead", "failed")
-# The SubStates of a service whose stop runs (systemd's "deactivating").
-STOPPING_STATES = ("stop", "stop-sigterm", "stop-sigkill", "stop-post", "final-sigterm", "final-sigkill",
-                   "stop-watchdog", "final-watchdog")
-# Each engine's services (preflight.ENGINE_SERVICES; the lab's tests read them too).
-ENGINE_SERVICES = {"heartbeat": ("heartbeat", "ldirectord"), "keepalived": ("keepalived",)}
-OTHER_ENGINE = {"heartbeat": "keepalived", "keepalived": "heartbeat"}
 MOVERS = tuple(services[0] for services in ENGINE_SERVICES.values())  # each engine's that moves the addresses
 OLD_SERVICES = ENGINE_SERVICES["heartbeat"]  # what the migration to keepalived leaves
 # Stages of each migration (by the engine it goes to), in order; a run starts at the one the pair has reached.
@@ -151,8 +146,8 @@ class Node:
         return self.units[service]["state"] not in STOPPED_STATES
 
     def stopping(self, service: str) -> bool:
-        """Its stop runs (systemd's SubStates of a deactivating service)."""
-        return self.units[service]["state"] in STOPPING_STATES
+        """Its stop runs: systemd's ActiveState "deactivating" (whichever SubState of the stop)."""
+        return self.units[service]["active"] == "deactivating"
 
     def live(self, service: str) -> bool:
         """Runs, is about to, or starts at boot."""
@@ -299,16 +294,16 @@ def _to_keepalived(cluster: Cluster, nodes: list[Node], total: int, holder: Node
                     f"lacks {', '.join(other.ipvs_missing)}: check ldirectord there (journalctl -u ldirectord)")
         return Migration(other.name, holder.name, HANDOVER if other.converted else CONVERT_FIRST)
     if holder.converted:
-        if other.stopping("heartbeat"):
-            # A run that died after the handover, before step 3 waited for the end of the release's stop.
-            _refuse(engine, nodes, total, f"heartbeat on {other.name} is still stopping "
-                    f"({other.units['heartbeat']['state']}) while {holder.name} carries the addresses on keepalived: "
-                    f"deploy again once its stop has ended (`systemctl is-active heartbeat` on {other.name} says "
-                    f"inactive or failed; systemd kills it after TimeoutStopSec)")
-        if other.runs("heartbeat"):
-            _refuse(engine, nodes, total, f"heartbeat runs on {other.name} while {holder.name} carries the "
-                    f"addresses on keepalived: heartbeat there would take them too; `systemctl disable --now heartbeat` "
-                    f"on {other.name}, then deploy again")
+        if other.runs("heartbeat"):  # running or stopping: either way not off, and each says what to do
+            beside = f"while {holder.name} carries the addresses on keepalived"
+            if other.stopping("heartbeat"):
+                # A run that died after the handover, before step 3 waited for the end of the release's stop.
+                _refuse(engine, nodes, total, f"heartbeat on {other.name} is still stopping "
+                        f"({other.units['heartbeat']['state']}) {beside}: deploy again once its stop has ended "
+                        f"(`systemctl is-active heartbeat` on {other.name} says inactive or failed; systemd kills it "
+                        "after TimeoutStopSec)")
+            _refuse(engine, nodes, total, f"heartbeat runs on {other.name} {beside}: heartbeat there would take them "
+                    f"too; `systemctl disable --now heartbeat` on {other.name}, then deploy again")
         return Migration(holder.name, other.name, CONVERT_SECOND)
     _refuse(engine, nodes, total, f"{holder.name} carries the floating addresses with neither heartbeat nor keepalived running")
 

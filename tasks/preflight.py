@@ -15,7 +15,7 @@ from pyinfra.facts.server import Hostname
 from lvsha import ifupdown, render
 from lvsha.firewall_check import Packet, UnsupportedRule, judge
 from lvsha.model import Balancer, Cluster
-from tasks import migration
+from tasks import engines, migration
 from tasks.facts import IfupdownFiles, InterfaceAddresses, OsRelease, SshConnection, fact
 
 SUPPORTED = {("Debian", 12), ("Debian", 13)}  # the lab builds and deploys both (lvsha/lab/image.py)
@@ -48,8 +48,8 @@ def check_pair_in_run(cluster: Cluster) -> None:
         )
 
 
-# The services of each engine (the lab's tests read them too).
-ENGINE_SERVICES = migration.ENGINE_SERVICES
+# The services of each engine (tasks/engines.py; the lab's tests read them here).
+ENGINE_SERVICES = engines.ENGINE_SERVICES
 
 
 def check_engine(cluster: Cluster):

@@ -28,6 +28,8 @@ class Machine:
     running: dict = field(default_factory=dict)  # "x.service" -> bool
     enabled: dict = field(default_factory=dict)
     states: dict = field(default_factory=dict)  # "x.service" -> SubState, where not "running"/"dead" as `running` says
+    # "x.service" -> ActiveState, where not "active"/"inactive" as `running` says ("failed" as `states` says)
+    actives: dict = field(default_factory=dict)
     addresses: dict = field(default_factory=lambda: {"lo": ["127.0.0.1/8"]})
     routes: list = field(default_factory=list)
     ssh: dict | None = None
@@ -89,7 +91,9 @@ class Machine:
             return {k: self.sysctls[k] for k in kw["keys"] if k in self.sysctls}
         if name == "UnitStates":
             return {unit: {"running": self.running.get(unit, False), "enabled": self.enabled.get(unit, False),
-                           "state": self.states.get(unit, "running" if self.running.get(unit) else "dead")}
+                           "state": self.states.get(unit, "running" if self.running.get(unit) else "dead"),
+                           "active": self.actives.get(unit, "active" if self.running.get(unit) else
+                                                      "failed" if self.states.get(unit) == "failed" else "inactive")}
                     for unit in kw["units"] if unit in self.running or unit in self.enabled or unit in self.states}
         if name == "OsRelease":
             return {"ID": self.distro[0].lower(), "NAME": self.distro[0], "VERSION_ID": str(self.distro[1])}

@@ -161,17 +161,22 @@ def test_a_run_that_asks_before_it_runs_reads_again_after_the_answer(run_of_two_
 
 
 def test_unit_states_read_like_pyinfras_status_and_enabled_facts():
-    output = ["Id=heartbeat.service", "SubState=running", "UnitFileState=enabled", "",
-              "Id=nginx.service", "SubState=dead", "UnitFileState=", "",
-              "Id=systemd-networkd.service", "SubState=exited", "UnitFileState=static"]
+    output = ["Id=heartbeat.service", "ActiveState=active", "SubState=running", "UnitFileState=enabled", "",
+              "Id=nginx.service", "ActiveState=inactive", "SubState=dead", "UnitFileState=", "",
+              "Id=systemd-networkd.service", "ActiveState=active", "SubState=exited", "UnitFileState=static"]
     assert UnitStates().process(output) == {
-        "heartbeat.service": {"running": True, "enabled": True, "state": "running"},
-        "nginx.service": {"running": False, "enabled": False, "state": "dead"},
-        "systemd-networkd.service": {"running": True, "enabled": True, "state": "exited"},
+        "heartbeat.service": {"running": True, "enabled": True, "state": "running", "active": "active"},
+        "nginx.service": {"running": False, "enabled": False, "state": "dead", "active": "inactive"},
+        "systemd-networkd.service": {"running": True, "enabled": True, "state": "exited", "active": "active"},
     }
     # what a unit systemd will start again shows: not running, not dead either
-    (restarting,) = UnitStates().process(["Id=keepalived.service", "SubState=auto-restart", "UnitFileState=disabled"]).values()
-    assert restarting == {"running": False, "enabled": False, "state": "auto-restart"}
+    (restarting,) = UnitStates().process(["Id=keepalived.service", "ActiveState=activating", "SubState=auto-restart",
+                                          "UnitFileState=disabled"]).values()
+    assert restarting == {"running": False, "enabled": False, "state": "auto-restart", "active": "activating"}
+    # a unit whose stop runs: systemd's generic word for it, whichever step of the stop
+    (stopping,) = UnitStates().process(["Id=heartbeat.service", "ActiveState=deactivating", "SubState=stop-post",
+                                        "UnitFileState=disabled"]).values()
+    assert stopping == {"running": False, "enabled": False, "state": "stop-post", "active": "deactivating"}
 
 
 def test_os_release_is_read_without_its_quotes():

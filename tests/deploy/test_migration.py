@@ -375,17 +375,38 @@ def test_heartbeat_beside_a_keepalived_holder_is_refused(reference):
              "systemctl disable --now heartbeat")
 
 
-def test_heartbeat_still_stopping_beside_a_keepalived_holder_is_refused_naming_its_stop(reference):
+@pytest.mark.parametrize("substate", ["stop-sigterm", "stop-post", "final-sigkill"])
+def test_heartbeat_still_stopping_beside_a_keepalived_holder_is_refused_naming_its_stop(reference, substate):
     """A run that died after the handover, while the release's stop of heartbeat still ran on the
-    old holder (the release does not wait for its end; step 3 does)."""
+    old holder (the release does not wait for its end; step 3 does): systemd's ActiveState
+    deactivating, whichever SubState of the stop, is named; the refusal says to wait, not to stop it."""
     on_keepalived = replace(reference, engine="keepalived")
     first, second = reference.peer(reference.master), reference.master
     old = _machine(reference, second)
     old.enabled["heartbeat.service"] = False
-    old.states["heartbeat.service"] = "stop-sigterm"
+    old.states["heartbeat.service"], old.actives["heartbeat.service"] = substate, "deactivating"
     machines = {first.name: _keepalived_node(on_keepalived, first, reference, holds=True), second.name: old}
-    _refused(on_keepalived, machines, f"heartbeat on {second.name} is still stopping (stop-sigterm) while "
+    _refused(on_keepalived, machines, f"heartbeat on {second.name} is still stopping ({substate}) while "
              f"{first.name} carries the addresses on keepalived: deploy again once its stop has ended")
+    with pytest.raises(DeployError) as refused:
+        _plan(on_keepalived, machines, first.name)
+    assert "systemctl disable --now heartbeat" not in str(refused.value)
+
+
+def test_heartbeat_in_a_state_of_its_own_beside_a_keepalived_holder_is_refused_as_running(reference):
+    """Not deactivating (here: systemd restarting it, ActiveState activating): not a stop to wait
+    for; refused as a heartbeat that runs, naming what to do."""
+    on_keepalived = replace(reference, engine="keepalived")
+    first, second = reference.peer(reference.master), reference.master
+    old = _machine(reference, second)
+    old.enabled["heartbeat.service"] = False
+    old.states["heartbeat.service"], old.actives["heartbeat.service"] = "auto-restart", "activating"
+    machines = {first.name: _keepalived_node(on_keepalived, first, reference, holds=True), second.name: old}
+    _refused(on_keepalived, machines, f"heartbeat runs on {second.name} while {first.name} carries the addresses",
+             f"`systemctl disable --now heartbeat` on {second.name}, then deploy again")
+    with pytest.raises(DeployError) as refused:
+        _plan(on_keepalived, machines, first.name)
+    assert "still stopping" not in str(refused.value)
 
 
 def test_a_peer_out_of_the_run_is_refused(reference):

@@ -37,20 +37,33 @@ def run(tmp_path):
         # process of it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists,
         # unless $FAKE/restart-stays. keepalived stays active for as many more `is-active` as
         # $FAKE/lingers says once its processes ended (systemd not done with it yet), the first
-        # of them sending SIGHUP to the caller while $FAKE/hup-on-linger exists. `show` of
-        # heartbeat.service hangs while $FAKE/show-hangs exists.
+        # of them sending SIGHUP to lvsha-migrate while $FAKE/hup-on-linger exists. `show` of
+        # heartbeat.service hangs while $FAKE/show-hangs exists. `is-active` prints the unit's
+        # state (active, or inactive: exit 3) unless --quiet, as systemctl does; while
+        # $FAKE/is-active-hangs exists it hangs (a real sleep: the fakes' PATH may name another) for
+        # as many seconds as it says, then fails saying nothing on stdout, as systemctl does when
+        # systemd does not answer within D-Bus's own time limit.
         "systemctl": """
             alive() { for p in $(cat "$FAKE/pids" 2>/dev/null); do
                           read -r st 2>/dev/null < /proc/$p/stat || continue; st=${st##*) }; [ "${st%% *}" = Z ] || return 0
                       done; return 1; }
+            parent() { read -r st < "/proc/$1/stat"; st=${st##*) }; set -- $st; echo "$2"; }
+            # the program itself, not `timeout` nor a subshell of it between it and this call
+            caller() { pid=$PPID; while tr '\\0' ' ' < "/proc/$(parent $pid)/cmdline" | grep -q "keepalived/lvsha-migrate "; do
+                           pid=$(parent $pid); done; echo "$pid"; }
             lingers() { n=$(cat "$FAKE/lingers" 2>/dev/null || echo 0); [ "$n" -gt 0 ] || return 1
                         echo $((n - 1)) > "$FAKE/lingers"
-                        if [ -f "$FAKE/hup-on-linger" ]; then rm -f "$FAKE/hup-on-linger"; kill -HUP $PPID; fi; }
+                        if [ -f "$FAKE/hup-on-linger" ]; then rm -f "$FAKE/hup-on-linger"; kill -HUP "$(caller)"; fi; }
             case "$1" in
-            is-active) shift; [ "$1" = --quiet ] && shift
+            is-active) shift; quiet=; [ "$1" = --quiet ] && { quiet=1; shift; }
+                       if [ -f "$FAKE/is-active-hangs" ]; then
+                           /bin/sleep "$(cat "$FAKE/is-active-hangs")" </dev/null >/dev/null 2>&1
+                           echo "Failed to retrieve unit state: Connection timed out" >&2; exit 1
+                       fi
                        case $1 in heartbeat.service) [ -f "$FAKE/active-heartbeat" ] ;;
                                   *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; } ;; esac
-                       exit $? ;;
+                       if [ $? -eq 0 ]; then [ -n "$quiet" ] || echo active; exit 0; fi
+                       [ -n "$quiet" ] || echo inactive; exit 3 ;;
             show) case "$*" in *heartbeat*) [ -f "$FAKE/show-hangs" ] && exec sleep 600 ;; esac
                   case "$*" in
                   *ActiveState*heartbeat*)
@@ -450,6 +463,49 @@ def test_off_waits_for_neither_engine_and_no_address(run, busy):
         assert "carries: 192.168.0.254/24" in result.stderr
 
 
+def _systemd_does_not_answer(run):
+    """Each `systemctl is-active` hangs longer than the program's bound on a read (LVSHA_READ_TIMEOUT,
+    1 s here), then fails without a word, as systemctl does past D-Bus's own time limit."""
+    (run.dir / "is-active-hangs").write_text("3\n")
+    run.env["LVSHA_READ_TIMEOUT"] = "1"
+
+
+def test_off_never_takes_a_systemd_that_does_not_answer_for_engines_off(run):
+    """Neither engine runs and nothing is carried, but systemd cannot tell: each read of
+    `systemctl is-active` is cut at LVSHA_READ_TIMEOUT and counts as "cannot tell", not as
+    inactive; the wait goes on to its limit and fails naming what it waited for."""
+    _systemd_does_not_answer(run)
+    result, calls = run("off", "2", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert "waited 2 s for neither keepalived nor heartbeat active here, no floating address here" in result.stderr
+    assert "not ready: keepalived unknown, heartbeat unknown, carries: " in result.stderr
+    assert calls == []
+
+
+def test_off_waits_through_reads_without_an_answer(run):
+    """"cannot tell" is "not yet": once systemd answers again (neither engine active), the wait
+    that went on through the reads without an answer ends."""
+    _systemd_does_not_answer(run)
+    answers_again = subprocess.Popen(["sh", "-c", f'sleep 2; rm -f "{run.dir}/is-active-hangs"'])
+    result, _ = run("off", "30", *ADDRESSES)
+    answers_again.wait()
+    assert result.returncode == 0, result.stderr
+    assert "neither keepalived nor heartbeat active here, no floating address here after" in result.stderr
+
+
+def test_adopt_starts_nothing_when_systemd_cannot_tell_whether_heartbeat_runs(run):
+    """A heartbeat that may run already is not started again beside keepalived on a guess: the
+    step fails before it changes anything, naming what it could not read."""
+    run.carry(*ADDRESSES)
+    (run.dir / "active").touch()
+    _systemd_does_not_answer(run)
+    result, calls = run("adopt", "30", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert calls == []
+    assert "systemd cannot tell whether heartbeat runs here (systemctl is-active heartbeat.service: no answer " \
+           "within 1 s): nothing changed" in result.stderr
+
+
 def test_adopt_starts_heartbeat_keeping_the_addresses_keepalived_carries(run):
     run.carry(*ADDRESSES)
     (run.dir / "active").touch()
@@ -607,6 +663,23 @@ def test_retire_leaves_keepalived_running_when_systemd_would_restart_it(run, kee
     assert all(child.poll() is None for child in keepalived_processes) and _kills(run) == []
     assert not (run.dir / "runtime" / DROPIN).exists()
     assert calls[-1] == "systemctl daemon-reload"
+
+
+def test_retire_never_takes_a_systemd_that_does_not_answer_for_keepalived_ended(run):
+    """keepalived.service has no process left to read, but systemd cannot tell whether it is
+    active: not taken for ended. The wait for its end goes on to the limit and fails naming
+    keepalived's state; the hold and the failover request stay, systemd's Restart= is given back."""
+    run.carry(*ADDRESSES)
+    run.hold.parent.mkdir()
+    run.hold.write_text("1\n")
+    (run.dir / "active").touch()
+    _systemd_does_not_answer(run)
+    result, _ = run("retire", "2", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert "waited 2 s for every process of keepalived ended, the addresses left in place" in result.stderr
+    assert "keepalived.service not ended: processes none, systemd says unknown" in result.stderr
+    assert run.hold_value() == "1"
+    assert not (run.dir / "runtime" / DROPIN).exists()
 
 
 def test_retire_adds_back_an_address_found_missing(run):
