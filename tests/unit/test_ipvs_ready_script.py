@@ -35,9 +35,16 @@ def run(tmp_path, reference):
     ipvsadm.chmod(0o755)
     (tmp_path / "logger").write_text("#!/bin/sh\nexit 0\n")
     (tmp_path / "logger").chmod(0o755)
-    # ldirectord.service's ActiveEnterTimestampMonotonic: run.ldirectord_since, none by default (systemd cannot tell)
-    (tmp_path / "systemctl").write_text(f'#!/bin/sh\ncat "{tmp_path}/ldirectord-since" 2>/dev/null\n')
+    # ldirectord.service's ActiveEnterTimestampMonotonic: run.ldirectord_since, none by default (systemd cannot
+    # tell); its MainPID: run.checkers, none by default
+    (tmp_path / "systemctl").write_text(
+        f'#!/bin/sh\ncase "$*" in *MainPID*) cat "{tmp_path}/mainpid" 2>/dev/null ;;\n'
+        f'*) cat "{tmp_path}/ldirectord-since" 2>/dev/null ;; esac\n')
     (tmp_path / "systemctl").chmod(0o755)
+    # ps -o etimes=,args= --ppid MAINPID: the processes run.checkers gives, only for that pid
+    (tmp_path / "ps").write_text(f'#!/bin/sh\necho "ps $*" >> "{tmp_path}/ps-calls"\n'
+                                 f'[ "$*" = "-o etimes=,args= --ppid 4242" ] && cat "{tmp_path}/children"\n')
+    (tmp_path / "ps").chmod(0o755)
 
     def run(timeout: str, *tables: str, every: float = 0.0, strict: bool = False, reloaded: bool = False):
         """Run with `tables` shown by ipvsadm one after another, `every` seconds apart."""
@@ -55,6 +62,13 @@ def run(tmp_path, reference):
 
     run.reads = lambda: len((tmp_path / "calls").read_text().splitlines())  # how often it read the table
     run.ldirectord_since = lambda us: (tmp_path / "ldirectord-since").write_text(f"{us}\n")
+
+    def checkers(*children: str):
+        """ldirectord's MainPID 4242, its children `children` ("ETIMES ARGS" lines, as ps shows them)."""
+        (tmp_path / "mainpid").write_text("4242\n")
+        (tmp_path / "children").write_text("".join(f"{child}\n" for child in children))
+
+    run.checkers = checkers
     return run
 
 
@@ -208,3 +222,108 @@ def test_bad_arguments_are_a_usage_error(arguments, tmp_path):
     done = subprocess.run([SCRIPT, *arguments], capture_output=True, text=True, timeout=10,
                           env={"PATH": "/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(tmp_path / "none")})
     assert done.returncode == 2 and "usage:" in done.stderr
+
+
+# ---- fork=yes: the round counts from the end of ldirectord's start pass ----
+
+def _forking(tmp_path, cluster, interval: int = 1) -> None:
+    """ldirectord.cf of `cluster` with fork=yes (Ldirectord.fork), checkinterval and every check timeout `interval`."""
+    from dataclasses import replace
+
+    forked = replace(cluster, ldirectord=replace(cluster.ldirectord, fork=True))
+    text = render.ldirectord_file(forked).content
+    assert "\nfork=yes\n" in text
+    text = re.sub(r"(?m)^checkinterval=\d+$", f"checkinterval={interval}", text)
+    (tmp_path / "ldirectord.cf").write_text(re.sub(r"(?m)^(\s*(?:checktimeout|negotiatetimeout))=\d+$",
+                                                    rf"\1={interval}", text))
+
+
+def _checker(cluster, etimes: int, index: int = 0) -> str:
+    """A checker as ps shows it: run_child's $0, "ldirectord VIRTUAL"."""
+    return f"{etimes:>7} ldirectord tcp:{cluster.virtual_servers()[index].address}"
+
+
+DAEMON = "/usr/bin/perl -w /usr/sbin/ldirectord /run/lvsha/ldirectord start"
+
+
+def test_forking_a_service_without_real_servers_waits_for_the_start_pass_to_end(run, reference, tmp_path):
+    """fork=yes, long started (systemd says so), but no checker forked yet: ldirectord is
+    still in its start pass (adding and checking every real server in turn). The wait is
+    not passed after a round from the service's start (as without fork), it goes on to
+    TIMEOUT, which names the pass; the daemon's own short-lived forks (perl's command
+    line) are not checkers."""
+    _forking(tmp_path, reference)
+    every = len(reference.virtual_servers())
+    run.ldirectord_since(1_000_000)
+    run.checkers(f"      5 {DAEMON}", "      0 ipvsadm -a -t 10.0.0.1:0 -r 192.168.0.1 -m")
+    rc, err, took = run("3", table(reference, every, reals=False), strict=True)
+    assert rc == 0 and took > 2.5 and run.reads() >= 2, err
+    assert "start pass has not ended" in err and "no checker forked yet" in err
+    assert "after a round" not in err and "lacks" not in err
+
+
+def test_forking_the_round_counts_from_the_first_checker(run, reference, tmp_path):
+    """A checker forked long ago: the pass ended long ago, the round is over, a service still
+    without a real server is named at once. A checker forked just now: its round is waited for."""
+    _forking(tmp_path, reference)
+    every = len(reference.virtual_servers())
+    last = reference.virtual_servers()[every - 1].address
+    run.checkers(f"      9 {DAEMON}", _checker(reference, 1000), _checker(reference, 999, 1))
+    rc, err, _ = run("600", table(reference, every, reals=False), strict=True)
+    assert rc == 0 and run.reads() == 1, err
+    assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
+    run.checkers(f"      9 {DAEMON}", _checker(reference, 0))
+    rc, err, took = run("600", table(reference, every, reals=False), strict=True)
+    assert rc == 0 and took > 1, err
+    assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
+
+
+def test_forking_the_real_servers_arriving_end_the_wait_before_any_checker(run, reference, tmp_path):
+    _forking(tmp_path, reference)
+    every = len(reference.virtual_servers())
+    run.checkers(f"      9 {DAEMON}")
+    rc, err, took = run("600", table(reference, every, reals=False), table(reference, every), every=1.2, strict=True)
+    assert rc == 0 and took >= 1.2, err
+    assert "each with a real server" in err
+
+
+def test_forking_after_a_reload_only_a_checker_forked_since_counts(run, reference, tmp_path):
+    """A reload ends every checker and runs the start pass again before forking new ones:
+    a checker older than this wait (the reload's predecessor, not yet ended) is not the
+    pass's end; TIMEOUT is reached naming the pass."""
+    _forking(tmp_path, reference)
+    every = len(reference.virtual_servers())
+    run.ldirectord_since(1_000_000)
+    run.checkers(_checker(reference, 500))
+    rc, err, took = run("3", table(reference, every, reals=False), strict=True, reloaded=True)
+    assert rc == 0 and took > 2.5, err
+    assert "start pass has not ended" in err
+
+
+def test_forking_systemd_not_telling_ldirectords_pid_waits_to_the_timeout(run, reference, tmp_path):
+    _forking(tmp_path, reference)
+    every = len(reference.virtual_servers())
+    rc, err, took = run("2", table(reference, every, reals=False), strict=True)
+    assert rc == 0 and took > 1.5 and "start pass has not ended" in err, err
+
+
+def test_strict_at_250_sites_names_exactly_the_services_lacking_or_bare(run, reference, tmp_path):
+    """The scale model: one pass over the table names the services IPVS lacks and those
+    without a real server, in the file's order, whatever their number."""
+    from lvsha.lab.scale import scale_cluster
+
+    cluster = scale_cluster(reference, 250)
+    (tmp_path / "ldirectord.cf").write_text(render.ldirectord_file(cluster).content)
+    services = cluster.virtual_servers()
+    assert len(services) >= 250
+    lines = [HEADER]
+    for i, vs in enumerate(services):
+        if i in (7, 200):
+            continue  # lacking
+        lines.append(f"TCP  {vs.address} {vs.site.scheduler}\n")
+        if i not in (3, 249):  # bare
+            lines += [f"  -> {vs.real_address(ip):<26} Masq    1      0          0\n" for _, ip in vs.reals]
+    rc, err, _ = run("1", "".join(lines), strict=True)
+    assert rc == 1, err
+    assert f"lacks virtual service(s) {services[7].address} {services[200].address} of" in err
+    assert f"no real server for {services[3].address} {services[249].address} (their" in err
