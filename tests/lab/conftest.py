@@ -83,6 +83,11 @@ KEEPALIVED_LOGGED = " + ".join([*(f"_SYSTEMD_UNIT={unit}.service" for unit in EN
 # The engines whose day-2 commands (lvsha status, drain, failover) are built (lvsha/day2.py).
 DAY2_ENGINES = ("heartbeat", "keepalived")
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
+# s per real server added to a settle on heartbeat: ldirectord's start pass adds and removes each real
+# server missing from IPVS, then checks each in turn, before its first round (docs/scale.md, health
+# checks). Measured on the lab's TCG guests at 250 sites: ~1.05 s per real server for the add and
+# remove alone (685 in 12 min); the checks' part assumed as much again.
+LDIRECTORD_START_PASS_PER_REAL = 2
 # Up to this many sites Lab.serving() asks each VIP in turn (curl); more, all at once.
 SERVING_ONE_BY_ONE_MAX = 8
 _lab_used = False
@@ -344,9 +349,19 @@ class Lab:
         assert holder and self.serving(), f"not exactly one carrier serving: {Watch(self).carriers()}"
         return holder
 
-    def wait_settled(self, owner: str | None, timeout: float = SETTLE_TIMEOUT) -> float:
+    @property
+    def settle_timeout(self) -> float:
+        """How long a settle may take on this model: SETTLE_TIMEOUT, and on heartbeat
+        ldirectord's start pass over every real server (LDIRECTORD_START_PASS_PER_REAL each)."""
+        if self.engine != "heartbeat":
+            return SETTLE_TIMEOUT
+        return SETTLE_TIMEOUT + LDIRECTORD_START_PASS_PER_REAL * sum(len(vs.reals) for vs in self.cluster.virtual_servers())
+
+    def wait_settled(self, owner: str | None, timeout: float | None = None) -> float:
         """Wait until `owner` (None: either balancer) carries every floating address,
-        IPVS has every real server, and every VIP serves; return the seconds it took."""
+        IPVS has every real server, and every VIP serves (at most `timeout`, by default
+        the model's settle_timeout); return the seconds it took."""
+        timeout = self.settle_timeout if timeout is None else timeout
         started = time.monotonic()
         reals = len(self.cluster.web_hosts)
         candidates = [owner] if owner else [b.name for b in self.cluster.balancers]
