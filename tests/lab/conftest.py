@@ -85,8 +85,8 @@ DAY2_ENGINES = ("heartbeat", "keepalived")
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
 # s per real server added to a settle on heartbeat: ldirectord's start pass adds and removes each real
 # server missing from IPVS, then checks each in turn, before its first round (docs/scale.md, health
-# checks). Measured on the lab's TCG guests at 250 sites: ~1.05 s per real server for the add and
-# remove alone (685 in 12 min); the checks' part assumed as much again.
+# checks). Measured on the lab's TCG guests at 250 sites (750 real servers, ldirectord's journal):
+# 0.85-1.05 s per real server to add and remove it, then ~0.4 s to check it; 2 s leaves a margin.
 LDIRECTORD_START_PASS_PER_REAL = 2
 # Up to this many sites Lab.serving() asks each VIP in turn (curl); more, all at once.
 SERVING_ONE_BY_ONE_MAX = 8

@@ -26,6 +26,25 @@ def test_scale_figures_of_the_deployed_pair(lab):
     record(f"{checker} memory, its processes' Pss summed (MiB)", kib / 1024)
     record("balancer memory available (MiB)",
            int(lab.ssh(master, "awk '/^MemAvailable:/ { print $2 }' /proc/meminfo").stdout) / 1024)
+    if checker == "ldirectord" and lab.cluster.ldirectord_forks():
+        # ldirectord's start pass (docs/scale.md, health checks): from its last start to its first
+        # checker forked ("Spawned child"), and the share of it spent adding and removing the real
+        # servers missing from IPVS (up to its last "Deleted real server" before the checks)
+        log = lab.ssh(master, "journalctl -q -b -t ldirectord -o short-unix --no-pager | "
+                              "grep -e 'Starting Linux Director' -e 'Deleted real server' -e 'Spawned child'").stdout
+        start = deleted = spawned = None
+        for line in log.splitlines():
+            when = float(line.split()[0])
+            if "Starting Linux Director" in line:
+                start, deleted, spawned = when, None, None
+            elif "Spawned child" in line and spawned is None:
+                spawned = when
+            elif "Deleted real server" in line and spawned is None:
+                deleted = when
+        assert start is not None and spawned is not None, f"no start and first checker of ldirectord in:\n{log[-2000:]}"
+        record("ldirectord start pass, start to first checker forked", spawned - start)
+        if deleted is not None:
+            record("ldirectord start pass, of which adding and removing real servers", deleted - start)
     # the firewall: rules loaded, and what checking its ruleset costs (the deploy tests before it loads)
     record("iptables rules loaded (count)", int(lab.ssh(master, "iptables-save | grep -c '^-A'").stdout))
     started = time.monotonic()
