@@ -120,6 +120,15 @@ KEEPALIVED_CHECK = (f"mkdir -p {' '.join(KEEPALIVED_TRACK_DIRS)} && "
 # keeps it from taking what heartbeat holds; the model's value is restored by a reload once
 # it carries the group (tasks/migration.py).
 KEEPALIVED_HANDOVER_DOWN_ADVERTS = 1
+# keepalived sends its gratuitous ARPs (vrrp_garp_master_repeat, 5 rounds of every address) at
+# once on becoming MASTER: at 254 addresses the lab's balancer got "Error 11 (Resource temporarily
+# unavailable) sending gratuitous ARP" for some (the packet socket's send buffer full) and those
+# addresses waited for the second set, 5 s later. Past KEEPALIVED_GARP_PACED_ABOVE addresses (as
+# heartbeat's lvsha-floating-ips hands over to lvsha-announce: ANNOUNCE_ONE_BY_ONE_MAX), keepalived
+# paces them, vrrp_garp_interval apart: round by round, every address's first within
+# addresses x interval (0.25 s at 254), all five rounds within 1.3 s.
+KEEPALIVED_GARP_PACED_ABOVE = 8
+KEEPALIVED_GARP_INTERVAL = "0.001"  # s (keepalived: decimal seconds, microsecond resolution)
 # The live migration's steps on a balancer (files/keepalived/lvsha-migrate).
 MIGRATE_SCRIPT = "/usr/local/sbin/lvsha-migrate"
 # lvsha-migrate retire's runtime drop-in (Restart=no for keepalived while it ends it; removed
@@ -533,7 +542,8 @@ def keepalived_conf(cluster: Cluster, balancer: Balancer, handover: bool = False
         preempt_delay=sync_listen(cluster) if balancer.name == cluster.master.name else 0, vrrp_interface=interface, vrrp_address=address, vrrp_peer=peer_address,
         tracked_interfaces=tracked, track_scripts=keepalived_track_scripts(cluster), reach_wait=REACH_WAIT,
         floating_ips=cluster.floating_ips(), notify=notify, sync_notify=sync.enabled, vrrp_state=KEEPALIVED_VRRP_STATE,
-        failover=failover, hold=hold, virtual_servers=cluster.virtual_servers()))
+        failover=failover, hold=hold, virtual_servers=cluster.virtual_servers(),
+        garp_interval=KEEPALIVED_GARP_INTERVAL if len(cluster.floating_ips()) > KEEPALIVED_GARP_PACED_ABOVE else None))
 
 
 def keepalived_files(cluster: Cluster, balancer: Balancer, handover: bool = False) -> list[RenderedFile]:

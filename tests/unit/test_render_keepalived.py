@@ -490,6 +490,29 @@ def test_keepalived_accepts_the_scale_model_up_to_the_addresses_a_vrrp_advertise
     assert f"Number of VIPs ({VRRP_MAX_ADDRESSES + 1}) exceeds maximum" in result.stdout + result.stderr
 
 
+def test_gratuitous_arps_are_paced_past_the_group_heartbeat_announces_one_by_one(tmp_path):
+    """keepalived announces every address at once on becoming MASTER; past as many addresses
+    as heartbeat's lvsha-floating-ips announces one by one (its ANNOUNCE_ONE_BY_ONE_MAX, read
+    from the program), keepalived.conf paces them (vrrp_garp_interval), and keepalived -t
+    accepts it (the 250-site check above runs the real keepalived on that file)."""
+    from lvsha.lab.scale import scale_cluster
+    from lvsha.loader import run_inventory
+
+    program = (render.FILES / "heartbeat" / "lvsha-floating-ips").read_text()
+    assert f"\nANNOUNCE_ONE_BY_ONE_MAX={render.KEEPALIVED_GARP_PACED_ABOVE}\n" in program
+    example = run_inventory(ROOT / "examples" / "keepalived" / "inventory.py")["keepalived_cluster"]()
+    paced = f"\tvrrp_garp_interval {render.KEEPALIVED_GARP_INTERVAL}\n"
+    seen = {}
+    for sites in range(1, 12):
+        cluster = scale_cluster(example, sites)
+        for balancer in cluster.balancers:
+            content = render.keepalived_conf(cluster, balancer).content
+            global_defs = content[content.index("global_defs {"):content.index("}", content.index("global_defs {"))]
+            seen[len(cluster.floating_ips())] = paced in global_defs
+            assert (paced in global_defs) == (len(cluster.floating_ips()) > render.KEEPALIVED_GARP_PACED_ABOVE)
+    assert True in seen.values() and False in seen.values()
+
+
 def test_keepalived_check_refuses_a_broken_file(reference, tmp_path):
     """The check the deploy relies on fails on a file keepalived would run wrongly."""
     keepalived = _keepalived()
