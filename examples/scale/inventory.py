@@ -14,6 +14,9 @@ address on every web host (lvsha/lab/scale.py). The networks keep their first ad
 and grow only as far as the addresses need: at 250 sites 10.0.0.0/23 and
 192.168.0.0/22. With 3 sites this is the example's model. Set both variables for
 every command run against it (the lab's deploy inherits them from `lvsha lab bench`).
+LVSHA_SCALE_CHECK_RATE (default 30, 0: none) bounds the health checks a second: past it
+the checkinterval is lengthened to fit, and the model's name says so (250 sites:
+checkinterval 25; docs/scale.md says why).
 """
 
 import os
@@ -21,7 +24,7 @@ import sys
 from pathlib import Path
 
 from lvsha.inventory import production_groups, validated_or_exit
-from lvsha.lab.scale import engine_from_environment, scale_cluster, sites_from_environment
+from lvsha.lab.scale import check_rate_from_environment, engine_from_environment, scale_cluster, sites_from_environment
 from lvsha.loader import run_inventory
 from lvsha.secrets import heartbeat_secret
 
@@ -30,11 +33,13 @@ REFERENCE = ROOT / "inventory.py"
 KEEPALIVED = ROOT / "examples" / "keepalived" / "inventory.py"
 
 
-def _settings() -> tuple[str, int]:
-    """The engine and the number of sites from the environment; a wrong one ends the
-    run, naming the variable and its value, before anything is built."""
+def _settings() -> tuple[str, int, int]:
+    """The engine, the number of sites and the bound of health checks a second from the
+    environment; a wrong one ends the run, naming the variable and its value, before
+    anything is built."""
     try:
-        return engine_from_environment(os.environ), sites_from_environment(os.environ)
+        return (engine_from_environment(os.environ), sites_from_environment(os.environ),
+                check_rate_from_environment(os.environ))
     except ValueError as error:
         print(f"lvsha: refusing to deploy: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -48,8 +53,8 @@ def _base(engine: str):
 
 
 def _build():
-    engine, sites = _settings()
-    return scale_cluster(_base(engine), sites)
+    engine, sites, check_rate = _settings()
+    return scale_cluster(_base(engine), sites, check_rate)
 
 
 CLUSTER = validated_or_exit(_build)

@@ -13,7 +13,8 @@ import pytest
 from netaddr import IPNetwork
 
 from lvsha import render
-from lvsha.lab.scale import (DEFAULT_ENGINE, DEFAULT_SITES, ENGINE_ENV, SITES_ENV, engine_from_environment,
+from lvsha.lab.scale import (CHECK_RATE_ENV, DEFAULT_CHECK_RATE, DEFAULT_ENGINE, DEFAULT_SITES, ENGINE_ENV, SITES_ENV,
+                              check_rate_from_environment, engine_from_environment,
                               scale_cluster, sites_from_environment)
 from lvsha.loader import load_cluster
 from lvsha.model import SERIAL_CHECK_SECONDS, Ldirectord
@@ -104,7 +105,7 @@ def test_the_scale_inventory_grows_each_engines_example(reference, monkeypatch, 
     monkeypatch.setenv(ENGINE_ENV, "keepalived")
     for sites in (3, SITES):
         monkeypatch.setenv(SITES_ENV, str(sites))
-        assert load_cluster(SCALE_INVENTORY) == scale_cluster(keepalived, sites)
+        assert load_cluster(SCALE_INVENTORY) == scale_cluster(keepalived, sites, DEFAULT_CHECK_RATE)
     assert load_cluster(SCALE_INVENTORY).engine == "keepalived" and keepalived.heartbeat.auth.secret is None
     monkeypatch.setenv(SITES_ENV, "3")
     assert load_cluster(SCALE_INVENTORY) == keepalived
@@ -112,13 +113,13 @@ def test_the_scale_inventory_grows_each_engines_example(reference, monkeypatch, 
     for engine in ("heartbeat", ""):  # unset: heartbeat
         monkeypatch.setenv(ENGINE_ENV, engine)
         monkeypatch.setenv(SITES_ENV, str(SITES))
-        assert load_cluster(SCALE_INVENTORY) == scale_cluster(reference, SITES)
+        assert load_cluster(SCALE_INVENTORY) == scale_cluster(reference, SITES, DEFAULT_CHECK_RATE)
         monkeypatch.setenv(SITES_ENV, "3")
         assert load_cluster(SCALE_INVENTORY) == reference
 
 
 def test_a_wrong_engine_or_count_stops_the_scale_inventory_naming_the_variable(monkeypatch, capsys, no_secret):
-    for variable, value in ((ENGINE_ENV, "vrrp"), (SITES_ENV, "many")):
+    for variable, value in ((ENGINE_ENV, "vrrp"), (SITES_ENV, "many"), (CHECK_RATE_ENV, "fast")):
         monkeypatch.setenv(ENGINE_ENV, "keepalived")
         monkeypatch.setenv(SITES_ENV, "3")
         monkeypatch.setenv(variable, value)
@@ -396,3 +397,31 @@ def test_ldirectord_checks_each_site_in_a_process_of_its_own_when_one_cycle_woul
 def test_ldirectord_fork_must_be_a_boolean_or_none(reference):
     (found,) = problems(replace(reference, ldirectord=Ldirectord(fork="yes")))
     assert (found.field, found.value) == ("ldirectord.fork", "yes")
+
+
+def test_a_check_rate_lengthens_the_checkinterval_only_past_it(reference, monkeypatch, no_secret):
+    """real servers / checkinterval at most the rate: 250 sites x 3 web hosts at 30 a second
+    is checkinterval 25 (named in the model's name); the reference (9 in 5 s) and 50 sites
+    (150 in 5 s: 30 a second) keep theirs; rate 0 keeps it whatever the count. The scale
+    inventory takes the rate from LVSHA_SCALE_CHECK_RATE, DEFAULT_CHECK_RATE when unset."""
+    hosts = len(reference.web_hosts)
+    assert scale_cluster(reference, 3, DEFAULT_CHECK_RATE) == reference
+    fifty = scale_cluster(reference, 50, DEFAULT_CHECK_RATE)
+    assert fifty == scale_cluster(reference, 50) and 50 * hosts <= DEFAULT_CHECK_RATE * fifty.ldirectord.checkinterval
+    grown = validate(scale_cluster(reference, SITES, DEFAULT_CHECK_RATE))
+    interval = grown.ldirectord.checkinterval
+    assert SITES * hosts <= DEFAULT_CHECK_RATE * interval and SITES * hosts > DEFAULT_CHECK_RATE * (interval - 1)
+    assert interval > reference.ldirectord.checkinterval and grown.name.endswith(f"-checkinterval-{interval}")
+    assert grown == replace(scale_cluster(reference, SITES), name=grown.name,
+                            ldirectord=replace(reference.ldirectord, checkinterval=interval))
+    assert f"checkinterval={interval}\n" in render.ldirectord_file(grown).content
+    assert scale_cluster(reference, SITES, 0) == scale_cluster(reference, SITES)
+    assert check_rate_from_environment({}) == DEFAULT_CHECK_RATE
+    assert check_rate_from_environment({CHECK_RATE_ENV: "0"}) == 0
+    for bad in ("-1", "1.5", "fast"):
+        with pytest.raises(ValueError, match=f"{CHECK_RATE_ENV} = {bad!r}"):
+            check_rate_from_environment({CHECK_RATE_ENV: bad})
+    monkeypatch.setenv("LVSHA_HEARTBEAT_SECRET", __import__("tests.conftest", fromlist=["TEST_SECRET"]).TEST_SECRET)
+    monkeypatch.setenv(SITES_ENV, str(SITES))
+    monkeypatch.setenv(CHECK_RATE_ENV, "0")
+    assert load_cluster(SCALE_INVENTORY) == scale_cluster(reference, SITES)
