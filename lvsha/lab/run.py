@@ -377,6 +377,26 @@ def add_commands(lab: click.Group) -> None:
         for name, ratio in ratios(figures).items():
             record(f"bench: {name} / floor (x)", ratio)
 
+    def _scale_report(into: Path | None) -> None:
+        """The scale benchmark's tables from each engine's record, printed, and with `into`
+        written between each engine's markers; an engine without a record is left as it is."""
+        from lvsha.lab import LabError
+        from lvsha.lab.bench import check_scale_place, format_scale, saved_scale, write_scale_into
+        from lvsha.model import ENGINES
+
+        results = {engine: saved for engine in ENGINES if (saved := saved_scale(engine))}
+        if not results:
+            raise click.ClickException("no scale benchmark on record (lvsha lab bench --sites N first)")
+        for engine, ours in results.items():
+            click.echo(format_scale(engine, ours))
+        if into is not None:
+            try:
+                check_scale_place(into, list(results))
+            except LabError as error:
+                raise click.ClickException(str(error)) from None
+            write_scale_into(into, results)
+            click.echo(f"scale tables ({', '.join(results)}) written into {into}")
+
     def _scale_bench(sites: str, engines: str | None, into: Path | None, pytest_args) -> None:
         from lvsha.lab import LabError
         from lvsha.lab import lab as lab_api
@@ -406,10 +426,17 @@ def add_commands(lab: click.Group) -> None:
 
     @lab.command("report")
     @click.option("--markdown", is_flag=True, help="a markdown table, with the run's commit and machine")
+    @click.option("--scale", is_flag=True,
+                  help="the scale benchmark's tables instead: each engine's record, every N's last measurement "
+                       "(lvsha lab bench --sites)")
     @click.option("--into", "into", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-                  help="write the markdown table into FILE, between its report markers (docs/performance.md)")
-    def report_command(markdown: bool, into: Path | None) -> None:
+                  help="write the markdown table into FILE, between its report markers (docs/performance.md; "
+                       "with --scale: each engine's, between that engine's markers: docs/scale.md)")
+    def report_command(markdown: bool, scale: bool, into: Path | None) -> None:
         """Print the figures of the last lab run (only that run's)."""
+        if scale:
+            _scale_report(into)
+            return
         if into is not None:
             write_report_into(into)
             click.echo(f"lab report written into {into}")

@@ -279,3 +279,21 @@ def test_the_scale_benchmark_refuses_while_a_lab_is_up(cache, monkeypatch):
     assert result.exit_code != 0 and "lvsha lab down first" in result.output
     result = CliRunner().invoke(main, ["lab", "bench", "--sites", "3,x"])
     assert result.exit_code == 2 and "not a number of sites" in result.output
+
+
+def test_lab_report_scale_writes_each_recorded_engines_table(cache, tmp_path):
+    """`lvsha lab report --scale [--into FILE]`: the tables from the engines' records, without
+    a run; an engine without a record keeps its table; no record at all is an error."""
+    doc = _doc(tmp_path / "scale.md", *ENGINES)
+    result = CliRunner().invoke(main, ["lab", "report", "--scale", "--into", str(doc)])
+    assert result.exit_code != 0 and "no scale benchmark on record" in result.output
+    call, _ = _fake_lab(FIGURES)
+    bench_module.scale_bench([3, 250], ["keepalived"], {}, call=call)
+    result = CliRunner().invoke(main, ["lab", "report", "--scale", "--into", str(doc)])
+    assert result.exit_code == 0, result.output
+    table = bench_module.format_scale("keepalived", bench_module.saved_scale("keepalived"))
+    assert table in result.output and "| first deploy | 300.0 | 700.0 |" in table
+    text = doc.read_text()
+    assert table in text and "old table heartbeat" in text and "old table keepalived" not in text
+    result = CliRunner().invoke(main, ["lab", "report", "--scale", "--into", str(_doc(tmp_path / "one.md", "heartbeat"))])
+    assert result.exit_code != 0 and "no place for keepalived's table" in result.output
