@@ -67,6 +67,11 @@ IPVS_READY_TIMEOUT = 60
 # restarted in the same run (Perl, then a first health check of each real server, each up to
 # checktimeout) loads its table seconds later.
 IPVS_TAKEOVER_TIMEOUT = 90
+# With fork=yes (many sites), ldirectord's start pass (and a reload's) adds, removes and checks
+# every real server in turn before its first checker: the deploy's wait grows by this much per
+# real server (ipvs_takeover_timeout). Measured on the lab's emulated 1-vCPU balancers at 250
+# sites: 0.85-1.0 s per real server added and removed, ~0.4 s per check (docs/scale.md).
+LDIRECTORD_START_PASS_PER_REAL = 2
 # What ldirectord.service runs with: LDIRECTORD_CF with the drained real servers at weight 0.
 # Named "ldirectord" so that ldirectord's pid file stays Debian's /run/ldirectord.ldirectord.pid.
 LDIRECTORD_LIVE_CF = "/run/lvsha/ldirectord"
@@ -432,6 +437,16 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
             sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),
         _shipped("systemd", LDIRECTORD_DROPIN, source="ldirectord-lvsha.conf"),
     ]
+
+
+def ipvs_takeover_timeout(cluster: Cluster) -> int:
+    """How long the deploy waits (lvsha-ipvs-ready --strict) for a node's IPVS before its
+    peer's heartbeat restarts or after ldirectord's reload: IPVS_TAKEOVER_TIMEOUT, and with
+    fork=yes ldirectord's start pass over every real server (LDIRECTORD_START_PASS_PER_REAL
+    s each), which must end before a node is handed the group."""
+    if not cluster.ldirectord_forks():
+        return IPVS_TAKEOVER_TIMEOUT
+    return IPVS_TAKEOVER_TIMEOUT + LDIRECTORD_START_PASS_PER_REAL * sum(len(vs.reals) for vs in cluster.virtual_servers())
 
 
 def _shipped(folder: str, path: str, mode: str = "0644", source: str | None = None) -> RenderedFile:

@@ -224,7 +224,7 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     the new one does not; real servers likewise), so a site added, a health check
     or a real server changed leaves the other sites and their connections alone.
     The reload is then followed by a wait until IPVS holds every virtual service of
-    the file (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s), and, for a
+    the file (lvsha-ipvs-ready --strict, at most render.ipvs_takeover_timeout s), and, for a
     service without a real server (one the reload added, its first health checks
     pending), a round of ldirectord's health checks from then (--reloaded), so that
     what comes next (heartbeat adding a new site's address) finds it loaded with its
@@ -270,7 +270,7 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     server.shell(
         name="Reload ldirectord for its new configuration",
         commands=["systemctl reload ldirectord.service",
-                  f"{render.IPVS_READY_SCRIPT} --strict --reloaded {render.IPVS_TAKEOVER_TIMEOUT}"],
+                  f"{render.IPVS_READY_SCRIPT} --strict --reloaded {render.ipvs_takeover_timeout(cluster)}"],
         _if=lambda: not started.did_change() and not restart() and bool(stale or written.did_change()),
     )
     services = [f"TCP {vs.address}" for vs in cluster.virtual_servers()]
@@ -305,7 +305,7 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
     both nodes.
     Before each restart, which may hand the peer the floating addresses, the
     peer waits until its IPVS holds every virtual service of the model
-    (lvsha-ipvs-ready --strict, at most IPVS_TAKEOVER_TIMEOUT s); one that does
+    (lvsha-ipvs-ready --strict, at most render.ipvs_takeover_timeout s); one that does
     not by then fails the run before the restart. The wait runs only in a run
     that restarts that node (restart_due, read from both nodes' facts).
     A new heartbeat secret is rotated in place on a running pair (see
@@ -373,7 +373,7 @@ def heartbeat(cluster: Cluster, balancer: Balancer, migrating: Migration | None 
         server.shell(
             name=f"IPVS on {peer} holds the model's virtual services before heartbeat restarts on {name} "
                  f"({turn + 1} of 2)",
-            commands=[f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"],
+            commands=[f"{render.IPVS_READY_SCRIPT} --strict {render.ipvs_takeover_timeout(cluster)}"],
             # On the peer, and only in a run that restarts `name`'s heartbeat (never in a no-op run).
             _if=lambda peer=peer, name=name: balancer.name == peer and due[name],
         )

@@ -459,8 +459,8 @@ def _steps_to_heartbeat(cluster: Cluster, balancer: Balancer, migration: Migrati
               f"{START_TIMEOUT} s)", first, balancer, [f"{migrate} off {START_TIMEOUT} {addresses}"])
         # Both tables checked before anything changes on the holder: B may carry the group after step 3
         # (heartbeat's failback, or a takeover), H's is the one serving (ldirectord's checks with keepalived's).
-        _ipvs_ready(2, first, balancer, "(ldirectord's table, keepalived gone)")
-        _ipvs_ready(2, second, balancer, "(ldirectord's table, beside keepalived's checker)")
+        _ipvs_ready(cluster, 2, first, balancer, "(ldirectord's table, keepalived gone)")
+        _ipvs_ready(cluster, 2, second, balancer, "(ldirectord's table, beside keepalived's checker)")
         _step(f"Migration 2/4: heartbeat enabled and started on {second}, keeping the floating addresses keepalived "
               f"carries there (keepalived disabled: a reboot starts heartbeat alone; at most {started} s)", second,
               balancer, [f"{migrate} adopt {started} {addresses}"])
@@ -497,11 +497,11 @@ def _model_timer(cluster: Cluster, balancer: Balancer, first: str):
                   _if=lambda: balancer.name == first)
 
 
-def _ipvs_ready(step: int, on: str, balancer: Balancer, why: str):
+def _ipvs_ready(cluster: Cluster, step: int, on: str, balancer: Balancer, why: str):
     """`on`'s IPVS holds every virtual service of the model (lvsha-ipvs-ready --strict, bounded)."""
     _step(f"Migration {step}/4: IPVS on {on} holds the model's virtual services {why} (at most "
-          f"{render.IPVS_TAKEOVER_TIMEOUT} s)", on, balancer,
-          [f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"])
+          f"{render.ipvs_takeover_timeout(cluster)} s)", on, balancer,
+          [f"{render.IPVS_READY_SCRIPT} --strict {render.ipvs_takeover_timeout(cluster)}"])
 
 
 def _takeover_timeout(cluster: Cluster) -> int:

@@ -83,11 +83,6 @@ KEEPALIVED_LOGGED = " + ".join([*(f"_SYSTEMD_UNIT={unit}.service" for unit in EN
 # The engines whose day-2 commands (lvsha status, drain, failover) are built (lvsha/day2.py).
 DAY2_ENGINES = ("heartbeat", "keepalived")
 SETTLE_TIMEOUT = 420  # s: initdead + takeover + first checks; measured up to ~230 s in CI before the single address resource
-# s per real server added to a settle on heartbeat: ldirectord's start pass adds and removes each real
-# server missing from IPVS, then checks each in turn, before its first round (docs/scale.md, health
-# checks). Measured on the lab's TCG guests at 250 sites (750 real servers, ldirectord's journal):
-# 0.85-1.05 s per real server to add and remove it, then ~0.4 s to check it; 2 s leaves a margin.
-LDIRECTORD_START_PASS_PER_REAL = 2
 # Up to this many sites Lab.serving() asks each VIP in turn (curl); more, all at once.
 SERVING_ONE_BY_ONE_MAX = 8
 _lab_used = False
@@ -352,10 +347,12 @@ class Lab:
     @property
     def settle_timeout(self) -> float:
         """How long a settle may take on this model: SETTLE_TIMEOUT, and on heartbeat
-        ldirectord's start pass over every real server (LDIRECTORD_START_PASS_PER_REAL each)."""
+        ldirectord's start pass over every real server (render.LDIRECTORD_START_PASS_PER_REAL
+        each: docs/scale.md, health checks)."""
         if self.engine != "heartbeat":
             return SETTLE_TIMEOUT
-        return SETTLE_TIMEOUT + LDIRECTORD_START_PASS_PER_REAL * sum(len(vs.reals) for vs in self.cluster.virtual_servers())
+        return SETTLE_TIMEOUT + render.LDIRECTORD_START_PASS_PER_REAL * sum(
+            len(vs.reals) for vs in self.cluster.virtual_servers())
 
     def wait_settled(self, owner: str | None, timeout: float | None = None) -> float:
         """Wait until `owner` (None: either balancer) carries every floating address,

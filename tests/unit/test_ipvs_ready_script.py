@@ -249,32 +249,34 @@ DAEMON = "/usr/bin/perl -w /usr/sbin/ldirectord /run/lvsha/ldirectord start"
 def test_forking_a_service_without_real_servers_waits_for_the_start_pass_to_end(run, reference, tmp_path):
     """fork=yes, long started (systemd says so), but no checker forked yet: ldirectord is
     still in its start pass (adding and checking every real server in turn). The wait is
-    not passed after a round from the service's start (as without fork), it goes on to
-    TIMEOUT, which names the pass; the daemon's own short-lived forks (perl's command
+    not passed after a round from the service's start (as without fork): it goes on to
+    TIMEOUT, then fails naming the pass (nothing checked those real servers; this node
+    would serve none of those sites). The daemon's own short-lived forks (perl's command
     line) are not checkers."""
     _forking(tmp_path, reference)
     every = len(reference.virtual_servers())
     run.ldirectord_since(1_000_000)
     run.checkers(f"      5 {DAEMON}", "      0 ipvsadm -a -t 10.0.0.1:0 -r 192.168.0.1 -m")
     rc, err, took = run("3", table(reference, every, reals=False), strict=True)
-    assert rc == 0 and took > 2.5 and run.reads() >= 2, err
-    assert "start pass has not ended" in err and "no checker forked yet" in err
+    assert rc == 1 and took > 2 and run.reads() >= 2, err
+    assert "start pass has not ended" in err and "no checker forked yet" in err and "is not ready to be handed" in err
     assert "after a round" not in err and "lacks" not in err
 
 
-def test_forking_the_round_counts_from_the_first_checker(run, reference, tmp_path):
-    """A checker forked long ago: the pass ended long ago, the round is over, a service still
-    without a real server is named at once. A checker forked just now: its round is waited for."""
+def test_forking_the_round_counts_from_the_oldest_checker(run, reference, tmp_path):
+    """A checker forked long ago (beside one forked just now: a checker that died and was
+    forked again): the pass ended long ago, the round is over, a service still without a
+    real server is named at once. Only checkers forked just now: their round is waited for."""
     _forking(tmp_path, reference)
     every = len(reference.virtual_servers())
     last = reference.virtual_servers()[every - 1].address
-    run.checkers(f"      9 {DAEMON}", _checker(reference, 1000), _checker(reference, 999, 1))
+    run.checkers(f"      9 {DAEMON}", _checker(reference, 0, 1), _checker(reference, 1000), _checker(reference, 0, 2))
     rc, err, _ = run("600", table(reference, every, reals=False), strict=True)
     assert rc == 0 and run.reads() == 1, err
     assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
-    run.checkers(f"      9 {DAEMON}", _checker(reference, 0))
+    run.checkers(f"      9 {DAEMON}", _checker(reference, 0), _checker(reference, 0, 1))
     rc, err, took = run("600", table(reference, every, reals=False), strict=True)
-    assert rc == 0 and took > 1, err
+    assert rc == 0 and took > 1 and run.reads() >= 2, err
     assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
 
 
@@ -290,21 +292,41 @@ def test_forking_the_real_servers_arriving_end_the_wait_before_any_checker(run, 
 def test_forking_after_a_reload_only_a_checker_forked_since_counts(run, reference, tmp_path):
     """A reload ends every checker and runs the start pass again before forking new ones:
     a checker older than this wait (the reload's predecessor, not yet ended) is not the
-    pass's end; TIMEOUT is reached naming the pass."""
+    pass's end, and TIMEOUT fails naming the pass; one forked since the wait began is, and
+    its round is waited for."""
     _forking(tmp_path, reference)
     every = len(reference.virtual_servers())
+    last = reference.virtual_servers()[every - 1].address
     run.ldirectord_since(1_000_000)
     run.checkers(_checker(reference, 500))
     rc, err, took = run("3", table(reference, every, reals=False), strict=True, reloaded=True)
-    assert rc == 0 and took > 2.5, err
+    assert rc == 1 and took > 2, err
     assert "start pass has not ended" in err
+    run.checkers(_checker(reference, 500), _checker(reference, 0, 1))
+    rc, err, took = run("600", table(reference, every, reals=False), strict=True, reloaded=True)
+    assert rc == 0 and took > 1 and run.reads() >= 2, err
+    assert f"no real server for {last} after a round of ldirectord's health checks (2 s)" in err
 
 
-def test_forking_systemd_not_telling_ldirectords_pid_waits_to_the_timeout(run, reference, tmp_path):
+def test_forking_no_main_process_of_ldirectord_fails_at_the_timeout_saying_so(run, reference, tmp_path):
     _forking(tmp_path, reference)
     every = len(reference.virtual_servers())
     rc, err, took = run("2", table(reference, every, reals=False), strict=True)
-    assert rc == 0 and took > 1.5 and "start pass has not ended" in err, err
+    assert rc == 1 and took > 1, err
+    assert "systemd names no main process of ldirectord.service" in err and "start pass" not in err
+
+
+def test_the_deploys_wait_allows_for_ldirectords_start_pass(reference):
+    """render.ipvs_takeover_timeout: IPVS_TAKEOVER_TIMEOUT where ldirectord does not fork (its
+    pass is a few checks), plus LDIRECTORD_START_PASS_PER_REAL per real server where it does."""
+    from lvsha.lab.scale import scale_cluster
+
+    assert not reference.ldirectord_forks()
+    assert render.ipvs_takeover_timeout(reference) == render.IPVS_TAKEOVER_TIMEOUT
+    grown = scale_cluster(reference, 250)
+    reals = sum(len(vs.reals) for vs in grown.virtual_servers())
+    assert grown.ldirectord_forks() and reals == 250 * len(reference.web_hosts)
+    assert render.ipvs_takeover_timeout(grown) == render.IPVS_TAKEOVER_TIMEOUT + render.LDIRECTORD_START_PASS_PER_REAL * reals
 
 
 def test_strict_at_250_sites_names_exactly_the_services_lacking_or_bare(run, reference, tmp_path):
