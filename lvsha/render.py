@@ -751,8 +751,13 @@ def web_host_network_file(cluster: Cluster, host: WebHost) -> RenderedFile:
 
 def nginx_ports(site: Site) -> list[tuple[int, bool]]:
     """(port, whether nginx serves TLS there) for each port nginx serves `site` on: the
-    site's real_ports, TLS on NGINX_TLS_PORT and on the port an https check talks to."""
-    tls = {NGINX_TLS_PORT} | ({site.checked_port} if site.health.service == "https" else set())
+    site's real_ports, TLS on the port an https check talks to and on NGINX_TLS_PORT,
+    unless an http check talks to that one (the check would get nginx's "plain HTTP
+    request sent to HTTPS port" and take every real server out)."""
+    speaks = site.health.service if site.health.checktype == "negotiate" else None
+    tls = {NGINX_TLS_PORT} - ({site.checked_port} if speaks == "http" else set())
+    if speaks == "https":
+        tls.add(site.checked_port)
     return [(port, port in tls) for port in site.real_ports]
 
 

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -309,14 +310,31 @@ def test_nginx_listens_exactly_where_the_balancers_forward_and_check(every_model
             for address, ports in served.items():
                 forwarded, checked = reach[address]
                 assert set(ports) == forwarded | checked, (cluster.name, address)
+                http_checked = {site.checked_port for site, a in cluster.site_addresses(host) if str(a) == address
+                                and site.health.checktype == "negotiate" and site.health.service == "http"}
                 assert {p for p, tls in ports.items() if tls} == (
-                    {render.NGINX_TLS_PORT, https_checked.get(address)} & set(ports)), (cluster.name, address)
+                    (({render.NGINX_TLS_PORT} - http_checked) | {https_checked.get(address)}) & set(ports)), (
+                    cluster.name, address)
             assert render.web_server_listens(cluster, host) == [f"{address}:{port}" for address, port, _ in listens]
     variant = _ports_variant(reference)
     host = variant.web_hosts[0]
     assert render.web_server_listens(variant, host) == [
         f"{host.internal_ips[0]}:80", f"{host.internal_ips[0]}:8080",
         f"{host.internal_ips[1]}:80", f"{host.internal_ips[1]}:8443", f"{host.internal_ips[2]}:80"]
+
+
+def test_an_http_check_on_443_gets_plain_http_there(reference):
+    """A site checked with plain HTTP on NGINX_TLS_PORT (its virtual port, or checkport):
+    nginx speaks plain HTTP on that port, where the check talks; the others keep theirs."""
+    site = reference.sites[0]
+    for checked in (replace(site, virtual_port=render.NGINX_TLS_PORT, ports=(render.NGINX_TLS_PORT,),
+                            health=replace(site.health, service="http", checkport=None)),
+                    replace(site, health=replace(site.health, service="http", checkport=render.NGINX_TLS_PORT))):
+        assert checked.checked_port == render.NGINX_TLS_PORT
+        assert (render.NGINX_TLS_PORT, False) in render.nginx_ports(checked)
+        assert not any(tls for _, tls in render.nginx_ports(checked))
+    https = replace(site, health=replace(site.health, service="https", checkport=8443))
+    assert dict(render.nginx_ports(https)) == {**{p: p == render.NGINX_TLS_PORT for p in site.real_ports}, 8443: True}
 
 
 def test_a_site_without_tls_gets_no_certificate(edge):
