@@ -51,7 +51,9 @@ def web_server(cluster: Cluster, web_host: WebHost):
     enabled = symlink(name="Enable the lvsha sites", path=render.NGINX_SITE_LINK, target=render.NGINX_SITES)
     default = symlink(name="Disable nginx's default site", path=render.NGINX_DEFAULT_SITE_LINK, target=None)
     unit(name="Enable and start nginx", service="nginx", running=True, enabled=True)
-    listening = " ".join([render.LISTENING_SCRIPT, str(render.NGINX_LISTEN_TIMEOUT),
+    # --exact: lvsha's sites listen per address; a wildcard left on a port (the default site's,
+    # which a reload cannot replace) must not pass for them before the record says nginx serves them.
+    listening = " ".join([render.LISTENING_SCRIPT, "--exact", str(render.NGINX_LISTEN_TIMEOUT),
                           *render.web_server_listens(cluster, web_host)])
     record = f"{render.APPLIED_SCRIPT} record {render.NGINX_RECORD}"
     # Restart, not reload, where the default site's wildcard listener gives way to

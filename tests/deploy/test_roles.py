@@ -389,7 +389,7 @@ def test_a_changed_set_of_sites_reloads_nginx_and_a_fresh_host_restarts_it(refer
         wanted = [f"{address}:{port}" for site, address in reference.site_addresses(host)
                   for port in site.real_ports]
         assert len(wanted) == sum(len(site.real_ports) for site in reference.sites) > len(host.internal_ips)
-        return shlex.join([render.LISTENING_SCRIPT, str(render.NGINX_LISTEN_TIMEOUT), *wanted])
+        return shlex.join([render.LISTENING_SCRIPT, "--exact", str(render.NGINX_LISTEN_TIMEOUT), *wanted])
 
     converged, new = reference.web_hosts[0], reference.web_hosts[-1]
     machine = converged_web_host(reference, converged)

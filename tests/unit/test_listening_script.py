@@ -112,6 +112,18 @@ def test_wildcard_listeners(run, wanted, listener, ok):
     assert rc == (0 if ok else 1), said
 
 
+@pytest.mark.parametrize("listener, ok", [
+    ("{address}:{port}", True),
+    ("{address}%eth0:{port}", True),
+    ("0.0.0.0:{port}", False),   # a wildcard left on the port (Debian's default site) is not the address's socket
+    ("*:{port}", False),
+])
+def test_exact_only_the_addresss_own_socket_counts(run, wanted, listener, ok):
+    address, port = wanted[0].rsplit(":", 1)
+    rc, said, _ = run("--exact", "0", wanted[0], shows=(ss_lines(listener.format(address=address, port=port)),))
+    assert rc == (0 if ok else 1), said
+
+
 def test_an_ipv6_address_in_brackets(run):
     rc, said, _ = run("0", "[2001:db8::7]:80", "[2001:db8::8]:443",
                       shows=(ss_lines("[2001:db8::7]:80", "[::]:443", "0.0.0.0:80"),))
@@ -148,7 +160,7 @@ def test_ss_failing_is_named_in_the_failure(run, wanted):
 def test_usage(run, args, why):
     result = subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2, result
-    assert result.stderr.startswith("usage: lvsha-listening TIMEOUT ADDRESS:PORT..."), result
+    assert result.stderr.startswith("usage: lvsha-listening [--exact] TIMEOUT ADDRESS:PORT..."), result
     assert why in result.stderr
 
 
