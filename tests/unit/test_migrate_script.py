@@ -42,7 +42,8 @@ def run(tmp_path):
         # state (active, or inactive: exit 3) unless --quiet, as systemctl does; while
         # $FAKE/is-active-hangs exists it hangs (a real sleep: the fakes' PATH may name another) for
         # as many seconds as it says, then fails saying nothing on stdout, as systemctl does when
-        # systemd does not answer within D-Bus's own time limit.
+        # systemd does not answer within D-Bus's own time limit. $FAKE/word-UNIT: `is-active UNIT`
+        # names that state (activating, deactivating...), exit 3, as for any state but active.
         "systemctl": """
             alive() { for p in $(cat "$FAKE/pids" 2>/dev/null); do
                           read -r st 2>/dev/null < /proc/$p/stat || continue; st=${st##*) }; [ "${st%% *}" = Z ] || return 0
@@ -60,6 +61,7 @@ def run(tmp_path):
                            /bin/sleep "$(cat "$FAKE/is-active-hangs")" </dev/null >/dev/null 2>&1
                            echo "Failed to retrieve unit state: Connection timed out" >&2; exit 1
                        fi
+                       if [ -f "$FAKE/word-$1" ]; then [ -n "$quiet" ] || cat "$FAKE/word-$1"; exit 3; fi
                        case $1 in heartbeat.service) [ -f "$FAKE/active-heartbeat" ] ;;
                                   *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; } ;; esac
                        if [ $? -eq 0 ]; then [ -n "$quiet" ] || echo active; exit 0; fi
@@ -461,6 +463,18 @@ def test_off_waits_for_neither_engine_and_no_address(run, busy):
     assert result.returncode == 1 and "waited 1 s for neither keepalived nor heartbeat active here" in result.stderr
     if busy == "an address":
         assert "carries: 192.168.0.254/24" in result.stderr
+
+
+@pytest.mark.parametrize("unit, word", [("keepalived.service", "activating"), ("heartbeat.service", "deactivating")])
+def test_off_takes_a_restart_pending_or_a_stop_running_for_not_off(run, unit, word):
+    """keepalived between a crash and its restart (Restart=always: activating) or heartbeat
+    whose stop still runs (deactivating) is not "off", whatever else `is-active` says."""
+    (run.dir / f"word-{unit}").write_text(f"{word}\n")
+    result, _ = run("off", "1", *ADDRESSES)
+    assert result.returncode == 1 and "waited 1 s for neither keepalived nor heartbeat active here" in result.stderr
+    assert word in result.stderr
+    (run.dir / f"word-{unit}").write_text("failed\n")
+    assert run("off", "5", *ADDRESSES)[0].returncode == 0
 
 
 def _systemd_does_not_answer(run):
