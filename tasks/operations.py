@@ -185,15 +185,20 @@ def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
 @operation()
 def unit(service: str, running: bool | None = None, enabled: bool | None = None):
     """systemd's `service`.service (or the timer `service`, "NAME.timer") is running
-    or stopped, enabled or disabled, as asked (None: left as it is). Every managed
-    unit's state is read by one fact per host (pyinfra's systemd.service reads two
-    per service)."""
+    or stopped, enabled or disabled, as asked (None: left as it is). Stopped means
+    inactive or failed: a unit activating (a restart pending, Restart= between attempts)
+    or deactivating is stopped too, or systemd's pending restart would bring it back.
+    Every managed unit's state is read by one fact per host (pyinfra's systemd.service
+    reads two per service)."""
     name = unit_name(service)
     state = unit_state(service)
     is_running, is_enabled = state["running"], state["enabled"]
+    is_off = not is_running and state.get("active", "inactive") in ("inactive", "failed")
     commands = []
-    if running is not None and running != is_running:
-        commands.append(StringCommand("systemctl", "start" if running else "stop", name))
+    if running is True and not is_running:
+        commands.append(StringCommand("systemctl", "start", name))
+    elif running is False and not is_off:
+        commands.append(StringCommand("systemctl", "stop", name))
     if enabled is not None and enabled != is_enabled:
         commands.append(StringCommand("systemctl", "enable" if enabled else "disable", name))
     if not commands:

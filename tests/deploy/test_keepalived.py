@@ -172,6 +172,21 @@ def test_the_other_engine_stays_disabled_whatever_passed_the_check(cluster, monk
     assert changes == {"keepalived is stopped and not enabled (engine heartbeat)": ["systemctl disable keepalived.service"]}
 
 
+@pytest.mark.parametrize("active", ["activating", "deactivating"])
+def test_the_other_engine_restarting_or_stopping_is_stopped_not_only_disabled(cluster, monkeypatch, active):
+    """ldirectord between two attempts of its Restart= (activating, not running) or still
+    stopping is stopped as well as disabled: disabled alone, systemd's pending restart
+    would bring it back beside keepalived."""
+    from tasks import preflight
+
+    monkeypatch.setattr(preflight, "check_engine", lambda cluster: None)
+    machine = _converged(cluster, cluster.master)
+    machine.running["ldirectord.service"], machine.enabled["ldirectord.service"] = False, False
+    machine.actives["ldirectord.service"] = active
+    changes = changing(_director(cluster, machine))
+    assert changes == {"ldirectord is stopped and not enabled (engine keepalived)": ["systemctl stop ldirectord.service"]}
+
+
 HOLD_OP = "The migration's hold left on"
 
 
