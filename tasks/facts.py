@@ -105,13 +105,15 @@ class IfupdownFiles(FactBase):
 class Applied(FactBase):
     """What the services and the firewall run with, as lvsha-applied recorded it:
     {"heartbeat": [digest], "ldirectord": [digest], "firewall": [rules sha1, ruleset digest],
-     "firewall-now": [digest of the ruleset loaded now], and "firewall6", "firewall6-now" the
-     same for IPv6}; {} before lvsha-applied is installed."""
+     "firewall-now": [digest of the ruleset loaded now], "firewall6", "firewall6-now" the same
+     for IPv6, "conntrackd", and on a web host "nginx": [digest of the sites file nginx
+     serves]} (files/lvsha/lvsha-applied lists every record); {} before lvsha-applied is
+     installed."""
 
     default = dict
 
     def command(self) -> str:
-        return "/usr/local/sbin/lvsha-applied show 2>/dev/null || true"
+        return f"{render.APPLIED_SCRIPT} show 2>/dev/null || true"
 
     def process(self, output):
         return {fields[0]: fields[1:] for fields in (line.split() for line in output) if fields}

@@ -193,7 +193,11 @@ def saved_scale(engine: str) -> dict:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return saved if isinstance(saved, dict) else {}
+    if not isinstance(saved, dict):
+        return {}
+    # only what a run records: N (a number) -> {"exit", "run", "figures"}
+    return {n: r for n, r in saved.items() if n.isdigit() and isinstance(r, dict)
+            and isinstance(r.get("figures", {}), dict) and isinstance(r.get("run", {}), dict)}
 
 
 def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args=(), call=subprocess.call,

@@ -195,7 +195,7 @@ def test_a_run_of_some_counts_keeps_the_engines_other_counts_from_its_record(cac
 def test_an_unreadable_record_is_no_earlier_measurement(cache):
     path = bench_module.scale_report_path("keepalived")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for text in ("{not json", "[1, 2]"):
+    for text in ("{not json", "[1, 2]", '{"many": {"figures": {}}, "3": "x", "50": {"figures": [1]}}'):
         path.write_text(text)
         assert bench_module.saved_scale("keepalived") == {}
     call, _ = _fake_lab(FIGURES)

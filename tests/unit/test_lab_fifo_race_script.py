@@ -285,6 +285,19 @@ def test_seen_reads_each_script_in_heartbeats_mount_namespace(guest):
     assert rc == 1 and said[1:] == [f"{guest.share / name}: NOT wrapped" for name in guest.scripts], said
 
 
+def test_seen_an_nsenter_that_fails_is_cannot_tell_not_unwrapped(guest):
+    """A read of heartbeat's namespace that fails (nsenter refused: exit 64 from the fake, as
+    for a pid gone) is no answer about the script: "cannot tell", never "NOT wrapped"."""
+    assert guest.arm().returncode == 0
+    rc, said = _seen(guest, os.getpid())
+    assert rc == 0
+    (guest.bin / "nsenter").write_text("#!/bin/sh\nexit 64\n")
+    (guest.bin / "nsenter").chmod(0o755)
+    rc, said = _seen(guest, os.getpid())
+    assert rc == 1 and said[1:] == [f"{guest.share / name}: cannot tell (nsenter or cmp failed: exit 64)"
+                                    for name in guest.scripts], said
+
+
 def test_seen_fails_without_heartbeat_or_an_answer_from_systemd(guest):
     """No main process (heartbeat stopped: MainPID 0), or systemctl that never answers
     (bounded: LVSHA_LAB_READ_TIMEOUT): exit 1, saying which, no script read."""
