@@ -100,6 +100,7 @@ def run(tmp_path):
                       [ -f "$FAKE/stuck" ] || rm -f "$FAKE"/addr-*
                   fi ;;
             start) [ "$2" = heartbeat.service ] && touch "$FAKE/active-heartbeat" && [ -f "$FAKE/released" ] && rm -f "$FAKE"/addr-* ;;
+            disable) [ -f "$FAKE/disable-hangs" ] && /bin/sleep "$(cat "$FAKE/disable-hangs")" </dev/null >/dev/null 2>&1 ;;
             esac
             true""",
         # cl_status: rscstatus from $FAKE/rscstatus, nodestatus from $FAKE/peer
@@ -245,6 +246,18 @@ def test_release_fails_at_once_when_systemd_does_not_take_the_stop(run):
     assert result.returncode == 1
     assert "could not ask systemd to stop heartbeat (heartbeat active (running)): nothing released" in result.stderr
     assert "waited" not in result.stderr
+
+
+def test_release_fails_when_systemd_does_not_answer_a_disable(run):
+    """A change asked of systemd is bounded too (LVSHA_SYSTEMD_TIMEOUT): a `systemctl disable`
+    that hangs fails the step, naming it, and nothing is stopped."""
+    _heartbeat_holding(run)
+    (run.dir / "disable-hangs").write_text("30\n")
+    run.env["LVSHA_SYSTEMD_TIMEOUT"] = "1"
+    result, calls = run("release", "60", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert "could not disable heartbeat" in result.stderr  # without the bound: disabled after 30 s, and on
+    assert not [c for c in calls if c.startswith("systemctl stop")]
 
 
 def test_stopped_waits_until_heartbeats_stop_has_ended(run):
