@@ -243,7 +243,11 @@ def format_scale(engine: str, results: dict) -> str:
     names: list[str] = []
     for n in columns:
         names += [name for name in figures[n] if name not in names]
-    about = "; ".join(f"{n} sites: {', '.join(str(v) for v in results[n]['run'].values()) or 'run not recorded'}"
+    def run_words(run: dict) -> str:  # commit, machine, start, and the model run ("columns": its label)
+        words = [str(v) for k, v in run.items() if k not in ("kind", "columns")]
+        return ", ".join([*words, *(str(label) for label in run.get("columns", {}).values())])
+
+    about = "; ".join(f"{n} sites: {run_words(results[n]['run']) or 'run not recorded'}"
                       + ("" if results[n]["exit"] == 0 else f", pytest exit {results[n]['exit']} (a test failed)")
                       for n in columns)
     lines = [f"Engine {engine}, measured by `lvsha lab bench --sites N --engine {engine}`, a run per N "
