@@ -256,7 +256,8 @@ def test_forking_a_service_without_real_servers_waits_for_the_start_pass_to_end(
     _forking(tmp_path, reference)
     every = len(reference.virtual_servers())
     run.ldirectord_since(1_000_000)
-    run.checkers(f"      5 {DAEMON}", "      0 ipvsadm -a -t 10.0.0.1:0 -r 192.168.0.1 -m")
+    first = reference.virtual_servers()[0]
+    run.checkers(f"      5 {DAEMON}", f"      0 ipvsadm -a -t {first.address} -r {first.real_address(first.reals[0][1])} -m")
     rc, err, took = run("3", table(reference, every, reals=False), strict=True)
     assert rc == 1 and took > 2 and run.reads() >= 2, err
     assert "start pass has not ended" in err and "no checker forked yet" in err and "is not ready to be handed" in err
