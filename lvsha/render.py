@@ -444,9 +444,15 @@ def ipvs_takeover_timeout(cluster: Cluster) -> int:
     peer's heartbeat restarts or after ldirectord's reload: IPVS_TAKEOVER_TIMEOUT, and with
     fork=yes ldirectord's start pass over every real server (LDIRECTORD_START_PASS_PER_REAL
     s each), which must end before a node is handed the group."""
+    return IPVS_TAKEOVER_TIMEOUT + ldirectord_start_pass(cluster)
+
+
+def ldirectord_start_pass(cluster: Cluster) -> int:
+    """Seconds allowed for ldirectord's start pass with fork=yes: LDIRECTORD_START_PASS_PER_REAL
+    per real server (0 without fork: a few checks)."""
     if not cluster.ldirectord_forks():
-        return IPVS_TAKEOVER_TIMEOUT
-    return IPVS_TAKEOVER_TIMEOUT + LDIRECTORD_START_PASS_PER_REAL * sum(len(vs.reals) for vs in cluster.virtual_servers())
+        return 0
+    return LDIRECTORD_START_PASS_PER_REAL * sum(len(vs.reals) for vs in cluster.virtual_servers())
 
 
 def _shipped(folder: str, path: str, mode: str = "0644", source: str | None = None) -> RenderedFile:

@@ -13,7 +13,9 @@ from lvsha.lab.model import ROOT
 from tests.deploy.harness import changing, heartbeat_restart, ipvs_wait, plan_balancer, prepare_run
 from tests.deploy.machine import converged_balancer
 
-WAIT = f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"
+def wait(cluster) -> str:
+    """The deploy's wait on the peer: its bound from the model (render.ipvs_takeover_timeout)."""
+    return f"{render.IPVS_READY_SCRIPT} --strict {render.ipvs_takeover_timeout(cluster)}"
 
 
 def _pair(cluster):
@@ -67,7 +69,7 @@ def test_the_peer_waits_for_its_ipvs_exactly_when_the_node_restarts(reference, c
     on_node, on_peer = (changing(plan_balancer(reference, machines, n)) for n in (restarted, peer))
     restarts = heartbeat_restart(reference, restarted) in on_node
     assert restarts == (change in (_old_ha_cf, _old_haresources, _stale))  # the cases mean what they say
-    assert (on_peer.get(ipvs_wait(reference, restarted)) == [WAIT]) == restarts
+    assert (on_peer.get(ipvs_wait(reference, restarted)) == [wait(reference)]) == restarts
     # never on the node itself, never for the peer's restart that does not happen
     assert ipvs_wait(reference, restarted) not in on_node
     assert ipvs_wait(reference, peer) not in on_node and ipvs_wait(reference, peer) not in on_peer
@@ -96,7 +98,7 @@ def test_when_both_restart_each_waits_for_the_other_just_before_and_in_turn(refe
         changes = changing(ops)
         mine = [n for n in order if n in changes]
         assert mine == ([order[1], order[2]] if name == backup else [order[0], order[3]]), mine
-        assert all(changes[n] == [WAIT] for n in mine if n.startswith("IPVS on"))
+        assert all(changes[n] == [wait(reference)] for n in mine if n.startswith("IPVS on"))
 
 
 def test_a_peer_whose_ldirectord_is_restarted_in_this_run_waits_after_that_restart(reference):
@@ -111,7 +113,7 @@ def test_a_peer_whose_ldirectord_is_restarted_in_this_run_waits_after_that_resta
     lacking = ", ".join(vs.address for vs in reference.virtual_servers())
     names = list(changes)
     assert names == [f"Restart ldirectord: its IPVS table lacks {lacking}", ipvs_wait(reference, node)], names
-    assert changes[ipvs_wait(reference, node)] == [WAIT]
+    assert changes[ipvs_wait(reference, node)] == [wait(reference)]
 
 
 def test_a_failed_wait_stops_the_run_before_the_restart_on_any_host(reference):

@@ -485,7 +485,7 @@ def test_keepalived_to_heartbeat_keeps_the_addresses_where_they_are_and_the_back
                                  f"{on_heartbeat.master.name} {addresses}"]
     assert commands[retire] == [f"{render.MIGRATE_SCRIPT} retire {migration.RETIRE_TIMEOUT} {addresses}"]
     assert commands[ipvs_first] == commands[ipvs_second] == [
-        f"{render.IPVS_READY_SCRIPT} --strict {render.IPVS_TAKEOVER_TIMEOUT}"]
+        f"{render.IPVS_READY_SCRIPT} --strict {render.ipvs_takeover_timeout(on_heartbeat)}"]
     # the holder is the model's master: with or without auto_failback it keeps the group
     assert commands[join] == [f"{render.MIGRATE_SCRIPT} join {started} {second} {on_heartbeat.master.name} standby "
                               f"{addresses}"]

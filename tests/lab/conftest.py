@@ -347,12 +347,8 @@ class Lab:
     @property
     def settle_timeout(self) -> float:
         """How long a settle may take on this model: SETTLE_TIMEOUT, and on heartbeat
-        ldirectord's start pass over every real server (render.LDIRECTORD_START_PASS_PER_REAL
-        each: docs/scale.md, health checks)."""
-        if self.engine != "heartbeat":
-            return SETTLE_TIMEOUT
-        return SETTLE_TIMEOUT + render.LDIRECTORD_START_PASS_PER_REAL * sum(
-            len(vs.reals) for vs in self.cluster.virtual_servers())
+        ldirectord's start pass (render.ldirectord_start_pass: docs/scale.md, health checks)."""
+        return SETTLE_TIMEOUT + (render.ldirectord_start_pass(self.cluster) if self.engine == "heartbeat" else 0)
 
     def wait_settled(self, owner: str | None, timeout: float | None = None) -> float:
         """Wait until `owner` (None: either balancer) carries every floating address,
