@@ -90,6 +90,8 @@ def format_figures(figures: list[Figures]) -> str:
 # lab tier per engine and N, as `lvsha lab run` is. Each engine's figures land in a table
 # of their own (format_scale), a column per N, which `--into docs/scale.md` writes between
 # that engine's markers (scale_markers): a run of one engine rewrites its table only.
+# Each engine's record of its figures is committed beside the tables (scale_record_path):
+# a run on any machine replaces the N it measures and keeps the others.
 
 SCALE_INVENTORY = ROOT / "examples" / "scale" / "inventory.py"
 SCALE_FIGURES = ROOT / "tests" / "lab" / "scale_figures.py"
@@ -121,8 +123,9 @@ SCALE_TESTS = {
         "test_power_off_of_the_active_node_is_taken_over",
     ),
 }
-# The cache's record of each engine's last scale benchmark (cache_dir()).
-SCALE_REPORT = "scale-report-{engine}.json"
+# Each engine's record of its scale benchmark, committed beside the tables it makes
+# (docs/scale.md): {engine}.json in this folder (scale_record_path).
+SCALE_RECORDS = ROOT / "docs" / "scale"
 
 
 def scale_markers(engine: str) -> tuple[str, str]:
@@ -179,16 +182,16 @@ def scale_environment(sites: int, engine: str, environ: dict) -> dict:
     return {**kept, LAB_INVENTORY_ENV: str(SCALE_INVENTORY), SITES_ENV: str(sites), ENGINE_ENV: engine}
 
 
-def scale_report_path(engine: str) -> Path:
-    from lvsha.lab import cache_dir
-
-    return cache_dir() / SCALE_REPORT.format(engine=engine)
+def scale_record_path(engine: str) -> Path:
+    """`engine`'s record of the scale benchmark: in the repository (SCALE_RECORDS), not a
+    machine's cache, so that every machine's run starts from the N measured before."""
+    return SCALE_RECORDS / f"{engine}.json"
 
 
 def saved_scale(engine: str) -> dict:
     """`engine`'s saved benchmark ({N: {"exit", "run", "figures"}}, each N its last
     measurement), or {} when there is none or it cannot be read as one."""
-    path = scale_report_path(engine)
+    path = scale_record_path(engine)
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -204,9 +207,10 @@ def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args
                 progress=lambda line: None) -> dict:
     """Run the lab per engine in `engines` and N in `sites` (each its own up, deploy, tests,
     down); return {engine: {N: {"exit": pytest's status, "run": ..., "figures": ...}}}.
-    Each engine's record (scale_report_path(engine)) keeps every N's last measurement: a
-    run replaces the N it measures, saved as each ends, and keeps the others (a benchmark
-    of hours can be taken one N at a time; each column names its own run: commit, start).
+    Each engine's record (scale_record_path(engine), committed) keeps every N's last
+    measurement: a run replaces the N it measures, saved as each ends, and keeps the others
+    (a benchmark of hours can be taken one N at a time, on any machine; each column names
+    its own run: commit, machine, start).
     The result is the engine's whole record, N in ascending order."""
     from lvsha.lab.run import report_path
 
@@ -220,7 +224,7 @@ def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args
             report = json.loads(report_path().read_text()) if report_path().exists() else {}
             ours[str(n)] = {"exit": code, "run": report.get("run", {}), "figures": report.get("figures", {})}
             ours = results[engine] = dict(sorted(ours.items(), key=lambda item: int(item[0])))
-            path = scale_report_path(engine)
+            path = scale_record_path(engine)
             path.parent.mkdir(parents=True, exist_ok=True)
             staged = path.with_name(f".{path.name}.new")
             staged.write_text(json.dumps(ours, indent=1) + "\n")

@@ -31,8 +31,23 @@ def test_ratios_are_medians_over_the_floor_median():
 LAB_TESTS = Path(__file__).resolve().parents[1] / "lab"
 
 
+# The engines' records committed beside docs/scale.md's tables.
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED_RECORDS = REPO / "docs" / "scale"
+SCALE_DOC = REPO / "docs" / "scale.md"
+
+
+@pytest.fixture(autouse=True)
+def records(tmp_path, monkeypatch):
+    """Every test's scale records in a folder of its own (a test that runs the benchmark
+    never writes the committed ones); a test of the committed ones points back at them."""
+    monkeypatch.setattr(bench_module, "SCALE_RECORDS", tmp_path / "records")
+    return tmp_path / "records"
+
+
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """An empty lab cache: a fresh machine's."""
     monkeypatch.setenv("LVSHA_LAB_CACHE", str(tmp_path / "cache"))
     run.set_report_label("")
     return tmp_path / "cache"
@@ -143,7 +158,7 @@ def test_the_scale_benchmark_runs_the_lab_per_engine_and_count_and_tables_each_e
                                                               ("keepalived", 3), ("keepalived", 250)]
     assert all(k == " or ".join(bench_module.SCALE_TESTS[engine]) for engine, _, k in calls)
     for engine in ENGINES:
-        assert json.loads(bench_module.scale_report_path(engine).read_text()) == results[engine]
+        assert json.loads(bench_module.scale_record_path(engine).read_text()) == results[engine]
     assert results["keepalived"]["3"]["figures"] == {"keepalived: first deploy": 300.0,
                                                      "keepalived: takeover after power-off": 12.1}
     heartbeat, keepalived = (bench_module.format_scale(e, results[e]) for e in ENGINES)
@@ -165,7 +180,7 @@ def test_the_scale_benchmark_runs_the_lab_per_engine_and_count_and_tables_each_e
 def test_a_run_of_one_engine_rewrites_its_table_only(cache, tmp_path):
     call, _ = _fake_lab(FIGURES)
     results = bench_module.scale_bench([250], ["keepalived"], {}, call=call)
-    assert list(results) == ["keepalived"] and not bench_module.scale_report_path("heartbeat").exists()
+    assert list(results) == ["keepalived"] and not bench_module.scale_record_path("heartbeat").exists()
     doc = _doc(tmp_path / "scale.md", *ENGINES)
     bench_module.write_scale_into(doc, results)
     text = doc.read_text()
@@ -178,22 +193,81 @@ def test_a_run_of_one_engine_rewrites_its_table_only(cache, tmp_path):
 def test_a_run_of_some_counts_keeps_the_engines_other_counts_from_its_record(cache, tmp_path):
     call, _ = _fake_lab(FIGURES, exits={("heartbeat", 250): 1})
     bench_module.scale_bench([250], ["heartbeat"], {}, call=call)
-    first = json.loads(bench_module.scale_report_path("heartbeat").read_text())
+    first = json.loads(bench_module.scale_record_path("heartbeat").read_text())
     assert first["250"]["exit"] == 1
     # 3 measured later: 250 kept as it was; a failed 250 measured again replaces the failed one
     call, calls = _fake_lab(FIGURES)
     results = bench_module.scale_bench([3], ["heartbeat"], {}, call=call)
     assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", 3)]
     assert list(results["heartbeat"]) == ["3", "250"] and results["heartbeat"]["250"] == first["250"]
-    assert json.loads(bench_module.scale_report_path("heartbeat").read_text()) == results["heartbeat"]
+    assert json.loads(bench_module.scale_record_path("heartbeat").read_text()) == results["heartbeat"]
     assert "| first deploy | 400.0 | 900.0 |" in bench_module.format_scale("heartbeat", results["heartbeat"])
     results = bench_module.scale_bench([250], ["heartbeat"], {}, call=call)
     assert list(results["heartbeat"]) == ["3", "250"] and results["heartbeat"]["250"]["exit"] == 0
     assert "a test failed" not in bench_module.format_scale("heartbeat", results["heartbeat"])
 
 
+def test_each_engines_record_is_committed_beside_the_tables(cache, monkeypatch):
+    """The record a run reads and writes is the repository's (docs/scale/<engine>.json),
+    never the lab's cache: a machine's cache starts empty and is lost with the machine."""
+    call, _ = _fake_lab(FIGURES)
+    results = bench_module.scale_bench([3], ["keepalived"], {}, call=call)
+    assert json.loads(bench_module.scale_record_path("keepalived").read_text()) == results["keepalived"]
+    assert not [path for path in cache.rglob("*") if "scale" in path.name]
+    monkeypatch.setattr(bench_module, "SCALE_RECORDS", COMMITTED_RECORDS)
+    for engine in ENGINES:
+        assert bench_module.scale_record_path(engine) == COMMITTED_RECORDS / f"{engine}.json"
+        assert bench_module.saved_scale(engine), f"docs/scale/{engine}.json: no committed record"
+
+
+def test_a_run_of_one_count_on_a_fresh_machine_keeps_the_committed_counts(cache, records, tmp_path):
+    """The regression: a run of one N on a machine whose cache is empty replaces that N
+    in the committed record and keeps the others, and so do the tables it writes."""
+    records.mkdir()
+    for engine in ENGINES:
+        (records / f"{engine}.json").write_text((COMMITTED_RECORDS / f"{engine}.json").read_text())
+    committed = json.loads((COMMITTED_RECORDS / "heartbeat.json").read_text())
+    assert "3" not in committed and len(committed) >= 1  # the fake lab's 3 sites are a new column
+    call, calls = _fake_lab(FIGURES)
+    results = bench_module.scale_bench([3], ["heartbeat"], {}, call=call)
+    assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", 3)]
+    ours = results["heartbeat"]
+    assert sorted(ours, key=int) == list(ours) == sorted([*committed, "3"], key=int)
+    assert {n: r for n, r in ours.items() if n != "3"} == committed
+    assert ours["3"]["figures"] == FIGURES["heartbeat", 3] and ours["3"]["exit"] == 0
+    assert json.loads((records / "heartbeat.json").read_text()) == ours
+    assert (records / "keepalived.json").read_text() == (COMMITTED_RECORDS / "keepalived.json").read_text()
+    doc = tmp_path / "scale.md"
+    doc.write_text(SCALE_DOC.read_text())
+    bench_module.write_scale_into(doc, results)
+    table = bench_module.format_scale("heartbeat", ours)
+    assert table in doc.read_text()
+    assert "| figure | " + " | ".join(f"{n} sites" for n in ours) + " |" in table
+    first = "| first deploy | " + " | ".join(str(ours[n]["figures"].get("first deploy", "-")) for n in ours) + " |"
+    assert first in table and str(committed[next(iter(committed))]["figures"]["first deploy"]) in first
+    begin, end = bench_module.scale_markers("keepalived")
+    keepalived = SCALE_DOC.read_text().split(begin, 1)[1].split(end, 1)[0]
+    assert keepalived in doc.read_text()
+
+
+def test_the_committed_records_make_exactly_the_tables_in_docs_scale(cache, monkeypatch, tmp_path):
+    """docs/scale.md's tables are the committed records' (`lvsha lab report --scale --into`
+    leaves it byte for byte as it is): a table or a record edited alone fails here."""
+    monkeypatch.setattr(bench_module, "SCALE_RECORDS", COMMITTED_RECORDS)
+    doc = tmp_path / "scale.md"
+    doc.write_text(SCALE_DOC.read_text())
+    result = CliRunner().invoke(main, ["lab", "report", "--scale", "--into", str(doc)])
+    assert result.exit_code == 0, result.output
+    assert f"scale tables ({', '.join(ENGINES)}) written into" in result.output
+    assert doc.read_text() == SCALE_DOC.read_text()
+    for engine in ENGINES:
+        begin, end = bench_module.scale_markers(engine)
+        table = SCALE_DOC.read_text().split(begin, 1)[1].split(end, 1)[0]
+        assert table == f"\n{bench_module.format_scale(engine, bench_module.saved_scale(engine))}\n"
+
+
 def test_an_unreadable_record_is_no_earlier_measurement(cache):
-    path = bench_module.scale_report_path("keepalived")
+    path = bench_module.scale_record_path("keepalived")
     path.parent.mkdir(parents=True, exist_ok=True)
     for text in ("{not json", "[1, 2]", '{"many": {"figures": {}}, "3": "x", "50": {"figures": [1]}}'):
         path.write_text(text)
