@@ -190,17 +190,24 @@ def scale_record_path(engine: str) -> Path:
 
 def saved_scale(engine: str) -> dict:
     """`engine`'s saved benchmark ({N: {"exit", "run", "figures"}}, each N its last
-    measurement), or {} when there is none or it cannot be read as one."""
+    measurement), or {} when there is none (no file). LabError naming the file and what is
+    wrong when it cannot be read as one (a merge's conflict markers, say): a run never
+    replaces a record it could not read with the N it measures alone."""
     path = scale_record_path(engine)
+    if not path.exists():
+        return {}
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    except (OSError, ValueError) as error:
+        raise LabError(f"{path}: not a scale record ({error}): mend it (its git history) first") from None
     if not isinstance(saved, dict):
-        return {}
-    # only what a run records: N (a number) -> {"exit", "run", "figures"}
-    return {n: r for n, r in saved.items() if n.isdigit() and isinstance(r, dict)
-            and isinstance(r.get("figures", {}), dict) and isinstance(r.get("run", {}), dict)}
+        raise LabError(f"{path}: not a scale record: a JSON object of N: measurement, not a {type(saved).__name__}")
+    for n, r in saved.items():  # what a run records: N (a number) -> {"exit", "run", "figures"}
+        if not (n.isdigit() and isinstance(r, dict) and isinstance(r.get("exit"), int)
+                and isinstance(r.get("run"), dict) and isinstance(r.get("figures"), dict)):
+            raise LabError(f"{path}: {n!r}: not one N's measurement (a number of sites: "
+                           f'{{"exit": int, "run": {{...}}, "figures": {{...}}}}): {str(r)[:200]}')
+    return saved
 
 
 def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args=(), call=subprocess.call,
@@ -214,9 +221,10 @@ def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args
     The result is the engine's whole record, N in ascending order."""
     from lvsha.lab.run import report_path
 
+    saved = {engine: saved_scale(engine) for engine in engines}  # every record read before the first run
     results: dict = {}
     for engine in engines:
-        ours = results[engine] = saved_scale(engine)
+        ours = results[engine] = saved[engine]
         for n in sites:
             progress(f"scale bench: {engine}, {n} sites (lab up, deploy, tests, down)")
             report_path().unlink(missing_ok=True)  # an earlier run's figures are never this one's

@@ -384,7 +384,10 @@ def add_commands(lab: click.Group) -> None:
         from lvsha.lab.bench import check_scale_place, format_scale, saved_scale, write_scale_into
         from lvsha.model import ENGINES
 
-        results = {engine: saved for engine in ENGINES if (saved := saved_scale(engine))}
+        try:
+            results = {engine: saved for engine in ENGINES if (saved := saved_scale(engine))}
+        except LabError as error:
+            raise click.ClickException(str(error)) from None
         if not results:
             raise click.ClickException("no scale benchmark on record (lvsha lab bench --sites N first)")
         for engine, ours in results.items():
@@ -400,8 +403,8 @@ def add_commands(lab: click.Group) -> None:
     def _scale_bench(sites: str, engines: str | None, into: Path | None, pytest_args) -> None:
         from lvsha.lab import LabError
         from lvsha.lab import lab as lab_api
-        from lvsha.lab.bench import (check_scale_place, format_scale, parse_engines, parse_sites, scale_bench,
-                                     write_scale_into)
+        from lvsha.lab.bench import (check_scale_place, format_scale, parse_engines, parse_sites, saved_scale,
+                                     scale_bench, write_scale_into)
         from lvsha.lab.scale import DEFAULT_ENGINE
 
         try:
@@ -409,11 +412,13 @@ def add_commands(lab: click.Group) -> None:
             chosen = parse_engines(engines if engines is not None else DEFAULT_ENGINE)
         except ValueError as error:
             raise click.UsageError(str(error)) from None
-        if into is not None:
-            try:
+        try:  # before a benchmark of hours, not after it
+            for engine in chosen:
+                saved_scale(engine)
+            if into is not None:
                 check_scale_place(into, chosen)
-            except LabError as error:
-                raise click.ClickException(str(error)) from None
+        except LabError as error:
+            raise click.ClickException(str(error)) from None
         if lab_api.status().get("status") != "down":
             raise click.ClickException("a lab is up: the scale benchmark brings its own for each N (lvsha lab down first)")
         results = scale_bench(counts, chosen, dict(os.environ), pytest_args, progress=click.echo)

@@ -266,12 +266,43 @@ def test_the_committed_records_make_exactly_the_tables_in_docs_scale(cache, monk
         assert table == f"\n{bench_module.format_scale(engine, bench_module.saved_scale(engine))}\n"
 
 
-def test_an_unreadable_record_is_no_earlier_measurement(cache):
-    path = bench_module.scale_record_path("keepalived")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for text in ("{not json", "[1, 2]", '{"many": {"figures": {}}, "3": "x", "50": {"figures": [1]}}'):
-        path.write_text(text)
-        assert bench_module.saved_scale("keepalived") == {}
+UNREADABLE = {
+    "{not json": "not a scale record",
+    # a merge of two runs' records, each of its own N, left with git's conflict markers
+    '{\n<<<<<<< HEAD\n "3": {"exit": 0, "run": {}, "figures": {}}\n=======\n "50": {}\n>>>>>>> other\n}\n':
+        "not a scale record",
+    "[1, 2]": "not a list",
+    '{"many": {"exit": 0, "run": {}, "figures": {}}}': "'many': not one N's measurement",
+    '{"3": "x"}': "'3': not one N's measurement",
+    '{"50": {"exit": 0, "run": {}, "figures": [1]}}': "'50': not one N's measurement",
+    '{"50": {"run": {}, "figures": {}}}': "'50': not one N's measurement",
+}
+
+
+@pytest.mark.parametrize("text", UNREADABLE)
+def test_an_unreadable_record_is_refused_naming_it_before_any_run(text, cache, records, lab_down, tmp_path):
+    """A record that cannot be read (a merge's conflict markers, say) is an error naming the
+    file and what is wrong, before any run: never taken for no record, which a run of one N
+    would replace with that N alone."""
+    records.mkdir()
+    path = records / "keepalived.json"
+    path.write_text(text)
+    why = re.escape(f"{path}: ") + ".*" + re.escape(UNREADABLE[text])
+    with pytest.raises(LabError, match=why):
+        bench_module.saved_scale("keepalived")
+    def call(*args, **kwargs):
+        pytest.fail("ran with an unreadable record")
+    with pytest.raises(LabError, match=why):
+        bench_module.scale_bench([3], ["heartbeat", "keepalived"], {}, call=call)
+    assert path.read_text() == text and not (records / "heartbeat.json").exists()
+    for argv in (["lab", "bench", "--sites", "3", "--engine", "keepalived"], ["lab", "report", "--scale"]):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 1 and str(path) in result.output and UNREADABLE[text] in result.output, result.output
+    assert path.read_text() == text
+
+
+def test_no_record_is_no_earlier_measurement(cache, records):
+    assert bench_module.saved_scale("keepalived") == {} and not records.exists()
     call, _ = _fake_lab(FIGURES)
     assert list(bench_module.scale_bench([3], ["keepalived"], {}, call=call)["keepalived"]) == ["3"]
 
