@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from lvsha.lab import lab as lab_api
+
 CLIENTS = Path(__file__).resolve().parents[1] / "lab" / "clients"
 HOSTNAME = socket.gethostname()  # what both peer.py ends answer with, here
 
@@ -141,3 +143,25 @@ def test_a_lost_connection_is_reported_and_spares_the_others(web, processes, tmp
     assert smtp["established"] and smtp["round_trips"] > 3, smtp
     for c in by_kind.values():
         assert c["error"] is None, c
+
+
+# ---- which VIPs the poller asks (lvsha/lab/lab.py poll_vips) -----------------------
+
+def test_up_to_the_bound_the_poller_asks_every_vip(reference):
+    vips = [site.vip for site in reference.sites]
+    assert len(vips) <= lab_api.POLL_VIPS_MAX
+    assert lab_api.poll_vips(vips) == vips
+
+
+@pytest.mark.parametrize("sites", [lab_api.POLL_VIPS_MAX + 1, 50, 250])
+def test_past_the_bound_the_poller_asks_an_even_spread_first_and_last_included(reference, sites):
+    from lvsha.lab.scale import scale_cluster
+
+    vips = [site.vip for site in scale_cluster(reference, sites).sites]
+    polled = lab_api.poll_vips(iter(vips))  # any iterable, as the lab passes a generator
+    assert len(polled) == len(set(polled)) == lab_api.POLL_VIPS_MAX
+    assert polled[0] == vips[0] and polled[-1] == vips[-1]
+    positions = [vips.index(vip) for vip in polled]
+    assert positions == sorted(positions)
+    gaps = [b - a for a, b in zip(positions, positions[1:])]
+    assert max(gaps) - min(gaps) <= 1  # evenly spread: no stretch of sites left unpolled
