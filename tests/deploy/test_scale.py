@@ -11,12 +11,13 @@ import time
 
 import pytest
 
+from lvsha import render
 from lvsha.lab.bench import SCALE_INVENTORY
 from lvsha.lab.scale import ENGINE_ENV, SITES_ENV, scale_cluster
 from lvsha.model import ENGINES
 from tasks.roles import cluster_host
 from tests.conftest import load_with_test_secret
-from tests.deploy.harness import changing, plan
+from tests.deploy.harness import LDIRECTORD_RELOAD, changing, ipvs_wait, plan, plan_balancer
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 SITES = 250
@@ -110,3 +111,24 @@ def test_sites_removed_at_scale_are_one_operation_however_many(base, scaled):
     assert [op.path for op in ops] == [op.path for op in _balancer_run(fewer, name, converged)]
     (removal,) = changing(ops).values()
     assert sum(f"{vs.vip}:" in " ".join(removal) for vs in scaled.virtual_servers()[50:]) == 200
+
+
+def test_the_deploys_waits_for_ipvs_allow_for_ldirectords_start_pass_where_it_forks(reference):
+    """At 250 sites on heartbeat ldirectord forks (fork=yes past a number of checks), and its
+    start pass (a reload's too) adds and checks every real server in turn before IPVS holds
+    every service. The peer's wait before a heartbeat restart, and the wait after ldirectord's
+    reload (lvsha-ipvs-ready --strict), are bounded by the model's render.ipvs_takeover_timeout,
+    which allows for that pass: longer than the reference's, where ldirectord does not fork."""
+    cluster = _scale_model("heartbeat", SITES)
+    assert cluster.ldirectord_forks() and render.ldirectord_start_pass(cluster) > 0
+    assert not reference.ldirectord_forks()
+    bound = render.ipvs_takeover_timeout(cluster)
+    assert bound > render.ipvs_takeover_timeout(reference)
+    machines = {b.name: converged_balancer(cluster, b) for b in cluster.balancers}
+    node, peer = cluster.master.name, cluster.peer(cluster.master).name
+    machines[node].files[render.HA_CF] = ("# an old configuration\n", 644)  # heartbeat restarts on the node
+    machines[peer].applied["ldirectord"] = ["digest-of-an-older-ldirectord.cf"]  # ldirectord reloaded on the peer
+    changes = changing(plan_balancer(cluster, machines, peer))
+    assert changes[ipvs_wait(cluster, node)] == [f"{render.IPVS_READY_SCRIPT} --strict {bound}"]
+    assert changes[LDIRECTORD_RELOAD] == ["systemctl reload ldirectord.service",
+                                          f"{render.IPVS_READY_SCRIPT} --strict --reloaded {bound}"]

@@ -3,6 +3,7 @@ ip, ping, iptables-save, systemd-run and lvsha-keepalived's hold): each step of 
 migration on one balancer waits, bounded, for what it says, and fails naming what is left."""
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,12 @@ def run(tmp_path):
             echo "[$n:$((n * 150))] -A INPUT -i eth0 -s 10.0.0.2/32 -p udp -m udp --dport {PORT} -j ACCEPT"
             echo "[7:700] -A INPUT -p udp -m udp --dport {int(PORT) + 1} -j ACCEPT"
             echo COMMIT""",
-        "systemd-run": 'echo "systemd-run $*" >> "$FAKE/calls"',
+        # systemd-run: calls recorded; while $FAKE/run-hangs exists it hangs for as many seconds
+        # as it says (a real sleep, in its place: killed with it), then succeeds
+        "systemd-run": """
+            echo "systemd-run $*" >> "$FAKE/calls"
+            [ -f "$FAKE/run-hangs" ] && exec /bin/sleep "$(cat "$FAKE/run-hangs")" </dev/null >/dev/null 2>&1
+            true""",
         # kill: each call recorded in $FAKE/kills, then made (the shell's own kill); after a
         # SIGSTOP, SIGHUP to the caller while $FAKE/hup-on-stop exists (once)
         "kill": """
@@ -361,6 +367,22 @@ def test_arm_starts_the_watch_as_a_transient_unit_replacing_an_earlier_one(run):
     assert calls == ["systemctl stop lvsha-migrate-watch.service", "systemctl reset-failed lvsha-migrate-watch.service",
                      f"systemd-run --unit=lvsha-migrate-watch --collect --quiet {PROGRAM} watch 90 10 {PORT} "
                      + " ".join(ADDRESSES)]
+
+
+def test_arm_fails_when_systemd_run_does_not_return_within_the_bound(run):
+    """The watch's start is a change asked of systemd, bounded as the others are
+    (LVSHA_SYSTEMD_TIMEOUT): a systemd-run that hangs fails the step within the bound,
+    naming what it waited for, instead of holding the handover."""
+    (run.dir / "run-hangs").write_text("30\n")
+    run.env["LVSHA_SYSTEMD_TIMEOUT"] = "1"
+    began = time.monotonic()
+    result, calls = run("arm", "90", "10", PORT, *ADDRESSES)
+    took = time.monotonic() - began
+    assert result.returncode == 1, result.stderr
+    assert took < 10, f"arm took {took:.1f} s with a bound of 1 s"  # without the bound: 30 s, then armed
+    assert calls[-1].startswith("systemd-run --unit=lvsha-migrate-watch ")
+    assert "waited 1 s for systemd to start the watch (lvsha-migrate-watch): no answer" in result.stderr
+    assert "armed" not in result.stderr
 
 
 def _held(run):

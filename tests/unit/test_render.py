@@ -287,16 +287,46 @@ def _balancers_reach(cluster) -> dict[str, tuple[set[int], set[int]]]:
     return reach
 
 
+def _http_on_443_variant(reference):
+    """The reference model with its first site checked by plain HTTP on 443 (its checkport;
+    the site still forwards 80 and 443), the others as they are."""
+    from lvsha.model import HealthCheck
+    from lvsha.validate import validate
+
+    first, *others = reference.sites
+    cluster = replace(reference, sites=(replace(first, health=HealthCheck(service="http", checkport=443)), *others))
+    validate(cluster)
+    return cluster
+
+
+# What nginx serves each site on, per model, stated: {site: {port: whether TLS there}}. The
+# examples' sites are forwarded 80 and 443 (or 80 alone) and checked by http on 80: TLS on 443.
+# The ports variant (_ports_variant): a site on 8080 checked on 80, no TLS (443 is not one of
+# its ports then); a site with an https check on 8443: TLS there too; a site checked by ping.
+# The http-on-443 variant: the site whose http check talks to 443 gets plain HTTP there.
+NGINX_SERVES = {
+    "reference": {"www.mysite.com": {80: False, 443: True}, "www.myothersite.com": {80: False, 443: True},
+                  "www.mythirdsite.net": {80: False, 443: True}},
+    "edge": {"shop.example.org": {80: False, 443: True}, "static.example.org": {80: False}},
+    "ports variant": {"www.mysite.com": {80: False, 8080: False}, "www.myothersite.com": {80: False, 8443: True},
+                      "www.mythirdsite.net": {80: False}},
+    "http check on 443": {"www.mysite.com": {80: False, 443: False}, "www.myothersite.com": {80: False, 443: True},
+                          "www.mythirdsite.net": {80: False, 443: True}},
+}
+
+
 def test_nginx_listens_exactly_where_the_balancers_forward_and_check(every_model, reference):
     """Each web host's nginx listens on each site address on exactly the ports the
     balancers' renderings send traffic to or check there (ldirectord.cf, the firewall's
-    ports for an all-ports service), and the deploy's listening check waits on exactly
-    those; TLS on 443 and on a port an https check talks to, plain HTTP elsewhere."""
-    for cluster in (every_model, _ports_variant(reference)):
+    ports for an all-ports service), which are the site's real_ports, and the deploy's
+    listening check waits on exactly those; TLS where NGINX_SERVES says, plain HTTP elsewhere."""
+    cases = {every_model.name: every_model, "ports variant": _ports_variant(reference),
+             "http check on 443": _http_on_443_variant(reference)}
+    for case, cluster in cases.items():
+        serves = NGINX_SERVES[case]
+        assert set(serves) == {site.name for site in cluster.sites}, case
         reach = _balancers_reach(cluster)
         for host in cluster.web_hosts:
-            https_checked = {str(address): site.checked_port for site, address in cluster.site_addresses(host)
-                             if site.health.service == "https"}
             listens = []  # (address, port, TLS) of each `listen ADDRESS:PORT [ssl];`
             for line in render.web_server_file(cluster, host).content.splitlines():
                 words = line.rstrip(";").split()
@@ -307,14 +337,12 @@ def test_nginx_listens_exactly_where_the_balancers_forward_and_check(every_model
             for address, port, tls in listens:
                 served.setdefault(address, {})[port] = tls
             assert set(served) == set(host.internal_ips)
-            for address, ports in served.items():
-                forwarded, checked = reach[address]
-                assert set(ports) == forwarded | checked, (cluster.name, address)
-                http_checked = {site.checked_port for site, a in cluster.site_addresses(host) if str(a) == address
-                                and site.health.checktype == "negotiate" and site.health.service == "http"}
-                assert {p for p, tls in ports.items() if tls} == (
-                    (({render.NGINX_TLS_PORT} - http_checked) | {https_checked.get(address)}) & set(ports)), (
-                    cluster.name, address)
+            for site, address in cluster.site_addresses(host):
+                ports = served[str(address)]
+                assert set(ports) == set(site.real_ports) == set(serves[site.name]), (case, site.name)
+                forwarded, checked = reach[str(address)]
+                assert set(ports) == forwarded | checked, (case, site.name)
+                assert ports == serves[site.name], (case, site.name)
             assert render.web_server_listens(cluster, host) == [f"{address}:{port}" for address, port, _ in listens]
     variant = _ports_variant(reference)
     host = variant.web_hosts[0]
