@@ -32,6 +32,7 @@ HOST_NAME = "lvsha-lab"
 NGINX_CONF = "/etc/nginx/sites-enabled/zz-lvsha-lab-sessions"
 STREAM_DIR = "/var/lib/lvsha-lab"
 PEER = "/root/lvsha-lab-peer.py"
+NGINX_PID = "/run/nginx.pid"  # Debian's nginx.conf: pid /run/nginx.pid
 OUTBOUND_PORT = 8025
 SECONDS = 900  # the peers' own end, should a test die without cleaning up
 # A connection is broken by a reset, an end, or this long without an answer. TCP's
@@ -95,8 +96,8 @@ class LongLived:
             address = host.internal_ips[0]
             self.lab.ssh(host.name, f"cat > {PEER}", input=peer)
             self.lab.ssh(host.name, f"cat > {NGINX_CONF}", input=_nginx_block(address))
-            self.lab.ssh(host.name, f"mkdir -p {STREAM_DIR} && truncate -s 1G {STREAM_DIR}/stream.bin "
-                                    "&& nginx -t -q && systemctl reload nginx")
+            self.lab.ssh(host.name, f"mkdir -p {STREAM_DIR} && truncate -s 1G {STREAM_DIR}/stream.bin")
+            self._reload_nginx(host.name)
         self.lab.ssh(self.mail_host.name,
                      f"nohup python3 {PEER} listen 0.0.0.0 25 {SECONDS} > /tmp/lvsha-lab-peer.log 2>&1 &")
         self.lab.ssh(self.mail_host.name, "for i in $(seq 50); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.2; done; exit 1")
@@ -122,6 +123,28 @@ class LongLived:
         for host in self.cluster.web_hosts:
             self.lab.ssh(host.name, f"pkill -f {PEER}; rm -f {NGINX_CONF} {PEER}; rm -rf {STREAM_DIR}; "
                                     "systemctl reload nginx", check=False)
+
+    def _nginx_workers(self, host: str) -> dict[int, str]:
+        """{pid: title} of the processes nginx's master runs on `host`."""
+        out = self.lab.ssh(host, f'ps -o pid=,args= --ppid "$(cat {NGINX_PID})"', check=False).stdout
+        return {int(pid): title for pid, _, title in (line.strip().partition(" ") for line in out.splitlines())
+                if pid.isdigit()}
+
+    def _reload_nginx(self, host: str) -> None:
+        """nginx on `host` reloaded, and the reload in effect: every worker is one started
+        since, none of the old ones left (not even shutting down). nginx reads its
+        configuration after `systemctl reload` returns, seconds at 250 sites; meanwhile its
+        old workers accept connections, and close them when their shutdown comes: the lab
+        saw the held connections end (EOF) 2.7 s after they opened, with no takeover yet."""
+        before = set(self._nginx_workers(host))
+        self.lab.ssh(host, "nginx -t -q && systemctl reload nginx")
+
+        def in_effect() -> bool:
+            now = self._nginx_workers(host)
+            return bool(now) and not before & set(now) and not any("shutting down" in t for t in now.values())
+
+        wait_until(in_effect, 120, interval=0.5, what=f"nginx on {host} to run its new configuration only "
+                                                      f"(every worker new, none of {sorted(before)} left)")
 
     # ---- reading ---------------------------------------------------------------
     def state(self) -> dict:
