@@ -16,8 +16,8 @@ from lvsha import render
 from lvsha.inventory import CLUSTER_KEY, WEB_SERVER_KEY
 from lvsha.lab.model import ROOT
 from lvsha.model import Site
-from tests.deploy.harness import (LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, OLD_AUTHKEYS, RELOAD_AND_WAIT, changing,
-                                  heartbeat_restart, ipvs_wait, plan_balancer, prepare_run)
+from tests.deploy.harness import (LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, OLD_AUTHKEYS, changing,
+                                  heartbeat_restart, ipvs_wait, plan_balancer, prepare_run, reload_and_wait)
 from tests.deploy.machine import converged_balancer
 
 ADD_ADDRESSES = "The group's floating addresses as the model has them where heartbeat carries it (no restart)"
@@ -86,7 +86,7 @@ def test_a_site_added_reloads_ldirectord_and_adds_its_address_without_a_restart(
     _no_restart(changes, added)
     assert set(changes) == {LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, f"Load {render.FIREWALL_RULES}",
                             f"Write {render.HEARTBEAT_ENV}", f"Write {render.HARESOURCES}", ADD_ADDRESSES}, list(changes)
-    assert changes[LDIRECTORD_RELOAD] == RELOAD_AND_WAIT
+    assert changes[LDIRECTORD_RELOAD] == reload_and_wait(added)
     assert changes[f"Write {render.HARESOURCES}"][-2:] == [f"mv -f {render.HARESOURCES}.lvsha-new {render.HARESOURCES}",
                                                          RECORD]
     (reload,) = changes[ADD_ADDRESSES]
@@ -114,9 +114,10 @@ def test_a_health_check_changed_reloads_ldirectord_alone(every_model):
     cluster = every_model
     machines = _running_pair(cluster)
     for name in machines:
-        changes = changing(plan_balancer(_health_changed(cluster), machines, name))
+        changed = _health_changed(cluster)
+        changes = changing(plan_balancer(changed, machines, name))
         assert changes == {LDIRECTORD_CF_OP: changes[LDIRECTORD_CF_OP],
-                           LDIRECTORD_RELOAD: RELOAD_AND_WAIT}, list(changes)
+                           LDIRECTORD_RELOAD: reload_and_wait(changed)}, list(changes)
 
 
 def test_a_real_server_changed_reloads_ldirectord_and_loads_the_firewall(reference):

@@ -13,8 +13,8 @@ from tasks.operations import IPTABLES_RESTORE
 from tasks.packages import BALANCER_PACKAGES, WEB_SERVER_PACKAGES
 from tasks.roles import cluster_host
 from tests.conftest import TEST_SECRET
-from tests.deploy.harness import (LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, OLD_AUTHKEYS, RELOAD_AND_WAIT, changing, plan,
-                                  prepare_run)
+from tests.deploy.harness import (LDIRECTORD_CF_OP, LDIRECTORD_RELOAD, OLD_AUTHKEYS, changing, plan,
+                                  prepare_run, reload_and_wait)
 from tests.deploy.machine import converged_balancer, converged_web_host, fresh
 
 
@@ -179,7 +179,7 @@ def test_changed_ldirectord_cf_reloads_ldirectord_on_both_then_waits_for_its_tab
     machine.files[render.LDIRECTORD_CF] = ("virtual=10.0.0.1:0\n", 644)
     changes = changing(_director(reference, machine, name))
     assert changes == {LDIRECTORD_CF_OP: changes[LDIRECTORD_CF_OP],
-                       LDIRECTORD_RELOAD: RELOAD_AND_WAIT}
+                       LDIRECTORD_RELOAD: reload_and_wait(reference)}
 
 
 def test_ldirectord_cf_is_checked_by_ldirectord_on_the_host_before_it_replaces_the_one_in_place(reference):
@@ -245,7 +245,7 @@ def test_ldirectord_running_with_files_it_was_never_reloaded_for_is_reloaded(ref
     """A run died after writing ldirectord.cf, before the reload: the next run applies it."""
     machine = converged_balancer(reference, reference.balancer("balancer2"))
     machine.applied["ldirectord"] = ["digest-of-an-older-ldirectord.cf"]
-    assert changing(_director(reference, machine, "balancer2")) == {LDIRECTORD_RELOAD: RELOAD_AND_WAIT}
+    assert changing(_director(reference, machine, "balancer2")) == {LDIRECTORD_RELOAD: reload_and_wait(reference)}
 
 
 @pytest.mark.parametrize("kept", [0, 1])
