@@ -12,17 +12,20 @@ from lvsha.lab.run import record
 
 def _ldirectord_start(lab, master: str) -> tuple[float | None, float | None, list[float]]:
     """ldirectord's last start on `master` from its journal (this boot): (start, its last
-    "Deleted real server" before the first checker, each "Spawned child" since the start),
-    on the guest's clock."""
+    "Deleted real server" before the first checker, each "Spawned child" since the start or
+    since its last reload, which forks every checker again), on the guest's clock."""
     log = lab.ssh(master, "journalctl -q -b -t ldirectord -o short-unix --no-pager | "
-                          "grep -e 'Starting Linux Director' -e 'Deleted real server' -e 'Spawned child'").stdout
+                          "grep -e 'Starting Linux Director' -e 'Reloading Linux Director' "
+                          "-e 'Deleted real server' -e 'Spawned child'").stdout
     start = deleted = None
     spawned: list[float] = []
     for line in log.splitlines():
         when = float(line.split()[0])
         if "Starting Linux Director" in line:
             start, deleted, spawned = when, None, []
-        elif "Spawned child" in line:
+        elif "Reloading Linux Director" in line:
+            spawned = []
+        elif "Spawned child" in line and start is not None:
             spawned.append(when)
         elif "Deleted real server" in line and not spawned:
             deleted = when
@@ -39,10 +42,16 @@ def test_scale_figures_of_the_deployed_pair(lab):
         # processes are counted once it has forked a checker per virtual service: the pair serves
         # before the last ones are forked (50 sites: 36 of 51 processes counted at the first look).
         checkers = len(lab.cluster.virtual_servers())
-        wait_until(lambda: len(_ldirectord_start(lab, master)[2]) >= checkers,
-                   render.ldirectord_start_pass(lab.cluster), interval=5,
-                   what=f"ldirectord on {master} to fork its {checkers} checkers (one per virtual service)")
-        start, deleted, spawned = _ldirectord_start(lab, master)
+        read: list = []
+
+        def forked() -> bool:
+            read[:] = _ldirectord_start(lab, master)
+            return read[0] is not None and len(read[2]) >= checkers
+
+        wait_until(forked, render.ldirectord_start_pass(lab.cluster), interval=5,
+                   what=f"ldirectord on {master} to fork its {checkers} checkers (one per virtual service) "
+                        "since its last start")
+        start, deleted, spawned = read
         record("ldirectord start pass, start to first checker forked", spawned[0] - start)
         record("ldirectord start pass, start to last checker forked", spawned[checkers - 1] - start)
         if deleted is not None:

@@ -24,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lvsha.lab import wait_until
+from lvsha.lab import LabError, wait_until
 
 CLIENTS = Path(__file__).parent / "clients"
 HOST_NAME = "lvsha-lab"
@@ -124,11 +124,14 @@ class LongLived:
             self.lab.ssh(host.name, f"pkill -f {PEER}; rm -f {NGINX_CONF} {PEER}; rm -rf {STREAM_DIR}; "
                                     "systemctl reload nginx", check=False)
 
-    def _nginx_workers(self, host: str) -> dict[int, str]:
-        """{pid: title} of the processes nginx's master runs on `host`."""
-        out = self.lab.ssh(host, f'ps -o pid=,args= --ppid "$(cat {NGINX_PID})"', check=False).stdout
-        return {int(pid): title for pid, _, title in (line.strip().partition(" ") for line in out.splitlines())
-                if pid.isdigit()}
+    def _nginx_workers(self, host: str, check: bool = False) -> dict[int, str]:
+        """{pid: title} of the processes nginx's master runs on `host` ({} when it cannot
+        be read; with `check`, an error naming what was read instead)."""
+        out = self.lab.ssh(host, f'ps -o pid=,args= --ppid "$(cat {NGINX_PID})"', check=check).stdout
+        workers = {int(pid): title for pid, _, title in (line.strip().partition(" ") for line in out.splitlines())
+                   if pid.isdigit()}
+        assert workers or not check, f"no nginx worker on {host} (its master: {NGINX_PID}): {out!r}"
+        return workers
 
     def _reload_nginx(self, host: str) -> None:
         """nginx on `host` reloaded, and the reload in effect: every worker is one started
@@ -136,15 +139,20 @@ class LongLived:
         configuration after `systemctl reload` returns, seconds at 250 sites; meanwhile its
         old workers accept connections, and close them when their shutdown comes: the lab
         saw the held connections end (EOF) 2.7 s after they opened, with no takeover yet."""
-        before = set(self._nginx_workers(host))
+        before = set(self._nginx_workers(host, check=True))  # none read would pass at once
         self.lab.ssh(host, "nginx -t -q && systemctl reload nginx")
+        seen: dict[int, str] = {}
 
         def in_effect() -> bool:
-            now = self._nginx_workers(host)
-            return bool(now) and not before & set(now) and not any("shutting down" in t for t in now.values())
+            seen.clear()
+            seen.update(self._nginx_workers(host))
+            return bool(seen) and not before & set(seen) and not any("shutting down" in t for t in seen.values())
 
-        wait_until(in_effect, 120, interval=0.5, what=f"nginx on {host} to run its new configuration only "
-                                                      f"(every worker new, none of {sorted(before)} left)")
+        try:
+            wait_until(in_effect, 120, interval=0.5, what=f"nginx on {host} to run its new configuration only "
+                                                          f"(every worker new, none of {sorted(before)} left)")
+        except LabError as error:
+            raise LabError(f"{error}; its workers at the last look: {seen}") from None
 
     # ---- reading ---------------------------------------------------------------
     def state(self) -> dict:
