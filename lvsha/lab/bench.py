@@ -106,7 +106,7 @@ _SCALE_TESTS_BOTH = (
     "test_stopped_web_server_leaves_and_rejoins_rotation",  # a real server stopped: out of every site
     "test_heartbeat_stop_moves_everything",               # takeover after the engine's service stop: every VIP answers
     "test_power_off_moves_everything",                    # takeover after a power-off: every VIP answers
-    "test_failover_hands_everything_over",                # lvsha failover, a client polling every VIP
+    "test_failover_hands_everything_over",                # lvsha failover, a client polling the VIPs (lab.poll_vips)
     # a configuration change applied in place (a site added, a health check changed, both
     # undone): addresses moved, connections broken, the deploy's time
     "test_a_site_added_and_a_health_check_changed_move_no_address",
@@ -118,7 +118,7 @@ SCALE_TESTS = {
     ),
     "keepalived": (
         *_SCALE_TESTS_BOTH,
-        # keepalived's own takeovers: the longest wait of a client polling every VIP
+        # keepalived's own takeovers: the longest wait of a client polling the VIPs (lab.poll_vips)
         "test_systemctl_stop_keepalived_on_the_active_node_is_taken_over",
         "test_power_off_of_the_active_node_is_taken_over",
     ),

@@ -7,8 +7,8 @@ The steps, each announced with the time since the demo began:
   3. the cluster's picture (`lvsha diagram --live`) and `lvsha status`;
   4. requests from distinct client addresses to every site: which web host
      answered each (balancing, and persistence where the site has it);
-  5. a hard power-off of the active balancer while a client polls every VIP with
-     new connections and holds one keep-alive connection open: the longest wait,
+  5. a hard power-off of the active balancer while a client polls every VIP (8 of
+     them, spread, past 8 sites: lab.poll_vips) with new connections and holds one keep-alive connection open: the longest wait,
      and whether the held connection carried on (state sync);
   6. the balancer booted again, and where the addresses settle;
   7. the lab torn down, also on Ctrl-C or SIGTERM (kept with --keep).

@@ -7,7 +7,7 @@
 - (a health check changed and a site added, by reload: test_8_config_reload, on
   either engine);
 - `systemctl stop keepalived` and a power-off on the active node: the peer takes
-  over; the longest wait of a client polling every VIP every 0.2 s is recorded;
+  over; the longest wait of a client polling the VIPs (lab_api.poll_vips) every 0.2 s is recorded;
 - keepalived SIGKILLed on the active node: systemd brings it back; it starts as a
   backup and drops the addresses, the peer takes over, and in the end exactly one
   node holds the group (the master again with auto_failback, keepalived's preempt);

@@ -1,7 +1,7 @@
 """The live migrations heartbeat -> keepalived and back on the running lab
 (docs/engines.md#migrating): the model's engine changed and deployed while long-lived
-client connections are held (tests/lab/sessions.py) and a client polls every VIP every
-200 ms, one way, then the other. Each way: one holder throughout (both kernels' address
+client connections are held (tests/lab/sessions.py) and a client polls the VIPs
+(lab_api.poll_vips) every 200 ms, one way, then the other. Each way: one holder throughout (both kernels' address
 events), at most one interruption (the polling client's longest wait), no broken
 connection with state sync on; the old engine's services stopped and disabled on both,
 the new one's running and enabled; a second deploy changes nothing. Back to heartbeat,
@@ -68,7 +68,7 @@ def _restore_heartbeat(lab, monkeypatch):
 
 def _migrate(lab, view, to: str, monkeypatch) -> dict:
     """Deploy the model on `to` while `view` (the lab as its engine now is) holds long-lived
-    connections and a client polls every VIP: what the deploy, the client, the sessions and
+    connections and a client polls the VIPs: what the deploy, the client, the sessions and
     both kernels' address events saw. `view` is what the sessions read the standby's
     connection states by (conntrackd's configuration is the engine's)."""
     holder = view.carrier()
