@@ -454,6 +454,21 @@ def units(services: list[str]) -> FactRequest:
     return FactRequest.of(UnitStates, units=[unit_name(name) for name in services])
 
 
+# The SubStates of a service that neither runs nor is about to: systemd's "inactive" is
+# "dead". systemd 254 and later wait between two attempts of Restart= in
+# "dead-before-auto-restart" or "failed-before-auto-restart", ActiveState inactive or failed
+# with the restart pending: not off.
+STOPPED_SUBSTATES = ("dead", "failed")
+
+
+def unit_off(state: dict) -> bool:
+    """A unit_state() that neither runs nor is about to: ActiveState inactive or failed, and
+    no restart pending (SubState dead or failed). activating (auto-restart, a start) and
+    deactivating (its stop under way) are not off."""
+    return (not state.get("running", False) and state.get("active", "inactive") in ("inactive", "failed")
+            and state.get("state", "dead") in STOPPED_SUBSTATES)
+
+
 def unit_state(service: str) -> dict[str, bool | str]:
     """{"running": bool, "enabled": bool, "state": SubState, "active": ActiveState} of `service`.service (or
     of the timer `service`), from the units fact the host's role declared (or its own, for a unit the role

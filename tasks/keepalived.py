@@ -10,7 +10,7 @@ from lvsha.model import Balancer, Cluster
 from tasks import migration
 from tasks.engines import other_engine_off
 from tasks.facts import (InterfaceAddresses, KeepalivedApplied, KeepalivedHold, KeepalivedMigrateDropin, fact, on_host,
-                         unit_state)
+                         unit_off, unit_state)
 from tasks.migration import Migration
 from tasks.operations import only_model_addresses, only_model_ipvs_services, sha1_of, unit
 from tasks.rendered import put
@@ -104,7 +104,7 @@ def clear_left_hold(cluster: Cluster, balancer: Balancer):
     with on_host(peer.name):
         states = {s: unit_state(s) for s in migration.OLD_SERVICES}
         addresses = fact(InterfaceAddresses)
-    live = [s for s, u in states.items() if u["enabled"] or u["state"] not in migration.STOPPED_STATES]
+    live = [s for s, u in states.items() if u["enabled"] or not unit_off(u)]
     if live:
         raise DeployError(f"{host.name}: the migration's hold is set on {balancer.name} ({render.KEEPALIVED_HOLD_FILE}: "
                           f"keepalived there stays in FAULT), and {peer.name} runs {' and '.join(live)} or starts it "

@@ -110,11 +110,10 @@ from pyinfra.operations import server
 from lvsha import render
 from lvsha.model import HEARTBEAT_UDP_PORT, Balancer, Cluster, FloatingIP
 from tasks.engines import ENGINE_SERVICES, OTHER_ENGINE
-from tasks.facts import InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_state
+from tasks.facts import (InterfaceAddresses, IpvsVirtualServices, KeepalivedHold, fact, on_host, unit_off,
+                         unit_state)
 from tasks.rendered import put, rendered_file
 
-# The SubStates of a service that neither runs nor is about to (systemd's "inactive" is "dead").
-STOPPED_STATES = ("dead", "failed")
 MOVERS = tuple(services[0] for services in ENGINE_SERVICES.values())  # each engine's that moves the addresses
 OLD_SERVICES = ENGINE_SERVICES["heartbeat"]  # what the migration to keepalived leaves
 # Stages of each migration (by the engine it goes to), in order; a run starts at the one the pair has reached.
@@ -143,7 +142,8 @@ class Node:
     carries: frozenset = frozenset()  # the model's floating addresses it carries (_key)
 
     def runs(self, service: str) -> bool:
-        return self.units[service]["state"] not in STOPPED_STATES
+        """Runs or is about to (facts.unit_off, the rule every operation keeps)."""
+        return not unit_off(self.units[service])
 
     def stopping(self, service: str) -> bool:
         """Its stop runs: systemd's ActiveState "deactivating" (whichever SubState of the stop)."""

@@ -15,7 +15,7 @@ from pyinfra.operations import files, server
 
 from lvsha import render
 from tasks.facts import (Applied, DefaultRoutes, InterfaceAddresses, IpvsVirtualServices, LoadedModules, fact,
-                         managed_state, unit_name, unit_state)
+                         managed_state, unit_name, unit_off, unit_state)
 
 
 def sha1_of(text: str) -> str:
@@ -186,14 +186,15 @@ def sysctl_values(values: dict[str, str], keys: tuple[str, ...]):
 def unit(service: str, running: bool | None = None, enabled: bool | None = None):
     """systemd's `service`.service (or the timer `service`, "NAME.timer") is running
     or stopped, enabled or disabled, as asked (None: left as it is). Stopped means
-    inactive or failed: a unit activating (a restart pending, Restart= between attempts)
-    or deactivating is stopped too, or systemd's pending restart would bring it back.
+    inactive or failed with no restart pending (facts.unit_off): a unit activating or
+    between two attempts of Restart= (systemd 254's dead-before-auto-restart), or
+    deactivating, is stopped too, or systemd's pending restart would bring it back.
     Every managed unit's state is read by one fact per host (pyinfra's systemd.service
     reads two per service)."""
     name = unit_name(service)
     state = unit_state(service)
     is_running, is_enabled = state["running"], state["enabled"]
-    is_off = not is_running and state.get("active", "inactive") in ("inactive", "failed")
+    is_off = unit_off(state)
     commands = []
     if running is True and not is_running:
         commands.append(StringCommand("systemctl", "start", name))

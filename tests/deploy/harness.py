@@ -136,13 +136,15 @@ def prepare_run(deploy_file: Path, machines: dict, data: dict) -> list[tuple[lis
 # ---- the heartbeat engine's operations, named as tasks/heartbeat.py names them -------------
 
 LDIRECTORD_RELOAD = "Reload ldirectord for its new configuration"
+LDIRECTORD_CF_OP = f"Check and write {render.LDIRECTORD_CF}"
+OLD_AUTHKEYS = "auth 1\n1 sha1 the-old-secret-0123456789\n"  # another secret than the model's: a rotation
+
+
 def reload_and_wait(cluster) -> list[str]:
     """ldirectord's reload, then the wait for its table, bounded as the model allows
     (render.ipvs_takeover_timeout: its start pass where ldirectord forks)."""
     return ["systemctl reload ldirectord.service",
             f"{render.IPVS_READY_SCRIPT} --strict --reloaded {render.ipvs_takeover_timeout(cluster)}"]
-LDIRECTORD_CF_OP = f"Check and write {render.LDIRECTORD_CF}"
-OLD_AUTHKEYS = "auth 1\n1 sha1 the-old-secret-0123456789\n"  # another secret than the model's: a rotation
 
 
 def heartbeat_restart(cluster, name: str) -> str:

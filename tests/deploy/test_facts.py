@@ -212,3 +212,18 @@ def test_the_ssh_session_is_read_with_the_interface_the_kernel_routes_it_by():
     out = subprocess.run(["sh", "-c", fact.command()], capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if k != "SSH_CONNECTION"}, check=True).stdout
     assert fact.process(out.splitlines()) is None  # not over SSH (@local)
+
+
+@pytest.mark.parametrize("running, active, sub, off", [
+    (False, "inactive", "dead", True),
+    (False, "failed", "failed", True),
+    (True, "active", "running", False),
+    (False, "activating", "auto-restart", False),                 # systemd 252: between two restarts
+    (False, "inactive", "dead-before-auto-restart", False),       # systemd 254+: the same, a restart pending
+    (False, "failed", "failed-before-auto-restart", False),
+    (False, "deactivating", "stop-sigterm", False),               # its stop under way
+])
+def test_a_unit_is_off_only_when_stopped_with_no_restart_pending(running, active, sub, off):
+    from tasks.facts import unit_off
+
+    assert unit_off({"running": running, "enabled": False, "state": sub, "active": active}) is off

@@ -187,6 +187,22 @@ def test_the_other_engine_restarting_or_stopping_is_stopped_not_only_disabled(cl
     assert changes == {"ldirectord is stopped and not enabled (engine keepalived)": ["systemctl stop ldirectord.service"]}
 
 
+@pytest.mark.parametrize("active, sub", [("inactive", "dead-before-auto-restart"),
+                                         ("failed", "failed-before-auto-restart")])
+def test_the_other_engine_between_two_restarts_on_systemd_254_is_stopped(cluster, monkeypatch, active, sub):
+    """systemd 254 and later (Debian 13) wait between two attempts of Restart= in ActiveState
+    inactive or failed with a restart pending (SubState *-before-auto-restart): not off,
+    so it is stopped, not only disabled (facts.unit_off)."""
+    from tasks import preflight
+
+    monkeypatch.setattr(preflight, "check_engine", lambda cluster: None)
+    machine = _converged(cluster, cluster.master)
+    machine.running["ldirectord.service"], machine.enabled["ldirectord.service"] = False, False
+    machine.actives["ldirectord.service"], machine.states["ldirectord.service"] = active, sub
+    changes = changing(_director(cluster, machine))
+    assert changes == {"ldirectord is stopped and not enabled (engine keepalived)": ["systemctl stop ldirectord.service"]}
+
+
 HOLD_OP = "The migration's hold left on"
 
 
