@@ -1,6 +1,7 @@
 """The benchmark's arithmetic (its runs are the lab's: tests/lab/test_1_deploy.py), and
 the scale benchmark's wiring (`lvsha lab bench --sites ... --engine ...`), with a fake lab run."""
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -120,7 +121,8 @@ def test_each_run_deploys_the_scale_model_of_its_number_of_sites_and_engine():
 
 def _fake_lab(figures, exits=None):
     """A stand-in for the pytest run of the lab: records what it was given, writes a report
-    as the lab's does (figures taken on keepalived prefixed with its name: conftest's label)."""
+    as the lab's does (figures taken on keepalived prefixed with its name: conftest's label).
+    An engine and N that `figures` lacks records that engine's figures of 3 sites: any N runs."""
     calls = []
 
     def call(argv, cwd, env):
@@ -129,7 +131,7 @@ def _fake_lab(figures, exits=None):
         run.start_report()
         run.set_report_label("" if engine == "heartbeat" else engine)
         try:
-            for name, value in figures[engine, sites].items():
+            for name, value in figures[(engine, sites) if (engine, sites) in figures else (engine, 3)].items():
                 run.record(name, value)
         finally:
             run.set_report_label("")
@@ -227,14 +229,15 @@ def test_a_run_of_one_count_on_a_fresh_machine_keeps_the_committed_counts(cache,
     for engine in ENGINES:
         (records / f"{engine}.json").write_text((COMMITTED_RECORDS / f"{engine}.json").read_text())
     committed = json.loads((COMMITTED_RECORDS / "heartbeat.json").read_text())
-    assert "3" not in committed and len(committed) >= 1  # the fake lab's 3 sites are a new column
+    assert len(committed) >= 1
+    new = next(n for n in itertools.count(2) if str(n) not in committed)  # a column the record lacks
     call, calls = _fake_lab(FIGURES)
-    results = bench_module.scale_bench([3], ["heartbeat"], {}, call=call)
-    assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", 3)]
+    results = bench_module.scale_bench([new], ["heartbeat"], {}, call=call)
+    assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", new)]
     ours = results["heartbeat"]
-    assert sorted(ours, key=int) == list(ours) == sorted([*committed, "3"], key=int)
-    assert {n: r for n, r in ours.items() if n != "3"} == committed
-    assert ours["3"]["figures"] == FIGURES["heartbeat", 3] and ours["3"]["exit"] == 0
+    assert sorted(ours, key=int) == list(ours) == sorted([*committed, str(new)], key=int)
+    assert {n: r for n, r in ours.items() if n != str(new)} == committed
+    assert ours[str(new)]["figures"] == FIGURES["heartbeat", 3] and ours[str(new)]["exit"] == 0
     assert json.loads((records / "heartbeat.json").read_text()) == ours
     assert (records / "keepalived.json").read_text() == (COMMITTED_RECORDS / "keepalived.json").read_text()
     doc = tmp_path / "scale.md"
