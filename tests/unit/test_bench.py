@@ -36,6 +36,8 @@ LAB_TESTS = Path(__file__).resolve().parents[1] / "lab"
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED_RECORDS = REPO / "docs" / "scale"
 SCALE_DOC = REPO / "docs" / "scale.md"
+# Where the records are, as the module says it (taken at import, before any fixture patches it).
+IMPORTED_RECORDS = bench_module.SCALE_RECORDS
 
 
 @pytest.fixture(autouse=True)
@@ -212,13 +214,14 @@ def test_a_run_of_some_counts_keeps_the_engines_other_counts_from_its_record(cac
 def test_each_engines_record_is_committed_beside_the_tables(cache, monkeypatch):
     """The record a run reads and writes is the repository's (docs/scale/<engine>.json),
     never the lab's cache: a machine's cache starts empty and is lost with the machine."""
+    assert IMPORTED_RECORDS == REPO / "docs" / "scale"  # the module's own value, not this file's fixture's
     call, _ = _fake_lab(FIGURES)
     results = bench_module.scale_bench([3], ["keepalived"], {}, call=call)
+    assert bench_module.scale_record_path("keepalived") == bench_module.SCALE_RECORDS / "keepalived.json"
     assert json.loads(bench_module.scale_record_path("keepalived").read_text()) == results["keepalived"]
     assert not [path for path in cache.rglob("*") if "scale" in path.name]
-    monkeypatch.setattr(bench_module, "SCALE_RECORDS", COMMITTED_RECORDS)
+    monkeypatch.setattr(bench_module, "SCALE_RECORDS", IMPORTED_RECORDS)
     for engine in ENGINES:
-        assert bench_module.scale_record_path(engine) == COMMITTED_RECORDS / f"{engine}.json"
         assert bench_module.saved_scale(engine), f"docs/scale/{engine}.json: no committed record"
 
 
