@@ -190,10 +190,15 @@ def scale_record_path(engine: str) -> Path:
 
 def saved_scale(engine: str) -> dict:
     """`engine`'s saved benchmark ({N: {"exit", "run", "figures"}}, each N its last
-    measurement), or {} when there is none (no file). LabError naming the file and what is
-    wrong when it cannot be read as one (a merge's conflict markers, say): a run never
-    replaces a record it could not read with the N it measures alone."""
+    measurement), or {} when there is none (no file in SCALE_RECORDS). LabError naming the
+    file and what is wrong when it cannot be read as one (a merge's conflict markers, say): a
+    run never replaces a record it could not read with the N it measures alone. LabError
+    naming the folder when SCALE_RECORDS is not one: not the repository's checkout, whose
+    records are not "none"."""
     path = scale_record_path(engine)
+    if not path.parent.is_dir():
+        raise LabError(f"{path.parent}: no such folder, where each engine's scale record is committed "
+                       f"(docs/scale/<engine>.json): run lvsha from a checkout of the repository that has it")
     if not path.exists():
         return {}
     try:
@@ -233,7 +238,6 @@ def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args
             ours[str(n)] = {"exit": code, "run": report.get("run", {}), "figures": report.get("figures", {})}
             ours = results[engine] = dict(sorted(ours.items(), key=lambda item: int(item[0])))
             path = scale_record_path(engine)
-            path.parent.mkdir(parents=True, exist_ok=True)
             staged = path.with_name(f".{path.name}.new")
             staged.write_text(json.dumps(ours, indent=1) + "\n")
             staged.replace(path)

@@ -42,8 +42,9 @@ IMPORTED_RECORDS = bench_module.SCALE_RECORDS
 
 @pytest.fixture(autouse=True)
 def records(tmp_path, monkeypatch):
-    """Every test's scale records in a folder of its own (a test that runs the benchmark
+    """Every test's scale records in a folder of its own, empty (a test that runs the benchmark
     never writes the committed ones); a test of the committed ones points back at them."""
+    (tmp_path / "records").mkdir()
     monkeypatch.setattr(bench_module, "SCALE_RECORDS", tmp_path / "records")
     return tmp_path / "records"
 
@@ -228,7 +229,6 @@ def test_each_engines_record_is_committed_beside_the_tables(cache, monkeypatch):
 def test_a_run_of_one_count_on_a_fresh_machine_keeps_the_committed_counts(cache, records, tmp_path):
     """The regression: a run of one N on a machine whose cache is empty replaces that N
     in the committed record and keeps the others, and so do the tables it writes."""
-    records.mkdir()
     for engine in ENGINES:
         (records / f"{engine}.json").write_text((COMMITTED_RECORDS / f"{engine}.json").read_text())
     committed = json.loads((COMMITTED_RECORDS / "heartbeat.json").read_text())
@@ -290,7 +290,6 @@ def test_an_unreadable_record_is_refused_naming_it_before_any_run(text, cache, r
     """A record that cannot be read (a merge's conflict markers, say) is an error naming the
     file and what is wrong, before any run: never taken for no record, which a run of one N
     would replace with that N alone."""
-    records.mkdir()
     path = records / "keepalived.json"
     path.write_text(text)
     why = re.escape(f"{path}: ") + ".*" + re.escape(UNREADABLE[text])
@@ -308,9 +307,28 @@ def test_an_unreadable_record_is_refused_naming_it_before_any_run(text, cache, r
 
 
 def test_no_record_is_no_earlier_measurement(cache, records):
-    assert bench_module.saved_scale("keepalived") == {} and not records.exists()
+    assert bench_module.saved_scale("keepalived") == {} and records.is_dir() and not list(records.iterdir())
     call, _ = _fake_lab(FIGURES)
     assert list(bench_module.scale_bench([3], ["keepalived"], {}, call=call)["keepalived"]) == ["3"]
+
+
+def test_no_records_folder_is_an_error_naming_it_before_any_run(cache, records, lab_down):
+    """Only a missing file in the records' folder is no earlier measurement: without the folder
+    (lvsha run from elsewhere than the repository's checkout, say) the committed records are
+    not "none". An error naming the folder, before any run; the folder is not made."""
+    records.rmdir()
+    why = re.escape(f"{records}: no such folder")
+    with pytest.raises(LabError, match=why):
+        bench_module.saved_scale("keepalived")
+
+    def call(*args, **kwargs):
+        pytest.fail("ran without the records' folder")
+    with pytest.raises(LabError, match=why):
+        bench_module.scale_bench([3], ["keepalived"], {}, call=call)
+    for argv in (["lab", "bench", "--sites", "3", "--engine", "keepalived"], ["lab", "report", "--scale"]):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 1 and f"{records}: no such folder" in result.output, result.output
+    assert not records.exists()
 
 
 def test_a_file_without_an_engines_markers_is_refused_naming_the_engine(tmp_path):
