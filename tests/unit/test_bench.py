@@ -1,6 +1,7 @@
 """The benchmark's arithmetic (its runs are the lab's: tests/lab/test_1_deploy.py), and
 the scale benchmark's wiring (`lvsha lab bench --sites ... --engine ...`), with a fake lab run."""
 
+import functools
 import itertools
 import json
 import re
@@ -329,6 +330,111 @@ def test_no_records_folder_is_an_error_naming_it_before_any_run(cache, records, 
         result = CliRunner().invoke(main, argv)
         assert result.exit_code == 1 and f"{records}: no such folder" in result.output, result.output
     assert not records.exists()
+
+
+def _meanwhile(call, change):
+    """`call` (a fake lab run) with `change(N)` made to the records while it runs: a git pull
+    or a merge during a run of hours."""
+    def during(argv, cwd, env):
+        change(int(env[SITES_ENV]))
+        return call(argv, cwd, env)
+
+    return during
+
+
+def test_a_change_to_the_record_during_a_run_is_kept(cache, records):
+    """Each write reads the record again: a column of another machine's, brought by a git pull
+    while a run took its hours, is kept beside the N the run measures, and so is a column it
+    changed (a copy read before the runs and written back would lose both)."""
+    call, _ = _fake_lab(FIGURES)
+    bench_module.scale_bench([250], ["keepalived"], {}, call=call)
+    path = records / "keepalived.json"
+    pulled = {"exit": 0, "run": {"machine": "another"}, "figures": {"first deploy": 555.0}}
+
+    def pull(sites):
+        if sites == 3:  # during the first run: 50 measured elsewhere arrives, 250 measured again there
+            path.write_text(json.dumps({**json.loads(path.read_text()), "50": pulled, "250": pulled}))
+    results = bench_module.scale_bench([3, 1000], ["keepalived"], {}, call=_meanwhile(call, pull))
+    record = json.loads(path.read_text())
+    assert record == results["keepalived"] and list(record) == ["3", "50", "250", "1000"]
+    assert record["50"] == record["250"] == pulled
+    assert record["3"]["figures"] == record["1000"]["figures"] == {"keepalived: first deploy": 300.0,
+                                                                   "keepalived: takeover after power-off": 12.1}
+    assert sorted(p.name for p in records.iterdir()) == ["keepalived.json"]
+
+
+CONFLICTED = next(text for text in UNREADABLE if "<<<<<<<" in text)
+
+
+def test_a_record_unreadable_when_a_run_ends_keeps_its_measurement_beside_it(cache, records):
+    """A record that cannot be read when a run ends (a merge left conflict markers in it
+    meanwhile) is left as it is, the run's measurement saved in a file of its own beside it
+    (a record's form, {N: measurement}), and the benchmark stops with an error saying where
+    the measurement went and why."""
+    path = records / "keepalived.json"
+    path.write_text('{"250": {"exit": 0, "run": {}, "figures": {}}}')
+
+    def merge(sites):
+        path.write_text(CONFLICTED)
+    call, calls = _fake_lab(FIGURES)
+    with pytest.raises(LabError) as raised:
+        bench_module.scale_bench([3, 50], ["keepalived"], {}, call=_meanwhile(call, merge))
+    assert [sites for _, sites, _ in calls] == [3]  # no more hours spent on a record that cannot be written
+    assert path.read_text() == CONFLICTED
+    [side] = [p for p in records.iterdir() if p != path]
+    assert re.fullmatch(r"keepalived\.3\.\d{8}T\d{6}Z\.json", side.name), side.name
+    measured = json.loads(side.read_text())
+    assert list(measured) == ["3"] and measured["3"]["exit"] == 0 and measured["3"]["run"]["kind"] == "run"
+    assert measured["3"]["figures"] == {"keepalived: first deploy": 300.0, "keepalived: takeover after power-off": 12.1}
+    message = str(raised.value)
+    assert message.startswith(f"keepalived, 3 sites: this measurement is saved in {side}, not in {path}, "
+                              f"which could not be read again before writing it ({path}: not a scale record")
+    assert f"put {side.name}'s '3' into it" in message
+    path.write_text(json.dumps(measured))
+    assert bench_module.saved_scale("keepalived") == measured  # a side file is a record once put in place
+
+
+def test_a_measurement_that_cannot_be_saved_at_all_is_said_to_be_in_the_runs_report(cache, records):
+    """Neither the record nor a file beside it can be written (the records' folder gone during
+    the run): the error names the run's report, which holds the run's figures."""
+    call, _ = _fake_lab(FIGURES)
+    with pytest.raises(LabError) as raised:
+        bench_module.scale_bench([3], ["keepalived"], {}, call=_meanwhile(call, lambda sites: records.rmdir()))
+    message = str(raised.value)
+    assert message.startswith(f"keepalived, 3 sites: this measurement is in no record: "
+                              f"{records / 'keepalived.json'} could not be read again before writing it "
+                              f"({records}: no such folder")
+    assert f"in the run's report, {run.report_path()} (pytest exit 0)" in message
+    assert json.loads(run.report_path().read_text())["figures"] == {"keepalived: first deploy": 300.0,
+                                                                    "keepalived: takeover after power-off": 12.1}
+
+
+def test_a_measurement_beside_its_record_never_replaces_another(cache, records):
+    (records / "keepalived.json").write_text(CONFLICTED)
+    earlier = records / "keepalived.3.20250101T000000Z.json"
+    earlier.write_text("an earlier run's measurement")
+    measurement = {"exit": 0, "run": {}, "figures": {"first deploy": 1.0}}
+    with pytest.raises(LabError, match=re.escape(f"keepalived, 3 sites: this measurement is in no record: ")
+                       + ".*" + re.escape(f"nor could {earlier} be written")):
+        bench_module.save_scale("keepalived", 3, measurement, "20250101T000000Z")
+    assert earlier.read_text() == "an earlier run's measurement"
+    with pytest.raises(LabError, match="this measurement is saved in "):
+        bench_module.save_scale("keepalived", 3, measurement, "20250101T000001Z")
+    assert json.loads((records / "keepalived.3.20250101T000001Z.json").read_text()) == {"3": measurement}
+    assert earlier.read_text() == "an earlier run's measurement"
+
+
+def test_the_bench_command_says_where_a_measurement_went_when_its_record_became_unreadable(
+        cache, records, lab_down, monkeypatch):
+    call, _ = _fake_lab(FIGURES)
+    path = records / "heartbeat.json"
+    monkeypatch.setattr(bench_module, "scale_bench", functools.partial(
+        bench_module.scale_bench, call=_meanwhile(call, lambda sites: path.write_text(CONFLICTED))))
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "250"])
+    [side] = [p for p in records.iterdir() if p != path]
+    assert result.exit_code == 1, result.output
+    assert f"Error: heartbeat, 250 sites: this measurement is saved in {side}, not in {path}" in result.output
+    assert "Traceback" not in result.output and path.read_text() == CONFLICTED
 
 
 def test_a_file_without_an_engines_markers_is_refused_naming_the_engine(tmp_path):
