@@ -225,7 +225,8 @@ def save_scale(engine: str, n: int, measurement: dict, started: str) -> dict:
     When the record cannot be read again, it is left as it is and LabError says why and where
     the measurement is instead: a file of its own beside it, <engine>.<N>.<started>.json, in a
     record's form ({N: measurement}), never over another; or, when even that cannot be written,
-    the run's report (the lab's cache), which holds its run and figures."""
+    the run's report (the lab's cache), which holds its run and figures. A write that fails
+    (its OSError) leaves the record as it was and no temporary file."""
     from lvsha.lab.run import report_path
 
     path = scale_record_path(engine)
@@ -246,9 +247,12 @@ def save_scale(engine: str, n: int, measurement: dict, started: str) -> dict:
                        f"{str(n)!r} into it") from None
     record[str(n)] = measurement
     record = dict(sorted(record.items(), key=lambda item: int(item[0])))
-    staged = path.with_name(f".{path.name}.new")
-    staged.write_text(json.dumps(record, indent=1) + "\n")
-    staged.replace(path)
+    staged = path.with_name(f".{path.name}.new")  # .gitignore'd
+    try:
+        staged.write_text(json.dumps(record, indent=1) + "\n")
+        staged.replace(path)
+    finally:
+        staged.unlink(missing_ok=True)  # there only when the rename did not happen
     return record
 
 

@@ -424,6 +424,35 @@ def test_a_measurement_beside_its_record_never_replaces_another(cache, records):
     assert earlier.read_text() == "an earlier run's measurement"
 
 
+def test_a_write_of_the_record_that_fails_leaves_it_as_it_was_and_no_temporary_file(cache, records, monkeypatch):
+    path = records / "keepalived.json"
+    before = '{"250": {"exit": 0, "run": {}, "figures": {}}}'
+    path.write_text(before)
+    rename = Path.replace
+
+    def replace(self, target):  # the record's rename fails (a crash between the write and it); others are done
+        if Path(target) == path:
+            raise OSError("the rename failed (a test's)")
+        return rename(self, target)
+    monkeypatch.setattr(Path, "replace", replace)
+    call, _ = _fake_lab(FIGURES)
+    with pytest.raises(OSError, match=re.escape("the rename failed (a test's)")):
+        bench_module.scale_bench([3], ["keepalived"], {}, call=call)
+    assert list(records.iterdir()) == [path] and path.read_text() == before
+
+
+def test_a_temporary_record_left_by_a_crash_is_ignored_by_git():
+    """`.<engine>.json.new` is the name save_scale writes under before its rename."""
+    import subprocess
+
+    for engine in ENGINES:
+        staged = (IMPORTED_RECORDS / f".{engine}.json.new").relative_to(REPO)
+        result = subprocess.run(["git", "check-ignore", "-q", str(staged)], cwd=REPO)
+        assert result.returncode == 0, f"{staged}: not in .gitignore"
+    for kept in ("heartbeat.json", "keepalived.3.20250101T000000Z.json"):  # a record, a measurement beside it
+        assert subprocess.run(["git", "check-ignore", "-q", f"docs/scale/{kept}"], cwd=REPO).returncode == 1
+
+
 def test_the_bench_command_says_where_a_measurement_went_when_its_record_became_unreadable(
         cache, records, lab_down, monkeypatch):
     call, _ = _fake_lab(FIGURES)
