@@ -91,7 +91,8 @@ def format_figures(figures: list[Figures]) -> str:
 # of their own (format_scale), a column per N, which `--into docs/scale.md` writes between
 # that engine's markers (scale_markers): a run of one engine rewrites its table only.
 # Each engine's record of its figures is committed beside the tables (scale_record_path):
-# a run on any machine replaces the N it measures and keeps the others.
+# a run on any machine replaces the N it measures and keeps the others, the record read again
+# before each write (save_scale): what a git pull brought meanwhile is kept too.
 
 SCALE_INVENTORY = ROOT / "examples" / "scale" / "inventory.py"
 SCALE_FIGURES = ROOT / "tests" / "lab" / "scale_figures.py"
@@ -190,10 +191,15 @@ def scale_record_path(engine: str) -> Path:
 
 def saved_scale(engine: str) -> dict:
     """`engine`'s saved benchmark ({N: {"exit", "run", "figures"}}, each N its last
-    measurement), or {} when there is none (no file). LabError naming the file and what is
-    wrong when it cannot be read as one (a merge's conflict markers, say): a run never
-    replaces a record it could not read with the N it measures alone."""
+    measurement), or {} when there is none (no file in SCALE_RECORDS). LabError naming the
+    file and what is wrong when it cannot be read as one (a merge's conflict markers, say): a
+    run never replaces a record it could not read with the N it measures alone. LabError
+    naming the folder when SCALE_RECORDS is not one: not the repository's checkout, whose
+    records are not "none"."""
     path = scale_record_path(engine)
+    if not path.parent.is_dir():
+        raise LabError(f"{path.parent}: no such folder, where each engine's scale record is committed "
+                       f"(docs/scale/<engine>.json): run lvsha from a checkout of the repository that has it")
     if not path.exists():
         return {}
     try:
@@ -210,35 +216,72 @@ def saved_scale(engine: str) -> dict:
     return saved
 
 
+def save_scale(engine: str, n: int, measurement: dict, started: str) -> dict:
+    """Put `measurement` of `n` sites into `engine`'s record as the record is now: read again
+    (saved_scale) just before it is written, so that a change made to it while the run took
+    its hours (a git pull bringing another machine's column) is kept, this N replaced. The
+    record is written whole or not at all (under a temporary name beside it, then renamed).
+    Returns the record written, N in ascending order.
+    When the record cannot be read again, it is left as it is and LabError says why and where
+    the measurement is instead: a file of its own beside it, <engine>.<N>.<started>.json, in a
+    record's form ({N: measurement}), never over another; or, when even that cannot be written,
+    the run's report (the lab's cache), which holds its run and figures. A write that fails
+    (its OSError) leaves the record as it was and no temporary file."""
+    from lvsha.lab.run import report_path
+
+    path = scale_record_path(engine)
+    try:
+        record = saved_scale(engine)
+    except LabError as error:
+        side = path.with_name(f"{engine}.{n}.{started}.json")
+        try:
+            with side.open("x") as file:
+                file.write(json.dumps({str(n): measurement}, indent=1) + "\n")
+        except OSError as side_error:
+            raise LabError(f"{engine}, {n} sites: this measurement is in no record: {path} could not be read again "
+                           f"before writing it ({error}), nor could {side} be written ({side_error}); its run and "
+                           f"figures are in the run's report, {report_path()} (pytest exit {measurement['exit']}), "
+                           f"until the next lab run replaces it") from None
+        raise LabError(f"{engine}, {n} sites: this measurement is saved in {side}, not in {path}, which could not be "
+                       f"read again before writing it ({error}); once {path} is mended, put {side.name}'s "
+                       f"{str(n)!r} into it") from None
+    record[str(n)] = measurement
+    record = dict(sorted(record.items(), key=lambda item: int(item[0])))
+    staged = path.with_name(f".{path.name}.new")  # .gitignore'd
+    try:
+        staged.write_text(json.dumps(record, indent=1) + "\n")
+        staged.replace(path)
+    finally:
+        staged.unlink(missing_ok=True)  # there only when the rename did not happen
+    return record
+
+
 def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args=(), call=subprocess.call,
                 progress=lambda line: None) -> dict:
     """Run the lab per engine in `engines` and N in `sites` (each its own up, deploy, tests,
     down); return {engine: {N: {"exit": pytest's status, "run": ..., "figures": ...}}}.
     Each engine's record (scale_record_path(engine), committed) keeps every N's last
-    measurement: a run replaces the N it measures, saved as each ends, and keeps the others
-    (a benchmark of hours can be taken one N at a time, on any machine; each column names
-    its own run: commit, machine, start).
+    measurement: a run replaces the N it measures, saved as each ends (save_scale, into the
+    record as it is then), and keeps the others (a benchmark of hours can be taken one N at a
+    time, on any machine; each column names its own run: commit, machine, start). Every
+    record is read before the first run: one that cannot be read is refused before hours are
+    spent. A record that cannot be read when a run ends stops the benchmark (save_scale's
+    LabError, which says where that run's measurement is).
     The result is the engine's whole record, N in ascending order."""
     from lvsha.lab.run import report_path
 
-    saved = {engine: saved_scale(engine) for engine in engines}  # every record read before the first run
-    results: dict = {}
+    results = {engine: saved_scale(engine) for engine in engines}  # every record read before the first run
     for engine in engines:
-        ours = results[engine] = saved[engine]
         for n in sites:
             progress(f"scale bench: {engine}, {n} sites (lab up, deploy, tests, down)")
+            started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             report_path().unlink(missing_ok=True)  # an earlier run's figures are never this one's
             code = call(scale_argv(engine, pytest_args), cwd=ROOT, env=scale_environment(n, engine, environ))
             report = json.loads(report_path().read_text()) if report_path().exists() else {}
-            ours[str(n)] = {"exit": code, "run": report.get("run", {}), "figures": report.get("figures", {})}
-            ours = results[engine] = dict(sorted(ours.items(), key=lambda item: int(item[0])))
-            path = scale_record_path(engine)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staged = path.with_name(f".{path.name}.new")
-            staged.write_text(json.dumps(ours, indent=1) + "\n")
-            staged.replace(path)
+            measurement = {"exit": code, "run": report.get("run", {}), "figures": report.get("figures", {})}
+            results[engine] = save_scale(engine, n, measurement, started)
             progress(f"scale bench: {engine}, {n} sites done (pytest exit {code}, "
-                     f"{len(ours[str(n)]['figures'])} figures)")
+                     f"{len(measurement['figures'])} figures)")
     return results
 
 

@@ -421,7 +421,10 @@ def add_commands(lab: click.Group) -> None:
             raise click.ClickException(str(error)) from None
         if lab_api.status().get("status") != "down":
             raise click.ClickException("a lab is up: the scale benchmark brings its own for each N (lvsha lab down first)")
-        results = scale_bench(counts, chosen, dict(os.environ), pytest_args, progress=click.echo)
+        try:
+            results = scale_bench(counts, chosen, dict(os.environ), pytest_args, progress=click.echo)
+        except LabError as error:  # a record that could not be read again: where the measurement went instead
+            raise click.ClickException(str(error)) from None
         for engine, ours in results.items():
             click.echo(format_scale(engine, ours))
         if into is not None:

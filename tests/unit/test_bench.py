@@ -1,6 +1,8 @@
 """The benchmark's arithmetic (its runs are the lab's: tests/lab/test_1_deploy.py), and
 the scale benchmark's wiring (`lvsha lab bench --sites ... --engine ...`), with a fake lab run."""
 
+import functools
+import itertools
 import json
 import re
 from pathlib import Path
@@ -35,12 +37,15 @@ LAB_TESTS = Path(__file__).resolve().parents[1] / "lab"
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED_RECORDS = REPO / "docs" / "scale"
 SCALE_DOC = REPO / "docs" / "scale.md"
+# Where the records are, as the module says it (taken at import, before any fixture patches it).
+IMPORTED_RECORDS = bench_module.SCALE_RECORDS
 
 
 @pytest.fixture(autouse=True)
 def records(tmp_path, monkeypatch):
-    """Every test's scale records in a folder of its own (a test that runs the benchmark
+    """Every test's scale records in a folder of its own, empty (a test that runs the benchmark
     never writes the committed ones); a test of the committed ones points back at them."""
+    (tmp_path / "records").mkdir()
     monkeypatch.setattr(bench_module, "SCALE_RECORDS", tmp_path / "records")
     return tmp_path / "records"
 
@@ -120,7 +125,8 @@ def test_each_run_deploys_the_scale_model_of_its_number_of_sites_and_engine():
 
 def _fake_lab(figures, exits=None):
     """A stand-in for the pytest run of the lab: records what it was given, writes a report
-    as the lab's does (figures taken on keepalived prefixed with its name: conftest's label)."""
+    as the lab's does (figures taken on keepalived prefixed with its name: conftest's label).
+    An engine and N that `figures` lacks records that engine's figures of 3 sites: any N runs."""
     calls = []
 
     def call(argv, cwd, env):
@@ -129,7 +135,7 @@ def _fake_lab(figures, exits=None):
         run.start_report()
         run.set_report_label("" if engine == "heartbeat" else engine)
         try:
-            for name, value in figures[engine, sites].items():
+            for name, value in figures[(engine, sites) if (engine, sites) in figures else (engine, 3)].items():
                 run.record(name, value)
         finally:
             run.set_report_label("")
@@ -210,31 +216,32 @@ def test_a_run_of_some_counts_keeps_the_engines_other_counts_from_its_record(cac
 def test_each_engines_record_is_committed_beside_the_tables(cache, monkeypatch):
     """The record a run reads and writes is the repository's (docs/scale/<engine>.json),
     never the lab's cache: a machine's cache starts empty and is lost with the machine."""
+    assert IMPORTED_RECORDS == REPO / "docs" / "scale"  # the module's own value, not this file's fixture's
     call, _ = _fake_lab(FIGURES)
     results = bench_module.scale_bench([3], ["keepalived"], {}, call=call)
+    assert bench_module.scale_record_path("keepalived") == bench_module.SCALE_RECORDS / "keepalived.json"
     assert json.loads(bench_module.scale_record_path("keepalived").read_text()) == results["keepalived"]
     assert not [path for path in cache.rglob("*") if "scale" in path.name]
-    monkeypatch.setattr(bench_module, "SCALE_RECORDS", COMMITTED_RECORDS)
+    monkeypatch.setattr(bench_module, "SCALE_RECORDS", IMPORTED_RECORDS)
     for engine in ENGINES:
-        assert bench_module.scale_record_path(engine) == COMMITTED_RECORDS / f"{engine}.json"
         assert bench_module.saved_scale(engine), f"docs/scale/{engine}.json: no committed record"
 
 
 def test_a_run_of_one_count_on_a_fresh_machine_keeps_the_committed_counts(cache, records, tmp_path):
     """The regression: a run of one N on a machine whose cache is empty replaces that N
     in the committed record and keeps the others, and so do the tables it writes."""
-    records.mkdir()
     for engine in ENGINES:
         (records / f"{engine}.json").write_text((COMMITTED_RECORDS / f"{engine}.json").read_text())
     committed = json.loads((COMMITTED_RECORDS / "heartbeat.json").read_text())
-    assert "3" not in committed and len(committed) >= 1  # the fake lab's 3 sites are a new column
+    assert len(committed) >= 1
+    new = next(n for n in itertools.count(2) if str(n) not in committed)  # a column the record lacks
     call, calls = _fake_lab(FIGURES)
-    results = bench_module.scale_bench([3], ["heartbeat"], {}, call=call)
-    assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", 3)]
+    results = bench_module.scale_bench([new], ["heartbeat"], {}, call=call)
+    assert [(engine, sites) for engine, sites, _ in calls] == [("heartbeat", new)]
     ours = results["heartbeat"]
-    assert sorted(ours, key=int) == list(ours) == sorted([*committed, "3"], key=int)
-    assert {n: r for n, r in ours.items() if n != "3"} == committed
-    assert ours["3"]["figures"] == FIGURES["heartbeat", 3] and ours["3"]["exit"] == 0
+    assert sorted(ours, key=int) == list(ours) == sorted([*committed, str(new)], key=int)
+    assert {n: r for n, r in ours.items() if n != str(new)} == committed
+    assert ours[str(new)]["figures"] == FIGURES["heartbeat", 3] and ours[str(new)]["exit"] == 0
     assert json.loads((records / "heartbeat.json").read_text()) == ours
     assert (records / "keepalived.json").read_text() == (COMMITTED_RECORDS / "keepalived.json").read_text()
     doc = tmp_path / "scale.md"
@@ -284,7 +291,6 @@ def test_an_unreadable_record_is_refused_naming_it_before_any_run(text, cache, r
     """A record that cannot be read (a merge's conflict markers, say) is an error naming the
     file and what is wrong, before any run: never taken for no record, which a run of one N
     would replace with that N alone."""
-    records.mkdir()
     path = records / "keepalived.json"
     path.write_text(text)
     why = re.escape(f"{path}: ") + ".*" + re.escape(UNREADABLE[text])
@@ -302,9 +308,162 @@ def test_an_unreadable_record_is_refused_naming_it_before_any_run(text, cache, r
 
 
 def test_no_record_is_no_earlier_measurement(cache, records):
-    assert bench_module.saved_scale("keepalived") == {} and not records.exists()
+    assert bench_module.saved_scale("keepalived") == {} and records.is_dir() and not list(records.iterdir())
     call, _ = _fake_lab(FIGURES)
     assert list(bench_module.scale_bench([3], ["keepalived"], {}, call=call)["keepalived"]) == ["3"]
+
+
+def test_no_records_folder_is_an_error_naming_it_before_any_run(cache, records, lab_down):
+    """Only a missing file in the records' folder is no earlier measurement: without the folder
+    (lvsha run from elsewhere than the repository's checkout, say) the committed records are
+    not "none". An error naming the folder, before any run; the folder is not made."""
+    records.rmdir()
+    why = re.escape(f"{records}: no such folder")
+    with pytest.raises(LabError, match=why):
+        bench_module.saved_scale("keepalived")
+
+    def call(*args, **kwargs):
+        pytest.fail("ran without the records' folder")
+    with pytest.raises(LabError, match=why):
+        bench_module.scale_bench([3], ["keepalived"], {}, call=call)
+    for argv in (["lab", "bench", "--sites", "3", "--engine", "keepalived"], ["lab", "report", "--scale"]):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 1 and f"{records}: no such folder" in result.output, result.output
+    assert not records.exists()
+
+
+def _meanwhile(call, change):
+    """`call` (a fake lab run) with `change(N)` made to the records while it runs: a git pull
+    or a merge during a run of hours."""
+    def during(argv, cwd, env):
+        change(int(env[SITES_ENV]))
+        return call(argv, cwd, env)
+
+    return during
+
+
+def test_a_change_to_the_record_during_a_run_is_kept(cache, records):
+    """Each write reads the record again: a column of another machine's, brought by a git pull
+    while a run took its hours, is kept beside the N the run measures, and so is a column it
+    changed (a copy read before the runs and written back would lose both)."""
+    call, _ = _fake_lab(FIGURES)
+    bench_module.scale_bench([250], ["keepalived"], {}, call=call)
+    path = records / "keepalived.json"
+    pulled = {"exit": 0, "run": {"machine": "another"}, "figures": {"first deploy": 555.0}}
+
+    def pull(sites):
+        if sites == 3:  # during the first run: 50 measured elsewhere arrives, 250 measured again there
+            path.write_text(json.dumps({**json.loads(path.read_text()), "50": pulled, "250": pulled}))
+    results = bench_module.scale_bench([3, 1000], ["keepalived"], {}, call=_meanwhile(call, pull))
+    record = json.loads(path.read_text())
+    assert record == results["keepalived"] and list(record) == ["3", "50", "250", "1000"]
+    assert record["50"] == record["250"] == pulled
+    assert record["3"]["figures"] == record["1000"]["figures"] == {"keepalived: first deploy": 300.0,
+                                                                   "keepalived: takeover after power-off": 12.1}
+    assert sorted(p.name for p in records.iterdir()) == ["keepalived.json"]
+
+
+CONFLICTED = next(text for text in UNREADABLE if "<<<<<<<" in text)
+
+
+def test_a_record_unreadable_when_a_run_ends_keeps_its_measurement_beside_it(cache, records):
+    """A record that cannot be read when a run ends (a merge left conflict markers in it
+    meanwhile) is left as it is, the run's measurement saved in a file of its own beside it
+    (a record's form, {N: measurement}), and the benchmark stops with an error saying where
+    the measurement went and why."""
+    path = records / "keepalived.json"
+    path.write_text('{"250": {"exit": 0, "run": {}, "figures": {}}}')
+
+    def merge(sites):
+        path.write_text(CONFLICTED)
+    call, calls = _fake_lab(FIGURES)
+    with pytest.raises(LabError) as raised:
+        bench_module.scale_bench([3, 50], ["keepalived"], {}, call=_meanwhile(call, merge))
+    assert [sites for _, sites, _ in calls] == [3]  # no more hours spent on a record that cannot be written
+    assert path.read_text() == CONFLICTED
+    [side] = [p for p in records.iterdir() if p != path]
+    assert re.fullmatch(r"keepalived\.3\.\d{8}T\d{6}Z\.json", side.name), side.name
+    measured = json.loads(side.read_text())
+    assert list(measured) == ["3"] and measured["3"]["exit"] == 0 and measured["3"]["run"]["kind"] == "run"
+    assert measured["3"]["figures"] == {"keepalived: first deploy": 300.0, "keepalived: takeover after power-off": 12.1}
+    message = str(raised.value)
+    assert message.startswith(f"keepalived, 3 sites: this measurement is saved in {side}, not in {path}, "
+                              f"which could not be read again before writing it ({path}: not a scale record")
+    assert f"put {side.name}'s '3' into it" in message
+    path.write_text(json.dumps(measured))
+    assert bench_module.saved_scale("keepalived") == measured  # a side file is a record once put in place
+
+
+def test_a_measurement_that_cannot_be_saved_at_all_is_said_to_be_in_the_runs_report(cache, records):
+    """Neither the record nor a file beside it can be written (the records' folder gone during
+    the run): the error names the run's report, which holds the run's figures."""
+    call, _ = _fake_lab(FIGURES)
+    with pytest.raises(LabError) as raised:
+        bench_module.scale_bench([3], ["keepalived"], {}, call=_meanwhile(call, lambda sites: records.rmdir()))
+    message = str(raised.value)
+    assert message.startswith(f"keepalived, 3 sites: this measurement is in no record: "
+                              f"{records / 'keepalived.json'} could not be read again before writing it "
+                              f"({records}: no such folder")
+    assert f"in the run's report, {run.report_path()} (pytest exit 0)" in message
+    assert json.loads(run.report_path().read_text())["figures"] == {"keepalived: first deploy": 300.0,
+                                                                    "keepalived: takeover after power-off": 12.1}
+
+
+def test_a_measurement_beside_its_record_never_replaces_another(cache, records):
+    (records / "keepalived.json").write_text(CONFLICTED)
+    earlier = records / "keepalived.3.20250101T000000Z.json"
+    earlier.write_text("an earlier run's measurement")
+    measurement = {"exit": 0, "run": {}, "figures": {"first deploy": 1.0}}
+    with pytest.raises(LabError, match=re.escape(f"keepalived, 3 sites: this measurement is in no record: ")
+                       + ".*" + re.escape(f"nor could {earlier} be written")):
+        bench_module.save_scale("keepalived", 3, measurement, "20250101T000000Z")
+    assert earlier.read_text() == "an earlier run's measurement"
+    with pytest.raises(LabError, match="this measurement is saved in "):
+        bench_module.save_scale("keepalived", 3, measurement, "20250101T000001Z")
+    assert json.loads((records / "keepalived.3.20250101T000001Z.json").read_text()) == {"3": measurement}
+    assert earlier.read_text() == "an earlier run's measurement"
+
+
+def test_a_write_of_the_record_that_fails_leaves_it_as_it_was_and_no_temporary_file(cache, records, monkeypatch):
+    path = records / "keepalived.json"
+    before = '{"250": {"exit": 0, "run": {}, "figures": {}}}'
+    path.write_text(before)
+    rename = Path.replace
+
+    def replace(self, target):  # the record's rename fails (a crash between the write and it); others are done
+        if Path(target) == path:
+            raise OSError("the rename failed (a test's)")
+        return rename(self, target)
+    monkeypatch.setattr(Path, "replace", replace)
+    call, _ = _fake_lab(FIGURES)
+    with pytest.raises(OSError, match=re.escape("the rename failed (a test's)")):
+        bench_module.scale_bench([3], ["keepalived"], {}, call=call)
+    assert list(records.iterdir()) == [path] and path.read_text() == before
+
+
+def test_a_temporary_record_left_by_a_crash_is_ignored_by_git():
+    """`.<engine>.json.new` is the name save_scale writes under before its rename."""
+    import subprocess
+
+    for engine in ENGINES:
+        staged = (IMPORTED_RECORDS / f".{engine}.json.new").relative_to(REPO)
+        result = subprocess.run(["git", "check-ignore", "-q", str(staged)], cwd=REPO)
+        assert result.returncode == 0, f"{staged}: not in .gitignore"
+    for kept in ("heartbeat.json", "keepalived.3.20250101T000000Z.json"):  # a record, a measurement beside it
+        assert subprocess.run(["git", "check-ignore", "-q", f"docs/scale/{kept}"], cwd=REPO).returncode == 1
+
+
+def test_the_bench_command_says_where_a_measurement_went_when_its_record_became_unreadable(
+        cache, records, lab_down, monkeypatch):
+    call, _ = _fake_lab(FIGURES)
+    path = records / "heartbeat.json"
+    monkeypatch.setattr(bench_module, "scale_bench", functools.partial(
+        bench_module.scale_bench, call=_meanwhile(call, lambda sites: path.write_text(CONFLICTED))))
+    result = CliRunner().invoke(main, ["lab", "bench", "--sites", "250"])
+    [side] = [p for p in records.iterdir() if p != path]
+    assert result.exit_code == 1, result.output
+    assert f"Error: heartbeat, 250 sites: this measurement is saved in {side}, not in {path}" in result.output
+    assert "Traceback" not in result.output and path.read_text() == CONFLICTED
 
 
 def test_a_file_without_an_engines_markers_is_refused_naming_the_engine(tmp_path):
