@@ -25,26 +25,33 @@ OWNER, OTHER = "balancer1", "balancer2"  # haresources' node (the model's master
 @pytest.fixture
 def run(tmp_path):
     fake_programs(tmp_path, {
-        # systemctl: calls recorded (not the reads); `is-active keepalived` answers from
-        # $FAKE/active while a process of $FAKE/pids lives (when it lists any), `is-active heartbeat`
-        # from $FAKE/active-heartbeat; `stop heartbeat` (waiting for the whole stop) removes the
-        # addresses (heartbeat's release, its guard's) unless $FAKE/stuck exists, and leaves it
-        # inactive; `stop --no-block heartbeat` fails with $FAKE/stop-refused, or begins the stop:
-        # the addresses removed (unless $FAKE/stuck), heartbeat deactivating (stop-sigterm) for as
-        # many more reads of its ActiveState as $FAKE/stop-tail says (none: its stop never ends;
-        # $FAKE/stopping-heartbeat counts them down, gone once it ended), or, with $FAKE/stop-undone,
-        # still active (a restart took the stop's place); `start heartbeat` makes it active (and
-        # removes the addresses with $FAKE/released: its guard released them); keepalived's cgroup is named while a
-        # process of it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists,
-        # unless $FAKE/restart-stays. keepalived stays active for as many more `is-active` as
-        # $FAKE/lingers says once its processes ended (systemd not done with it yet), the first
-        # of them sending SIGHUP to lvsha-migrate while $FAKE/hup-on-linger exists. `show` of
-        # heartbeat.service hangs while $FAKE/show-hangs exists. `is-active` prints the unit's
-        # state (active, or inactive: exit 3) unless --quiet, as systemctl does; while
-        # $FAKE/is-active-hangs exists it hangs (a real sleep: the fakes' PATH may name another) for
-        # as many seconds as it says, then fails saying nothing on stdout, as systemctl does when
-        # systemd does not answer within D-Bus's own time limit. $FAKE/word-UNIT: `is-active UNIT`
-        # names that state (activating, deactivating...), exit 3, as for any state but active.
+        # systemctl: calls recorded (not the reads). A unit's ActiveState, which `is-active` and
+        # `show` name alike (each read of it is one read, counted below): keepalived's active while
+        # $FAKE/active exists and a process of $FAKE/pids lives (when it lists any), or for as many
+        # more reads as $FAKE/lingers says once its processes ended (systemd not done with it yet),
+        # the first of them sending SIGHUP to lvsha-migrate while $FAKE/hup-on-linger exists;
+        # heartbeat's active while $FAKE/active-heartbeat exists (deactivating while a stop runs,
+        # below); inactive otherwise; $FAKE/word-UNIT names UNIT's instead (activating,
+        # deactivating, failed...). Its SubState: $FAKE/sub-UNIT (systemd 254's
+        # dead-before-auto-restart...), or the one that goes with its ActiveState (running,
+        # stop-sigterm, start, reload, failed, dead). `is-active` prints the ActiveState unless
+        # --quiet, exit 3 for any but active, as systemctl does; while $FAKE/is-active-hangs exists
+        # it hangs (a real sleep: the fakes' PATH may name another) for as many seconds as it says,
+        # then fails saying nothing on stdout, as systemctl does when systemd does not answer within
+        # D-Bus's own time limit. `show -p ActiveState -p SubState UNIT` prints NAME=VALUE lines,
+        # with -P or --value the values alone, in systemd's order (its D-Bus interface's:
+        # ActiveState first) whatever the order asked; it hangs as `is-active` does while
+        # $FAKE/state-hangs exists. Every `show` of heartbeat.service hangs while $FAKE/show-hangs
+        # exists. `stop heartbeat` (waiting for the whole stop) removes the addresses (heartbeat's
+        # release, its guard's) unless $FAKE/stuck exists, and leaves it inactive; `stop --no-block
+        # heartbeat` fails with $FAKE/stop-refused, or begins the stop: the addresses removed
+        # (unless $FAKE/stuck), heartbeat deactivating (stop-sigterm) for as many more reads of its
+        # state as $FAKE/stop-tail says (none: its stop never ends; $FAKE/stopping-heartbeat counts
+        # them down, gone once it ended), or, with $FAKE/stop-undone, still active (a restart took
+        # the stop's place); `start heartbeat` makes it active (and removes the addresses with
+        # $FAKE/released: its guard released them); keepalived's cgroup is named while a process of
+        # it lives; its Restart= is "no" while lvsha-migrate's runtime drop-in exists, unless
+        # $FAKE/restart-stays.
         "systemctl": """
             alive() { for p in $(cat "$FAKE/pids" 2>/dev/null); do
                           read -r st 2>/dev/null < /proc/$p/stat || continue; st=${st##*) }; [ "${st%% *}" = Z ] || return 0
@@ -56,31 +63,44 @@ def run(tmp_path):
             lingers() { n=$(cat "$FAKE/lingers" 2>/dev/null || echo 0); [ "$n" -gt 0 ] || return 1
                         echo $((n - 1)) > "$FAKE/lingers"
                         if [ -f "$FAKE/hup-on-linger" ]; then rm -f "$FAKE/hup-on-linger"; kill -HUP "$(caller)"; fi; }
+            hangs() {  # a read of systemd's state without an answer, while $FAKE/$1 exists
+                [ -f "$FAKE/$1" ] || return 0
+                /bin/sleep "$(cat "$FAKE/$1")" </dev/null >/dev/null 2>&1
+                echo "Failed to retrieve unit state: Connection timed out" >&2; exit 1; }
+            active_state() {  # UNIT's ActiveState (one read: a stop's tail and a linger count it)
+                if [ -f "$FAKE/word-$1" ]; then cat "$FAKE/word-$1"; return; fi
+                case $1 in
+                heartbeat.service)
+                    if [ -f "$FAKE/stopping-heartbeat" ]; then
+                        n=$(cat "$FAKE/stopping-heartbeat")
+                        if [ "$n" = never ]; then echo deactivating
+                        elif [ "$n" -gt 0 ]; then echo $((n - 1)) > "$FAKE/stopping-heartbeat"; echo deactivating
+                        else rm -f "$FAKE/stopping-heartbeat"; echo inactive; fi
+                    elif [ -f "$FAKE/active-heartbeat" ]; then echo active
+                    else echo inactive; fi ;;
+                *) if [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; }; then echo active
+                   else echo inactive; fi ;;
+                esac; }
+            sub_state() {  # sub_state UNIT ACTIVESTATE
+                if [ -f "$FAKE/sub-$1" ]; then cat "$FAKE/sub-$1"; return; fi
+                case $2 in active) echo running ;; deactivating) echo stop-sigterm ;; activating) echo start ;;
+                           reloading) echo reload ;; failed) echo failed ;; *) echo dead ;; esac; }
             case "$1" in
             is-active) shift; quiet=; [ "$1" = --quiet ] && { quiet=1; shift; }
-                       if [ -f "$FAKE/is-active-hangs" ]; then
-                           /bin/sleep "$(cat "$FAKE/is-active-hangs")" </dev/null >/dev/null 2>&1
-                           echo "Failed to retrieve unit state: Connection timed out" >&2; exit 1
-                       fi
-                       if [ -f "$FAKE/word-$1" ]; then [ -n "$quiet" ] || cat "$FAKE/word-$1"; exit 3; fi
-                       case $1 in heartbeat.service) [ -f "$FAKE/active-heartbeat" ] ;;
-                                  *) [ -f "$FAKE/active" ] && { [ ! -f "$FAKE/pids" ] || alive || lingers; } ;; esac
-                       if [ $? -eq 0 ]; then [ -n "$quiet" ] || echo active; exit 0; fi
-                       [ -n "$quiet" ] || echo inactive; exit 3 ;;
+                       hangs is-active-hangs
+                       state=$(active_state "$1")
+                       [ -n "$quiet" ] || echo "$state"
+                       [ "$state" = active ] && exit 0; exit 3 ;;
             show) case "$*" in *heartbeat*) [ -f "$FAKE/show-hangs" ] && exec sleep 600 ;; esac
                   case "$*" in
-                  *ActiveState*heartbeat*)
-                      if [ -f "$FAKE/stopping-heartbeat" ]; then
-                          n=$(cat "$FAKE/stopping-heartbeat")
-                          if [ "$n" = never ]; then echo deactivating
-                          elif [ "$n" -gt 0 ]; then echo $((n - 1)) > "$FAKE/stopping-heartbeat"; echo deactivating
-                          else rm -f "$FAKE/stopping-heartbeat"; echo inactive; fi
-                      elif [ -f "$FAKE/active-heartbeat" ]; then echo active
-                      else echo inactive; fi ;;
-                  *SubState*heartbeat*)
-                      if [ -f "$FAKE/stopping-heartbeat" ]; then echo stop-sigterm
-                      elif [ -f "$FAKE/active-heartbeat" ]; then echo running
-                      else echo dead; fi ;;
+                  *ActiveState* | *SubState*)
+                      hangs state-hangs
+                      for unit; do :; done
+                      state=$(active_state "$unit"); sub=$(sub_state "$unit" "$state")
+                      case " $* " in *" -P "* | *" --value "*) value=1 ;; *) value= ;; esac
+                      prop() { if [ -n "$value" ]; then echo "$2"; else echo "$1=$2"; fi; }
+                      case "$*" in *ActiveState*) prop ActiveState "$state" ;; esac
+                      case "$*" in *SubState*) prop SubState "$sub" ;; esac ;;
                   *ControlGroup*) alive && echo /system.slice/keepalived.service || echo ;;
                   *MainPID*) echo "main $*" >> "$FAKE/reads"; head -n 1 "$FAKE/pids" 2>/dev/null || echo 0 ;;
                   *Restart*) [ -f "$RUNTIME/keepalived.service.d/zz-lvsha-migrate.conf" ] && [ ! -f "$FAKE/restart-stays" ] \
@@ -245,6 +265,30 @@ def test_release_does_not_return_while_heartbeat_is_active_even_without_addresse
     assert "heartbeat active (running), still carried here: none" in result.stderr
 
 
+# systemd 254 and later between two attempts of a unit's Restart=: ActiveState inactive or failed,
+# the restart pending (SubState): `systemctl is-active` says "inactive" or "failed", yet not off.
+BETWEEN_RESTARTS = [("inactive", "dead-before-auto-restart"), ("failed", "failed-before-auto-restart")]
+
+
+def _between_restarts(run, unit, active, sub):
+    (run.dir / f"word-{unit}").write_text(f"{active}\n")
+    (run.dir / f"sub-{unit}").write_text(f"{sub}\n")
+
+
+@pytest.mark.parametrize("active, sub", BETWEEN_RESTARTS)
+def test_release_does_not_take_heartbeat_between_two_restarts_for_stopping(run, active, sub):
+    """A stop undone and heartbeat waiting to start again (systemd 254: inactive or failed, a
+    restart pending) is neither stopping nor stopped: not released, its state said with the
+    SubState that tells it."""
+    _heartbeat_holding(run)
+    (run.dir / "stop-undone").touch()
+    _between_restarts(run, "heartbeat.service", active, sub)
+    result, _ = run("release", "1", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert "waited 1 s for heartbeat stopping, every floating address given up" in result.stderr
+    assert f"heartbeat {active} ({sub}), still carried here: none" in result.stderr
+
+
 def test_release_fails_at_once_when_systemd_does_not_take_the_stop(run):
     _heartbeat_holding(run)
     (run.dir / "stop-refused").touch()
@@ -324,6 +368,22 @@ def test_stopped_fails_naming_an_address_left_after_the_stop(run):
     assert result.returncode == 1
     assert f"heartbeat's stop here has ended (heartbeat inactive (dead)), but this node carries: {CIDRS[1]}" \
         in result.stderr
+
+
+@pytest.mark.parametrize("active, sub", BETWEEN_RESTARTS)
+def test_stopped_waits_while_a_restart_of_heartbeat_is_pending(run, active, sub):
+    """heartbeat inactive or failed with a restart pending (systemd 254 and later) has not
+    stopped: the step waits, then fails saying systemd is to restart it; once the restart is
+    given up (SubState dead or failed) the stop has ended."""
+    _between_restarts(run, "heartbeat.service", active, sub)
+    result, _ = run("stopped", "1", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert "waited 1 s for heartbeat stopped (its stop ended), no floating address here" in result.stderr
+    assert (f"heartbeat here is not off, systemd is to restart it: heartbeat {active} ({sub}), carries: none "
+            "(journalctl -u heartbeat)") in result.stderr
+    (run.dir / "sub-heartbeat.service").unlink()
+    result, _ = run("stopped", "5", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
 
 
 def test_take_over_clears_the_hold_and_waits_for_every_address(run):
@@ -485,6 +545,10 @@ def test_carries_passes_when_every_address_is_here_and_fails_naming_how_many(run
     assert result.returncode == 1 and "this node carries 1 of 2 floating addresses" in result.stderr
 
 
+# what `off` waits for: both engines off by the one rule (ActiveState inactive or failed, SubState dead or failed)
+OFF = "keepalived and heartbeat off here (neither active nor to restart), no floating address here"
+
+
 @pytest.mark.parametrize("busy", ["keepalived", "heartbeat", "an address"])
 def test_off_waits_for_neither_engine_and_no_address(run, busy):
     assert run("off", "5", *ADDRESSES)[0].returncode == 0
@@ -495,7 +559,7 @@ def test_off_waits_for_neither_engine_and_no_address(run, busy):
     else:
         run.carry(ADDRESSES[0])
     result, _ = run("off", "1", *ADDRESSES)
-    assert result.returncode == 1 and "waited 1 s for neither keepalived nor heartbeat active here" in result.stderr
+    assert result.returncode == 1 and f"waited 1 s for {OFF}" in result.stderr
     if busy == "an address":
         assert "carries: 192.168.0.254/24" in result.stderr
 
@@ -506,27 +570,29 @@ def test_off_takes_a_restart_pending_or_a_stop_running_for_not_off(run, unit, wo
     whose stop still runs (deactivating) is not "off", whatever else `is-active` says."""
     (run.dir / f"word-{unit}").write_text(f"{word}\n")
     result, _ = run("off", "1", *ADDRESSES)
-    assert result.returncode == 1 and "waited 1 s for neither keepalived nor heartbeat active here" in result.stderr
+    assert result.returncode == 1 and f"waited 1 s for {OFF}" in result.stderr
     assert word in result.stderr
     (run.dir / f"word-{unit}").write_text("failed\n")
     assert run("off", "5", *ADDRESSES)[0].returncode == 0
 
 
 def _systemd_does_not_answer(run):
-    """Each `systemctl is-active` hangs longer than the program's bound on a read (LVSHA_READ_TIMEOUT,
-    1 s here), then fails without a word, as systemctl does past D-Bus's own time limit."""
+    """Each read of a unit's state (`systemctl is-active`, `systemctl show` of its ActiveState and
+    SubState) hangs longer than the program's bound on a read (LVSHA_READ_TIMEOUT, 1 s here),
+    then fails without a word, as systemctl does past D-Bus's own time limit."""
     (run.dir / "is-active-hangs").write_text("3\n")
+    (run.dir / "state-hangs").write_text("3\n")
     run.env["LVSHA_READ_TIMEOUT"] = "1"
 
 
 def test_off_never_takes_a_systemd_that_does_not_answer_for_engines_off(run):
-    """Neither engine runs and nothing is carried, but systemd cannot tell: each read of
-    `systemctl is-active` is cut at LVSHA_READ_TIMEOUT and counts as "cannot tell", not as
-    inactive; the wait goes on to its limit and fails naming what it waited for."""
+    """Neither engine runs and nothing is carried, but systemd cannot tell: each read of an
+    engine's state is cut at LVSHA_READ_TIMEOUT and counts as "cannot tell", not as off; the
+    wait goes on to its limit and fails naming what it waited for."""
     _systemd_does_not_answer(run)
     result, calls = run("off", "2", *ADDRESSES)
     assert result.returncode == 1, result.stderr
-    assert "waited 2 s for neither keepalived nor heartbeat active here, no floating address here" in result.stderr
+    assert f"waited 2 s for {OFF}" in result.stderr
     assert "not ready: keepalived unknown, heartbeat unknown, carries: " in result.stderr
     assert calls == []
 
@@ -535,11 +601,50 @@ def test_off_waits_through_reads_without_an_answer(run):
     """"cannot tell" is "not yet": once systemd answers again (neither engine active), the wait
     that went on through the reads without an answer ends."""
     _systemd_does_not_answer(run)
-    answers_again = subprocess.Popen(["sh", "-c", f'sleep 2; rm -f "{run.dir}/is-active-hangs"'])
+    answers_again = subprocess.Popen(["sh", "-c", f'sleep 2; rm -f "{run.dir}/is-active-hangs" "{run.dir}/state-hangs"'])
     result, _ = run("off", "30", *ADDRESSES)
     answers_again.wait()
     assert result.returncode == 0, result.stderr
-    assert "neither keepalived nor heartbeat active here, no floating address here after" in result.stderr
+    assert f"{OFF} after" in result.stderr
+
+
+@pytest.mark.parametrize("unit", ["keepalived.service", "heartbeat.service"])
+@pytest.mark.parametrize("active, sub", BETWEEN_RESTARTS)
+def test_off_takes_an_engine_between_two_restarts_for_not_off(run, unit, active, sub):
+    """An engine between two attempts of its Restart= on systemd 254 and later (inactive or
+    failed, a restart pending) is about to run again: not off. The wait fails naming its
+    SubState; once the restart is given up (SubState dead or failed) it is off."""
+    _between_restarts(run, unit, active, sub)
+    result, _ = run("off", "1", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert f"waited 1 s for {OFF}" in result.stderr
+    assert f"{unit.removesuffix('.service')} {active} ({sub})" in result.stderr
+    (run.dir / f"sub-{unit}").unlink()
+    result, _ = run("off", "5", *ADDRESSES)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("step", ["off", "retire"])
+def test_a_show_of_a_units_state_without_an_answer_is_cannot_tell_not_off(run, step):
+    """`systemctl is-active` answers "inactive", but the read of ActiveState and SubState (which
+    says off) hangs: cut at LVSHA_READ_TIMEOUT, it is "cannot tell", never off. `off` waits to
+    its limit and fails; `retire` does not take keepalived for ended, and the hold stays."""
+    (run.dir / "state-hangs").write_text("3\n")
+    run.env["LVSHA_READ_TIMEOUT"] = "1"
+    if step == "off":
+        result, _ = run("off", "2", *ADDRESSES)
+        assert result.returncode == 1, result.stderr
+        assert f"waited 2 s for {OFF}" in result.stderr
+        assert "not ready: keepalived unknown, heartbeat unknown, carries: " in result.stderr
+    else:
+        run.carry(*ADDRESSES)
+        run.hold.parent.mkdir()
+        run.hold.write_text("1\n")
+        result, _ = run("retire", "2", *ADDRESSES)
+        assert result.returncode == 1, result.stderr
+        assert "keepalived.service not ended: processes none, systemd says unknown" in result.stderr
+        assert run.hold_value() == "1"
+        assert not (run.dir / "runtime" / DROPIN).exists()
 
 
 def test_adopt_starts_nothing_when_systemd_cannot_tell_whether_heartbeat_runs(run):
@@ -727,6 +832,23 @@ def test_retire_never_takes_a_systemd_that_does_not_answer_for_keepalived_ended(
     assert result.returncode == 1, result.stderr
     assert "waited 2 s for every process of keepalived ended, the addresses left in place" in result.stderr
     assert "keepalived.service not ended: processes none, systemd says unknown" in result.stderr
+    assert run.hold_value() == "1"
+    assert not (run.dir / "runtime" / DROPIN).exists()
+
+
+@pytest.mark.parametrize("active, sub", BETWEEN_RESTARTS)
+def test_retire_never_takes_keepalived_between_two_restarts_for_ended(run, active, sub):
+    """keepalived has no process left, but systemd is to start it again (systemd 254 and later:
+    inactive or failed, a restart pending): not ended. The wait for its end fails naming its
+    SubState; the hold and failover request stay, systemd's Restart= is given back."""
+    run.carry(*ADDRESSES)
+    run.hold.parent.mkdir()
+    run.hold.write_text("1\n")
+    _between_restarts(run, "keepalived.service", active, sub)
+    result, _ = run("retire", "2", *ADDRESSES)
+    assert result.returncode == 1, result.stderr
+    assert "waited 2 s for every process of keepalived ended, the addresses left in place" in result.stderr
+    assert f"keepalived.service not ended: processes none, systemd says {active} ({sub})" in result.stderr
     assert run.hold_value() == "1"
     assert not (run.dir / "runtime" / DROPIN).exists()
 
