@@ -51,10 +51,12 @@ def sessions(lab, request):
         yield held
 
 
-def _sessions_fared(lab, sessions, event: str) -> None:
+def _sessions_fared(lab, sessions, event: str, marks: dict[str, float] | None = None) -> None:
     """With state sync every connection survived (no RST, no EOF, the same source
     port: the same socket all along), and every answer came from one web host
-    (persistence); without it the keep-alive connection through the VIP broke."""
+    (persistence); without it the keep-alive connection through the VIP broke.
+    `marks`: the test's moments ({what: time.time()}), said on the client's clock
+    (seconds after its start) when persistence broke, beside each web host's first answer."""
     result = sessions.result()
     if not lab.cluster.state_sync.enabled:
         assert result["http"]["error"], f"without state sync the connection survived {event}: {result['http']}"
@@ -66,7 +68,11 @@ def _sessions_fared(lab, sessions, event: str) -> None:
         record(f"{event}: longest stall, {kind}", result[kind]["longest_stall"])
     served_by = {name for kind in ("http", "stream", "probe") for name in result[kind]["names"]}
     if sessions.site.persistent:
-        assert len(served_by) == 1, f"{sessions.site.name} is persistent, yet answered by {served_by}"
+        started = sessions.final["started"]
+        when = {what: round(at - started, 1) for what, at in (marks or {}).items()}
+        first = {kind: result[kind]["first_answered"] for kind in ("http", "stream", "probe")}
+        assert len(served_by) == 1, (f"{sessions.site.name} is persistent, yet answered by {served_by}: first answers "
+                                     f"(s after the client's start) {first}; the test's moments {when}")
     assert result["probe"]["ok"] > 0
 
 
@@ -126,11 +132,13 @@ def test_power_off_moves_everything_and_the_reboot_follows_auto_failback(lab, se
     active = lab.carrier()
     standby = lab.other(active)
     since = _guest_clock(lab, standby)
+    marks = {"power-off": time.time()}
     lab_api.vm_stop(active)
     started = time.monotonic()
     try:
         lab.wait_settled(standby)
         record("takeover after power-off", time.monotonic() - started)
+        marks["taken over"] = time.time()
         if lab.engine == "heartbeat":
             assert_the_watch_took_over(lab, standby, since)
         # A deploy that cannot reach one balancer changes nothing anywhere.
@@ -146,12 +154,14 @@ def test_power_off_moves_everything_and_the_reboot_follows_auto_failback(lab, se
             assert any(p.startswith(f"{active} is unreachable") for p in shown["problems"]), shown["problems"]
     finally:
         booted = time.monotonic()
+        marks["power-on"] = time.time()
         lab_api.vm_start(active)
         record("balancer reboot to SSH", time.monotonic() - booted)
     home = lab.home_after_return(standby)
     record(f"{_return_label(lab)} after reboot", lab.wait_settled(home))
+    marks[f"settled on {home}"] = time.time()
     wait_until(lambda: _nothing_on(lab, lab.other(home)), 60, what=f"{lab.other(home)} to release every address")
     # the reboot kept the firewall, forwarding and IPVS modules (persisted, not just live)
     assert "-P INPUT DROP" in lab.ssh(active, "iptables -S INPUT").stdout
     assert lab.ssh(active, "sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
-    _sessions_fared(lab, sessions, "power-off and reboot")
+    _sessions_fared(lab, sessions, "power-off and reboot", marks)

@@ -133,6 +133,8 @@ def test_every_connection_lasts_and_names_its_server(web, processes, tmp_path):
     assert by_kind["probe"]["ok"] >= 2 and by_kind["probe"]["failed"] == 0
     for kind, name in {"http": "web1", "probe": "web1", "stream": "web1", "smtp": HOSTNAME, "outbound": HOSTNAME}.items():
         assert by_kind[kind]["names"] == [name] and by_kind[kind]["first_name"] == name, by_kind[kind]
+        # when each web host first answered, on the client's clock (where persistence broke, in the lab)
+        assert list(by_kind[kind]["first_answered"]) == [name] and 0 <= by_kind[kind]["first_answered"][name] < 5
     assert by_kind["outbound"]["local_port"] == int(by_kind["outbound"]["target"].rpartition(":")[2])
 
 

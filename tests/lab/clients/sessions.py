@@ -21,7 +21,7 @@ Prints "READY" (flushed) once every connection is established or has failed to
 be. Until SIGTERM/SIGINT, writes FILE (atomically) every 0.5 s:
   {"started": epoch, "elapsed": s, "ready": bool, "connections": [
     {"kind", "target", "local_port", "established", "round_trips",
-     "longest_stall", "names", "first_name", "error", "failed_at"
+     "longest_stall", "names", "first_name", "first_answered", "error", "failed_at"
      (+ "ok", "failed" for probe)}, ...]}
 On SIGTERM/SIGINT: writes FILE a last time, prints "RESULT <that JSON>", exits 0.
 
@@ -29,7 +29,8 @@ error is None, "RST", "EOF", "timeout", "server closed", "HTTP <status>",
 "unexpected <line>" or "TypeName: message". longest_stall is the longest time
 between two successful round trips (from the connection's establishment on),
 counting the one still open: at a failure, and for a connection frozen when we
-stop, which must not look healthy. A probe, being many connections, has no
+stop, which must not look healthy. first_answered: {web host: s after the start of
+its first answer} (which host answered when: where persistence broke). A probe, being many connections, has no
 local_port; it is "established" from its first answer.
 """
 
@@ -93,7 +94,7 @@ class Session:
 
     def __init__(self, kind, target):
         self.record = {"kind": kind, "target": target, "local_port": None, "established": False,
-                       "round_trips": 0, "longest_stall": 0.0, "names": [], "first_name": None,
+                       "round_trips": 0, "longest_stall": 0.0, "names": [], "first_name": None, "first_answered": {},
                        "error": None, "failed_at": None}
         if kind == "probe":
             self.record.update(ok=0, failed=0)
@@ -119,6 +120,7 @@ class Session:
             if name:
                 self.record["names"] = sorted({*self.record["names"], name})
                 self.record["first_name"] = self.record["first_name"] or name
+                self.record["first_answered"].setdefault(name, round(now - start, 3))
 
     def failed(self, error):
         with lock:
