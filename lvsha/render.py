@@ -60,12 +60,11 @@ DRAIN_SCRIPT = "/usr/local/sbin/lvsha-drain"
 IPVS_READY_SCRIPT = "/usr/local/sbin/lvsha-ipvs-ready"
 # Whether ldirectord accepts a file: the deploy's check of the staged ldirectord.cf.
 LDIRECTORD_CHECK_SCRIPT = "/usr/local/sbin/lvsha-ldirectord-check"
-# lvsha-ipvs-ready waits at most this long for ldirectord to load IPVS (the sync daemons, at boot).
-IPVS_READY_TIMEOUT = 60
-# The deploy waits at most this long (lvsha-ipvs-ready --strict) for a node's IPVS to hold
-# every virtual service of the model before its peer's heartbeat restarts: an ldirectord
-# restarted in the same run (Perl, then a first health check of each real server, each up to
-# checktimeout) loads its table seconds later.
+# How long a node waits (lvsha-ipvs-ready) for its IPVS to hold every virtual service of the
+# model before it may be handed the group: the deploy before its peer's heartbeat restarts,
+# heartbeat.service before heartbeat starts, the sync daemons before they start (at boot):
+# an ldirectord just started (Perl, then a first health check of each real server, each up
+# to checktimeout) loads its table seconds later. With fork=yes, more: ipvs_takeover_timeout.
 IPVS_TAKEOVER_TIMEOUT = 90
 # With fork=yes (many sites), ldirectord's start pass (and a reload's) adds, removes and checks
 # every real server in turn before its first checker: the deploy's wait grows by this much per
@@ -360,7 +359,8 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
         RenderedFile(IPVS_SYNC_UNIT, _render(
             "ipvs-sync.service.j2", cluster, balancer=balancer, peer=peer, link=link, sync=cluster.state_sync,
             group=IPVS_SYNC_GROUP, port=IPVS_SYNC_PORT, ready_script=IPVS_READY_SCRIPT,
-            ready_timeout=IPVS_READY_TIMEOUT)),
+            # keepalived: no wait (below), the daemons' start alone
+            ready_timeout=0 if cluster.engine == "keepalived" else ipvs_takeover_timeout(cluster))),
     ]
     # No wait on keepalived (lvsha-ipvs-ready reads ldirectord.cf, heartbeat's engine installs
     # it: ipvs_ready_script): a boot's first moments may sync connections before IPVS is loaded
@@ -421,10 +421,12 @@ def migrate_script() -> RenderedFile:
 
 
 def heartbeat_start_timeout(cluster: Cluster) -> int:
-    """s heartbeat.service's start may take (its TimeoutStartSec): the guard's rejoin waits
-    (deadtime + 2 keepalives, the rejoin timeout, the sync listen) and START_MARGIN."""
+    """s heartbeat.service's start may take (its TimeoutStartSec): the wait for this node's
+    IPVS (ipvs_takeover_timeout), the guard's rejoin waits (deadtime + 2 keepalives, the
+    rejoin timeout, the sync listen) and START_MARGIN."""
     hb = cluster.heartbeat
-    return hb.deadtime + 2 * hb.keepalive + REJOIN_TIMEOUT + sync_listen(cluster) + START_MARGIN
+    return (ipvs_takeover_timeout(cluster) + hb.deadtime + 2 * hb.keepalive + REJOIN_TIMEOUT + sync_listen(cluster)
+            + START_MARGIN)
 
 
 def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
@@ -432,6 +434,7 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
     return [
         RenderedFile(HEARTBEAT_DROPIN, _render(
             "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
+            ipvs_ready=IPVS_READY_SCRIPT, ipvs_timeout=ipvs_takeover_timeout(cluster),
             rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=START_MARGIN, stop_timeout=STOP_TIMEOUT,
             start_timeout=heartbeat_start_timeout(cluster), sync_listen=sync_listen(cluster),
             sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),
@@ -440,10 +443,11 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
 
 
 def ipvs_takeover_timeout(cluster: Cluster) -> int:
-    """How long the deploy waits (lvsha-ipvs-ready --strict) for a node's IPVS before its
-    peer's heartbeat restarts or after ldirectord's reload: IPVS_TAKEOVER_TIMEOUT, and with
-    fork=yes ldirectord's start pass over every real server (LDIRECTORD_START_PASS_PER_REAL
-    s each), which must end before a node is handed the group."""
+    """How long a node waits (lvsha-ipvs-ready) for its IPVS to hold the model's sites before
+    it may be handed the group: the deploy before its peer's heartbeat restarts and after
+    ldirectord's reload, heartbeat.service before heartbeat starts, the sync daemons at boot.
+    IPVS_TAKEOVER_TIMEOUT, and with fork=yes ldirectord's start pass over every real server
+    (LDIRECTORD_START_PASS_PER_REAL s each), which must end before a node is handed the group."""
     return IPVS_TAKEOVER_TIMEOUT + ldirectord_start_pass(cluster)
 
 

@@ -479,6 +479,34 @@ def test_forwarding_is_turned_on_by_the_firewall_unit_not_at_boot(reference):
     assert "ExecStartPost=/usr/sbin/sysctl -q -w net.ipv4.ip_forward=1" in dropin
 
 
+@pytest.mark.parametrize("sites", [3, 250])
+def test_heartbeat_starts_only_once_this_nodes_ipvs_holds_every_site(reference, sites):
+    """At boot heartbeat takes the group over (auto_failback, or a peer that is down) while
+    ldirectord may still be loading IPVS (its start pass lasts minutes with hundreds of
+    sites): heartbeat's start waits for this node's table first (--strict: at the bound the
+    start fails and systemd tries again), within the model's bound, which its start timeout
+    and the sync daemons' wait (at boot, before heartbeat) allow for."""
+    from lvsha.lab.scale import scale_cluster
+
+    cluster = scale_cluster(reference, sites)
+    bound = render.ipvs_takeover_timeout(cluster)
+    assert (bound > render.IPVS_TAKEOVER_TIMEOUT) == cluster.ldirectord_forks() == (sites == 250)
+    dropin = render.unit_dropin_files(cluster)[0]
+    assert dropin.path == render.HEARTBEAT_DROPIN
+    starts = [line for line in dropin.content.splitlines() if line.startswith("ExecStartPre=")]
+    assert starts == [f"ExecStartPre={render.IPVS_READY_SCRIPT} --strict {bound}",
+                      f"ExecStartPre={render.HEARTBEAT_GUARD} rejoin"]
+    assert "After=netfilter-persistent.service ldirectord.service" in dropin.content.splitlines()
+    timeout = render.heartbeat_start_timeout(cluster)
+    assert f"TimeoutStartSec={timeout}" in dropin.content.splitlines()
+    hb = cluster.heartbeat
+    assert timeout == (bound + hb.deadtime + 2 * hb.keepalive + render.REJOIN_TIMEOUT + render.sync_listen(cluster)
+                       + render.START_MARGIN)
+    sync = {f.path: f.content for f in render.state_sync_files(cluster, cluster.balancers[0])}[render.IPVS_SYNC_UNIT]
+    assert f"ExecStartPre={render.IPVS_READY_SCRIPT} {bound}" in sync.splitlines()
+    assert f"TimeoutStartSec={bound + 30}" in sync.splitlines()
+
+
 def test_a_hung_heartbeat_is_killed_within_the_stop_timeout_not_debians_half_hour(reference):
     """Debian's heartbeat.service: TimeoutStopSec=30min, SendSIGKILL=no. A hung heartbeat
     would keep the addresses that long; lvsha's drop-in bounds it, then release runs."""
