@@ -2,7 +2,7 @@
 
 The result is cached in <cache>/images/<key>/ where key is a hash of the recipe
 (suite, package list, disk size, files/lab contents, the host mirror URLs and the
-source of the rootfs configuration step), so it is rebuilt when the recipe changes
+source of the rootfs configuration and package-list steps), so it is rebuilt when the recipe changes
 and reused otherwise; the newest image of each release is kept. A cached image holds:
   disk.raw     ext4 filesystem image (root=/dev/vda), the read-only base of every VM
   disk-ROLE.raw  the same with ROLE's packages already installed (no service
@@ -102,6 +102,7 @@ def recipe(release: str = DEFAULT_RELEASE) -> dict:
         "masked": list(MASKED_UNITS),
         "mirrors_sha256": hashlib.sha256(mirrors).hexdigest(),
         "configure_sha256": hashlib.sha256(inspect.getsource(_configure_rootfs).encode()).hexdigest(),
+        "lists_sha256": hashlib.sha256(inspect.getsource(_refresh_lists).encode()).hexdigest(),
         "provisioned": provisioned_packages(),
         "provision_sha256": hashlib.sha256(inspect.getsource(_provision).encode()).hexdigest(),
     }
@@ -167,6 +168,7 @@ def _build(out: Path, proxy_port: int, suite: str, progress) -> None:
     _unmount_below(out)  # debootstrap should have, but be sure before anything else
     progress(f"image: debootstrap done in {time.monotonic() - t0:.0f}s; configuring")
     _configure_rootfs(rootfs, mirrors, suite)
+    _refresh_lists(rootfs, out, proxy_port, env, progress)
     for role, packages in provisioned_packages().items():
         progress(f"image: {role} variant with {', '.join(packages)} installed")
         _provision(rootfs, out, role, packages, proxy_port, env, progress)
@@ -257,11 +259,27 @@ def _configure_rootfs(rootfs: Path, mirrors: dict, suite: str) -> None:
     run_command(chroot + ["enable", "systemd-networkd.service", "ssh.service", "lvsha-lab-init.service",
                   "lvsha-lab-ipmon.service"])
     run_command(chroot + ["mask", *MASKED_UNITS])
-    # No package leftovers in the image.
-    shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
-    (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+
+
+def _apt(rootfs: Path, proxy_port: int) -> list[str]:
+    """apt-get in the chroot `rootfs`, through the build's apt proxy (the guest's own
+    proxy setting names an address only a VM reaches)."""
+    return ["chroot", rootfs, "apt-get", "-q", "-o", f"Acquire::http::Proxy=http://127.0.0.1:{proxy_port}"]
+
+
+def _no_downloaded_packages(rootfs: Path) -> None:
     for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):
         deb.unlink()
+
+
+def _refresh_lists(rootfs: Path, out: Path, proxy_port: int, env: dict, progress=None) -> None:
+    """The image's package lists, read (natively) when it is built and kept, as a stock
+    install keeps the ones its installer read: the deploy's `apt-get update` then fetches
+    only the indexes that changed since. Without them every guest decompressed and parsed
+    the whole archive's lists under TCG: ~110 s of the reference's first deploy, five
+    guests at once on two cores (docs/lab.md). No downloaded package is kept."""
+    _run_group([*_apt(rootfs, proxy_port), "update"], timeout=600, env=env, log=out / "lists.log", progress=progress)
+    _no_downloaded_packages(rootfs)
 
 
 def _provision(rootfs: Path, out: Path, role: str, packages: list[str], proxy_port: int, env: dict,
@@ -276,17 +294,11 @@ def _provision(rootfs: Path, out: Path, role: str, packages: list[str], proxy_po
         policy = work / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
-        proxy = ["-o", f"Acquire::http::Proxy=http://127.0.0.1:{proxy_port}"]
-        apt = ["chroot", work, "apt-get", "-q", *proxy]
-        _run_group([*apt, "update"], timeout=600, env=env, log=out / f"provision-{role}.log",
-                   progress=progress)
-        _run_group([*apt, "install", "-y", "--no-install-recommends", *packages], timeout=1200, env=env,
-                   log=out / f"provision-{role}-install.log", progress=progress)
+        # the lists the base image keeps (_refresh_lists), refreshed by the base's own build
+        _run_group([*_apt(work, proxy_port), "install", "-y", "--no-install-recommends", *packages], timeout=1200,
+                   env=env, log=out / f"provision-{role}-install.log", progress=progress)
         policy.unlink()
-        shutil.rmtree(work / "var/lib/apt/lists", ignore_errors=True)
-        (work / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
-        for deb in (work / "var/cache/apt/archives").glob("*.deb"):
-            deb.unlink()
+        _no_downloaded_packages(work)
         run_command(["mkfs.ext4", "-q", "-F", "-L", "lvsha-root", "-d", work, out / f"disk-{role}.raw", DISK_SIZE],
             timeout=300)
     finally:
