@@ -18,7 +18,7 @@ import pytest
 
 from lvsha import render
 from lvsha.lab import lab as lab_api
-from lvsha.lab import wait_until
+from lvsha.lab import LabError, wait_until
 from lvsha.lab.run import record
 from tests.lab.conftest import AddressEvents, Watch
 from tests.lab.test_8_day2 import _poll_during
@@ -59,6 +59,15 @@ def _restarts(lab, balancer: str, service: str) -> int:
     return int(lab.ssh(balancer, f"systemctl show -p NRestarts --value {service}").stdout.strip() or 0)
 
 
+def _wait(lab, predicate, timeout: float, **options):
+    """wait_until, and when it times out what each balancer holds and says (lab.diagnosis):
+    a heartbeat lifecycle wait that fails is read from the journal of that moment."""
+    try:
+        return wait_until(predicate, timeout, **options)
+    except LabError as error:
+        raise LabError(f"{error}\n{lab.diagnosis()}") from None
+
+
 @pytest.mark.heartbeat_internals
 def test_killed_heartbeat_on_the_active_node_gives_up_the_group_and_heals(lab):
     active = lab.carrier()
@@ -96,7 +105,7 @@ def test_killed_ldirectord_on_the_active_node_is_restarted_and_still_checks(lab)
     lab.ssh(victim.name, "systemctl stop nginx")
     stopped = time.monotonic()
     try:
-        wait_until(lambda: not victim_in_ipvs(), HEAL_TIMEOUT, interval=1,
+        _wait(lab, lambda: not victim_in_ipvs(), HEAL_TIMEOUT, interval=1,
                    what=f"{victim.name} to leave IPVS after ldirectord was killed")
         removal = time.monotonic() - stopped
         record("ldirectord killed on the active node: dead real server out of IPVS", removal)
@@ -107,7 +116,7 @@ def test_killed_ldirectord_on_the_active_node_is_restarted_and_still_checks(lab)
         assert lab.serving()
     finally:
         lab.ssh(victim.name, "systemctl start nginx")
-    wait_until(lambda: victim_in_ipvs() == victim_reals, 120, interval=1, what=f"{victim.name} to rejoin IPVS")
+    _wait(lab, lambda: victim_in_ipvs() == victim_reals, 120, interval=1, what=f"{victim.name} to rejoin IPVS")
 
 
 def test_crashes_on_the_standby_node_change_nothing_for_clients(lab):
@@ -132,7 +141,7 @@ def test_crashes_on_the_standby_node_change_nothing_for_clients(lab):
     record(f"{lab.engine_service} killed on the standby node: running again", time.monotonic() - started)
     time.sleep(3 * lab.cluster.heartbeat.deadtime)  # the active's view of the returning peer settles
     assert watch.exactly_one_carrier() == active and lab.serving()
-    wait_until(lambda: lab.carries_none(standby), 120, interval=2, what=f"{checker} on {standby} to reload IPVS")
+    _wait(lab, lambda: lab.carries_none(standby), 120, interval=2, what=f"{checker} on {standby} to reload IPVS")
     assert _restarts(lab, standby, checker) > restarts
     assert watch.on_both() == [], f"addresses on both balancers: {watch.on_both()}"
 
@@ -192,7 +201,7 @@ def test_both_heartbeats_restarting_at_once_serve_again_without_waiting_for_each
     def serving_again():
         return watch.exactly_one_carrier() and _heartbeats_active(lab) and lab.serving()
 
-    wait_until(serving_again, render.REJOIN_TIMEOUT + 180, interval=2, what="one carrier serving after both restarts")
+    _wait(lab, serving_again, render.REJOIN_TIMEOUT + 180, interval=2, what="one carrier serving after both restarts")
     took = time.monotonic() - started
     record("heartbeat restarted on both at once: one carrier serving again", took)
     said = {name: _guard_said(lab, name, at) for name, at in since.items()}
@@ -215,7 +224,7 @@ def _peer_recorded_dead(lab, balancer: str) -> None:
     hb = lab.cluster.heartbeat
     known_dead = (f"read -r since _ < {render.HEARTBEAT_PEER_DEAD} && read -r up _ < /proc/uptime && "
                   f"[ $((${{up%.*}} - since)) -ge {hb.warntime} ]")
-    wait_until(lambda: lab.ssh(balancer, known_dead, check=False).returncode == 0,
+    _wait(lab, lambda: lab.ssh(balancer, known_dead, check=False).returncode == 0,
                hb.deadtime + 4 * hb.keepalive + hb.warntime + 30, interval=1,
                what=f"{balancer}'s heartbeat to call its peer dead, silent for warntime")
 
@@ -227,7 +236,7 @@ def _settled(lab, balancer: str, since: int) -> str:
     """Wait until `balancer`'s takeover watch has settled the kept addresses; what it said."""
     hb = lab.cluster.heartbeat
     # initdead, heartbeat's request delay (10 s) and its chain, two bounded rscstatus waits (60 s each)
-    wait_until(lambda: SETTLED in _said(lab, balancer, "lvsha-takeover-watch", since),
+    _wait(lab, lambda: SETTLED in _said(lab, balancer, "lvsha-takeover-watch", since),
                hb.initdead + 10 + 2 * 60 + 60, interval=2, what=f"{balancer}'s takeover watch to settle the kept addresses")
     return _said(lab, balancer, "lvsha-takeover-watch", since)
 
@@ -254,7 +263,7 @@ def test_the_only_serving_node_keeps_its_addresses_when_heartbeat_dies_while_the
 
         def crash_and_come_back():
             lab.ssh(active, KILL_HEARTBEAT)
-            wait_until(lambda: lab.ssh(active, "cl_status rscstatus", check=False).stdout.strip() == "all"
+            _wait(lab, lambda: lab.ssh(active, "cl_status rscstatus", check=False).stdout.strip() == "all"
                        and lab.serving(), hb.initdead + render.REJOIN_TIMEOUT, interval=2,
                        what=f"heartbeat on {active} to hold the group and serve")
             _settled(lab, active, since)
@@ -276,7 +285,7 @@ def test_the_only_serving_node_keeps_its_addresses_when_heartbeat_dies_while_the
     finally:
         lab.ssh(standby, "systemctl start heartbeat")
     lab.wait_settled(lab.home_after_return(active))
-    wait_until(lambda: lab.carries_none(standby), 120, interval=3, what=f"{standby} to rejoin carrying nothing")
+    _wait(lab, lambda: lab.carries_none(standby), 120, interval=3, what=f"{standby} to rejoin carrying nothing")
 
 
 def _keep_then_start_the_peer(lab, kept: str) -> tuple[int, AddressEvents, float, str]:
@@ -293,7 +302,7 @@ def _keep_then_start_the_peer(lab, kept: str) -> tuple[int, AddressEvents, float
     lab.carrier()
     lab.ssh(peer, "systemctl stop heartbeat")
     try:
-        wait_until(lambda: lab.floating() <= lab.carries(kept)[0] and lab.serving(), hb.deadtime + 60, interval=1,
+        _wait(lab, lambda: lab.floating() <= lab.carries(kept)[0] and lab.serving(), hb.deadtime + 60, interval=1,
                    what=f"{kept} to carry the group alone")
         _peer_recorded_dead(lab, kept)
         since = int(lab.ssh(kept, "date +%s").stdout)
@@ -301,7 +310,7 @@ def _keep_then_start_the_peer(lab, kept: str) -> tuple[int, AddressEvents, float
 
         def crash_keep_and_start_the_peer():
             lab.ssh(kept, KILL_HEARTBEAT)
-            wait_until(lambda: lab.ssh(kept, f"systemctl is-active --quiet heartbeat && test -e {render.HEARTBEAT_KEPT}",
+            _wait(lab, lambda: lab.ssh(kept, f"systemctl is-active --quiet heartbeat && test -e {render.HEARTBEAT_KEPT}",
                                        check=False).returncode == 0, render.REJOIN_TIMEOUT, interval=0.5,
                        what=f"heartbeat on {kept} to start with the kept addresses")
             lab.ssh(peer, "systemctl start heartbeat")
@@ -401,7 +410,7 @@ def test_a_frozen_heartbeat_is_ended_so_that_one_node_holds_the_addresses_again(
                 both_for, both_since = now - both_since, None
             return on_standby and not on_active
 
-        wait_until(one_holder_again, hb.deadtime + 120, interval=1, what=f"{standby} alone to hold the addresses")
+        _wait(lab, one_holder_again, hb.deadtime + 120, interval=1, what=f"{standby} alone to hold the addresses")
     finally:
         lab.ssh(active, "pkill -CONT -f '^heartbeat: master control process'", check=False)
     record("frozen heartbeat on the active node: the peer alone holds the addresses", time.monotonic() - frozen)
@@ -438,7 +447,7 @@ def test_a_hung_conntrackd_on_the_taker_never_keeps_the_addresses_down(lab):
             return lab.ssh(standby, f"journalctl -q -o cat --since=@{since} -t lvsha-conntrackd", check=False).stdout
 
         if lab.engine == "keepalived":  # its notify runs as the addresses move: the bound may end after they serve
-            wait_until(lambda: "(conntrackd hung?)" in said(), HUNG_CONNTRACKD_BOUND, interval=2,
+            _wait(lab, lambda: "(conntrackd hung?)" in said(), HUNG_CONNTRACKD_BOUND, interval=2,
                        what=f"lvsha-conntrackd on {standby} to give up on the hung conntrackd")
         assert "(conntrackd hung?)" in said(), said()
     finally:
