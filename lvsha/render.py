@@ -66,6 +66,12 @@ LDIRECTORD_CHECK_SCRIPT = "/usr/local/sbin/lvsha-ldirectord-check"
 # an ldirectord just started (Perl, then a first health check of each real server, each up
 # to checktimeout) loads its table seconds later. With fork=yes, more: ipvs_takeover_timeout.
 IPVS_TAKEOVER_TIMEOUT = 90
+# s lvsha-ipvs-sync.service's start may take beyond its wait for IPVS (heartbeat's engine):
+# the two daemons' start and the wait's own bounded reads.
+SYNC_START_MARGIN = 60
+# s lvsha-ipvs-sync.service's start may take on keepalived (no wait for IPVS: the daemons'
+# start alone; the value it always had, so that an upgrade does not restart the daemons).
+KEEPALIVED_SYNC_START_TIMEOUT = 90
 # With fork=yes (many sites), ldirectord's start pass (and a reload's) adds, removes and checks
 # every real server in turn before its first checker: the deploy's wait grows by this much per
 # real server (ipvs_takeover_timeout). Measured on the lab's emulated 1-vCPU balancers at 250
@@ -338,7 +344,7 @@ def heartbeat_helper_files(cluster: Cluster, balancer: Balancer) -> list[Rendere
             "lvsha.env.j2", cluster, balancer=balancer, peer=cluster.peer(balancer), hb=hb,
             udp_port=HEARTBEAT_UDP_PORT, rejoin_timeout=REJOIN_TIMEOUT, settle_timeout=SETTLE_TIMEOUT,
             floating_ips_script=FLOATING_IPS_SCRIPT, floating_ips=floating_ips_arguments(cluster),
-            takeover_watch=TAKEOVER_WATCH,
+            takeover_watch=TAKEOVER_WATCH, ipvs_ready=IPVS_READY_SCRIPT, ipvs_wait=ipvs_takeover_timeout(cluster),
             state_script=CONNTRACKD_SCRIPT if sync.enabled else "",
             sync_listen=sync_listen(cluster) or "")),
     ]
@@ -359,8 +365,9 @@ def state_sync_files(cluster: Cluster, balancer: Balancer) -> list[RenderedFile]
         RenderedFile(IPVS_SYNC_UNIT, _render(
             "ipvs-sync.service.j2", cluster, balancer=balancer, peer=peer, link=link, sync=cluster.state_sync,
             group=IPVS_SYNC_GROUP, port=IPVS_SYNC_PORT, ready_script=IPVS_READY_SCRIPT,
-            # keepalived: no wait (below), the daemons' start alone
-            ready_timeout=0 if cluster.engine == "keepalived" else ipvs_takeover_timeout(cluster))),
+            ready_timeout=ipvs_takeover_timeout(cluster),
+            start_timeout=KEEPALIVED_SYNC_START_TIMEOUT if cluster.engine == "keepalived"
+            else ipvs_takeover_timeout(cluster) + SYNC_START_MARGIN)),
     ]
     # No wait on keepalived (lvsha-ipvs-ready reads ldirectord.cf, heartbeat's engine installs
     # it: ipvs_ready_script): a boot's first moments may sync connections before IPVS is loaded
@@ -405,7 +412,8 @@ def drain_script() -> RenderedFile:
 
 def ipvs_ready_script() -> RenderedFile:
     """lvsha-ipvs-ready: waits for ldirectord's IPVS (the sync daemons at boot; with
-    --strict, the deploy on a node before its peer's heartbeat restarts)."""
+    --strict, heartbeat's idle start, in the guard's rejoin, and the deploy on a node
+    before its peer's heartbeat restarts)."""
     return _shipped("lvsha", IPVS_READY_SCRIPT, mode="0755")
 
 
@@ -421,9 +429,9 @@ def migrate_script() -> RenderedFile:
 
 
 def heartbeat_start_timeout(cluster: Cluster) -> int:
-    """s heartbeat.service's start may take (its TimeoutStartSec): the wait for this node's
-    IPVS (ipvs_takeover_timeout), the guard's rejoin waits (deadtime + 2 keepalives, the
-    rejoin timeout, the sync listen) and START_MARGIN."""
+    """s heartbeat.service's start may take (its TimeoutStartSec): the guard's rejoin waits
+    (this node's IPVS: ipvs_takeover_timeout; deadtime + 2 keepalives, the rejoin timeout,
+    the sync listen) and START_MARGIN."""
     hb = cluster.heartbeat
     return (ipvs_takeover_timeout(cluster) + hb.deadtime + 2 * hb.keepalive + REJOIN_TIMEOUT + sync_listen(cluster)
             + START_MARGIN)
@@ -434,7 +442,7 @@ def unit_dropin_files(cluster: Cluster) -> list[RenderedFile]:
     return [
         RenderedFile(HEARTBEAT_DROPIN, _render(
             "heartbeat-dropin.conf.j2", cluster, hb=cluster.heartbeat, guard=HEARTBEAT_GUARD,
-            ipvs_ready=IPVS_READY_SCRIPT, ipvs_timeout=ipvs_takeover_timeout(cluster),
+            ipvs_timeout=ipvs_takeover_timeout(cluster),
             rejoin_timeout=REJOIN_TIMEOUT, restart_delay=RESTART_DELAY, start_margin=START_MARGIN, stop_timeout=STOP_TIMEOUT,
             start_timeout=heartbeat_start_timeout(cluster), sync_listen=sync_listen(cluster),
             sync_units=["conntrackd.service", Path(IPVS_SYNC_UNIT).name] if cluster.state_sync.enabled else [])),

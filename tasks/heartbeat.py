@@ -246,7 +246,7 @@ def ldirectord(cluster: Cluster, balancer: Balancer):
     later start would fail on it, in a loop, with IPVS left unchecked.
     """
     put(render.drain_script())
-    put(render.ipvs_ready_script())  # the sync daemons' wait at boot, the reload's and the peer's before a heartbeat restart
+    put(render.ipvs_ready_script())  # the sync daemons' and heartbeat's waits, the reload's and the peer's before a restart
     put(render.ldirectord_check_script())  # before ldirectord.cf: it checks the staged file
     _, dropin_file = render.unit_dropin_files(cluster)
     dropin = put(dropin_file)

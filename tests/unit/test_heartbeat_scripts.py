@@ -122,6 +122,8 @@ FAKES = {
     "systemd-run": 'echo "systemd-run $*" >> "$FAKE/calls"; [ ! -f "$FAKE/systemd-run-fails" ]',
     "logger": "exit 0",
     "lvsha-applied": 'echo "lvsha-applied $*" >> "$FAKE/calls"',
+    # lvsha-ipvs-ready: this node's IPVS ready, or not ("ipvs-not-ready": it fails, as at its bound)
+    "ipvs-ready": 'echo "ipvs-ready $*" >> "$FAKE/calls"; [ ! -f "$FAKE/ipvs-not-ready" ]',
     "state": 'echo "state $*" >> "$FAKE/calls"; exit "$(cat "$FAKE/state-rc" 2>/dev/null || echo 0)"',
     "floating-ips": """
         echo "floating-ips $*" >> "$FAKE/calls"
@@ -145,6 +147,7 @@ class Fake:
         env = {
             **rendered_env(balancer), **FAST,
             "LVSHA_FLOATING_IPS_SCRIPT": str(self.bin / "floating-ips"),
+            "LVSHA_IPVS_READY": str(self.bin / "ipvs-ready"),
             "LVSHA_STATE_SCRIPT": "", "LVSHA_SYNC_LISTEN": "",  # see the state sync tests below
             **settings,
         }
@@ -709,6 +712,40 @@ def test_rejoin_at_boot_releases_and_does_not_wait(fake):
         f"floating-ips {ADDRESSES} stop"]
     assert not any(c.startswith(("ping", "ip ", "iptables-save")) for c in fake.calls())
     assert fake.calls()[-1] == "lvsha-applied record heartbeat"  # what heartbeat starts with
+
+
+def test_an_idle_start_waits_for_this_nodes_ipvs_to_hold_every_site_within_the_models_bound(fake):
+    """At boot (and at every start that begins idle) heartbeat may be handed the group at
+    once (auto_failback, a dead peer): it starts only once IPVS holds every site, after the
+    release, and not at all when the wait fails at its bound (systemd tries again)."""
+    bound = render.ipvs_takeover_timeout(CLUSTER)
+    assert rendered_env(NODE)["LVSHA_IPVS_WAIT"] == str(bound)
+    assert rendered_env(NODE)["LVSHA_IPVS_READY"] == render.IPVS_READY_SCRIPT
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 0, result.stderr
+    calls = fake.calls()
+    waited = calls.index(f"ipvs-ready --strict {bound}")
+    assert calls.index(f"floating-ips {ADDRESSES} stop") < waited < calls.index("lvsha-applied record heartbeat")
+    fake.set("ipvs-not-ready")
+    result = fake.run(GUARD, "rejoin")
+    assert result.returncode == 1
+    assert f"IPVS does not hold every site of ldirectord.cf after {bound} s" in result.stderr
+    assert "heartbeat does not start" in result.stderr
+    assert fake.calls()[-1] == f"ipvs-ready --strict {bound}"  # nothing recorded as started
+
+
+def test_a_node_that_kept_its_addresses_rejoins_without_waiting_for_its_ipvs(fake):
+    """The only serving node, its heartbeat crashed: it serves from its table as it is, and a
+    wait that failed or outlasted the rejoin timeout would take its addresses away (the
+    release after a failed start, or expire): the kept start does not wait."""
+    fake.set("carries")
+    _peer_dead(fake)
+    fake.set("ipvs-not-ready")
+    assert fake.run(GUARD, "release").returncode == 0 and fake.kept.exists()
+    rejoined = fake.run(GUARD, "rejoin")
+    assert rejoined.returncode == 0, rejoined.stderr
+    assert "heartbeat starts with the floating addresses this node kept" in rejoined.stderr
+    assert not any(c.startswith("ipvs-ready") for c in fake.calls())
 
 
 def test_rejoin_refuses_to_start_heartbeat_without_the_firewall(fake):
