@@ -70,10 +70,11 @@ SECOND_MODELS = (str(EXAMPLE_INVENTORY), str(EDGE_KEEPALIVED_INVENTORY))
 TAKES_OVER = {str(EDGE_KEEPALIVED_INVENTORY): str(EXAMPLE_INVENTORY)}
 
 PREREQUISITES = ("qemu-system-x86_64", "qemu-img", "debootstrap", "mkfs.ext4", "ip", "ssh", "curl", "apt-cacher-ng")
-# Whose log lines a failed wait shows: heartbeat's own and every lvsha script acting around it.
+# Whose log lines a failed wait shows: heartbeat's own and every lvsha script acting around it
+# (lvsha-ipvs-ready: an idle start of heartbeat waits for it).
 LOGGED_BY = " ".join(f"-t {name}" for name in ("heartbeat", "ipfail", "ResourceManager", *(
     Path(script).name for script in (render.HEARTBEAT_GUARD, render.FLOATING_IPS_SCRIPT, render.CONNTRACKD_SCRIPT,
-                                     render.TAKEOVER_SCRIPT, render.TAKEOVER_WATCH))))
+                                     render.TAKEOVER_SCRIPT, render.TAKEOVER_WATCH, render.IPVS_READY_SCRIPT))))
 # keepalived: its own log (its unit's) or that of a script it runs (notify, track scripts:
 # lvsha-keepalived, lvsha-conntrackd), by name: their lines are logger's alone under
 # systemd (docs/design.md), which journald may not tie to the unit. Matches joined by "+" (OR).
