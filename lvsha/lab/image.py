@@ -102,7 +102,9 @@ def recipe(release: str = DEFAULT_RELEASE) -> dict:
         "masked": list(MASKED_UNITS),
         "mirrors_sha256": hashlib.sha256(mirrors).hexdigest(),
         "configure_sha256": hashlib.sha256(inspect.getsource(_configure_rootfs).encode()).hexdigest(),
-        "lists_sha256": hashlib.sha256(inspect.getsource(_refresh_lists).encode()).hexdigest(),
+        # the package-list step and the apt helpers it and _provision share
+        "lists_sha256": hashlib.sha256("".join(inspect.getsource(f) for f in (
+            _refresh_lists, _apt, _no_downloaded_packages)).encode()).hexdigest(),
         "provisioned": provisioned_packages(),
         "provision_sha256": hashlib.sha256(inspect.getsource(_provision).encode()).hexdigest(),
     }

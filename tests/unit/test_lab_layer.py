@@ -122,6 +122,20 @@ def test_guest_files_exist_and_recipe_key_tracks_packages(monkeypatch):
     assert image.recipe_key() != k1
 
 
+def _other_apt(rootfs, proxy_port):
+    return ["chroot", rootfs, "apt-get", "-q", "-o", "Acquire::Retries=3"]
+
+
+def test_recipe_key_tracks_the_package_list_step_and_its_apt_helpers(monkeypatch):
+    """The image keeps the package lists it read (image._refresh_lists): a change to that
+    step, or to the apt command it and the provisioned variants share, builds a new image."""
+    if not os.path.exists("/etc/apt"):
+        pytest.skip("no apt config on this machine")
+    k1 = image.recipe_key()
+    monkeypatch.setattr(image, "_apt", _other_apt)
+    assert image.recipe_key() != k1
+
+
 def test_each_release_has_its_own_image_and_an_unknown_one_is_named(monkeypatch):
     if not os.path.exists("/etc/apt"):
         pytest.skip("no apt config on this machine")
