@@ -35,6 +35,9 @@ PROXY_GUEST_ADDR = "10.0.2.100"  # files/lab/apt-proxy.conf points apt here
 PROXY_GUEST_PORT = 3142
 BALANCER_MEMORY = 1024
 WEB_MEMORY = 512
+# Each ldirectord checker process (fork=yes: one per site) costs about this much:
+# measured 3.8 MiB of Pss each at 50 sites (docs/scale.md, "Health checks").
+LDIRECTORD_CHECKER_MEMORY = 4
 FIRST_PCI_SLOT = 0x10
 FIRST_SSH_PORT = 2201
 # A shared SSH connection left idle this long closes itself (lab down closes it at once).
@@ -61,6 +64,15 @@ def nic_plan(cluster) -> list[tuple[str, str, dict[str, str]]]:
     return plan
 
 
+def balancer_memory(cluster) -> int:
+    """MiB of a balancer VM: BALANCER_MEMORY, plus LDIRECTORD_CHECKER_MEMORY per site
+    where the model's ldirectord forks a checker per site (heartbeat past 50 checks:
+    some 1 GiB more at 250 sites), so that the lab measures the engine, not swapping."""
+    if cluster.engine == "heartbeat" and cluster.ldirectord_forks():
+        return BALANCER_MEMORY + LDIRECTORD_CHECKER_MEMORY * len(cluster.sites)
+    return BALANCER_MEMORY
+
+
 def make_specs(cluster, sdir: Path, ports: list[int], stock_installs: dict | None = None) -> list[dict]:
     """VM specs for the model (see module doc); ports[i] is the i-th VM's SSH port;
     `stock_installs` ({name: {"interfaces": text, ...}}, lvsha/lab/stock.py): the
@@ -78,7 +90,7 @@ def make_specs(cluster, sdir: Path, ports: list[int], stock_installs: dict | Non
         vdir = sdir / "vms" / name
         specs.append({
             "name": name, "role": role, "index": i,
-            "memory": BALANCER_MEMORY if role == "balancer" else WEB_MEMORY,
+            "memory": balancer_memory(cluster) if role == "balancer" else WEB_MEMORY,
             "ssh_port": ports[i], "dir": str(vdir), "overlay": str(vdir / "disk.qcow2"),
             "nics": nics, "management_interface": f"eth{len(nics)}",
             "stock_interfaces": (stock_installs or {}).get(name, {}).get("interfaces"),

@@ -35,6 +35,7 @@ def stand_in_cluster(used_as_property: bool = False, networks_as_str: bool = Fal
         external_network=ext if networks_as_str else netaddr.IPNetwork(ext),
         internal_network=internal if networks_as_str else netaddr.IPNetwork(internal),
         used_addresses=used if used_as_property else (lambda: set(used)),
+        engine="heartbeat", sites=(NS(), NS(), NS()), ldirectord_forks=lambda: False,
     )
 
 
@@ -63,6 +64,24 @@ def test_specs_follow_the_model(tmp_path):
     taps = [n["tap"] for s in specs for n in s["nics"]]
     assert len(set(macs)) == len(macs) and vm.MGMT_MAC not in macs
     assert len(set(taps)) == len(taps) and all(len(t) <= 15 for t in taps)
+
+
+def test_balancers_are_given_memory_for_each_ldirectord_checker_only_where_ldirectord_forks(tmp_path, reference):
+    from dataclasses import replace
+
+    from lvsha.lab.scale import scale_cluster
+    ports = list(range(2201, 2206))
+    def memory(cluster):
+        return {s["name"]: s["memory"] for s in vm.make_specs(cluster, tmp_path, ports)}
+    assert not reference.ldirectord_forks()
+    assert set(memory(reference).values()) == {vm.BALANCER_MEMORY, vm.WEB_MEMORY}
+    scaled = scale_cluster(reference, 250)
+    assert scaled.ldirectord_forks()
+    by = memory(scaled)
+    for b in scaled.balancers:
+        assert by[b.name] == vm.BALANCER_MEMORY + vm.LDIRECTORD_CHECKER_MEMORY * len(scaled.sites)
+    assert {by[h.name] for h in scaled.web_hosts} == {vm.WEB_MEMORY}
+    assert set(memory(replace(scaled, engine="keepalived")).values()) == {vm.BALANCER_MEMORY, vm.WEB_MEMORY}
 
 
 def test_the_backup_balancer_and_the_last_web_host_boot_as_a_stock_install(tmp_path, reference):
