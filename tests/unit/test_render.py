@@ -517,3 +517,12 @@ def test_a_hung_heartbeat_is_killed_within_the_stop_timeout_not_debians_half_hou
     # and ldirectord is stopped by systemd itself, which waits for it (never Debian's fire-and-forget stop)
     assert {"ExecStop=", "KillMode=control-group"} <= set(ldirectord.content.splitlines())
     assert "cleanstop=no" in render.ldirectord_file(reference).content.splitlines()
+
+
+def test_ldirectords_start_does_not_add_and_remove_each_missing_real_server(reference):
+    """ldirectord's ld_start() adds every real server missing from IPVS and removes it at once
+    unless readdquiescent=yes (ldirectord.in, the server_down loop): the same table either way,
+    at a table read and two ipvsadm runs per real server (docs/scale.md, health checks)."""
+    lines = render.ldirectord_file(reference).content.splitlines()
+    assert "readdquiescent=yes" in lines
+    assert lines.index("readdquiescent=yes") < next(i for i, line in enumerate(lines) if line.startswith("virtual="))
