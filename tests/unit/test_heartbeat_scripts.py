@@ -18,14 +18,16 @@ from lvsha import render
 from tests.conftest import ROOT, load_with_test_secret
 
 # The settings file is lvsha.env as rendered for the reference cluster's master, with
-# the tools replaced by fakes and heartbeat's timers shortened (seconds, not tens).
+# the tools replaced by fakes and heartbeat's timers shortened (seconds, not tens), and
+# lvsha-heartbeat-restart's checks 0.2 s apart, not a keepalive (LVSHA_SETTLE_EVERY,
+# centiseconds; test_settled_takes_three_checks_a_keepalive_apart... keeps the keepalive).
 CLUSTER = load_with_test_secret(ROOT / "inventory.py")
 NODE, PEER = CLUSTER.master, CLUSTER.peer(CLUSTER.master)
 PROBE = NODE.internal_interface
 PEER_ADDRESS, GATEWAY = PEER.internal_ip, CLUSTER.internal_gateway
 ADDRESSES = " ".join(render.floating_ips_arguments(CLUSTER))
 FAST = {"LVSHA_KEEPALIVE": "1", "LVSHA_DEADTIME": "2", "LVSHA_REJOIN_TIMEOUT": "3", "LVSHA_SETTLE_TIMEOUT": "10",
-        "LVSHA_API_TIMEOUT": "1", "LVSHA_WARNTIME": "1"}
+        "LVSHA_API_TIMEOUT": "1", "LVSHA_WARNTIME": "1", "LVSHA_SETTLE_EVERY": "20"}
 
 
 def rendered_env(balancer) -> dict[str, str]:
@@ -483,7 +485,7 @@ def test_a_crash_releases_whenever_the_addresses_could_be_someone_elses(fake, ca
         systemctl = fake.bin / "systemctl"
         systemctl.write_text(systemctl.read_text().replace('show)', 'show) [ "$3" = Job ] && exit 1', 1))
     elif case == "systemd-hangs":  # each read bounded (LVSHA_READ_TIMEOUT): one that hangs is no keep
-        fake.env_file.write_text(fake.env_file.read_text() + "LVSHA_READ_TIMEOUT=1\n")
+        fake.env_file.write_text(fake.env_file.read_text() + "LVSHA_READ_TIMEOUT=0.3\n")  # timeout(1) takes fractions
         systemctl = fake.bin / "systemctl"
         systemctl.write_text(systemctl.read_text().replace('show)', 'show) [ "$3" = Job ] && exec /bin/sleep 30', 1))
     result = fake.run(GUARD, "release")
@@ -789,13 +791,15 @@ def test_rejoin_waits_for_the_peer_to_finish_taking_over(fake):
 
 def test_rejoin_gives_up_waiting_for_a_peer_that_never_takes_over(fake):
     _stopped(fake, 10)
+    fake.env_file.write_text(fake.env_file.read_text().replace("LVSHA_REJOIN_TIMEOUT=3\n", "LVSHA_REJOIN_TIMEOUT=2\n"))
+    assert "LVSHA_REJOIN_TIMEOUT=2\n" in fake.env_file.read_text()
     fake.set(f"answers-{PEER_ADDRESS}", "0")
     fake.set("sleep-for-real")  # the timeout is counted on the clock
     result = fake.run(GUARD, "rejoin")
     assert result.returncode == 0
     probes = fake.waits()[1:]  # after the listening
-    assert 1 <= len(probes) <= 3  # probes a second apart until the rejoin timeout (3 s, in whole seconds)
-    assert "has not taken the floating addresses in 3 s; starting heartbeat anyway" in result.stderr
+    assert 1 <= len(probes) <= 3  # probes a second apart until the rejoin timeout (2 s, in whole seconds)
+    assert "has not taken the floating addresses in 2 s; starting heartbeat anyway" in result.stderr
 
 
 def test_both_heartbeats_restarting_at_once_do_not_wait_for_each_other(fake):
@@ -834,7 +838,7 @@ def test_master_with_auto_failback_restarts_and_settles_carrying_the_group(fake)
 
 
 def test_settled_takes_three_checks_a_keepalive_apart_counted_from_each_checks_start(tmp_path):
-    fake = Fake(tmp_path, LVSHA_KEEPALIVE="1")
+    fake = Fake(tmp_path, LVSHA_KEEPALIVE="1", LVSHA_SETTLE_EVERY="")  # the default: a keepalive apart
     fake.set("sleep-for-real")
     _pair(fake, carries=True, carries_after_start=True)
     started = time.monotonic()
@@ -849,12 +853,12 @@ def test_settled_takes_three_checks_a_keepalive_apart_counted_from_each_checks_s
 
 
 def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(tmp_path):
-    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="3")
+    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="1")  # some 5 checks 0.2 s apart: were it settled, 3 would pass
     fake.set("sleep-for-real")  # the settle timeout is counted on the clock
     _pair(fake, carries=True)  # after the restart the group stays on the peer
     result = fake.run(RESTART)
     assert result.returncode == 1
-    assert "did not settle in 3 s (expected this node to carry the floating addresses)" in result.stderr
+    assert "did not settle in 1 s (expected this node to carry the floating addresses)" in result.stderr
     assert f"{PEER.name} 'active'" in result.stderr
 
 
@@ -865,7 +869,7 @@ def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings)
     result = fake.run(RESTART)
     assert result.returncode == 0, result.stderr
     assert "systemctl restart heartbeat.service" in fake.calls()
-    fake2 = Fake(tmp_path / "carrying", **{**settings, "LVSHA_SETTLE_TIMEOUT": "3"})
+    fake2 = Fake(tmp_path / "carrying", **{**settings, "LVSHA_SETTLE_TIMEOUT": "1"})
     fake2.set("sleep-for-real")
     _pair(fake2, rsc="all", carries_after_start=True)  # it took the group: not what a restart should do
     assert fake2.run(RESTART).returncode == 1
@@ -873,7 +877,7 @@ def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings)
 
 def test_a_node_carrying_some_addresses_is_not_settled_carrying_none(tmp_path):
     """The backup must end with none of the group: some of it is not none."""
-    fake = Fake(tmp_path, balancer=PEER, LVSHA_SETTLE_TIMEOUT="3")
+    fake = Fake(tmp_path, balancer=PEER, LVSHA_SETTLE_TIMEOUT="1")
     fake.set("sleep-for-real")
     _pair(fake, rsc="none")
     fake.set("carries-some")
@@ -884,7 +888,7 @@ def test_a_node_carrying_some_addresses_is_not_settled_carrying_none(tmp_path):
 
 
 def test_the_settle_deadline_is_taken_from_the_monotonic_clock(tmp_path):
-    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="2")
+    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="1")
     fake.set("sleep-for-real")
     date = fake.bin / "date"
     date.write_text("#!/bin/sh\necho 4102444800\n")  # a clock stepped to 2100 mid-wait would end it at once
@@ -892,8 +896,8 @@ def test_the_settle_deadline_is_taken_from_the_monotonic_clock(tmp_path):
     _pair(fake, rsc="transition", carries_after_start=True)
     started = time.monotonic()
     result = fake.run(RESTART)
-    assert result.returncode == 1 and "did not settle in 2 s" in result.stderr
-    assert time.monotonic() - started >= 2  # lower bound only: the deadline was honoured
+    assert result.returncode == 1 and "did not settle in 1 s" in result.stderr
+    assert time.monotonic() - started >= 1  # lower bound only: the deadline was honoured
 
 
 def test_the_only_node_serving_is_not_restarted(fake):
@@ -916,7 +920,7 @@ def test_a_node_alone_and_serving_nothing_restarts_without_waiting_for_the_peer(
 
 
 def test_transition_is_never_settled(tmp_path):
-    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="3")
+    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="1")
     fake.set("sleep-for-real")
     _pair(fake, carries_after_start=True, rsc="transition")
     result = fake.run(RESTART)
@@ -927,7 +931,7 @@ def test_transition_is_never_settled(tmp_path):
 def test_a_hung_heartbeat_api_is_bounded_and_reported(tmp_path):
     """cl_status blocks while heartbeat hangs: each call is bounded, and the script ends
     saying what it saw instead of hanging (or being killed by the deploy's own timeout)."""
-    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="1")
+    fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="1", LVSHA_API_TIMEOUT="0.3")  # timeout(1) takes fractions
     _pair(fake)
     fake.set("hb-hung")
     result = fake.run(RESTART, timeout=120)
