@@ -108,11 +108,15 @@ class Fake(takeover.Fake):
         self.set("journal", "".join(f"{line}\n" for line in journal))
         return subprocess.run([SCRIPT], capture_output=True, text=True, env=self.env(), timeout=30)
 
-    def start(self) -> subprocess.Popen:
-        """The watch running, its journal open (as under heartbeat), with fast timers."""
+    def start(self, **settings: str) -> subprocess.Popen:
+        """The watch running, its journal open (as under heartbeat), with fast timers: heartbeat
+        asked 0.2 s apart, not a keepalive, this start's lines looked for 2 s, not 5; `settings`
+        (lvsha.env's) over these ("": the script's default)."""
         self.set("journal", "")
         self.set("follow")
-        self.env_file.write_text(self.env_file.read_text() + "LVSHA_KEEPALIVE=1\nLVSHA_DEADTIME=2\n")
+        timers = {"LVSHA_KEEPALIVE": "1", "LVSHA_DEADTIME": "2", "LVSHA_WATCH_PAUSE": "0.2", "LVSHA_LINES_WAIT": "2",
+                  **settings}
+        self.env_file.write_text(self.env_file.read_text() + "".join(f"{k}={v}\n" for k, v in timers.items()))
         return subprocess.Popen([SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env(),
                                 start_new_session=True)  # its own process group, as heartbeat starts a client
 
@@ -195,7 +199,7 @@ def test_a_frozen_heartbeat_is_killed_after_deadtime_so_the_guard_releases(tmp_p
     gives the addresses up: two holders for seconds, not until someone notices."""
     fake = Fake(tmp_path)
     fake.set("frozen")
-    watch = fake.start()
+    watch = fake.start(LVSHA_WATCH_API_TIMEOUT="0.5")  # each unanswered question ended after 0.5 s, not 2
     try:
         wait_until(lambda: "systemctl kill --kill-whom=main --signal=KILL heartbeat.service" in fake.calls(), 30,
                    interval=0.2, what="the watch to end the frozen heartbeat")
@@ -208,7 +212,7 @@ def test_a_frozen_heartbeat_is_killed_after_deadtime_so_the_guard_releases(tmp_p
 
 def test_a_heartbeat_that_answers_or_is_stopping_is_left_alone(tmp_path):
     fake = Fake(tmp_path)
-    watch = fake.start()
+    watch = fake.start(LVSHA_WATCH_API_TIMEOUT="0.5")  # each unanswered question ended after 0.5 s, not 2
     try:
         wait_until(lambda: fake.calls().count("cl_status hbstatus") >= 4, 30, interval=0.2,
                    what="four answered checks")
@@ -246,8 +250,8 @@ def test_an_unreadable_lvsha_env_at_a_takeover_leaves_the_addresses_read_at_star
 
 # ---- what the guard needs to keep the addresses, and what it kept -------------
 
-def _watching(fake: Fake, until, what: str) -> None:
-    watch = fake.start()
+def _watching(fake: Fake, until, what: str, **settings: str) -> None:
+    watch = fake.start(**settings)
     try:
         wait_until(until, 30, interval=0.2, what=what)
     finally:
@@ -362,9 +366,10 @@ def _kept(fake: Fake, lines: list[str] | None, answers: list[str], for_start: st
     return kept
 
 
-def _settled(fake: Fake) -> list[str]:
+def _settled(fake: Fake, **settings: str) -> list[str]:
     """The watch run until it has settled the kept addresses; what it called."""
-    _watching(fake, lambda: any(c.startswith(SETTLED) for c in fake.calls()), "the kept addresses to be settled")
+    _watching(fake, lambda: any(c.startswith(SETTLED) for c in fake.calls()), "the kept addresses to be settled",
+              **settings)
     return fake.calls()
 
 
@@ -469,7 +474,7 @@ def test_a_journald_that_does_not_answer_is_given_5_s_in_all_then_they_leave(tmp
     fake = Fake(tmp_path, balancer=PEER)
     kept = _kept(fake, _peer_heard_first(NODE), ["local"])
     fake.set("journal-slow")
-    calls = _settled(fake)
+    calls = _settled(fake, LVSHA_LINES_WAIT="")  # the script's own 5 s
     assert _lines_asked(calls) == 1
     assert fake.actions() == [f"floating-ips {ADDRESSES} stop", "state stop"]
     assert _removed_at(calls) < calls.index("cl_status rscstatus")
