@@ -350,14 +350,14 @@ def test_a_hung_systemctl_does_not_hold_a_step_its_state_is_unknown(run, step):
     if step == "stopped":
         assert run("release", "5", *ADDRESSES)[0].returncode == 0
     (run.dir / "show-hangs").touch()
-    run.env["LVSHA_READ_TIMEOUT"] = "1"
-    result, _ = run(step, "2", *ADDRESSES)
+    run.env["LVSHA_READ_TIMEOUT"] = "0.5"  # timeout(1) takes fractions
+    result, _ = run(step, "1", *ADDRESSES)
     assert result.returncode == 1, result.stderr
     if step == "release":
-        assert "waited 2 s for heartbeat stopping, every floating address given up" in result.stderr
+        assert "waited 1 s for heartbeat stopping, every floating address given up" in result.stderr
         assert "heartbeat unknown (unknown), still carried here: none" in result.stderr
     else:
-        assert "waited 2 s for heartbeat stopped (its stop ended), no floating address here" in result.stderr
+        assert "waited 1 s for heartbeat stopped (its stop ended), no floating address here" in result.stderr
         assert ("heartbeat's stop here has not ended: heartbeat unknown (unknown), carries: none "
                 "(journalctl -u heartbeat)") in result.stderr
 
@@ -471,7 +471,7 @@ def test_the_watch_leaves_the_hold_while_the_peers_heartbeat_is_heard(run):
     takes the group again): packets from the peer's heartbeat within deadtime keep the hold."""
     _held(run)
     (run.dir / "peer-alive").touch()
-    result, _ = run("watch", "3", "2", PORT, *ADDRESSES)
+    result, _ = run("watch", "2", "1", PORT, *ADDRESSES)  # past deadtime: packets ignored would clear the hold
     assert result.returncode == 1
     assert run.hold_value() == "1"
     assert "the hold stays" in result.stderr and "a heartbeat packet from the peer" in result.stderr
@@ -480,7 +480,7 @@ def test_the_watch_leaves_the_hold_while_the_peers_heartbeat_is_heard(run):
 def test_the_watch_never_takes_no_count_for_silence(run):
     _held(run)
     (run.dir / "no-heartbeat-rule").touch()
-    result, _ = run("watch", "3", "1", PORT, *ADDRESSES)
+    result, _ = run("watch", "2", "1", PORT, *ADDRESSES)  # past deadtime: no count taken for silence would clear it
     assert result.returncode == 1
     assert run.hold_value() == "1" and f"no count of the peer's heartbeat packets to read (no firewall rule " \
                                       f"accepting UDP {PORT})" in result.stderr
@@ -490,7 +490,7 @@ def test_the_watch_leaves_the_hold_while_any_floating_address_answers(run):
     """A release that failed half-way: the gateway gone from the peer, a VIP still there."""
     _held(run)
     run.answers("10.0.0.10")
-    result, _ = run("watch", "6", "1", PORT, *ADDRESSES)
+    result, _ = run("watch", "3", "1", PORT, *ADDRESSES)  # 2 s past deadtime, probing every address
     assert result.returncode == 1
     assert run.hold_value() == "1" and "10.0.0.10 still answered" in result.stderr
 
@@ -578,11 +578,12 @@ def test_off_takes_a_restart_pending_or_a_stop_running_for_not_off(run, unit, wo
 
 def _systemd_does_not_answer(run):
     """Each read of a unit's state (`systemctl is-active`, `systemctl show` of its ActiveState and
-    SubState) hangs longer than the program's bound on a read (LVSHA_READ_TIMEOUT, 1 s here),
-    then fails without a word, as systemctl does past D-Bus's own time limit."""
+    SubState) hangs longer than the program's bound on a read (LVSHA_READ_TIMEOUT, 0.5 s here:
+    timeout(1) takes fractions), then fails without a word, as systemctl does past D-Bus's own
+    time limit."""
     (run.dir / "is-active-hangs").write_text("3\n")
     (run.dir / "state-hangs").write_text("3\n")
-    run.env["LVSHA_READ_TIMEOUT"] = "1"
+    run.env["LVSHA_READ_TIMEOUT"] = "0.5"
 
 
 def test_off_never_takes_a_systemd_that_does_not_answer_for_engines_off(run):
@@ -590,9 +591,9 @@ def test_off_never_takes_a_systemd_that_does_not_answer_for_engines_off(run):
     engine's state is cut at LVSHA_READ_TIMEOUT and counts as "cannot tell", not as off; the
     wait goes on to its limit and fails naming what it waited for."""
     _systemd_does_not_answer(run)
-    result, calls = run("off", "2", *ADDRESSES)
+    result, calls = run("off", "1", *ADDRESSES)
     assert result.returncode == 1, result.stderr
-    assert f"waited 2 s for {OFF}" in result.stderr
+    assert f"waited 1 s for {OFF}" in result.stderr
     assert "not ready: keepalived unknown, heartbeat unknown, carries: " in result.stderr
     assert calls == []
 
@@ -601,7 +602,7 @@ def test_off_waits_through_reads_without_an_answer(run):
     """"cannot tell" is "not yet": once systemd answers again (neither engine active), the wait
     that went on through the reads without an answer ends."""
     _systemd_does_not_answer(run)
-    answers_again = subprocess.Popen(["sh", "-c", f'sleep 2; rm -f "{run.dir}/is-active-hangs" "{run.dir}/state-hangs"'])
+    answers_again = subprocess.Popen(["sh", "-c", f'sleep 1; rm -f "{run.dir}/is-active-hangs" "{run.dir}/state-hangs"'])
     result, _ = run("off", "30", *ADDRESSES)
     answers_again.wait()
     assert result.returncode == 0, result.stderr
@@ -630,17 +631,17 @@ def test_a_show_of_a_units_state_without_an_answer_is_cannot_tell_not_off(run, s
     says off) hangs: cut at LVSHA_READ_TIMEOUT, it is "cannot tell", never off. `off` waits to
     its limit and fails; `retire` does not take keepalived for ended, and the hold stays."""
     (run.dir / "state-hangs").write_text("3\n")
-    run.env["LVSHA_READ_TIMEOUT"] = "1"
+    run.env["LVSHA_READ_TIMEOUT"] = "0.5"  # timeout(1) takes fractions
     if step == "off":
-        result, _ = run("off", "2", *ADDRESSES)
+        result, _ = run("off", "1", *ADDRESSES)
         assert result.returncode == 1, result.stderr
-        assert f"waited 2 s for {OFF}" in result.stderr
+        assert f"waited 1 s for {OFF}" in result.stderr
         assert "not ready: keepalived unknown, heartbeat unknown, carries: " in result.stderr
     else:
         run.carry(*ADDRESSES)
         run.hold.parent.mkdir()
         run.hold.write_text("1\n")
-        result, _ = run("retire", "2", *ADDRESSES)
+        result, _ = run("retire", "1", *ADDRESSES)
         assert result.returncode == 1, result.stderr
         assert "keepalived.service not ended: processes none, systemd says unknown" in result.stderr
         assert run.hold_value() == "1"
@@ -657,7 +658,7 @@ def test_adopt_starts_nothing_when_systemd_cannot_tell_whether_heartbeat_runs(ru
     assert result.returncode == 1, result.stderr
     assert calls == []
     assert "systemd cannot tell whether heartbeat runs here (systemctl is-active heartbeat.service: no answer " \
-           "within 1 s): nothing changed" in result.stderr
+           "within 0.5 s): nothing changed" in result.stderr
 
 
 def test_adopt_starts_heartbeat_keeping_the_addresses_keepalived_carries(run):
@@ -828,9 +829,9 @@ def test_retire_never_takes_a_systemd_that_does_not_answer_for_keepalived_ended(
     run.hold.write_text("1\n")
     (run.dir / "active").touch()
     _systemd_does_not_answer(run)
-    result, _ = run("retire", "2", *ADDRESSES)
+    result, _ = run("retire", "1", *ADDRESSES)
     assert result.returncode == 1, result.stderr
-    assert "waited 2 s for every process of keepalived ended, the addresses left in place" in result.stderr
+    assert "waited 1 s for every process of keepalived ended, the addresses left in place" in result.stderr
     assert "keepalived.service not ended: processes none, systemd says unknown" in result.stderr
     assert run.hold_value() == "1"
     assert not (run.dir / "runtime" / DROPIN).exists()
@@ -845,9 +846,9 @@ def test_retire_never_takes_keepalived_between_two_restarts_for_ended(run, activ
     run.hold.parent.mkdir()
     run.hold.write_text("1\n")
     _between_restarts(run, "keepalived.service", active, sub)
-    result, _ = run("retire", "2", *ADDRESSES)
+    result, _ = run("retire", "1", *ADDRESSES)
     assert result.returncode == 1, result.stderr
-    assert "waited 2 s for every process of keepalived ended, the addresses left in place" in result.stderr
+    assert "waited 1 s for every process of keepalived ended, the addresses left in place" in result.stderr
     assert f"keepalived.service not ended: processes none, systemd says {active} ({sub})" in result.stderr
     assert run.hold_value() == "1"
     assert not (run.dir / "runtime" / DROPIN).exists()
@@ -874,7 +875,7 @@ def test_join_as_standby_waits_until_the_group_is_the_peers_by_heartbeats_word(r
     peer = _peer_of(node)
     (run.dir / "peer").write_text("active\n")
     (run.dir / "rscstatus").write_text(f"{resources}\n")
-    result, calls = run.on(node)("join", "2", peer, OWNER, "standby", *ADDRESSES)
+    result, calls = run.on(node)("join", "1", peer, OWNER, "standby", *ADDRESSES)
     assert calls == ["systemctl enable --quiet heartbeat.service", "systemctl start heartbeat.service"]
     standby = not holds and resources != "transition"
     assert result.returncode == (0 if standby else 1), result.stderr
@@ -903,7 +904,7 @@ def test_join_to_carry_waits_until_heartbeat_holds_the_group_and_every_address(r
     (run.dir / "peer").write_text("active\n")
     (run.dir / "rscstatus").write_text(f"{resources}\n")
     run.carry(*ADDRESSES)
-    result, _ = run.on(node)("join", "2", _peer_of(node), OWNER, "carry", *ADDRESSES)
+    result, _ = run.on(node)("join", "1", _peer_of(node), OWNER, "carry", *ADDRESSES)
     assert result.returncode == (0 if holds else 1), result.stderr
     if holds:
         assert "has settled holding the group and every floating address" in result.stderr
