@@ -48,9 +48,11 @@ def run(tmp_path, reference):
     (tmp_path / "ps").chmod(0o755)
 
     def run(timeout: str, *tables: str, every: float = 0.0, strict: bool = False, reloaded: bool = False):
-        """Run with `tables` shown by ipvsadm one after another, `every` seconds apart."""
+        """Run with `tables` shown by ipvsadm one after another, `every` seconds apart; IPVS
+        read 0.2 s apart (LVSHA_POLL), not a second."""
         table.write_text(tables[0])
-        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(tmp_path / "ldirectord.cf")}
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LVSHA_LDIRECTORD_CF": str(tmp_path / "ldirectord.cf"),
+               "LVSHA_POLL": "0.2"}
         started = time.monotonic()
         options = (["--strict"] if strict else []) + (["--reloaded"] if reloaded else [])
         process = subprocess.Popen([SCRIPT, *options, timeout], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -82,8 +84,8 @@ def test_a_loaded_table_is_ready_at_once(run, reference):
 
 def test_it_waits_for_ldirectord_to_load_every_virtual_service(run, reference):
     every = len(reference.virtual_servers())
-    rc, err, took = run("10", HEADER, table(reference, every - 1, reals=False), table(reference, every), every=1.2)
-    assert rc == 0 and took >= 2.4 and run.reads() >= 3, err  # the full table appeared 2.4 s after the start
+    rc, err, took = run("10", HEADER, table(reference, every - 1, reals=False), table(reference, every), every=0.4)
+    assert rc == 0 and took >= 0.8 and run.reads() >= 3, err  # the full table appeared 0.8 s after the start
     assert "each with a real server" in err
 
 
@@ -140,8 +142,8 @@ def test_strict_waits_for_an_ldirectord_still_starting(run, reference):
     real servers (first health checks), then the full table."""
     every = len(reference.virtual_servers())
     rc, err, took = run("20", HEADER, table(reference, every, reals=False), table(reference, every),
-                        every=1.2, strict=True)
-    assert rc == 0 and took >= 2.4 and run.reads() >= 3, err
+                        every=0.4, strict=True)
+    assert rc == 0 and took >= 0.8 and run.reads() >= 3, err
     assert "holds every virtual service" in err
 
 
@@ -159,9 +161,9 @@ def test_strict_checks_each_service_by_address_not_by_count(run, reference):
     every = len(reference.virtual_servers())
     first = reference.virtual_servers()[0].address
     wrong = table(reference, every).replace(f"TCP  {first} ", "TCP  192.0.2.99:0 ")
-    rc, err, _ = run("2", wrong)
+    rc, err, _ = run("1", wrong)  # at the timeout either way: the shortest
     assert rc == 0 and f"lacks virtual service(s) {first} of " in err and "going on all the same" in err, err
-    rc, err, _ = run("2", wrong, strict=True)
+    rc, err, _ = run("1", wrong, strict=True)
     assert rc == 1 and f"lacks virtual service(s) {first} of " in err, err
 
 
@@ -209,9 +211,9 @@ def test_strict_after_a_reload_a_service_without_real_servers_gets_its_first_che
     lacks nothing), not passed at once as for a service down on a long-running ldirectord."""
     every = len(reference.virtual_servers())
     run.ldirectord_since(1_000_000)
-    rc, err, took = run("600", table(reference, every, reals=False), table(reference, every), every=1.2, strict=True,
+    rc, err, took = run("600", table(reference, every, reals=False), table(reference, every), every=0.4, strict=True,
                         reloaded=True)
-    assert rc == 0 and took >= 1.2 and run.reads() >= 2, err
+    assert rc == 0 and took >= 0.4 and run.reads() >= 2, err
     assert "each with a real server" in err and "no real server" not in err
 
 
@@ -316,8 +318,8 @@ def test_forking_the_real_servers_arriving_end_the_wait_before_any_checker(run, 
     _forking(tmp_path, reference)
     every = len(reference.virtual_servers())
     run.checkers(f"      9 {DAEMON}")
-    rc, err, took = run("600", table(reference, every, reals=False), table(reference, every), every=1.2, strict=True)
-    assert rc == 0 and took >= 1.2, err
+    rc, err, took = run("600", table(reference, every, reals=False), table(reference, every), every=0.4, strict=True)
+    assert rc == 0 and took >= 0.4, err
     assert "each with a real server" in err
 
 
