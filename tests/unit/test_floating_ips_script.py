@@ -19,6 +19,7 @@ from tests.unit.fakes import fake_programs
 SCRIPT = str(render.FILES / "heartbeat" / "lvsha-floating-ips")
 GROUP = ["192.168.50.254/24/lvt1", "10.50.0.1/24/lvt0", "10.50.0.21/24/lvt0"]
 RSC_WAIT = 2  # s reload asks heartbeat again while it says transition or nothing
+POLL = 0.2  # s between two of those questions (LVSHA_POLL; unset: a second)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
 
@@ -40,7 +41,8 @@ class Netns:
 
     def resource(self, *args: str, send_arp: str | None = None, path: str | None = None) -> subprocess.CompletedProcess:
         env = dict(os.environ, LVSHA_SEND_ARP=self.send_arp if send_arp is None else send_arp,
-                   LVSHA_STATE_DIR=self.state_dir, LVSHA_ENV_FILE=self.env_file, LVSHA_RSC_WAIT=str(RSC_WAIT))
+                   LVSHA_STATE_DIR=self.state_dir, LVSHA_ENV_FILE=self.env_file, LVSHA_RSC_WAIT=str(RSC_WAIT),
+                   LVSHA_POLL=str(POLL))
         # A PATH with fakes first applies inside the namespace only (`ip netns exec` is the real ip).
         inside = ["env", f"PATH={path}:{env['PATH']}"] if path else []
         return subprocess.run(["ip", "netns", "exec", self.name, *inside, SCRIPT, *args],
