@@ -20,20 +20,24 @@ ONE_BY_ONE_MAX = 8  # lvsha-floating-ips' ANNOUNCE_ONE_BY_ONE_MAX
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
 
 # Reads ARP frames off an interface (in the namespace, a process of its own) and prints
-# each one's first 42 bytes in hex: the Ethernet header and the ARP packet.
+# each one's first 42 bytes in hex: the Ethernet header and the ARP packet. For at most
+# argv[2] seconds; once its stdin ends (the test: the announcer has exited), for
+# argv[3] seconds more, so that a frame sent late is still seen.
 CAPTURE = """
-import socket, sys, time
+import select, socket, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
 s.bind((sys.argv[1], 0))
-s.settimeout(0.1)
 print("ready", flush=True)
 end = time.monotonic() + float(sys.argv[2])
+stopping = False
 while time.monotonic() < end:
-    try:
+    ready, _, _ = select.select([s] if stopping else [s, sys.stdin], [], [], 0.1)
+    if s in ready:
         print(s.recv(2048)[:42].hex(), flush=True)
-    except socket.timeout:
-        pass
+    if not stopping and sys.stdin in ready and not sys.stdin.read():
+        stopping, end = True, min(end, time.monotonic() + float(sys.argv[3]))
 """
+AFTER = 0.5  # s the capture goes on after the announcer exited
 
 
 def _mac(netns, interface):
@@ -48,8 +52,10 @@ def _gratuitous(mac: str, address: str) -> str:
 
 
 def _capture(netns, interface, seconds):
+    """Frames off `interface` until the test ends the capture's stdin (communicate(input="")), then
+    AFTER s more; `seconds` at most."""
     capture = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", CAPTURE, interface,
-                                str(seconds)], stdout=subprocess.PIPE, text=True)
+                                str(seconds), str(AFTER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert capture.stdout.readline().strip() == "ready"
     return capture
 
@@ -66,7 +72,7 @@ def test_every_address_is_announced_count_times_with_send_arps_packet(netns, tmp
     result = _announce(netns, 3, 100, tmp_path / "announce.pid", *specs, tmp_path=tmp_path)
     took = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    frames = capture.communicate(timeout=30)[0].split()
+    frames = capture.communicate(input="", timeout=30)[0].split()
     mac = _mac(netns, "lvt0")
     expected = [_gratuitous(mac, spec.split("/")[0]) for spec in specs]
     assert frames == expected * 3  # round after round, each in the group's order
@@ -78,7 +84,7 @@ def test_addresses_on_two_interfaces_leave_each_from_its_own(netns, tmp_path):
     on_lvt1 = _capture(netns, "lvt1p", 2)
     result = _announce(netns, 1, 0, tmp_path / "announce.pid", *GROUP, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert on_lvt1.communicate(timeout=30)[0].split() == [_gratuitous(_mac(netns, "lvt1"), "192.168.50.254")]
+    assert on_lvt1.communicate(input="", timeout=30)[0].split() == [_gratuitous(_mac(netns, "lvt1"), "192.168.50.254")]
 
 
 @pytest.mark.parametrize("args", [[], ["3", "200", "PID"], ["x", "200", "PID", "10.0.0.1/24/lvt0"],
