@@ -199,12 +199,13 @@ def test_a_frozen_heartbeat_is_killed_after_deadtime_so_the_guard_releases(tmp_p
     gives the addresses up: two holders for seconds, not until someone notices."""
     fake = Fake(tmp_path)
     fake.set("frozen")
-    watch = fake.start(LVSHA_WATCH_API_TIMEOUT="0.5")  # each unanswered question ended after 0.5 s, not 2
+    # each unanswered question ended after 0.5 s, not 2; deadtime 1 s: killed 3 s into the silence, not 4
+    watch = fake.start(LVSHA_WATCH_API_TIMEOUT="0.5", LVSHA_DEADTIME="1")
     try:
         wait_until(lambda: "systemctl kill --kill-whom=main --signal=KILL heartbeat.service" in fake.calls(), 30,
                    interval=0.2, what="the watch to end the frozen heartbeat")
         said = [c for c in fake.calls() if c.startswith("logged heartbeat has not answered")]
-        assert said and "(deadtime 2: its peer takes over)" in said[0], fake.calls()
+        assert said and "(deadtime 1: its peer takes over)" in said[0], fake.calls()
         assert fake.calls().count("systemctl kill --kill-whom=main --signal=KILL heartbeat.service") == 1
     finally:
         _stop(watch)
@@ -212,7 +213,8 @@ def test_a_frozen_heartbeat_is_killed_after_deadtime_so_the_guard_releases(tmp_p
 
 def test_a_heartbeat_that_answers_or_is_stopping_is_left_alone(tmp_path):
     fake = Fake(tmp_path)
-    watch = fake.start(LVSHA_WATCH_API_TIMEOUT="0.5")  # each unanswered question ended after 0.5 s, not 2
+    # each unanswered question ended after 0.5 s, not 2; deadtime 1 s: the unit looked at 3 s into the silence, not 4
+    watch = fake.start(LVSHA_WATCH_API_TIMEOUT="0.5", LVSHA_DEADTIME="1")
     try:
         wait_until(lambda: fake.calls().count("cl_status hbstatus") >= 4, 30, interval=0.2,
                    what="four answered checks")
