@@ -285,6 +285,12 @@ def scale_bench(sites: list[int], engines: list[str], environ: dict, pytest_args
     return results
 
 
+def scale_runs_passed(results: dict, engines: list[str], sites: list[int]) -> bool:
+    """Whether every run of this benchmark (each engine in `engines`, each N in `sites`)
+    passed: the records' other N, kept from earlier runs, are not this run's to answer for."""
+    return all(results[engine][str(n)]["exit"] == 0 for engine in engines for n in sites)
+
+
 def _figure_name(name: str, engine: str) -> str:
     """A figure's name as the table shows it: without the engine the lab's report prefixes
     to a figure taken on another engine than the default (the table says the engine)."""

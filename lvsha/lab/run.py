@@ -404,7 +404,7 @@ def add_commands(lab: click.Group) -> None:
         from lvsha.lab import LabError
         from lvsha.lab import lab as lab_api
         from lvsha.lab.bench import (check_scale_place, format_scale, parse_engines, parse_sites, saved_scale,
-                                     scale_bench, write_scale_into)
+                                     scale_bench, scale_runs_passed, write_scale_into)
         from lvsha.lab.scale import DEFAULT_ENGINE
 
         try:
@@ -430,7 +430,7 @@ def add_commands(lab: click.Group) -> None:
         if into is not None:
             write_scale_into(into, results)
             click.echo(f"scale tables ({', '.join(results)}) written into {into}")
-        sys.exit(0 if all(r["exit"] == 0 for ours in results.values() for r in ours.values()) else 1)
+        sys.exit(0 if scale_runs_passed(results, chosen, counts) else 1)
 
     @lab.command("report")
     @click.option("--markdown", is_flag=True, help="a markdown table, with the run's commit and machine")

@@ -208,6 +208,8 @@ def test_a_run_of_some_counts_keeps_the_engines_other_counts_from_its_record(cac
     assert list(results["heartbeat"]) == ["3", "250"] and results["heartbeat"]["250"] == first["250"]
     assert json.loads(bench_module.scale_record_path("heartbeat").read_text()) == results["heartbeat"]
     assert "| first deploy | 400.0 | 900.0 |" in bench_module.format_scale("heartbeat", results["heartbeat"])
+    assert bench_module.scale_runs_passed(results, ["heartbeat"], [3])  # the failed 250 kept is not this run's
+    assert not bench_module.scale_runs_passed(results, ["heartbeat"], [3, 250])
     results = bench_module.scale_bench([250], ["heartbeat"], {}, call=call)
     assert list(results["heartbeat"]) == ["3", "250"] and results["heartbeat"]["250"]["exit"] == 0
     assert "a test failed" not in bench_module.format_scale("heartbeat", results["heartbeat"])
