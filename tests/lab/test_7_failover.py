@@ -66,10 +66,14 @@ def _sessions_fared(lab, sessions, event: str, marks: dict[str, float] | None = 
     assert not broken, f"connections broken by {event}: {broken}\n{result}"
     for kind in KINDS:
         record(f"{event}: longest stall, {kind}", result[kind]["longest_stall"])
+    started = sessions.final["started"]
+    when = {what: round(at - started, 1) for what, at in (marks or {}).items()}
+    # where each kind's longest stall fell among the test's moments (the client's clock): the log says it
+    print(f"[lab] {event}: longest stall, s, ending at s after the client's start: " + ", ".join(
+        f"{kind} {result[kind]['longest_stall']} ending at {result[kind].get('longest_stall_ended')}" for kind in KINDS)
+        + f"; the test's moments {when}", flush=True)
     served_by = {name for kind in ("http", "stream", "probe") for name in result[kind]["names"]}
     if sessions.site.persistent:
-        started = sessions.final["started"]
-        when = {what: round(at - started, 1) for what, at in (marks or {}).items()}
         first = {kind: result[kind]["first_answered"] for kind in ("http", "stream", "probe")}
         assert len(served_by) == 1, (f"{sessions.site.name} is persistent, yet answered by {served_by}: first answers "
                                      f"(s after the client's start) {first}; the test's moments {when}")
@@ -83,9 +87,11 @@ def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(la
     standby = lab.other(active)
     service = lab.engine_service
     since = _guest_clock(lab, standby)
+    marks = {f"{service} stop": time.time()}
     lab.ssh(active, f"systemctl stop {service}")
     try:
         record(f"takeover after {service} stop", lab.wait_settled(standby))
+        marks["taken over"] = time.time()
         if lab.engine == "heartbeat":
             assert_the_watch_took_over(lab, standby, since)
             assert lab.carries_none(active)  # no address; ldirectord (IPVS) keeps running
@@ -95,9 +101,11 @@ def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(la
         else:  # no address left on the stopped node (its IPVS stays loaded: --dont-release-ipvs)
             assert not lab.carries(active)[0] & lab.floating()
     finally:
+        marks[f"{service} start"] = time.time()
         lab.ssh(active, f"systemctl start {service}")
     home = lab.home_after_return(standby)
     record(f"{_return_label(lab)} after {service} start", lab.wait_settled(home))
+    marks["settled"] = time.time()
     wait_until(lambda: _nothing_on(lab, lab.other(home)), 60, what=f"{lab.other(home)} to release every address")
     assert lab.carries_none(lab.other(home))
     if lab.engine == "keepalived" and lab.cluster.state_sync.enabled:
@@ -107,7 +115,7 @@ def test_heartbeat_stop_moves_everything_and_the_return_follows_auto_failback(la
         time.sleep(render.CONNTRACKD_PURGE_TIMEOUT + 10)
         record(f"states still on the backup {render.CONNTRACKD_PURGE_TIMEOUT + 10} s after its return to backup",
                sessions.wait_synced_to(lab.other(home), timeout=10))
-    _sessions_fared(lab, sessions, f"{service} stop and return")
+    _sessions_fared(lab, sessions, f"{service} stop and return", marks)
 
 
 def _guest_clock(lab, name: str) -> int:

@@ -128,6 +128,8 @@ def test_every_connection_lasts_and_names_its_server(web, processes, tmp_path):
         assert c["established"] and c["error"] is None and c["failed_at"] is None, c
         assert isinstance(c["local_port"], int) or kind == "probe", c  # a probe is many connections
         assert c["longest_stall"] < 1.5, c
+        # when it ended, on the client's clock: after the connection's first success, within the run (~2 s)
+        assert c["longest_stall"] <= c["longest_stall_ended"] < 5, c
     for kind in ("http", "stream", "smtp", "outbound"):
         assert by_kind[kind]["round_trips"] > 3, by_kind[kind]
     assert by_kind["probe"]["ok"] >= 2 and by_kind["probe"]["failed"] == 0

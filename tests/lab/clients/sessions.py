@@ -21,7 +21,7 @@ Prints "READY" (flushed) once every connection is established or has failed to
 be. Until SIGTERM/SIGINT, writes FILE (atomically) every 0.5 s:
   {"started": epoch, "elapsed": s, "ready": bool, "connections": [
     {"kind", "target", "local_port", "established", "round_trips",
-     "longest_stall", "names", "first_name", "first_answered", "error", "failed_at"
+     "longest_stall", "longest_stall_ended", "names", "first_name", "first_answered", "error", "failed_at"
      (+ "ok", "failed" for probe)}, ...]}
 On SIGTERM/SIGINT: writes FILE a last time, prints "RESULT <that JSON>", exits 0.
 
@@ -29,7 +29,8 @@ error is None, "RST", "EOF", "timeout", "server closed", "HTTP <status>",
 "unexpected <line>" or "TypeName: message". longest_stall is the longest time
 between two successful round trips (from the connection's establishment on),
 counting the one still open: at a failure, and for a connection frozen when we
-stop, which must not look healthy. first_answered: {web host: s after the start of
+stop, which must not look healthy; longest_stall_ended: s after the start when it
+ended (for the one still open: the snapshot's time). first_answered: {web host: s after the start of
 its first answer} (which host answered when: where persistence broke). A probe, being many connections, has no
 local_port; it is "established" from its first answer.
 """
@@ -94,16 +95,17 @@ class Session:
 
     def __init__(self, kind, target):
         self.record = {"kind": kind, "target": target, "local_port": None, "established": False,
-                       "round_trips": 0, "longest_stall": 0.0, "names": [], "first_name": None, "first_answered": {},
+                       "round_trips": 0, "longest_stall": 0.0, "longest_stall_ended": None, "names": [], "first_name": None, "first_answered": {},
                        "error": None, "failed_at": None}
         if kind == "probe":
             self.record.update(ok=0, failed=0)
         self.last = None  # time of the last success (or of establishment)
         self.settled = threading.Event()  # established, or failed to be
 
-    def stall(self, now):
-        if self.last is not None:
-            self.record["longest_stall"] = round(max(self.record["longest_stall"], now - self.last), 3)
+    def stall(self, now, record=None):
+        record = self.record if record is None else record
+        if self.last is not None and now - self.last > record["longest_stall"]:
+            record.update(longest_stall=round(now - self.last, 3), longest_stall_ended=round(now - start, 3))
 
     def established(self, sock):
         with lock:
@@ -131,8 +133,8 @@ class Session:
 
     def snapshot(self, now):
         record = dict(self.record)
-        if record["error"] is None and self.last is not None:
-            record["longest_stall"] = round(max(record["longest_stall"], now - self.last), 3)
+        if record["error"] is None:
+            self.stall(now, record)
         return record
 
 
