@@ -137,11 +137,14 @@ def scale_markers(engine: str) -> tuple[str, str]:
 
 
 def parse_sites(text: str) -> list[int]:
-    """"3,50,250" -> [3, 50, 250]; ValueError naming what is not a number of sites."""
-    sites = []
+    """"3,50,250" -> [3, 50, 250]; ValueError naming what is not a number of sites, or is
+    named twice (a record keeps one run per N: the first run's exit would be lost)."""
+    sites: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         if not part.isdigit() or int(part) < 1:
             raise ValueError(f"--sites {text!r}: {part!r} is not a number of sites (comma-separated, each 1 or more)")
+        if int(part) in sites:
+            raise ValueError(f"--sites {text!r}: {part!r} is named twice")
         sites.append(int(part))
     return sites
 

@@ -63,6 +63,8 @@ def test_sites_are_a_comma_separated_list_of_counts():
     for bad in ("", "3,,50", "0", "many", "3;50"):
         with pytest.raises(ValueError, match="--sites"):
             bench_module.parse_sites(bad)
+    with pytest.raises(ValueError, match="'50' is named twice"):
+        bench_module.parse_sites("50,250,50")
 
 
 def test_engines_are_a_comma_separated_list_of_failover_engines():

@@ -852,12 +852,19 @@ def test_settled_takes_three_checks_a_keepalive_apart_counted_from_each_checks_s
     assert not any(c.startswith("cl_status hbstatus") for c in fake.calls())
 
 
+def _settle_checked_thrice(fake) -> bool:
+    """A not-settling case proves something only if at least 3 checks ran within its
+    timeout (were each seen as settled, the script would have passed): the settle looks
+    at heartbeat once per check."""
+    return sum(c.startswith("cl_status rscstatus") for c in fake.calls()) >= 3
+
+
 def test_master_that_does_not_get_the_group_back_fails_naming_what_it_saw(tmp_path):
     fake = Fake(tmp_path, LVSHA_SETTLE_TIMEOUT="1")  # some 5 checks 0.2 s apart: were it settled, 3 would pass
     fake.set("sleep-for-real")  # the settle timeout is counted on the clock
     _pair(fake, carries=True)  # after the restart the group stays on the peer
     result = fake.run(RESTART)
-    assert result.returncode == 1
+    assert result.returncode == 1 and _settle_checked_thrice(fake)
     assert "did not settle in 1 s (expected this node to carry the floating addresses)" in result.stderr
     assert f"{PEER.name} 'active'" in result.stderr
 
@@ -872,7 +879,7 @@ def test_backup_or_no_auto_failback_settles_carrying_nothing(tmp_path, settings)
     fake2 = Fake(tmp_path / "carrying", **{**settings, "LVSHA_SETTLE_TIMEOUT": "1"})
     fake2.set("sleep-for-real")
     _pair(fake2, rsc="all", carries_after_start=True)  # it took the group: not what a restart should do
-    assert fake2.run(RESTART).returncode == 1
+    assert fake2.run(RESTART).returncode == 1 and _settle_checked_thrice(fake2)
 
 
 def test_a_node_carrying_some_addresses_is_not_settled_carrying_none(tmp_path):
@@ -882,7 +889,7 @@ def test_a_node_carrying_some_addresses_is_not_settled_carrying_none(tmp_path):
     _pair(fake, rsc="none")
     fake.set("carries-some")
     result = fake.run(RESTART)
-    assert result.returncode == 1
+    assert result.returncode == 1 and _settle_checked_thrice(fake)
     assert "expected this node to carry none of the floating addresses" in result.stderr
     assert "carries some of the floating addresses, not all" in result.stderr
 
@@ -896,7 +903,7 @@ def test_the_settle_deadline_is_taken_from_the_monotonic_clock(tmp_path):
     _pair(fake, rsc="transition", carries_after_start=True)
     started = time.monotonic()
     result = fake.run(RESTART)
-    assert result.returncode == 1 and "did not settle in 1 s" in result.stderr
+    assert result.returncode == 1 and "did not settle in 1 s" in result.stderr and _settle_checked_thrice(fake)
     assert time.monotonic() - started >= 1  # lower bound only: the deadline was honoured
 
 
@@ -924,7 +931,7 @@ def test_transition_is_never_settled(tmp_path):
     fake.set("sleep-for-real")
     _pair(fake, carries_after_start=True, rsc="transition")
     result = fake.run(RESTART)
-    assert result.returncode == 1
+    assert result.returncode == 1 and _settle_checked_thrice(fake)
     assert "resources 'transition'" in result.stderr
 
 
