@@ -35,7 +35,7 @@ PROXY_GUEST_ADDR = "10.0.2.100"  # files/lab/apt-proxy.conf points apt here
 PROXY_GUEST_PORT = 3142
 BALANCER_MEMORY = 1024
 WEB_MEMORY = 512
-# Each ldirectord checker process (fork=yes: one per site) costs about this much:
+# Each ldirectord checker process (fork=yes: one per virtual service) costs about this much:
 # measured 3.8 MiB of Pss each at 50 sites (docs/scale.md, "Health checks").
 LDIRECTORD_CHECKER_MEMORY = 4
 FIRST_PCI_SLOT = 0x10
@@ -65,11 +65,11 @@ def nic_plan(cluster) -> list[tuple[str, str, dict[str, str]]]:
 
 
 def balancer_memory(cluster) -> int:
-    """MiB of a balancer VM: BALANCER_MEMORY, plus LDIRECTORD_CHECKER_MEMORY per site
-    where the model's ldirectord forks a checker per site (heartbeat past 50 checks:
-    some 1 GiB more at 250 sites), so that the lab measures the engine, not swapping."""
+    """MiB of a balancer VM: BALANCER_MEMORY, plus LDIRECTORD_CHECKER_MEMORY per virtual
+    service where the model's ldirectord forks a checker for each (heartbeat past 50
+    checks: some 1 GiB more at 250 sites), so that the lab measures the engine, not swapping."""
     if cluster.engine == "heartbeat" and cluster.ldirectord_forks():
-        return BALANCER_MEMORY + LDIRECTORD_CHECKER_MEMORY * len(cluster.sites)
+        return BALANCER_MEMORY + LDIRECTORD_CHECKER_MEMORY * len(cluster.virtual_servers())
     return BALANCER_MEMORY
 
 

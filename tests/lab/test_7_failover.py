@@ -70,7 +70,7 @@ def _sessions_fared(lab, sessions, event: str, marks: dict[str, float] | None = 
     when = {what: round(at - started, 1) for what, at in (marks or {}).items()}
     # where each kind's longest stall fell among the test's moments (the client's clock): the log says it
     print(f"[lab] {event}: longest stall, s, ending at s after the client's start: " + ", ".join(
-        f"{kind} {result[kind]['longest_stall']} ending at {result[kind].get('longest_stall_ended')}" for kind in KINDS)
+        f"{kind} {result[kind]['longest_stall']} ending at {result[kind]['longest_stall_ended']}" for kind in KINDS)
         + f"; the test's moments {when}", flush=True)
     served_by = {name for kind in ("http", "stream", "probe") for name in result[kind]["names"]}
     if sessions.site.persistent:

@@ -35,7 +35,7 @@ def stand_in_cluster(used_as_property: bool = False, networks_as_str: bool = Fal
         external_network=ext if networks_as_str else netaddr.IPNetwork(ext),
         internal_network=internal if networks_as_str else netaddr.IPNetwork(internal),
         used_addresses=used if used_as_property else (lambda: set(used)),
-        engine="heartbeat", sites=(NS(), NS(), NS()), ldirectord_forks=lambda: False,
+        engine="heartbeat", virtual_servers=lambda: [NS(), NS(), NS()], ldirectord_forks=lambda: False,
     )
 
 
@@ -79,7 +79,7 @@ def test_balancers_are_given_memory_for_each_ldirectord_checker_only_where_ldire
     assert scaled.ldirectord_forks()
     by = memory(scaled)
     for b in scaled.balancers:
-        assert by[b.name] == vm.BALANCER_MEMORY + vm.LDIRECTORD_CHECKER_MEMORY * len(scaled.sites)
+        assert by[b.name] == vm.BALANCER_MEMORY + vm.LDIRECTORD_CHECKER_MEMORY * len(scaled.virtual_servers())
     assert {by[h.name] for h in scaled.web_hosts} == {vm.WEB_MEMORY}
     assert set(memory(replace(scaled, engine="keepalived")).values()) == {vm.BALANCER_MEMORY, vm.WEB_MEMORY}
 
